@@ -1,0 +1,81 @@
+"""Settings shared by every Venueflow process.
+
+Read from the environment or a `.env` file (pydantic-settings), so that `run.py` can hand the
+same configuration to each child process simply by passing its environment on.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The public settings of the design card, plus a few tuning knobs with safe defaults."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis to use. Unset: run.py starts an embedded redis-server under DATA_DIR.",
+    )
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_keys: str = Field(default="", description="Comma-separated device/gate keys (X-API-Key).")
+    venue_config: Path | None = None
+
+    # Tuning, documented in the README.
+    event_streams: str = Field(
+        default="events:in",
+        description="Comma-separated stream keys the events flow reads (shard by adding keys).",
+    )
+    allowed_lateness_s: float = Field(
+        default=10.0, description="How long a window waits for out-of-order events (event time)."
+    )
+    window_s: int = Field(default=60, description="Length of the event-count windows.")
+    snapshot_interval_s: int = Field(default=2, description="Bytewax snapshot/epoch interval.")
+    max_event_bytes: int = Field(default=64 * 1024, description="Larger events are dead-lettered.")
+    lake_flush_rows: int = Field(
+        default=50_000, description="Rows buffered per lake table before a file is written."
+    )
+    lake_flush_age_s: float = Field(
+        default=5.0, description="Buffered rows older than this are written at the next snapshot."
+    )
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def stream_keys(self) -> list[str]:
+        return [k.strip() for k in self.event_streams.split(",") if k.strip()]
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "venue.duckdb"
+
+    @property
+    def recovery_dir(self) -> Path:
+        return self.data_dir / "recovery"
+
+    @property
+    def effective_redis_url(self) -> str:
+        """The Redis URL, falling back to the embedded server's socket-free TCP address."""
+        if self.redis_url:
+            return self.redis_url
+        from core.embedded_redis import embedded_url
+
+        return embedded_url(self.data_dir)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,131 @@
+"""The events flow: Redis (stream + pub/sub) → validate → lake, live channels, windowed counts.
+
+Run it with `uv run run.py flow events` (recovery on; see run.py) or
+`python -m bytewax.run flows.events:flow -r DIR -s 2 -b 0`.
+
+```
+streams (resumable) ─┐                ┌─▶ events (lake, exactly once)
+pubsub (at-most-once)┴─▶ parse batch ─┼─▶ dead letters (events:dead + lake dead_letters)
+                                      ├─▶ events:new / events:recent / live:events
+                                      └─▶ pre-aggregate ─▶ event-time windows ─┬─▶ event_counts
+                                                                    late ──────┴─▶ late_records
+```
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
+
+from connectors.heartbeat import HeartbeatSource
+from connectors.lake_sink import LakeSink
+from connectors.redis_pubsub import RedisPubSubSource
+from connectors.redis_sink import RedisCommandSink
+from connectors.redis_streams import RedisStreamSource
+from core import keys
+from core.records import dumps
+from core.settings import Settings, get_settings
+from core.shutdown import install_stop_handlers
+from flows.events_logic import (
+    EPOCH,
+    Group,
+    count_row,
+    late_rows,
+    live_commands,
+    parse_batch,
+    preaggregate,
+)
+
+FLOW_NAME = "events"
+
+
+def build_flow(s: Settings | None = None) -> Dataflow:
+    s = s or get_settings()
+    install_stop_handlers()
+    url = s.effective_redis_url
+    length = timedelta(seconds=s.window_s)
+    lateness = timedelta(seconds=s.allowed_lateness_s)
+    lake = s.lake_dir
+    sink_opts = {"flush_rows": s.lake_flush_rows, "flush_age": s.lake_flush_age_s}
+
+    flow = Dataflow(FLOW_NAME)
+    streams = op.input("streams", flow, RedisStreamSource(url, s.stream_keys))
+    pubsub = op.input("pubsub", flow, RedisPubSubSource(url, keys.EVENTS_PUBLISH))
+    batches = op.merge("batches", streams, pubsub)
+    parsed = op.map("parse", batches, lambda b: (b.stream, parse_batch(b, s.max_event_bytes)))
+
+    rows = op.filter_map("rows", parsed, lambda kp: (kp[0], kp[1].rows) if kp[1].rows else None)
+    op.output("events_lake", rows, LakeSink(lake, "events", **sink_opts))
+    dead = op.filter_map(
+        "dead_rows", parsed, lambda kp: (kp[0], kp[1].dead_rows) if kp[1].dead_rows else None
+    )
+    op.output("dead_lake", dead, LakeSink(lake, "dead_letters", **sink_opts))
+
+    # Windowed counts per (type, level) on event time.
+    groups = op.flat_map("preaggregate", parsed, lambda kp: preaggregate(kp[1].rows, length))
+
+    def wake_at(close: datetime) -> datetime:
+        # Wake when the watermark should pass `close` if sources' clocks match ours; never in
+        # the past, which would make the runtime spin (bytewax issue #578).
+        return max(close + lateness, datetime.now(UTC) + timedelta(milliseconds=200))
+
+    clock: EventClock[Group] = EventClock(lambda g: g.max_ts, lateness, to_system_utc=wake_at)
+    windower = TumblingWindower(length=length, align_to=EPOCH)
+    win = fold_window(
+        "count_window",
+        groups,
+        clock,
+        windower,
+        builder=lambda: 0,
+        folder=lambda acc, g: acc + g.count,
+        merger=lambda a, b: a + b,
+        ordered=False,
+    )
+    on_time = op.map(
+        "on_time_rows",
+        win.down,
+        lambda kv: count_row(kv[0], EPOCH + kv[1][0] * length, length, kv[1][1], late=False),
+    )
+    # Late groups: counted as a correction (so counts always sum to the stored events) and
+    # each event listed in late_records. Never dropped.
+    late = op.map("late_groups", win.late, lambda kv: (kv[0], kv[1][1]))
+    corrections = op.map(
+        "late_rows",
+        late,
+        lambda kg: count_row(kg[0], kg[1].window_start, length, kg[1].count, late=True),
+    )
+    count_rows = op.merge("count_rows", on_time, corrections)
+    op.output(
+        "counts_lake",
+        op.map("counts_keyed", count_rows, lambda r: ("counts", [r])),
+        LakeSink(lake, "event_counts", **sink_opts),
+    )
+    op.output(
+        "late_lake",
+        op.map("late_keyed", late, lambda kg: ("late", late_rows(kg[0], kg[1]))),
+        LakeSink(lake, "late_records", **sink_opts),
+    )
+
+    # Live outputs and dead letters: one Redis pipeline per batch.
+    live = op.map("live_cmds", parsed, lambda kp: live_commands(kp[1].rows) + kp[1].dead)
+    live_counts = op.map(
+        "live_counts", count_rows, lambda r: [("PUBLISH", keys.LIVE_EVENT_COUNTS, dumps(r))]
+    )
+    beats = op.input("heartbeat", flow, HeartbeatSource())
+    beat_cmds = op.map(
+        "beat_cmds",
+        beats,
+        lambda t: [
+            ("SET", keys.heartbeat_key(FLOW_NAME), dumps({"at": t, "pid": os.getpid()}), "EX", 10)
+        ],
+    )
+    redis_cmds = op.merge("redis_cmds", live, live_counts, beat_cmds)
+    op.output("live_out", redis_cmds, RedisCommandSink(url))
+    return flow
+
+
+flow = build_flow()

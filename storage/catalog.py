@@ -1,0 +1,74 @@
+"""The DuckDB catalog: views over the Parquet lake, for analysts, `run.py query` and the UI.
+
+The `.duckdb` file holds only views (no data), so flows never open it: they write Parquet.
+It is (re)created by `refresh_catalog` when nothing reads it (at `run.py up`), and is otherwise
+opened read-only, which any number of processes may do at once. The dashboard does not open the
+file at all: it builds the same views in an in-memory connection (`connect_memory`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from storage.lake import ensure_lake, table_glob
+from storage.tables import TABLES
+
+
+def view_sql(lake_dir: Path) -> dict[str, str]:
+    """Name → SELECT for every view of the catalog."""
+
+    def scan(t: str) -> str:
+        return (
+            f"read_parquet('{table_glob(lake_dir, t)}', hive_partitioning = true, "
+            "union_by_name = true)"
+        )
+
+    views = {name: f"SELECT * FROM {scan(name)}" for name in TABLES}
+    # Window results arrive as partial counts (late corrections, re-emits after a resume);
+    # the public view sums them so each (window, type, level) is one row.
+    views["event_count_parts"] = views["event_counts"]
+    views["event_counts"] = (
+        "SELECT window_start, window_end, type, level, sum(count)::BIGINT AS count, "
+        "sum(CASE WHEN late THEN count ELSE 0 END)::BIGINT AS late_count "
+        f"FROM {scan('event_counts')} GROUP BY ALL"
+    )
+    return views
+
+
+def create_views(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> None:
+    ensure_lake(lake_dir)
+    for name, sql in view_sql(lake_dir).items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+
+
+def refresh_catalog(catalog_path: Path, lake_dir: Path) -> None:
+    """(Re)write the catalog file's views. Call when no process holds the file."""
+    catalog_path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(catalog_path))
+    try:
+        create_views(con, lake_dir)
+    finally:
+        con.close()
+
+
+def connect_catalog(catalog_path: Path, lake_dir: Path) -> duckdb.DuckDBPyConnection:
+    """Open the catalog read-only, creating it first if it does not exist yet."""
+    if not catalog_path.exists():
+        refresh_catalog(catalog_path, lake_dir)
+    return duckdb.connect(str(catalog_path), read_only=True)
+
+
+def connect_memory(lake_dir: Path, threads: int = 1) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with the catalog's views (for the dashboard's worker threads)."""
+    con = duckdb.connect(config={"threads": threads})
+    create_views(con, lake_dir)
+    return con
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> tuple[list[str], list]:
+    cur = con.execute(sql, params) if params is not None else con.execute(sql)
+    cols = [d[0] for d in cur.description] if cur.description else []
+    return cols, cur.fetchall()

@@ -1,0 +1,91 @@
+"""The lake's tables: their Arrow schemas and the column that picks each row's date partition.
+
+Later capabilities (check-ins, alarms, cameras) register their tables here too, so the sink,
+the catalog and the UI all agree on one definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    schema: pa.Schema
+    #: Timestamp column whose UTC date names the `date=YYYY-MM-DD` partition of a row.
+    date_column: str
+
+
+EVENTS = Table(
+    "events",
+    pa.schema(
+        [
+            ("id", pa.string()),
+            ("stream", pa.string()),
+            ("source", pa.string()),
+            ("type", pa.string()),
+            ("level", pa.string()),
+            ("payload", pa.string()),  # the JSON object, as text; query it with ->> in DuckDB
+            ("ts", TS),
+            ("received_at", TS),
+        ]
+    ),
+    "ts",
+)
+
+#: Partial counts: a window may be emitted in several parts (corrections for late events, or
+#: a resume after long downtime); the catalog view sums them per (window, type, level).
+EVENT_COUNTS = Table(
+    "event_counts",
+    pa.schema(
+        [
+            ("window_start", TS),
+            ("window_end", TS),
+            ("type", pa.string()),
+            ("level", pa.string()),
+            ("count", pa.int64()),
+            ("late", pa.bool_()),
+            ("emitted_at", TS),
+        ]
+    ),
+    "window_start",
+)
+
+#: Records that arrived after their window had closed (allowed lateness exceeded). They are
+#: still stored in their own table and counted as a `late` correction; this table says which.
+LATE_RECORDS = Table(
+    "late_records",
+    pa.schema(
+        [
+            ("table_name", pa.string()),
+            ("record_id", pa.string()),
+            ("key", pa.string()),
+            ("ts", TS),
+            ("window_start", TS),
+            ("detected_at", TS),
+        ]
+    ),
+    "ts",
+)
+
+#: Rejected input, kept for good (the `events:dead` stream is capped): reason and raw bytes.
+DEAD_LETTERS = Table(
+    "dead_letters",
+    pa.schema(
+        [
+            ("origin", pa.string()),
+            ("origin_id", pa.string()),
+            ("reason", pa.string()),
+            ("data", pa.binary()),
+            ("received_at", TS),
+        ]
+    ),
+    "received_at",
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, EVENT_COUNTS, LATE_RECORDS, DEAD_LETTERS)}
