@@ -33,7 +33,7 @@ class _Ticks(StatelessSourcePartition[datetime]):
 
 
 class HeartbeatSource(DynamicSource[datetime]):
-    def __init__(self, every: timedelta = timedelta(seconds=2)):
+    def __init__(self, every: timedelta = timedelta(seconds=1)):
         self.every = every
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Ticks:

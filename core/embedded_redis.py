@@ -7,7 +7,6 @@ The chosen address is written to `DATA_DIR/redis/url` so every process finds the
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
@@ -41,14 +40,14 @@ def embedded_url(data_dir: Path) -> str:
     return f.read_text().strip()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_embedded_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """Start redis-server persisted under `data_dir/redis`; return the process and its URL.
+def redis_argv(data_dir: Path, port: int) -> list[str]:
+    """Command line of the embedded server: AOF persistence, loopback only.
 
     Append-only file with fsync every second: a crash of Redis loses at most the last second
     of writes, a clean shutdown loses nothing. The pub/sub output buffer is raised because the
@@ -56,49 +55,56 @@ def start_embedded_redis(data_dir: Path, port: int | None = None) -> tuple[subpr
     """
     rdir = (data_dir / "redis").resolve()
     rdir.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
-    args = [
+    return [
         redis_server_binary(),
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dir",
-        str(rdir),
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--save",
-        "",
-        "--client-output-buffer-limit",
-        "pubsub",
-        "256mb",
-        "128mb",
-        "60",
-        "--logfile",
-        str(rdir / "redis.log"),
-    ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"redis://127.0.0.1:{port}/0"
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(rdir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--client-output-buffer-limit", "pubsub", "256mb", "128mb", "60",
+        "--logfile", str(rdir / "redis.log"),
+    ]  # fmt: skip
+
+
+def wait_until_ready(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Wait until the server answers PING (it may first replay its append-only file)."""
     client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if client.ping():
-                break
-        except redis.exceptions.BusyLoadingError:
-            pass  # replaying the AOF; wait
-        except redis.exceptions.ConnectionError:
-            pass
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-            raise RuntimeError(f"embedded redis-server exited: {err or rdir / 'redis.log'}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"embedded redis-server did not answer; see {rdir / 'redis.log'}")
-        time.sleep(0.05)
-    client.close()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return
+            except (redis.exceptions.BusyLoadingError, redis.exceptions.ConnectionError):
+                pass
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                raise RuntimeError(f"embedded redis-server exited: {err or 'see redis.log'}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("embedded redis-server did not answer; see its redis.log")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def start_embedded_redis(
+    data_dir: Path, port: int | None = None, preexec_fn=None
+) -> tuple[subprocess.Popen, str]:
+    """Start redis-server persisted under `data_dir/redis`; return the process and its URL.
+
+    The URL is written to `data_dir/redis/url` so other processes find the same server.
+    """
+    port = port or free_port()
+    proc = subprocess.Popen(
+        redis_argv(data_dir, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until_ready(url, proc)
     _url_file(data_dir).write_text(url)
-    os.environ.setdefault("REDIS_URL", url)
     return proc, url

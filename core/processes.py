@@ -11,9 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from core.settings import Settings
+from core.supervisor import Child
 
 #: Flow name → import string. Each module exposes `flow`.
 FLOWS: dict[str, str] = {
@@ -92,3 +94,21 @@ def child_env(s: Settings, redis_url: str, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def embedded_redis_child(data_dir: Path) -> tuple[Child, str]:
+    """Start the embedded redis-server now; return it as a supervised child (restarted on
+    the same port and data if it dies) and its URL."""
+    from core.embedded_redis import free_port, redis_argv, start_embedded_redis, wait_until_ready
+
+    port = free_port()
+    proc, url = start_embedded_redis(data_dir, port, preexec_fn=_die_with_parent)
+
+    def restart() -> subprocess.Popen:
+        p = subprocess.Popen(redis_argv(data_dir, port), preexec_fn=_die_with_parent)
+        wait_until_ready(url, p)
+        return p
+
+    child = Child("redis", restart, data_dir / "redis" / "redis.log", proc=proc)
+    child.started_at = time.monotonic()
+    return child, url

@@ -15,11 +15,10 @@ pubsub (at-most-once)┴─▶ parse batch ─┼─▶ dead letters (events:dea
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
 
 from connectors.heartbeat import HeartbeatSource
 from connectors.lake_sink import LakeSink
@@ -30,9 +29,8 @@ from core import keys
 from core.records import dumps
 from core.settings import Settings, get_settings
 from core.shutdown import install_stop_handlers
+from flows.event_time import Closed, Late, TumblingCounter
 from flows.events_logic import (
-    EPOCH,
-    Group,
     count_row,
     late_rows,
     live_commands,
@@ -65,57 +63,44 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     )
     op.output("dead_lake", dead, LakeSink(lake, "dead_letters", **sink_opts))
 
-    # Windowed counts per (type, level) on event time.
+    # Windowed counts per (type, level) on event time; ticks close windows while quiet.
+    beats = op.input("heartbeat", flow, HeartbeatSource())
     groups = op.flat_map("preaggregate", parsed, lambda kp: preaggregate(kp[1].rows, length))
-
-    def wake_at(close: datetime) -> datetime:
-        # Wake when the watermark should pass `close` if sources' clocks match ours; never in
-        # the past, which would make the runtime spin (bytewax issue #578).
-        return max(close + lateness, datetime.now(UTC) + timedelta(milliseconds=200))
-
-    clock: EventClock[Group] = EventClock(lambda g: g.max_ts, lateness, to_system_utc=wake_at)
-    windower = TumblingWindower(length=length, align_to=EPOCH)
-    win = fold_window(
-        "count_window",
-        groups,
-        clock,
-        windower,
-        builder=lambda: 0,
-        folder=lambda acc, g: acc + g.count,
-        merger=lambda a, b: a + b,
-        ordered=False,
+    counter = TumblingCounter(length, lateness)
+    window_in = op.merge(
+        "window_in",
+        op.map("groups_keyed", groups, lambda kg: ("all", [kg])),
+        op.map("ticks_keyed", beats, lambda _t: ("all", [])),
     )
-    on_time = op.map(
-        "on_time_rows",
-        win.down,
-        lambda kv: count_row(kv[0], EPOCH + kv[1][0] * length, length, kv[1][1], late=False),
+    results = op.stateful_flat_map("count_windows", window_in, counter.step)
+    counts = op.map(
+        "count_rows",
+        results,
+        lambda kr: (
+            count_row(kr[1].key, kr[1].window_start, length, kr[1].count, late=False)
+            if isinstance(kr[1], Closed)
+            else count_row(
+                kr[1].key, kr[1].group.window_start, length, kr[1].group.count, late=True
+            )
+        ),
     )
-    # Late groups: counted as a correction (so counts always sum to the stored events) and
-    # each event listed in late_records. Never dropped.
-    late = op.map("late_groups", win.late, lambda kv: (kv[0], kv[1][1]))
-    corrections = op.map(
-        "late_rows",
-        late,
-        lambda kg: count_row(kg[0], kg[1].window_start, length, kg[1].count, late=True),
-    )
-    count_rows = op.merge("count_rows", on_time, corrections)
     op.output(
         "counts_lake",
-        op.map("counts_keyed", count_rows, lambda r: ("counts", [r])),
+        op.map("counts_keyed", counts, lambda r: ("counts", [r])),
         LakeSink(lake, "event_counts", **sink_opts),
     )
-    op.output(
-        "late_lake",
-        op.map("late_keyed", late, lambda kg: ("late", late_rows(kg[0], kg[1]))),
-        LakeSink(lake, "late_records", **sink_opts),
+    late = op.filter_map(
+        "late_rows",
+        results,
+        lambda kr: ("late", late_rows(kr[1].key, kr[1].group)) if isinstance(kr[1], Late) else None,
     )
+    op.output("late_lake", late, LakeSink(lake, "late_records", **sink_opts))
 
     # Live outputs and dead letters: one Redis pipeline per batch.
     live = op.map("live_cmds", parsed, lambda kp: live_commands(kp[1].rows) + kp[1].dead)
     live_counts = op.map(
-        "live_counts", count_rows, lambda r: [("PUBLISH", keys.LIVE_EVENT_COUNTS, dumps(r))]
+        "live_counts", counts, lambda r: [("PUBLISH", keys.LIVE_EVENT_COUNTS, dumps(r))]
     )
-    beats = op.input("heartbeat", flow, HeartbeatSource())
     beat_cmds = op.map(
         "beat_cmds",
         beats,

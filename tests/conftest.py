@@ -9,10 +9,12 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -190,3 +192,46 @@ def events_flow(flow_env: dict[str, str], data_dir: Path) -> Iterator[FlowProces
     yield fp
     if fp.alive():
         fp.kill()
+
+
+class AppProcess:
+    """The real dashboard + HTTP API (`python -m ui.main`) as a subprocess on a free port."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        env = {**env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        s = Settings(**{k.lower(): v for k, v in env.items()})
+        self.log = log
+        self.proc = spawn(
+            [sys.executable, "-m", "ui.main"], child_env(s, env["REDIS_URL"], **env), log
+        )
+
+    def wait_ready(self, timeout: float = 60) -> AppProcess:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                pytest.fail(f"app exited:\n{self.log.read_text(errors='replace')[-3000:]}")
+            try:
+                httpx.get(f"{self.base_url}/health", timeout=1)
+                return True
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout, 0.1, "the app to answer /health")
+        return self
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def app_process(flow_env: dict[str, str], data_dir: Path) -> Iterator[AppProcess]:
+    app = AppProcess(flow_env, data_dir / "app.log").wait_ready()
+    yield app
+    app.stop()

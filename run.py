@@ -1,0 +1,233 @@
+"""Venueflow's operator entry point: `uv run run.py --help`.
+
+up        Redis (embedded unless REDIS_URL is set), every flow, the dashboard
+demo      `up` plus simulated sensors, so a newcomer sees it live
+flow      one flow, supervised (restarted with recovery if it dies)
+ui        the dashboard alone
+query     SQL against the DuckDB catalog (table, or --json)
+catalog   (re)create the catalog's views
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from core.processes import FLOWS, child_env, embedded_redis_child, flow_argv, spawn
+from core.settings import Settings
+from core.supervisor import Child, Supervisor
+
+log = logging.getLogger("venueflow")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stdout,
+    )
+
+
+def _redis(s: Settings, sup: Supervisor) -> str:
+    """Use REDIS_URL, or start (and supervise) the embedded redis-server under DATA_DIR."""
+    if s.redis_url:
+        return s.redis_url
+    child, url = embedded_redis_child(s.data_dir)
+    sup.add(child)
+    log.info("embedded Redis %s (data in %s)", url, (s.data_dir / "redis").resolve())
+    return url
+
+
+def _flow_child(s: Settings, url: str, name: str, workers: int, logs: Path | None) -> Child:
+    log_path = logs / f"flow-{name}.log" if logs else None
+    return Child(
+        f"flow {name}",
+        lambda: spawn(flow_argv(s, name, workers), child_env(s, url), log_path),
+        log_path,
+    )
+
+
+def _refresh_catalog(s: Settings) -> None:
+    from storage.catalog import refresh_catalog
+
+    try:
+        refresh_catalog(s.catalog_path, s.lake_dir)
+    except Exception as exc:  # an analyst holding the file open must not stop the system
+        log.warning(
+            "catalog %s not refreshed (%s); its views stay as they were", s.catalog_path, exc
+        )
+
+
+def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
+    s = Settings()
+    if demo and not s.api_key_set:
+        os.environ["API_KEYS"] = "demo-key"
+        s = Settings()
+    logs = s.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    sup = Supervisor()
+    sup.install_signal_handlers()
+    url = _redis(s, sup)
+    _refresh_catalog(s)
+    for name in FLOWS:
+        sup.add(_flow_child(s, url, name, args.workers, logs))
+    sup.add(
+        Child(
+            "dashboard",
+            lambda: spawn([sys.executable, "-m", "ui.main"], child_env(s, url), logs / "ui.log"),
+            logs / "ui.log",
+        )
+    )
+    if demo:
+        key = sorted(s.api_key_set)[0]
+        base = f"http://{s.host}:{s.port}"
+        sup.add(
+            Child(
+                "sensor simulator",
+                lambda: spawn(
+                    [
+                        sys.executable,
+                        "-m",
+                        "sim.sensors",
+                        "--rate",
+                        str(args.rate),
+                        "--http",
+                        base,
+                        "--api-key",
+                        key,
+                    ],
+                    child_env(s, url),
+                    logs / "sim.log",
+                ),
+                logs / "sim.log",
+            )
+        )
+    sup.start_all()
+    print(
+        f"\nVenueflow is up.\n"
+        f"  Dashboard   http://{s.host}:{s.port}\n"
+        f"  Health      http://{s.host}:{s.port}/health\n"
+        f"  Redis       {url}{'  (embedded)' if not s.redis_url else ''}\n"
+        f"  Lake        {s.lake_dir.resolve()}\n"
+        f'  Catalog     {s.catalog_path.resolve()}   (uv run run.py query "select ...")\n'
+        f"  Logs        {logs.resolve()}\n"
+        f"  API keys    {', '.join(sorted(s.api_key_set)) or 'none set (API_KEYS)'}\n"
+        f"Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    sup.run()
+    log.info("stopped")
+    return 0
+
+
+def cmd_flow(args: argparse.Namespace) -> int:
+    s = Settings()
+    sup = Supervisor()
+    sup.install_signal_handlers()
+    url = _redis(s, sup)
+    sup.add(_flow_child(s, url, args.name, args.workers, None))
+    sup.start_all()
+    sup.run()
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    s = Settings()
+    os.environ["REDIS_URL"] = s.effective_redis_url
+    from ui.main import main
+
+    main()
+    return 0
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, bytes):
+        return v.decode(errors="replace")
+    return v
+
+
+def format_table(cols: list[str], rows: list[tuple]) -> str:
+    cells = [[("" if v is None else str(_jsonable(v))) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(cols)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, sep, *body, f"({len(rows)} row{'s' if len(rows) != 1 else ''})"])
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from storage.catalog import connect_catalog, query
+
+    s = Settings()
+    try:
+        con = connect_catalog(s.catalog_path, s.lake_dir)
+        cols, rows = query(con, args.sql)
+    except duckdb.Error as exc:
+        print(f"query failed: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([{c: _jsonable(v) for c, v in zip(cols, r, strict=True)} for r in rows]))
+    else:
+        print(format_table(cols, rows))
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from storage.catalog import refresh_catalog
+
+    s = Settings()
+    refresh_catalog(s.catalog_path, s.lake_dir)
+    print(f"catalog {s.catalog_path.resolve()} refreshed")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="Redis (embedded unless REDIS_URL), all flows, the dashboard")
+    up.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers per flow")
+    demo = sub.add_parser("demo", help="`up` plus simulated sensors")
+    demo.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers per flow")
+    demo.add_argument("--rate", type=float, default=20.0, help="simulated events per second")
+    fl = sub.add_parser("flow", help="run one flow, supervised, with recovery")
+    fl.add_argument("name", choices=sorted(FLOWS))
+    fl.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers")
+    sub.add_parser("ui", help="the dashboard alone (needs REDIS_URL or a running `up`)")
+    q = sub.add_parser("query", help="SQL against the catalog (views: events, event_counts, ...)")
+    q.add_argument("sql")
+    q.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    sub.add_parser("catalog", help="(re)create the DuckDB catalog's views over the lake")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in {"up", "demo", "flow"}:
+        _setup_logging()
+    handlers = {
+        "up": cmd_up,
+        "demo": lambda a: cmd_up(a, demo=True),
+        "flow": cmd_flow,
+        "ui": cmd_ui,
+        "query": cmd_query,
+        "catalog": cmd_catalog,
+    }
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

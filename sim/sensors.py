@@ -1,0 +1,138 @@
+"""Simulated venue sensors for `run.py demo`: every input path, every kind of event.
+
+Sends realistic readings (gas, temperature, crowd noise, door contacts) and browser UI events
+through all three inputs — `XADD events:in` (most), `PUBLISH events:publish` (at-most-once
+devices) and `POST /api/events` with an API key — plus, rarely, an invalid message (to show the
+dead-letter path) and a late reading from a sensor that was offline (to show late handling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+import redis
+
+from core import keys
+
+log = logging.getLogger("venueflow.sim")
+
+SENSORS = [
+    ("gas-hall-a", "GAS", "ppm", 40, 120),
+    ("gas-kitchen", "GAS", "ppm", 30, 100),
+    ("temp-stage", "TEMP", "celsius", 22, 30),
+    ("temp-foyer", "TEMP", "celsius", 20, 27),
+    ("noise-main", "NOISE", "db", 70, 95),
+]
+DOORS = ["door-north", "door-south", "door-vip"]
+PAGES = ["/", "/events", "/attendance"]
+
+
+def reading(t: float, rng: random.Random) -> dict:
+    source, typ, unit, base, warn = rng.choice(SENSORS)
+    value = base + (warn - base) * 0.6 * (1 + math.sin(t / 40 + hash(source) % 7)) / 2
+    value += rng.gauss(0, (warn - base) * 0.08)
+    if rng.random() < 0.01:
+        value = warn * 1.3  # a spike
+    level = "INFO" if value < warn else ("ERROR" if value > warn * 1.2 else "WARN")
+    return {"source": source, "type": typ, "level": level, "payload": {unit: round(value, 2)}}
+
+
+def ui_event(rng: random.Random) -> dict:
+    session = f"s{rng.randint(1, 40)}"
+    if rng.random() < 0.6:
+        payload = {
+            "page": rng.choice(PAGES), "target": rng.choice(["#checkin", "#feed", "nav a"]),
+            "x": rng.randint(0, 1400), "y": rng.randint(0, 900), "session": session,
+        }  # fmt: skip
+        return {"source": "browser", "type": "ui.click", "level": "INFO", "payload": payload}
+    payload = {
+        "page": rng.choice(PAGES),
+        "key": rng.choice(["Enter", "Tab", "a", "7"]),
+        "session": session,
+    }
+    return {"source": "browser", "type": "ui.keydown", "level": "INFO", "payload": payload}
+
+
+def door_event(rng: random.Random) -> dict:
+    forced = rng.random() < 0.05
+    return {
+        "source": rng.choice(DOORS),
+        "type": "DOOR",
+        "level": "CRITICAL" if forced else "INFO",
+        "payload": {"state": "forced" if forced else rng.choice(["open", "closed"])},
+    }
+
+
+def post(url: str, api_key: str, ev: dict) -> None:
+    req = urllib.request.Request(
+        f"{url}/api/events",
+        data=json.dumps(ev).encode(),
+        headers={"Content-Type": "application/json", "X-API-Key": api_key},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=2) as resp:
+        resp.read()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rate", type=float, default=20.0, help="events per second")
+    ap.add_argument("--http", default=None, help="dashboard base URL for POST /api/events")
+    ap.add_argument("--api-key", default=None)
+    ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s sim %(levelname)s %(message)s")
+    r = redis.Redis.from_url(os.environ["REDIS_URL"])
+    rng = random.Random()
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    t0 = time.monotonic()
+    sent = 0
+    while not stop and (not args.seconds or time.monotonic() - t0 < args.seconds):
+        roll = rng.random()
+        ev = (
+            ui_event(rng)
+            if roll < 0.15
+            else door_event(rng)
+            if roll < 0.2
+            else reading(time.time(), rng)
+        )
+        ev["ts"] = datetime.now(UTC).isoformat()
+        try:
+            if rng.random() < 0.003:
+                r.xadd(keys.EVENTS_IN, {"data": b'{"source": "gas-hall-a", "level": "LOUD"'})
+            elif rng.random() < 0.005:
+                ev["ts"] = (datetime.now(UTC) - timedelta(minutes=3)).isoformat()  # offline sensor
+                r.xadd(keys.EVENTS_IN, {"data": json.dumps(ev)})
+            elif args.http and args.api_key and roll > 0.9:
+                post(args.http, args.api_key, ev)
+            elif rng.random() < 0.1:
+                r.publish(keys.EVENTS_PUBLISH, json.dumps(ev))
+            else:
+                r.xadd(keys.EVENTS_IN, {"data": json.dumps(ev)})
+            sent += 1
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("send failed (%s); retrying", exc)
+            time.sleep(1)
+        if sent % 500 == 0:
+            log.info("sent %d events", sent)
+        time.sleep(rng.expovariate(args.rate))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The events flow end to end against a real Redis, real Bytewax processes and the real lake."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from core import keys
+from tests.conftest import API_KEY, wait_for
+from tests.lake_helpers import event_rows, rows, scalar, windows_match_events
+
+
+def ev(i: int, **kw) -> dict:
+    e = {
+        "source": f"sensor-{i % 7}",
+        "type": ["GAS", "TEMP", "DOOR"][i % 3],
+        "level": ["INFO", "WARN", "ERROR", "CRITICAL"][i % 4],
+        "payload": {"i": i},
+    }
+    e.update(kw)
+    return e
+
+
+def xadd_many(r, events: list[dict], chunk: int = 1000) -> None:
+    for start in range(0, len(events), chunk):
+        pipe = r.pipeline(transaction=False)
+        for e in events[start : start + chunk]:
+            pipe.xadd(keys.EVENTS_IN, {"data": json.dumps(e)})
+        pipe.execute()
+
+
+def test_three_inputs_store_every_event_once_and_windows_sum(events_flow, app_process, r, data_dir):
+    """10k events: 4k XADD, 3k HTTP, 3k PUBLISH → 10k rows; window counts sum to the rows."""
+    wait_for(lambda: r.pubsub_numsub(keys.EVENTS_PUBLISH)[0][1] >= 1, 30, what="flow subscribed")
+    xadd_many(r, [ev(i, source="stream") for i in range(4000)])
+    with httpx.Client(base_url=app_process.base_url, headers={"X-API-Key": API_KEY}) as http:
+        for i in range(3000):
+            resp = http.post("/api/events", json=ev(i, source="http"))
+            assert resp.status_code == 202, resp.text
+    received = 0
+    for i in range(3000):
+        received += r.publish(keys.EVENTS_PUBLISH, json.dumps(ev(i, source="pubsub")))
+    assert received == 3000  # every PUBLISH reached the flow's subscription
+
+    wait_for(lambda: event_rows(data_dir) >= 10_000, 60, 0.5, "10k rows in the lake")
+    got = dict(rows(data_dir, "SELECT source, count(*) FROM events GROUP BY 1"))
+    assert got == {"stream": 4000, "http": 3000, "pubsub": 3000}
+    assert scalar(data_dir, "SELECT count(DISTINCT (stream, id)) FROM events") == 10_000
+
+    wait_for(
+        lambda: scalar(data_dir, "SELECT coalesce(sum(count), 0) FROM event_counts") == 10_000,
+        60, 0.5, "window counts to sum to 10k",
+    )  # fmt: skip
+    assert windows_match_events(data_dir, 2) == []
+    assert r.llen(keys.EVENTS_RECENT) == keys.RECENT_SIZE
+    assert events_flow.stop() == 0
+
+
+def test_kill_9_during_load_loses_and_duplicates_nothing(events_flow, r, data_dir):
+    """200k events while the flow is killed with SIGKILL at random points and restarted."""
+    n = 200_000
+    rng = random.Random(7)
+    done = threading.Event()
+
+    def produce() -> None:
+        for start in range(0, n, 2000):
+            now = datetime.now(UTC).isoformat()
+            xadd_many(r, [ev(i, ts=now) for i in range(start, start + 2000)], chunk=2000)
+            time.sleep(0.03)
+        done.set()
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    kills = 0
+    while kills < 4:
+        time.sleep(rng.uniform(0.8, 3.0))
+        events_flow.kill()
+        kills += 1
+        events_flow.start()
+    producer.join(120)
+    assert done.is_set()
+
+    wait_for(lambda: event_rows(data_dir) >= n, 120, 0.5, "200k rows in the lake")
+    time.sleep(2)  # a duplicate written late would show now
+    assert event_rows(data_dir) == n
+    assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == n
+    wait_for(
+        lambda: scalar(data_dir, "SELECT coalesce(sum(count), 0) FROM event_counts") == n,
+        60, 0.5, "window counts to sum to 200k",
+    )  # fmt: skip
+    assert windows_match_events(data_dir, 2) == []
+    assert events_flow.alive(), events_flow.log_tail()
+
+
+def test_redis_restart_loses_nothing_and_flow_survives(redis_server, events_flow, r, data_dir):
+    xadd_many(r, [ev(i) for i in range(3000)])
+    wait_for(lambda: event_rows(data_dir) >= 3000, 60, 0.3, "first 3k rows")
+    redis_server.stop()  # clean shutdown: AOF flushed
+    time.sleep(2)
+    assert events_flow.alive(), "the flow must ride out a Redis outage"
+    redis_server.start()
+    xadd_many(r, [ev(i) for i in range(3000, 6000)])
+    wait_for(lambda: event_rows(data_dir) >= 6000, 60, 0.3, "all 6k rows after the restart")
+    assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == 6000
+    assert events_flow.alive()
+
+
+def test_late_events_land_in_late_records_and_corrections(events_flow, r, data_dir):
+    """Events older than the allowed lateness are stored, counted as a correction, and listed."""
+    now = datetime.now(UTC)
+    xadd_many(r, [ev(i, ts=now.isoformat(), type="GAS", level="INFO") for i in range(20)])
+    wait_for(lambda: scalar(data_dir, "SELECT coalesce(sum(count),0) FROM event_counts") == 20,
+             30, 0.3, "on-time window")  # fmt: skip
+    old = (now - timedelta(minutes=10)).isoformat()
+    xadd_many(r, [ev(i, ts=old, type="GAS", level="INFO") for i in range(100, 105)])
+    wait_for(lambda: scalar(data_dir, "SELECT count(*) FROM late_records") == 5, 30, 0.3, "late")
+    assert scalar(data_dir, "SELECT count(*) FROM events") == 25
+    late = rows(data_dir, "SELECT count, late_count FROM event_counts WHERE late_count > 0")
+    assert late == [(5, 5)]
+    assert windows_match_events(data_dir, 2) == []
