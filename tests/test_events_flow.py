@@ -54,8 +54,10 @@ def test_three_inputs_store_every_event_once_and_windows_sum(events_flow, app_pr
 
     wait_for(
         lambda: scalar(data_dir, "SELECT coalesce(sum(count), 0) FROM event_counts") == 10_000,
-        60, 0.5, "window counts to sum to 10k",
-    )  # fmt: skip
+        60,
+        0.5,
+        "window counts to sum to 10k",
+    )
     assert windows_match_events(data_dir, 2) == []
     assert r.llen(keys.EVENTS_RECENT) == keys.RECENT_SIZE
     assert events_flow.stop() == 0
@@ -91,8 +93,10 @@ def test_kill_9_during_load_loses_and_duplicates_nothing(events_flow, r, data_di
     assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == n
     wait_for(
         lambda: scalar(data_dir, "SELECT coalesce(sum(count), 0) FROM event_counts") == n,
-        60, 0.5, "window counts to sum to 200k",
-    )  # fmt: skip
+        60,
+        0.5,
+        "window counts to sum to 200k",
+    )
     assert windows_match_events(data_dir, 2) == []
     assert events_flow.alive(), events_flow.log_tail()
 
@@ -114,8 +118,12 @@ def test_late_events_land_in_late_records_and_corrections(events_flow, r, data_d
     """Events older than the allowed lateness are stored, counted as a correction, and listed."""
     now = datetime.now(UTC)
     xadd_many(r, [ev(i, ts=now.isoformat(), type="GAS", level="INFO") for i in range(20)])
-    wait_for(lambda: scalar(data_dir, "SELECT coalesce(sum(count),0) FROM event_counts") == 20,
-             30, 0.3, "on-time window")  # fmt: skip
+    wait_for(
+        lambda: scalar(data_dir, "SELECT coalesce(sum(count),0) FROM event_counts") == 20,
+        30,
+        0.3,
+        "on-time window",
+    )
     old = (now - timedelta(minutes=10)).isoformat()
     xadd_many(r, [ev(i, ts=old, type="GAS", level="INFO") for i in range(100, 105)])
     wait_for(lambda: scalar(data_dir, "SELECT count(*) FROM late_records") == 5, 30, 0.3, "late")

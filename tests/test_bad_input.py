@@ -1,0 +1,124 @@
+"""Property-based bad input against the running flow: every bad entry is dead-lettered with a
+reason and its original bytes, the flow stays alive, and valid events are unaffected."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core import keys
+from tests.conftest import FlowProcess, RedisServer, wait_for
+
+MAX_BYTES = 4096
+
+VALID = {"source": "s", "type": "GAS", "level": "INFO", "payload": {"ppm": 1}}
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+not_a_string = st.none() | st.booleans() | st.integers() | st.lists(st.integers(), max_size=3)
+not_an_object = json_scalars | st.lists(json_scalars, max_size=3)
+
+
+def _enc(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+wrong_types = st.one_of(
+    not_a_string.map(lambda v: {**VALID, "source": v}),
+    not_a_string.map(lambda v: {**VALID, "type": v}),
+    st.text()
+    .filter(lambda t: t not in ("INFO", "WARN", "ERROR", "CRITICAL"))
+    .map(lambda v: {**VALID, "level": v}),
+    not_an_object.map(lambda v: {**VALID, "payload": v}),
+    st.sampled_from(["yesterday", "2026-13-45T00:00:00", [1]]).map(lambda v: {**VALID, "ts": v}),
+    st.dictionaries(
+        st.text(min_size=1).filter(lambda k: k not in VALID and k != "ts"),
+        json_scalars,
+        min_size=1,
+        max_size=3,
+    ).map(lambda extra: {**VALID, **extra}),
+).map(_enc)
+missing_fields = st.sampled_from(["source", "type", "level"]).map(
+    lambda f: _enc({k: v for k, v in VALID.items() if k != f})
+)
+bad_ui_payloads = st.one_of(
+    st.just({"page": "/", "target": "#a", "x": 1, "y": 2}),  # no session
+    st.just({"page": "/", "target": "#a", "x": "left", "y": 2, "session": "s"}),
+    st.just({"page": "/", "target": "#a", "x": -5, "y": 2, "session": "s"}),
+).map(lambda p: _enc({**VALID, "type": "ui.click", "payload": p}))
+huge = st.integers(MAX_BYTES + 1, MAX_BYTES * 20).map(
+    lambda n: _enc({**VALID, "payload": {"blob": "x" * n}})
+)
+invalid_utf8 = st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80abc"]).map(
+    lambda bad: _enc(VALID).replace(b'"s"', b'"s' + bad + b'"', 1)
+)
+not_json = st.binary(min_size=0, max_size=200).filter(lambda b: not _is_json_object(b))
+bad_input = st.one_of(wrong_types, missing_fields, bad_ui_payloads, huge, invalid_utf8, not_json)
+
+
+def _is_json_object(b: bytes) -> bool:
+    try:
+        return isinstance(json.loads(b), dict)
+    except ValueError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory) -> Iterator[tuple[redis.Redis, FlowProcess]]:
+    tmp = tmp_path_factory.mktemp("bad-input")
+    srv = RedisServer(tmp / "redis")
+    srv.start()
+    data = tmp / "data"
+    data.mkdir()
+    env = {
+        "REDIS_URL": srv.url,
+        "DATA_DIR": str(data),
+        "MAX_EVENT_BYTES": str(MAX_BYTES),
+        "SNAPSHOT_INTERVAL_S": "1",
+        "LAKE_FLUSH_AGE_S": "0",
+    }
+    fp = FlowProcess("events", env, data / "flow.log").start()
+    r = redis.Redis.from_url(srv.url)
+    yield r, fp
+    fp.kill()
+    r.close()
+    srv.kill()
+
+
+def _stored_ids(r: redis.Redis) -> set[str]:
+    return {json.loads(d)["id"] for d in r.lrange(keys.EVENTS_RECENT, 0, -1)}
+
+
+def _dead_for(r: redis.Redis, origin_id: str) -> dict | None:
+    for _, fields in r.xrevrange(keys.EVENTS_DEAD, count=20):
+        if fields.get(b"origin_id", b"").decode() == origin_id:
+            return fields
+    return None
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(bad=bad_input)
+def test_every_bad_input_is_dead_lettered_and_valid_ones_pass(running, bad: bytes) -> None:
+    r, flow = running
+    bad_id = r.xadd(keys.EVENTS_IN, {"data": bad}).decode()
+    good_id = r.xadd(keys.EVENTS_IN, {"data": _enc(VALID)}).decode()
+
+    dead = wait_for(lambda: _dead_for(r, bad_id), 20, 0.01, f"dead letter for {bad!r:.80}")
+    assert dead[b"data"] == bad  # the original bytes, untouched
+    assert dead[b"reason"].strip()
+    assert dead[b"origin"] == b"events:in"
+    wait_for(lambda: good_id in _stored_ids(r), 20, 0.01, "the valid event after it")
+    assert flow.alive(), flow.log_tail()
+
+
+def test_entry_without_data_field_is_dead_lettered(running) -> None:
+    r, flow = running
+    eid = r.xadd(keys.EVENTS_IN, {"payload": b"{}"}).decode()
+    dead = wait_for(lambda: _dead_for(r, eid), 20, 0.02, "dead letter")
+    assert b"no 'data' field" in dead[b"reason"]
+    assert flow.alive()
