@@ -131,3 +131,23 @@ def test_late_events_land_in_late_records_and_corrections(events_flow, r, data_d
     late = rows(data_dir, "SELECT count, late_count FROM event_counts WHERE late_count > 0")
     assert late == [(5, 5)]
     assert windows_match_events(data_dir, 2) == []
+
+
+def test_backlog_after_flow_downtime_is_not_late(events_flow, r, data_dir):
+    """Events that queue up while the flow is down are counted on time, not as late."""
+    now = datetime.now(UTC)
+    xadd_many(r, [ev(i, ts=now.isoformat()) for i in range(50)])
+    wait_for(lambda: event_rows(data_dir) >= 50, 30, 0.3, "first rows")
+    assert events_flow.stop() == 0
+    time.sleep(0.5)
+    xadd_many(r, [ev(i, ts=datetime.now(UTC).isoformat()) for i in range(50, 100)])
+    time.sleep(4)  # longer than window + lateness
+    events_flow.start()
+    wait_for(
+        lambda: scalar(data_dir, "SELECT coalesce(sum(count),0) FROM event_counts") == 100,
+        30,
+        0.3,
+        "all counted",
+    )
+    assert scalar(data_dir, "SELECT count(*) FROM late_records") == 0
+    assert windows_match_events(data_dir, 2) == []

@@ -46,6 +46,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Fatal(Exception):
+    """Raised by a `wait_for` condition when waiting longer cannot help (a process died)."""
+
+
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
     """Poll `cond` until it returns something truthy; fail with `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -55,6 +59,8 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 
             value = cond()
             if value:
                 return value
+        except Fatal:
+            raise
         except Exception as exc:  # the thing may not be up yet
             last_exc = exc
         time.sleep(every)
@@ -185,8 +191,13 @@ def start_events_flow(env: dict[str, str], data_dir: Path) -> Child:
             raw = heartbeat(env["REDIS_URL"])
             return bool(raw) and json.loads(raw).get("pid") == pid
 
-        wait_for(beating, 60, "the events flow's heartbeat", every=0.1)
-    except TimeoutError as exc:
+        def alive_and_beating() -> bool:
+            if not child.alive():
+                raise Fatal(f"flow exited with {child.proc.returncode}")
+            return beating()
+
+        wait_for(alive_and_beating, 60, "the events flow's heartbeat", every=0.1)
+    except (TimeoutError, Fatal) as exc:
         child.stop()
         raise TimeoutError(f"{exc}\n--- flow log ---\n{child.log_tail()}") from None
     return child
@@ -210,12 +221,12 @@ def start_app(env: dict[str, str], data_dir: Path) -> App:
 
     def answers() -> bool:
         if not child.alive():
-            raise RuntimeError("app exited")
+            raise Fatal(f"app exited with {child.proc.returncode}")
         return httpx.get(f"{base}/health", timeout=2).status_code in (200, 503)
 
     try:
         wait_for(answers, 60, "the app's /health", every=0.1)
-    except (TimeoutError, RuntimeError) as exc:
+    except (TimeoutError, Fatal) as exc:
         child.stop()
         raise RuntimeError(
             f"app did not start: {exc}\n--- app log ---\n{child.log_tail()}"

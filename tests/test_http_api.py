@@ -1,0 +1,351 @@
+"""The HTTP API against real processes: redis-server, the events flow, `python -m ui.main`.
+
+One stack (Redis + flow + app) serves the module; tests that stop parts of it build their own.
+Events posted by one test never confuse another: listing tests use their own `type` values or
+compare against ids they posted themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from core import keys
+from tests.ui_fixtures import (
+    API_KEY,
+    App,
+    Child,
+    stack_env,
+    start_app,
+    start_events_flow,
+    start_redis,
+    wait_for,
+)
+
+MAX_EVENT_BYTES = 4096
+STORED_KEYS = {"id", "stream", "source", "type", "level", "payload", "ts", "received_at"}
+AUTH = {"X-API-Key": API_KEY}
+
+
+class Stack:
+    """Redis, the events flow and the app, each a real process; `close` stops what started."""
+
+    def __init__(self, work: Path):
+        self.flow: Child | None = None
+        self.app: App | None = None
+        self.redis_proc, self.redis_url = start_redis(work)
+        self.redis = redis.Redis.from_url(self.redis_url)
+        try:
+            self.data = work / "data"
+            self.env = stack_env(self.redis_url, self.data, MAX_EVENT_BYTES=str(MAX_EVENT_BYTES))
+            self.flow = start_events_flow(self.env, self.data)
+            self.app = start_app(self.env, self.data)
+            self.http = self.app.client()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.app is not None:
+            self.http.close()
+            self.app.child.stop()
+        if self.flow is not None:
+            self.flow.stop()
+        self.redis.close()
+        self.redis_proc.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("api"))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def post(http: httpx.Client, body: object, **kw) -> httpx.Response:
+    return http.post("/api/events", json=body, headers=AUTH, **kw)
+
+
+def event(type_: str = "GAS", level: str = "INFO", **extra) -> dict:
+    return {"source": "sensor-1", "type": type_, "level": level, "payload": {"ppm": 1}, **extra}
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+
+def test_post_needs_a_valid_api_key(stack: Stack) -> None:
+    before = stack.redis.xlen(keys.EVENTS_IN)
+    for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}):
+        r = stack.http.post("/api/events", json=event(), headers=headers)
+        assert r.status_code == 401, r.text
+        assert r.json() == {"detail": "missing or invalid X-API-Key"}
+    assert stack.redis.xlen(keys.EVENTS_IN) == before
+
+
+def test_no_configured_keys_refuses_every_key(stack: Stack) -> None:
+    env = dict(stack.env, API_KEYS="")
+    app = start_app(env, stack.data)
+    try:
+        with app.client() as http:
+            r = http.post("/api/events", json=event(), headers=AUTH)
+        assert r.status_code == 401
+        detail = r.json()["detail"]
+        assert detail.startswith("missing or invalid X-API-Key") and "API_KEYS is empty" in detail
+    finally:
+        app.child.stop()
+
+
+def test_post_accepted_is_in_events_in(stack: Stack) -> None:
+    body = event("GAS", "WARN", payload={"ppm": 120})
+    r = post(stack.http, body)
+    assert r.status_code == 202, r.text
+    doc = r.json()
+    assert set(doc) == {"id", "requestId"}
+    assert uuid.UUID(doc["requestId"]).version == 4
+    assert r.headers["X-Request-ID"] == doc["requestId"]
+    entries = stack.redis.xrange(keys.EVENTS_IN, doc["id"], doc["id"])
+    assert len(entries) == 1
+    _, fields = entries[0]
+    assert set(fields) == {b"data"}
+    assert json.loads(fields[b"data"]) == body  # ts left out: the flow uses the entry's time
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"type": "GAS", "level": "INFO"}, {"source"}),
+        (event(level="LOUD"), {"level"}),
+        (
+            {"source": "web", "type": "ui.click", "level": "INFO", "payload": {"page": "/"}},
+            {"payload.target", "payload.x", "payload.y", "payload.session"},
+        ),
+        (
+            {
+                "source": "web",
+                "type": "ui.keydown",
+                "level": "INFO",
+                "payload": {"page": "/", "key": "", "session": "s", "extra": 1},
+            },
+            {"payload.key", "payload.extra"},
+        ),
+        ({**event(), "payload": [1, 2]}, {"payload"}),
+        ({**event(), "ts": "not a time"}, {"ts"}),
+        ({**event(), "unexpected": True}, {"unexpected"}),
+        (b"{not json", {"body"}),
+        (b'{"source": "\xff\xfe", "type": "GAS", "level": "INFO"}', {"body"}),
+        (b"[]", {"body"}),
+    ],
+    ids=[
+        "missing-source",
+        "bad-level",
+        "click-missing-fields",
+        "keydown-bad-fields",
+        "payload-not-object",
+        "bad-ts",
+        "unknown-field",
+        "not-json",
+        "not-utf8",
+        "not-object",
+    ],
+)
+def test_post_invalid_names_each_bad_field(stack: Stack, body: object, fields: set[str]) -> None:
+    before = stack.redis.xlen(keys.EVENTS_IN)
+    if isinstance(body, bytes):
+        r = stack.http.post(
+            "/api/events", content=body, headers={**AUTH, "Content-Type": "application/json"}
+        )
+    else:
+        r = post(stack.http, body)
+    assert r.status_code == 422, r.text
+    doc = r.json()
+    assert doc["detail"] == "invalid event"
+    assert {e["field"] for e in doc["errors"]} == fields
+    assert all(e["message"] and e["type"] for e in doc["errors"])
+    assert stack.redis.xlen(keys.EVENTS_IN) == before
+
+
+def test_post_oversized_is_413(stack: Stack) -> None:
+    before = stack.redis.xlen(keys.EVENTS_IN)
+    big = event(payload={"blob": "x" * MAX_EVENT_BYTES})
+    r = post(stack.http, big)
+    assert r.status_code == 413, r.text
+    assert str(MAX_EVENT_BYTES) in r.json()["detail"]
+
+    # Without Content-Length (chunked upload) the limit holds while reading.
+    def chunks() -> Iterator[bytes]:
+        data = json.dumps(big).encode()
+        for i in range(0, len(data), 1000):
+            yield data[i : i + 1000]
+
+    r = stack.http.post("/api/events", content=chunks(), headers=AUTH)
+    assert r.status_code == 413, r.text
+    assert stack.redis.xlen(keys.EVENTS_IN) == before
+
+
+# --- listing ------------------------------------------------------------------------------------
+
+
+def wait_in_lake(http: httpx.Client, n: int, **params: str) -> dict:
+    """Wait until the lake holds `n` events matching the filters (the sink writes each
+    snapshot with LAKE_FLUSH_AGE_S=0)."""
+
+    def ready() -> dict | None:
+        doc = http.get("/api/events", params={"size": 200, **params}).json()
+        return doc if doc.get("source") == "lake" and doc.get("total") == n else None
+
+    return wait_for(ready, 20, f"{n} events in the lake for {params}", every=0.2)
+
+
+def test_listing_pages_newest_first_with_filters(stack: Stack) -> None:
+    run = uuid.uuid4().hex[:8]
+    type_a, type_b = f"door.{run}", f"gas.{run}"
+    base = datetime.now(UTC) - timedelta(minutes=2)
+    posted = []
+    for i in range(24):
+        posted.append(
+            {
+                "source": f"sensor-{i % 3}",
+                "type": type_a if i % 2 else type_b,
+                "level": ("INFO", "WARN", "ERROR")[i % 3],
+                "payload": {"i": i},
+                "ts": (base + timedelta(seconds=i)).isoformat(),
+            }
+        )
+    random.Random(7).shuffle(posted)  # arrival order differs from event time
+    for body in posted:
+        assert post(stack.http, body).status_code == 202
+
+    all_a = wait_in_lake(stack.http, 12, type=type_a)["items"]
+    assert [e["payload"]["i"] for e in all_a] == list(range(23, 0, -2))  # by ts, newest first
+    for item in all_a:
+        assert set(item) == STORED_KEYS
+        assert item["type"] == type_a
+        assert isinstance(item["payload"], dict)
+        assert item["ts"].endswith("Z") and item["received_at"].endswith("Z")
+        assert item["stream"] == keys.EVENTS_IN
+
+    # Pages of 5 tile the whole ordered list without gaps or repeats.
+    paged = []
+    for page in (1, 2, 3):
+        r = stack.http.get("/api/events", params={"type": type_a, "page": page, "size": 5})
+        doc = r.json()
+        assert r.status_code == 200 and doc["source"] == "lake"
+        assert (doc["page"], doc["size"], doc["total"]) == (page, 5, 12)
+        paged += doc["items"]
+    assert [e["id"] for e in paged] == [e["id"] for e in all_a]
+    beyond = stack.http.get("/api/events", params={"type": type_a, "page": 4, "size": 5}).json()
+    assert beyond["items"] == [] and beyond["total"] == 12
+
+    # Level filter, alone and with the type filter (case-insensitive level).
+    both = stack.http.get("/api/events", params={"type": type_b, "level": "warn"}).json()
+    assert both["source"] == "lake"
+    expected = sorted(
+        (p["payload"]["i"] for p in posted if p["type"] == type_b and p["level"] == "WARN"),
+        reverse=True,
+    )
+    assert [e["payload"]["i"] for e in both["items"]] == expected
+    errors = stack.http.get("/api/events", params={"level": "ERROR", "size": 200}).json()
+    assert errors["items"] and all(e["level"] == "ERROR" for e in errors["items"])
+
+
+def test_first_page_comes_from_the_cache(stack: Stack) -> None:
+    ids = []
+    for i in range(6):
+        r = post(stack.http, event("cache.check", payload={"i": i}))
+        assert r.status_code == 202
+        ids.append(r.json()["id"])
+    newest = list(reversed(ids))
+
+    def cached_page() -> dict | None:
+        doc = stack.http.get("/api/events", params={"size": 5}).json()
+        return doc if [e["id"] for e in doc["items"]] == newest[:5] else None
+
+    doc = wait_for(cached_page, 5, "the newest events in events:recent")
+    assert doc["source"] == "cache" and doc["page"] == 1 and doc["size"] == 5
+    assert "total" not in doc
+    assert all(set(e) == STORED_KEYS for e in doc["items"])
+
+    # The same events, read from the lake once flushed: same shape, same order.
+    lake = wait_in_lake(stack.http, 6, type="cache.check")
+    assert [e["id"] for e in lake["items"]] == newest
+    by_id = {e["id"]: e for e in lake["items"]}
+    assert all(by_id[e["id"]] == e for e in doc["items"])
+
+    # Not page 1, too large, or filtered: the lake.
+    for params in ({"page": 2, "size": 5}, {"size": 60}, {"level": "INFO", "size": 5}):
+        d = stack.http.get("/api/events", params=params).json()
+        assert d["source"] == "lake" and "total" in d, params
+    d = stack.http.get("/api/events", params={"size": 60}).json()
+    assert [e["id"] for e in d["items"][:5]] == newest[:5]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"size": 0}, {"size": 201}, {"page": 0}, {"page": "x"}, {"level": "LOUD"}],
+    ids=["size-0", "size-201", "page-0", "page-not-int", "bad-level"],
+)
+def test_listing_rejects_bad_parameters(stack: Stack, params: dict) -> None:
+    r = stack.http.get("/api/events", params=params)
+    assert r.status_code == 422, r.text
+
+
+def test_health_while_everything_runs(stack: Stack) -> None:
+    for path in ("/health", "/api/health"):
+        r = stack.http.get(path)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["ok"] is True and doc["redis"] == {"ok": True}
+        events = doc["flows"]["events"]
+        assert events["alive"] is True
+        assert datetime.fromisoformat(events["last_heartbeat"]) <= datetime.now(UTC)
+
+
+# --- failures -----------------------------------------------------------------------------------
+
+
+def test_health_and_ingest_when_flow_then_redis_stop(tmp_path: Path) -> None:
+    s = Stack(tmp_path)
+    assert s.app is not None
+    try:
+        assert post(s.http, event("before.stop")).status_code == 202
+        assert s.http.get("/health").status_code == 200
+        assert s.flow is not None and s.flow.stop() == 0
+        s.flow = None
+
+        # The heartbeat key expires (TTL 10 s) once the flow no longer refreshes it.
+        def flow_dead() -> httpx.Response | None:
+            r = s.http.get("/health")
+            return r if r.status_code == 503 else None
+
+        r = wait_for(flow_dead, 15, "/health to report the stopped flow", every=0.25)
+        doc = r.json()
+        assert doc["ok"] is False and doc["redis"]["ok"] is True
+        assert doc["flows"]["events"]["alive"] is False
+        # Ingest still works: Redis keeps the event until the flow comes back.
+        assert post(s.http, event("while.stopped")).status_code == 202
+
+        s.redis_proc.stop()
+        r = s.http.get("/health")
+        assert r.status_code == 503
+        doc = r.json()
+        assert doc["redis"]["ok"] is False and "redis unavailable" in doc["redis"]["error"]
+        r = post(s.http, event("redis.down"))
+        assert r.status_code == 503
+        assert "redis unavailable" in r.json()["detail"]
+        # Listing falls back to the lake, which the stopped flow flushed on its way out.
+        r = s.http.get("/api/events", params={"size": 5})
+        assert r.status_code == 200 and r.json()["source"] == "lake"
+        assert [e["type"] for e in r.json()["items"]] == ["before.stop"]
+        assert s.app.child.alive()
+    finally:
+        s.close()
