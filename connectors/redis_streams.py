@@ -2,14 +2,20 @@
 
 The partition's snapshot is the last entry ID it emitted, so after a crash the flow resumes
 exactly after the last committed epoch and replays the rest (the lake sink makes the replay
-idempotent). `next_batch` never blocks: it asks for what is there (`XREAD` without BLOCK) and,
-when nothing is, tells Bytewax when to call again via `next_awake`. Each item is a whole XREAD
+idempotent). Entries are trimmed from the stream only once they lie behind a snapshot taken
+more than `retention` ago — long committed — so Redis memory stays bounded and nothing that a
+resume could still need is ever removed.
+
+`next_batch` never blocks: it asks for what is there (`XREAD` without BLOCK) and, when nothing
+is, tells Bytewax when to call again via `next_awake`. Each item is a whole XREAD
 reply (up to `count` entries) because one Bytewax item per event runs at half the speed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -30,8 +36,12 @@ class StreamBatch:
 
 
 class _StreamPartition(StatefulSourcePartition[StreamBatch, str]):
-    def __init__(self, url: str, key: str, last_id: str, count: int, idle: timedelta):
+    def __init__(
+        self, url: str, key: str, last_id: str, count: int, idle: timedelta, retention: float
+    ):
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._retention = retention
+        self._snapshots: deque[tuple[float, str]] = deque()
         self._key = key
         self._last_id = last_id
         self._count = count
@@ -68,6 +78,17 @@ class _StreamPartition(StatefulSourcePartition[StreamBatch, str]):
         return self._awake
 
     def snapshot(self) -> str:
+        now = time.monotonic()
+        if not self._snapshots or self._snapshots[-1][1] != self._last_id:
+            self._snapshots.append((now, self._last_id))
+        trim_to = None
+        while self._snapshots and now - self._snapshots[0][0] > self._retention:
+            trim_to = self._snapshots.popleft()[1]
+        if trim_to is not None and self._retention > 0:
+            try:
+                self._r.xtrim(self._key, minid=trim_to, approximate=True)
+            except redis.exceptions.RedisError as exc:
+                log.warning("stream %s: trim failed (%s); will retry", self._key, exc)
         return self._last_id
 
     def close(self) -> None:
@@ -84,14 +105,16 @@ class RedisStreamSource(FixedPartitionedSource[StreamBatch, str]):
         count: int = 1000,
         idle: timedelta = timedelta(milliseconds=20),
         start_id: str = "0-0",
+        retention: float = 3600.0,
     ):
         if not keys:
             raise ValueError("RedisStreamSource needs at least one stream key")
-        self.url, self.keys, self.count, self.idle, self.start_id = url, keys, count, idle, start_id
+        self.url, self.keys, self.count, self.idle = url, keys, count, idle
+        self.start_id, self.retention = start_id, retention
 
     def list_parts(self) -> list[str]:
         return list(self.keys)
 
     def build_part(self, step_id: str, for_part: str, resume_state: str | None) -> _StreamPartition:
         last = resume_state if resume_state is not None else self.start_id
-        return _StreamPartition(self.url, for_part, last, self.count, self.idle)
+        return _StreamPartition(self.url, for_part, last, self.count, self.idle, self.retention)

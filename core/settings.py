@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     )
     window_s: int = Field(default=60, description="Length of the event-count windows.")
     snapshot_interval_s: int = Field(default=2, description="Bytewax snapshot/epoch interval.")
+    stream_retention_s: float = Field(
+        default=3600.0,
+        description="Input stream entries are trimmed once a snapshot this old has passed them "
+        "(0: never trim).",
+    )
     max_event_bytes: int = Field(default=64 * 1024, description="Larger events are dead-lettered.")
     lake_flush_rows: int = Field(
         default=50_000, description="Rows buffered per lake table before a file is written."

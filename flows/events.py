@@ -51,7 +51,9 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     sink_opts = {"flush_rows": s.lake_flush_rows, "flush_age": s.lake_flush_age_s}
 
     flow = Dataflow(FLOW_NAME)
-    streams = op.input("streams", flow, RedisStreamSource(url, s.stream_keys))
+    streams = op.input(
+        "streams", flow, RedisStreamSource(url, s.stream_keys, retention=s.stream_retention_s)
+    )
     pubsub = op.input("pubsub", flow, RedisPubSubSource(url, keys.EVENTS_PUBLISH))
     batches = op.merge("batches", streams, pubsub)
     parsed = op.map("parse", batches, lambda b: (b.stream, parse_batch(b, s.max_event_bytes)))
