@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import httpx
 import redis
 
@@ -92,6 +93,9 @@ def test_up_embedded_redis_supervises_queries_and_stops_cleanly(tmp_path: Path) 
         wait_for(stored, 30, 0.5, "two events via run.py query")
         table = _run(["query", "select level, count(*) from events group by 1"], env)
         assert "WARN" in table.stdout and "(1 row)" in table.stdout
+        # An analyst holds the catalog open read-only while the flows keep writing.
+        analyst = duckdb.connect(str(data / "venue.duckdb"), read_only=True)
+        assert analyst.execute("select count(*) from events").fetchone()[0] == 2
 
         # A flow that dies is restarted by the supervisor, and the log says why.
         flow_pid = next(
@@ -116,6 +120,8 @@ def test_up_embedded_redis_supervises_queries_and_stops_cleanly(tmp_path: Path) 
             0.5,
             "the restarted flow to store",
         )
+        assert analyst.execute("select count(*) from events").fetchone()[0] == 3
+        analyst.close()
         r.close()
     finally:
         up.send_signal(signal.SIGINT)
