@@ -72,8 +72,10 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self.request_stop)
 
     def start_all(self) -> None:
+        """Start every child not already running (the embedded Redis is started earlier)."""
         for c in self.children:
-            self._start(c)
+            if c.proc is None or c.proc.poll() is not None:
+                self._start(c)
 
     def _start(self, c: Child) -> None:
         c.proc = c.start()
