@@ -6,7 +6,6 @@ and the Bytewax flows validate with exactly the same rules.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -21,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import to_json
 
 Level = Literal["INFO", "WARN", "ERROR", "CRITICAL"]
 LEVELS: tuple[str, ...] = ("INFO", "WARN", "ERROR", "CRITICAL")
@@ -179,4 +179,5 @@ def event_to_json(ev: StoredEvent) -> str:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), default=str)
+    """Compact JSON; datetimes as ISO 8601 (pydantic's encoder, like every other record)."""
+    return to_json(obj).decode()

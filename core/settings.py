@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     port: int = 8080
     api_keys: str = Field(default="", description="Comma-separated device/gate keys (X-API-Key).")
     venue_config: Path | None = None
+    storage_secret: str | None = Field(
+        default=None,
+        description="Signs dashboard sessions. Unset: a random one is kept in DATA_DIR/ui.",
+    )
 
     # Tuning, documented in the README.
     event_streams: str = Field(

@@ -107,7 +107,7 @@ def build_flow(s: Settings | None = None) -> Dataflow:
         "beat_cmds",
         beats,
         lambda t: [
-            ("SET", keys.heartbeat_key(FLOW_NAME), dumps({"at": t, "pid": os.getpid()}), "EX", 10)
+            ("SET", keys.heartbeat_key(FLOW_NAME), dumps({"at": t, "pid": os.getpid()}), "EX", 5)
         ],
     )
     redis_cmds = op.merge("redis_cmds", live, live_counts, beat_cmds)

@@ -5,6 +5,7 @@ very same code and a benchmark ratio measures only the runtime around it.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -96,8 +97,9 @@ def live_commands(rows: list[dict[str, Any]]) -> list[tuple]:
     """Redis commands that broadcast stored events (seed 003) and feed the dashboard.
 
     One `events:new` message per event (the seed's contract), one `live:events` message per
-    batch (the dashboard's path: one message per event would cap a subscriber at ~3k ev/s), and
-    the newest 50 in `events:recent`.
+    batch (the dashboard's path: one message per event would cap a subscriber at ~3k ev/s) with
+    the batch's size, its counts per (minute, level) and its newest 50 events, and the newest
+    50 in `events:recent`.
     """
     if not rows:
         return []
@@ -107,11 +109,15 @@ def live_commands(rows: list[dict[str, Any]]) -> list[tuple]:
     newest.reverse()
     cmds.append(("LPUSH", keys.EVENTS_RECENT, *reversed(newest)))
     cmds.append(("LTRIM", keys.EVENTS_RECENT, 0, keys.RECENT_SIZE - 1))
+    per_minute: Counter[tuple[datetime, str]] = Counter(
+        (r["ts"].replace(second=0, microsecond=0), r["level"]) for r in rows
+    )
+    minutes = to_json([[m, lv, n] for (m, lv), n in per_minute.items()])
     cmds.append(
         (
             "PUBLISH",
             keys.LIVE_EVENTS,
-            b'{"total":%d,"events":[%s]}' % (len(docs), b",".join(newest)),
+            b'{"total":%d,"minutes":%s,"events":[%s]}' % (len(docs), minutes, b",".join(newest)),
         )
     )
     return cmds

@@ -19,16 +19,8 @@ import pytest
 import redis
 
 from core import keys
-from tests.ui_fixtures import (
-    API_KEY,
-    App,
-    Child,
-    stack_env,
-    start_app,
-    start_events_flow,
-    start_redis,
-    wait_for,
-)
+from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, wait_for
+from tests.ui_fixtures import healthy
 
 MAX_EVENT_BYTES = 4096
 STORED_KEYS = {"id", "stream", "source", "type", "level", "payload", "ts", "received_at"}
@@ -36,31 +28,46 @@ AUTH = {"X-API-Key": API_KEY}
 
 
 class Stack:
-    """Redis, the events flow and the app, each a real process; `close` stops what started."""
+    """Redis, the events flow and the app as real processes (the conftest's classes), shared
+    by the module: starting them costs seconds, and most tests only need them running."""
 
     def __init__(self, work: Path):
-        self.flow: Child | None = None
-        self.app: App | None = None
-        self.redis_proc, self.redis_url = start_redis(work)
-        self.redis = redis.Redis.from_url(self.redis_url)
+        self.redis_server = RedisServer(work / "redis")
+        self.redis_server.start()
+        self.redis = redis.Redis.from_url(self.redis_server.url)
+        self.data = work / "data"
+        self.data.mkdir()
+        # The conftest's `flow_env`, plus a small event limit so 413 needs no big bodies.
+        self.env = {
+            "REDIS_URL": self.redis_server.url,
+            "DATA_DIR": str(self.data),
+            "API_KEYS": API_KEY,
+            "WINDOW_S": "2",
+            "ALLOWED_LATENESS_S": "1",
+            "SNAPSHOT_INTERVAL_S": "1",
+            "LAKE_FLUSH_AGE_S": "0",
+            "MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
+        }
+        self.flow: FlowProcess | None = None
+        self.app: AppProcess | None = None
         try:
-            self.data = work / "data"
-            self.env = stack_env(self.redis_url, self.data, MAX_EVENT_BYTES=str(MAX_EVENT_BYTES))
-            self.flow = start_events_flow(self.env, self.data)
-            self.app = start_app(self.env, self.data)
-            self.http = self.app.client()
+            self.flow = FlowProcess("events", self.env, self.data / "events-flow.log").start()
+            self.app = AppProcess(self.env, self.data / "app.log").wait_ready()
+            healthy(self.app)
+            self.http = httpx.Client(base_url=self.app.base_url, timeout=10)
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
         if self.app is not None:
-            self.http.close()
-            self.app.child.stop()
-        if self.flow is not None:
+            if hasattr(self, "http"):
+                self.http.close()
+            self.app.stop()
+        if self.flow is not None and self.flow.alive():
             self.flow.stop()
         self.redis.close()
-        self.redis_proc.stop()
+        self.redis_server.kill()
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +101,14 @@ def test_post_needs_a_valid_api_key(stack: Stack) -> None:
 
 def test_no_configured_keys_refuses_every_key(stack: Stack) -> None:
     env = dict(stack.env, API_KEYS="")
-    app = start_app(env, stack.data)
+    app = AppProcess(env, stack.data / "app-no-keys.log").wait_ready()
     try:
-        with app.client() as http:
-            r = http.post("/api/events", json=event(), headers=AUTH)
+        r = httpx.post(f"{app.base_url}/api/events", json=event(), headers=AUTH)
         assert r.status_code == 401
         detail = r.json()["detail"]
         assert detail.startswith("missing or invalid X-API-Key") and "API_KEYS is empty" in detail
     finally:
-        app.child.stop()
+        app.stop()
 
 
 def test_post_accepted_is_in_events_in(stack: Stack) -> None:
@@ -201,9 +207,11 @@ def wait_in_lake(http: httpx.Client, n: int, **params: str) -> dict:
 
     def ready() -> dict | None:
         doc = http.get("/api/events", params={"size": 200, **params}).json()
-        return doc if doc.get("source") == "lake" and doc.get("total") == n else None
+        # `total` and the page are two scans; rows written between them may make them differ.
+        ok = doc.get("source") == "lake" and doc.get("total") == n == len(doc["items"])
+        return doc if ok else None
 
-    return wait_for(ready, 20, f"{n} events in the lake for {params}", every=0.2)
+    return wait_for(ready, 20, 0.2, f"{n} events in the lake for {params}")
 
 
 def test_listing_pages_newest_first_with_filters(stack: Stack) -> None:
@@ -270,7 +278,7 @@ def test_first_page_comes_from_the_cache(stack: Stack) -> None:
         doc = stack.http.get("/api/events", params={"size": 5}).json()
         return doc if [e["id"] for e in doc["items"]] == newest[:5] else None
 
-    doc = wait_for(cached_page, 5, "the newest events in events:recent")
+    doc = wait_for(cached_page, 5, what="the newest events in events:recent")
     assert doc["source"] == "cache" and doc["page"] == 1 and doc["size"] == 5
     assert "total" not in doc
     assert all(set(e) == STORED_KEYS for e in doc["items"])
@@ -313,39 +321,43 @@ def test_health_while_everything_runs(stack: Stack) -> None:
 # --- failures -----------------------------------------------------------------------------------
 
 
-def test_health_and_ingest_when_flow_then_redis_stop(tmp_path: Path) -> None:
-    s = Stack(tmp_path)
-    assert s.app is not None
-    try:
-        assert post(s.http, event("before.stop")).status_code == 202
-        assert s.http.get("/health").status_code == 200
-        assert s.flow is not None and s.flow.stop() == 0
-        s.flow = None
+def test_health_and_ingest_when_flow_then_redis_stop(
+    redis_server: RedisServer, r: redis.Redis, events_flow: FlowProcess, app_process: AppProcess
+) -> None:
+    healthy(app_process)
+    with httpx.Client(base_url=app_process.base_url, timeout=10) as http:
+        assert post(http, event("before.stop")).status_code == 202
+
+        def stored() -> bool:  # the flow took it (it is in the cache) before we stop it
+            items = http.get("/api/events", params={"size": 1}).json()["items"]
+            return [e["type"] for e in items] == ["before.stop"]
+
+        wait_for(stored, 5, what="the flow to store the event")
+        assert events_flow.stop() == 0
 
         # The heartbeat key expires (TTL 10 s) once the flow no longer refreshes it.
         def flow_dead() -> httpx.Response | None:
-            r = s.http.get("/health")
-            return r if r.status_code == 503 else None
+            resp = http.get("/health")
+            return resp if resp.status_code == 503 else None
 
-        r = wait_for(flow_dead, 15, "/health to report the stopped flow", every=0.25)
-        doc = r.json()
-        assert doc["ok"] is False and doc["redis"]["ok"] is True
+        resp = wait_for(flow_dead, 15, 0.25, "/health to report the stopped flow")
+        doc = resp.json()
+        assert doc["ok"] is False and doc["redis"] == {"ok": True}
         assert doc["flows"]["events"]["alive"] is False
         # Ingest still works: Redis keeps the event until the flow comes back.
-        assert post(s.http, event("while.stopped")).status_code == 202
+        assert post(http, event("while.stopped")).status_code == 202
+        assert r.xlen(keys.EVENTS_IN) == 2
 
-        s.redis_proc.stop()
-        r = s.http.get("/health")
-        assert r.status_code == 503
-        doc = r.json()
+        redis_server.kill()
+        resp = http.get("/health")
+        assert resp.status_code == 503
+        doc = resp.json()
         assert doc["redis"]["ok"] is False and "redis unavailable" in doc["redis"]["error"]
-        r = post(s.http, event("redis.down"))
-        assert r.status_code == 503
-        assert "redis unavailable" in r.json()["detail"]
+        resp = post(http, event("redis.down"))
+        assert resp.status_code == 503
+        assert "redis unavailable" in resp.json()["detail"]
         # Listing falls back to the lake, which the stopped flow flushed on its way out.
-        r = s.http.get("/api/events", params={"size": 5})
-        assert r.status_code == 200 and r.json()["source"] == "lake"
-        assert [e["type"] for e in r.json()["items"]] == ["before.stop"]
-        assert s.app.child.alive()
-    finally:
-        s.close()
+        resp = http.get("/api/events", params={"size": 5})
+        assert resp.status_code == 200 and resp.json()["source"] == "lake"
+        assert [e["type"] for e in resp.json()["items"]] == ["before.stop"]
+        assert app_process.proc.poll() is None  # the app lives on without Redis

@@ -1,0 +1,282 @@
+"""HTTP API on NiceGUI's FastAPI app: health, event ingest, event listing.
+
+Ingest only validates and `XADD`s (design card): the events flow writes the lake, so an accepted
+event is durable in Redis before we answer 202, and the API never writes the lake itself.
+Listing reads the seed-003 cache (`events:recent`) for the plain first page and the lake for
+everything else. Errors are answered as JSON with a reason, never as a stack trace.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import uuid
+import zlib
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from core import keys
+from core.processes import FLOWS as FLOW_MODULES
+from core.records import LEVELS, Event, field_errors
+from core.settings import Settings, get_settings
+from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events, newest_first
+
+log = logging.getLogger(__name__)
+
+#: Flows whose heartbeat /health reports: every flow run.py runs.
+FLOWS: tuple[str, ...] = tuple(FLOW_MODULES)
+
+_redis: aioredis.Redis | None = None
+
+
+def redis_client() -> aioredis.Redis:
+    """The app's shared Redis client (a connection pool), made in the running event loop."""
+    global _redis
+    if _redis is None:
+        _redis = aioredis.Redis.from_url(
+            get_settings().effective_redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=3,
+            health_check_interval=15,
+        )
+    return _redis
+
+
+async def close_redis() -> None:
+    global _redis
+    if _redis is not None:
+        await _redis.aclose()
+        _redis = None
+
+
+def _redis_reason(exc: BaseException) -> str:
+    return f"redis unavailable: {type(exc).__name__}: {exc}"
+
+
+# --- health -------------------------------------------------------------------------------------
+
+
+def _heartbeat(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {"alive": False, "last_heartbeat": None}
+    try:
+        beat = json.loads(raw)
+        at = datetime.fromisoformat(str(beat["at"])).astimezone(UTC)
+        return {
+            "alive": True,
+            "last_heartbeat": at.isoformat().replace("+00:00", "Z"),
+            "age_s": round((datetime.now(UTC) - at).total_seconds(), 3),
+            "pid": beat.get("pid"),
+        }
+    except (ValueError, KeyError, TypeError):
+        return {"alive": True, "last_heartbeat": None}
+
+
+async def health() -> JSONResponse:
+    """200 when Redis answers and every flow's heartbeat key is present, else 503 (same body)."""
+    body: dict[str, Any] = {"ok": False, "redis": {"ok": False}, "flows": {}}
+    try:
+        r = redis_client()
+        await r.ping()
+        beats = await r.mget([keys.heartbeat_key(f) for f in FLOWS])
+        body["redis"] = {"ok": True}
+        body["flows"] = {f: _heartbeat(b) for f, b in zip(FLOWS, beats, strict=True)}
+    except (RedisError, OSError, TimeoutError) as exc:
+        body["redis"] = {"ok": False, "error": _redis_reason(exc)}
+        body["flows"] = {f: {"alive": False, "last_heartbeat": None} for f in FLOWS}
+    body["ok"] = body["redis"]["ok"] and all(f["alive"] for f in body["flows"].values())
+    return JSONResponse(body, status_code=200 if body["ok"] else 503)
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+_INVALID_KEY = "missing or invalid X-API-Key"
+
+
+class _Refusal(Exception):
+    """An early answer with a JSON body (turned into a response by `_refusal_handler`)."""
+
+    def __init__(self, status: int, body: dict[str, Any]):
+        super().__init__(body.get("detail"))
+        self.status, self.body = status, body
+
+
+async def _refusal_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, _Refusal)
+    return JSONResponse(exc.body, status_code=exc.status)
+
+
+def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> str:
+    """Device/gate endpoints need a key from API_KEYS; compared in constant time."""
+    allowed = settings.api_key_set
+    ok = x_api_key is not None and any(
+        hmac.compare_digest(x_api_key.encode(), k.encode()) for k in allowed
+    )
+    if not ok:
+        detail = _INVALID_KEY
+        if not allowed:
+            detail += " (no API keys are configured: API_KEYS is empty, so every key is refused)"
+        raise _Refusal(401, {"detail": detail})
+    return x_api_key  # type: ignore[return-value]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it exceeds `limit` (never buffered beyond it)."""
+    declared = request.headers.get("content-length")
+    too_big = {"detail": f"event body is larger than the limit of {limit} bytes"}
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _Refusal(413, too_big)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Refusal(413, too_big)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
+    for e in errors:  # errors about the whole body have no location; name it
+        e["field"] = e["field"] or "body"
+    return JSONResponse({"detail": "invalid event", "errors": errors}, status_code=422)
+
+
+def _stream_for(ev: Event, streams: list[str]) -> str:
+    """Shard by source across EVENT_STREAMS (default just `events:in`); one source, one order."""
+    if len(streams) <= 1:
+        return streams[0] if streams else keys.EVENTS_IN
+    return streams[zlib.crc32(ev.source.encode()) % len(streams)]
+
+
+async def post_event(
+    request: Request,
+    _key: Annotated[str, Depends(require_api_key)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> JSONResponse:
+    """Validate one event and XADD it to `events:in`; 202 with the stream entry id."""
+    raw = await _read_body(request, settings.max_event_bytes)
+    try:
+        raw.decode("utf-8")  # strict: invalid bytes are refused, never replaced
+    except UnicodeDecodeError as exc:
+        return _invalid([{"field": "body", "message": f"not UTF-8: {exc}", "type": "utf8"}])
+    try:
+        ev = Event.model_validate_json(raw)
+    except ValidationError as exc:
+        return _invalid(field_errors(exc))
+    request_id = str(uuid.uuid4())
+    try:
+        entry_id = await redis_client().xadd(
+            _stream_for(ev, settings.stream_keys),
+            {"data": ev.model_dump_json(exclude_none=True)},
+        )
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("POST /api/events: %s", _redis_reason(exc))
+        return JSONResponse(
+            {"detail": _redis_reason(exc), "requestId": request_id},
+            status_code=503,
+            headers={"X-Request-ID": request_id, "Retry-After": "1"},
+        )
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return JSONResponse(
+        {"id": eid, "requestId": request_id},
+        status_code=202,
+        headers={"X-Request-ID": request_id},
+    )
+
+
+# --- listing ------------------------------------------------------------------------------------
+
+
+async def _from_cache(size: int) -> list[dict[str, Any]] | None:
+    """The newest stored events from `events:recent`, or None if Redis cannot be read."""
+    try:
+        raw = await redis_client().lrange(keys.EVENTS_RECENT, 0, keys.RECENT_SIZE - 1)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.info("events:recent unreadable, using the lake: %s", exc)
+        return None
+    items = []
+    for doc in raw:
+        try:
+            items.append(json.loads(doc))
+        except ValueError:
+            continue
+    return newest_first(items)[:size]
+
+
+async def list_events(q: EventQuery) -> dict[str, Any]:
+    """Page 1 without filters (size <= 50) from the cache, otherwise from the lake.
+
+    The cache holds the newest stored events even before the lake sink has flushed them; it is
+    only passed over when it has fewer rows than asked and the lake has more (e.g. Redis was
+    restarted without persistence).
+    """
+    settings = get_settings()
+    cached: list[dict[str, Any]] | None = None
+    if q.page == 1 and q.size <= keys.RECENT_SIZE and not q.filtered:
+        cached = await _from_cache(q.size)
+        if cached is not None and len(cached) >= q.size:
+            return {"page": 1, "size": q.size, "items": cached, "source": "cache"}
+    lake = await fetch_events(settings.lake_dir, q)
+    if cached and len(cached) >= len(lake.items):
+        return {"page": 1, "size": q.size, "items": cached, "source": "cache"}
+    return {
+        "page": q.page,
+        "size": q.size,
+        "items": lake.items,
+        "source": "lake",
+        "total": lake.total,
+    }
+
+
+async def get_events(
+    page: Annotated[int, Query(ge=1)] = 1,
+    size: Annotated[int, Query(ge=1, le=200)] = 20,
+    type: Annotated[str | None, Query(max_length=64)] = None,
+    level: Annotated[str | None, Query()] = None,
+) -> JSONResponse:
+    """Stored events newest first (ts, then id, descending), filtered by type and level."""
+    lv = (level or "").strip().upper() or None
+    if lv is not None and lv not in LEVELS:
+        return JSONResponse(
+            {
+                "detail": "invalid query",
+                "errors": [
+                    {
+                        "field": "level",
+                        "message": f"level must be one of {', '.join(LEVELS)}",
+                        "type": "literal_error",
+                    }
+                ],
+            },
+            status_code=422,
+        )
+    q = EventQuery(page=page, size=size, type=(type or "").strip() or None, level=lv)
+    try:
+        return JSONResponse(await list_events(q))
+    except LakeUnavailable as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+def register(app: FastAPI) -> None:
+    """Add the routes to NiceGUI's FastAPI app (call before `ui.run`)."""
+    app.add_exception_handler(_Refusal, _refusal_handler)
+    app.add_api_route("/health", health, methods=["GET"], tags=["health"])
+    app.add_api_route("/api/health", health, methods=["GET"], tags=["health"])
+    app.add_api_route("/api/events", post_event, methods=["POST"], status_code=202, tags=["events"])
+    app.add_api_route("/api/events", get_events, methods=["GET"], tags=["events"])
+    app.add_api_route("/", _root, methods=["GET"], include_in_schema=False)
+
+
+async def _root() -> RedirectResponse:
+    """The overview is the Events page for now; later pages may replace this redirect."""
+    return RedirectResponse("/events")

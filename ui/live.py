@@ -1,0 +1,277 @@
+"""The dashboard's live state: one Redis subscriber, one in-memory model, one throttled event.
+
+Measured (docs/notes on NiceGUI): pushing to browsers per event collapses the server at a few
+hundred events/s, so the app holds ONE subscriber task for all clients, folds messages into
+`LiveModel`, and ONE emitter task fires `changed` at most `MAX_HZ` times a second when the model
+moved (and once a second anyway, so ages on pages keep ticking). Pages subscribe to `changed`
+and read the model; NiceGUI unsubscribes them when their client goes away.
+
+On (re)connect the model is seeded from `events:recent` after subscribing, so a page opened
+mid-stream shows the present at once and nothing falls in between; duplicates (the flow's live
+outputs are at-least-once, and the seed overlaps the first messages) are dropped by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+from nicegui import Event
+
+from core import keys
+from core.records import LEVELS
+
+log = logging.getLogger(__name__)
+
+MAX_HZ = 4.0
+KEEP_EVENTS = 200
+KEEP_MINUTES = 60
+KEEP_WINDOWS = 200
+KEEP_TYPES = 200  # filter options: the most recently seen types (a bad source cannot flood it)
+_SEEN_IDS = 20_000
+
+#: Fired (without arguments) at most MAX_HZ times a second; read `model` in the handler.
+changed: Event[[]] = Event()
+
+
+def _minute(ts: datetime) -> datetime:
+    return ts.replace(second=0, microsecond=0)
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    try:
+        ts = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+@dataclass
+class LiveModel:
+    """What the dashboard shows live; mutated only on the event loop (no locks needed)."""
+
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_EVENTS))
+    per_minute: dict[datetime, Counter[str]] = field(default_factory=dict)
+    _types: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    total: int = 0  # stored events seen live since the app started
+    level_totals: Counter[str] = field(default_factory=Counter)
+    windows: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_WINDOWS))
+    last_received_at: datetime | None = None
+    connected: bool = False
+    version: int = 0
+    _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _arrivals: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def _remember(self, event_id: str) -> bool:
+        """True if the id is new (and remember it, forgetting the oldest beyond a bound)."""
+        if event_id in self._seen:
+            return False
+        self._seen[event_id] = None
+        if len(self._seen) > _SEEN_IDS:
+            self._seen.popitem(last=False)
+        return True
+
+    def add_events(
+        self,
+        events: list[dict[str, Any]],
+        total: int | None,
+        live: bool,
+        minutes: list[Any] | None = None,
+    ) -> int:
+        """Fold stored events (newest first, as the flow sends them) in; return how many new.
+
+        `total` is the batch's full size (the message carries at most 50 events); events not
+        included still count towards the totals. `live=False` (a seed) updates the feed and the
+        chart but not "since app start" totals, as those events came before. `minutes` are the
+        whole batch's counts per (minute, level); when given, the chart uses them instead of
+        counting the (at most 50) events included, so it stays exact at any rate.
+        """
+        new = [e for e in events if isinstance(e, dict) and self._remember(str(e.get("id")))]
+        if total is not None and len(events) and not new:
+            return 0  # a replayed batch (at-least-once live output): all seen already
+        for ev in reversed(new):  # oldest first, so the newest ends up at the left
+            self.recent.appendleft(ev)
+            self._see_type(str(ev.get("type")))
+            ts = _parse_ts(ev.get("ts"))
+            if ts is not None and minutes is None:
+                self.per_minute.setdefault(_minute(ts), Counter())[str(ev.get("level"))] += 1
+            got = _parse_ts(ev.get("received_at"))
+            if got is not None and (self.last_received_at is None or got > self.last_received_at):
+                self.last_received_at = got
+        for item in minutes or []:
+            try:
+                m, lv, n = _parse_ts(item[0]), str(item[1]), int(item[2])
+            except (TypeError, ValueError, IndexError):
+                continue
+            if m is not None:
+                self.per_minute.setdefault(_minute(m), Counter())[lv] += n
+        if live:
+            dups = len(events) - len(new)
+            n = max((total or 0) - dups, len(new))
+            self.total += n
+            self.level_totals.update(str(e.get("level")) for e in new)
+            self._arrivals.append((time.monotonic(), n))
+        self._prune()
+        if new or live:
+            self.version += 1
+        return len(new)
+
+    def _see_type(self, type_: str) -> None:
+        self._types[type_] = None
+        self._types.move_to_end(type_)
+        if len(self._types) > KEEP_TYPES:
+            self._types.popitem(last=False)
+
+    @property
+    def types(self) -> list[str]:
+        """Event types seen recently, sorted (the page's type filter options)."""
+        return sorted(self._types)
+
+    def add_window(self, row: dict[str, Any]) -> None:
+        self.windows.appendleft(row)
+        self.version += 1
+
+    def last_window(self) -> tuple[str, str, int] | None:
+        """The newest closed event-count window (start, end, events over all types/levels)."""
+        on_time = [w for w in self.windows if not w.get("late")]
+        if not on_time:
+            return None
+        start = max(str(w.get("window_start")) for w in on_time)
+        rows = [w for w in on_time if str(w.get("window_start")) == start]
+        return start, str(rows[0].get("window_end")), sum(int(w.get("count", 0)) for w in rows)
+
+    def _prune(self) -> None:
+        oldest = _minute(datetime.now(UTC)) - timedelta(minutes=KEEP_MINUTES - 1)
+        for m in [m for m in self.per_minute if m < oldest]:
+            del self.per_minute[m]
+        cutoff = time.monotonic() - 60
+        while self._arrivals and self._arrivals[0][0] < cutoff:
+            self._arrivals.popleft()
+
+    def events_per_minute(self) -> int:
+        """Stored events that arrived in the last 60 s (by arrival at the dashboard)."""
+        self._prune()
+        return sum(n for _, n in self._arrivals)
+
+    def last_event_age_s(self) -> float | None:
+        if self.last_received_at is None:
+            return None
+        return max(0.0, (datetime.now(UTC) - self.last_received_at).total_seconds())
+
+    def feed(self, type_: str | None, level: str | None, limit: int = 50) -> list[dict[str, Any]]:
+        out = []
+        for ev in self.recent:
+            if (type_ and ev.get("type") != type_) or (level and ev.get("level") != level):
+                continue
+            out.append(ev)
+            if len(out) >= limit:
+                break
+        return out
+
+    def chart(self) -> tuple[list[str], dict[str, list[int]]]:
+        """Minute labels (HH:MM UTC) of the last 60 minutes and counts per level, by event ts."""
+        now = _minute(datetime.now(UTC))
+        minutes = [now - timedelta(minutes=i) for i in range(KEEP_MINUTES - 1, -1, -1)]
+        series = {lv: [self.per_minute.get(m, Counter())[lv] for m in minutes] for lv in LEVELS}
+        return [m.strftime("%H:%M") for m in minutes], series
+
+
+model = LiveModel()
+
+
+def handle_message(channel: str, data: bytes | str) -> None:
+    """Fold one pub/sub message into the model; bad messages are logged, never raised."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        log.warning("%s: message is not JSON; ignored", channel)
+        return
+    if channel == keys.LIVE_EVENTS and isinstance(doc, dict):
+        events = doc.get("events") or []
+        total = doc.get("total")
+        minutes = doc.get("minutes") if isinstance(doc.get("minutes"), list) else None
+        model.add_events(
+            events, int(total) if isinstance(total, int) else None, live=True, minutes=minutes
+        )
+    elif channel == keys.LIVE_EVENT_COUNTS and isinstance(doc, dict):
+        model.add_window(doc)
+
+
+async def _seed(r: aioredis.Redis) -> None:
+    raw = await r.lrange(keys.EVENTS_RECENT, 0, keys.RECENT_SIZE - 1)
+    events = []
+    for doc in raw:
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(doc))
+    model.add_events(events, None, live=False)
+
+
+async def subscribe_forever(url: str) -> None:
+    """Subscribe to the live channels; on any Redis failure log, back off and reconnect."""
+    delay = 0.5
+    while True:
+        r = aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=10)
+        ps = r.pubsub(ignore_subscribe_messages=True)
+        try:
+            await ps.subscribe(keys.LIVE_EVENTS, keys.LIVE_EVENT_COUNTS)
+            await _seed(r)
+            if not model.connected:
+                log.info("live: subscribed to %s, %s", keys.LIVE_EVENTS, keys.LIVE_EVENT_COUNTS)
+            model.connected, delay = True, 0.5
+            model.version += 1
+            async for msg in ps.listen():
+                if msg.get("type") == "message":
+                    ch = msg["channel"]
+                    handle_message(ch.decode() if isinstance(ch, bytes) else ch, msg["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never crash the app: Redis may come back
+            if model.connected:
+                model.connected = False
+                model.version += 1
+            log.warning("live: Redis subscription lost (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await ps.aclose()
+            with contextlib.suppress(Exception):
+                await r.aclose()
+
+
+async def emit_forever() -> None:
+    """Fire `changed` at most MAX_HZ times a second when the model moved, and at 1 Hz anyway."""
+    last_version, last_emit = -1, 0.0
+    while True:
+        await asyncio.sleep(1 / MAX_HZ)
+        now = time.monotonic()
+        if model.version != last_version or now - last_emit >= 1.0:
+            last_version, last_emit = model.version, now
+            changed.emit()
+
+
+_tasks: list[asyncio.Task] = []
+
+
+async def start(url: str) -> None:
+    """Start the subscriber and the emitter (from `app.on_startup`)."""
+    loop = asyncio.get_running_loop()
+    _tasks.append(loop.create_task(subscribe_forever(url), name="live-subscriber"))
+    _tasks.append(loop.create_task(emit_forever(), name="live-emitter"))
+
+
+async def stop() -> None:
+    for t in _tasks:
+        t.cancel()
+    for t in _tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    _tasks.clear()

@@ -1,0 +1,247 @@
+"""The Events page: live feed, counts per minute, KPIs, and the lake's history below.
+
+Live parts read `ui.live.model` when `ui.live.changed` fires (≤ 4 Hz for all clients together),
+never per event. The history table pages through the lake with the very function behind
+`GET /api/events`, so what an operator sees and what the API answers cannot disagree.
+Feed and history rows carry `data-event-id` so tests (and people) can find a given event.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Any
+
+from nicegui import ui
+
+from core.records import LEVELS
+from core.settings import get_settings
+from ui import live, theme
+from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events
+
+FEED_ROWS = 50
+HISTORY_SIZE = 20
+PAYLOAD_CHARS = 240
+
+COLUMNS = [
+    {"name": "time", "label": "Time (UTC)", "field": "time", "align": "left"},
+    {"name": "source", "label": "Source", "field": "source", "align": "left"},
+    {"name": "type", "label": "Type", "field": "type", "align": "left"},
+    {"name": "level", "label": "Level", "field": "level", "align": "left"},
+    {"name": "payload", "label": "Payload", "field": "payload", "align": "left"},
+]
+
+
+def _row_slot(css_class: str) -> str:
+    """Quasar body slot: a row with the event id as `data-event-id` and a coloured level badge."""
+    colors = json.dumps(theme.LEVEL_COLORS)
+    return f"""
+    <q-tr :props="props" :data-event-id="props.row.id" class="{css_class}">
+      <q-td key="time" :props="props" class="font-mono whitespace-nowrap">
+        {{{{ props.row.time }}}}
+      </q-td>
+      <q-td key="source" :props="props">{{{{ props.row.source }}}}</q-td>
+      <q-td key="type" :props="props">{{{{ props.row.type }}}}</q-td>
+      <q-td key="level" :props="props">
+        <q-badge :color='{colors}[props.row.level] || "grey"' :label="props.row.level" />
+      </q-td>
+      <q-td key="payload" :props="props" class="font-mono text-xs vf-payload"
+            style="white-space: normal; word-break: break-all; max-width: 36rem">
+        {{{{ props.row.payload }}}}
+      </q-td>
+    </q-tr>
+    """
+
+
+def table_row(ev: dict[str, Any]) -> dict[str, Any]:
+    """A stored event (JSON shape) → a display row (short UTC time, payload as compact text)."""
+    try:
+        ts = datetime.fromisoformat(str(ev.get("ts")))
+        time = ts.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
+    except ValueError:
+        time = str(ev.get("ts"))
+    payload = json.dumps(ev.get("payload"), separators=(",", ":"), ensure_ascii=False)
+    if len(payload) > PAYLOAD_CHARS:
+        payload = payload[: PAYLOAD_CHARS - 1] + "…"
+    return {
+        "id": ev.get("id"),
+        "time": time,
+        "source": ev.get("source"),
+        "type": ev.get("type"),
+        "level": ev.get("level"),
+        "payload": payload,
+    }
+
+
+def _event_table(css_class: str) -> ui.table:
+    table = ui.table(rows=[], columns=COLUMNS, row_key="id").classes("w-full")
+    table.props("dense flat bordered wrap-cells")
+    table.add_slot("body", _row_slot(css_class))
+    return table
+
+
+def _chart_options() -> dict[str, Any]:
+    labels, series = live.model.chart()
+    return {
+        "animation": False,
+        "tooltip": {"trigger": "axis"},
+        "legend": {"top": 0},
+        "grid": {"left": 40, "right": 16, "top": 32, "bottom": 24},
+        "xAxis": {"type": "category", "data": labels},
+        "yAxis": {"type": "value", "minInterval": 1},
+        "series": [
+            {
+                "name": lv,
+                "type": "bar",
+                "stack": "level",
+                "data": series[lv],
+                "itemStyle": {"color": theme.LEVEL_HEX[lv]},
+            }
+            for lv in LEVELS
+        ],
+    }
+
+
+def _age_text(age: float | None) -> str:
+    if age is None:
+        return "—"
+    if age < 60:
+        return f"{age:.1f} s ago"
+    if age < 3600:
+        return f"{age / 60:.1f} min ago"
+    return f"{age / 3600:.1f} h ago"
+
+
+def _window_text(window: tuple[str, str, int] | None) -> str:
+    if window is None:
+        return "—"
+    start, end, count = window
+    try:
+        span = f"{datetime.fromisoformat(start):%H:%M:%S} to {datetime.fromisoformat(end):%H:%M:%S}"
+    except ValueError:
+        span = f"{start} to {end}"
+    return f"{count:,} · {span}"
+
+
+def _kpi(title: str, test_id: str) -> ui.label:
+    with ui.card().classes("min-w-44").props("flat bordered"):
+        ui.label(title).classes("text-xs uppercase text-gray-500")
+        return ui.label("—").classes("text-2xl font-semibold").props(f'data-testid="{test_id}"')
+
+
+async def events_page() -> None:
+    lake_dir = get_settings().lake_dir
+    state: dict[str, Any] = {"version": -1, "types": (), "history_version": -1}
+
+    with theme.frame("Events", "/events"):
+        with ui.row().classes("w-full items-end gap-4"):
+            type_sel = ui.select({"": "All types"}, value="", label="Type").classes("w-56")
+            type_sel.props('data-testid="filter-type"')
+            level_sel = ui.select(
+                {"": "All levels", **{lv: lv for lv in LEVELS}}, value="", label="Level"
+            ).classes("w-40")
+            level_sel.props('data-testid="filter-level"')
+            ui.space()
+            status = ui.badge("connecting…", color="grey").props('data-testid="live-status"')
+
+        with ui.row().classes("w-full gap-4"):
+            total_lbl = _kpi("Stored since app start", "kpi-total")
+            rate_lbl = _kpi("Events / min", "kpi-rate")
+            age_lbl = _kpi("Last event", "kpi-age")
+            window_lbl = _kpi("Last closed window", "kpi-window")
+
+        with ui.card().classes("w-full").props("flat bordered"):
+            ui.label("Events per minute by level (event time, UTC)").classes("font-medium")
+            chart = ui.echart(_chart_options()).classes("w-full h-64")
+
+        with ui.card().classes("w-full").props("flat bordered"):
+            ui.label(f"Live feed (newest {FEED_ROWS})").classes("font-medium")
+            feed = _event_table("vf-feed-row")
+            feed.props('data-testid="live-feed"')
+
+        with ui.card().classes("w-full").props("flat bordered"):
+            with ui.row().classes("w-full items-center"):
+                ui.label("History (lake)").classes("font-medium")
+                ui.space()
+                history_info = ui.label("").classes("text-sm text-gray-500")
+                ui.button(icon="refresh", on_click=lambda: load_history()).props(
+                    'flat dense data-testid="history-refresh"'
+                )
+            history = _event_table("vf-history-row")
+            history.props('data-testid="history"')
+            pager = ui.pagination(1, 1, direction_links=True, on_change=lambda: load_history())
+
+    def filters() -> tuple[str | None, str | None]:
+        return (type_sel.value or None), (level_sel.value or None)
+
+    async def load_history() -> None:
+        type_, level = filters()
+        q = EventQuery(page=pager.value or 1, size=HISTORY_SIZE, type=type_, level=level)
+        state["history_version"] = live.model.version
+        try:
+            page = await fetch_events(lake_dir, q)
+        except LakeUnavailable as exc:
+            history_info.text = str(exc)
+            return
+        history.rows = [table_row(e) for e in page.items]
+        pages = max(1, math.ceil(page.total / HISTORY_SIZE))
+        if pager.max != pages:
+            pager.max = pages
+        history_info.text = f"{page.total} events · page {q.page} of {pages}"
+
+    def refresh_live() -> None:
+        m = live.model
+        if m.version != state["version"]:
+            state["version"] = m.version
+            type_, level = filters()
+            feed.rows = [table_row(e) for e in m.feed(type_, level, FEED_ROWS)]
+            types = tuple(m.types)
+            if types != state["types"]:
+                state["types"] = types
+                options = {"": "All types", **{t: t for t in types}}
+                if type_sel.value and type_sel.value not in options:
+                    options[type_sel.value] = type_sel.value  # keep the chosen filter
+                type_sel.set_options(options)
+            total_lbl.text = f"{m.total:,}"
+            window_lbl.text = _window_text(m.last_window())
+            if m.connected:
+                status.text, status.props["color"] = "live", "positive"
+            else:
+                status.text, status.props["color"] = "Redis unavailable", "negative"
+        opts = _chart_options()
+        if opts["xAxis"]["data"] != chart.options["xAxis"]["data"] or any(
+            s["data"] != c["data"]
+            for s, c in zip(opts["series"], chart.options["series"], strict=True)
+        ):
+            chart.options["xAxis"]["data"] = opts["xAxis"]["data"]
+            for s, c in zip(opts["series"], chart.options["series"], strict=True):
+                c["data"] = s["data"]
+        rate_lbl.text = f"{m.events_per_minute():,}"
+        age_lbl.text = _age_text(m.last_event_age_s())
+
+    async def on_filter() -> None:
+        state["version"] = -1
+        refresh_live()
+        if pager.value != 1:
+            pager.value = 1  # its change handler reloads the history
+        else:
+            await load_history()
+
+    type_sel.on_value_change(on_filter)
+    level_sel.on_value_change(on_filter)
+
+    async def auto_history() -> None:
+        # Keep the first history page current while events arrive; deeper pages stay put.
+        if (pager.value or 1) == 1 and live.model.version != state["history_version"]:
+            await load_history()
+
+    refresh_live()
+    live.changed.subscribe(refresh_live)
+    ui.timer(0, load_history, once=True)
+    ui.timer(5.0, auto_history)
+
+
+def register() -> None:
+    """Register the page route (call before `ui.run`)."""
+    ui.page("/events", title="Events")(events_page)

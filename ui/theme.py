@@ -1,0 +1,71 @@
+"""The dashboard's shared frame and look: header, navigation, level colours, favicon.
+
+Every page calls `frame(...)` so that later pages (attendance, cameras, alarms) only add an entry
+to `NAV` and get the same header; nothing here knows what a page shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from nicegui import ui
+
+APP_NAME = "Venueflow"
+
+#: Inline SVG favicon: served with the page itself, so the app needs no network and no asset file.
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<rect width="32" height="32" rx="6" fill="#1e3a5f"/>'
+    '<path d="M7 9l9 15 9-15" fill="none" stroke="#5eead4" stroke-width="4" '
+    'stroke-linecap="round" stroke-linejoin="round"/></svg>'
+)
+
+#: Quasar colour per event level (feed badges) and hex colour (chart series), in level order.
+LEVEL_COLORS: dict[str, str] = {
+    "INFO": "blue-grey-6",
+    "WARN": "amber-8",
+    "ERROR": "red-7",
+    "CRITICAL": "deep-purple-7",
+}
+LEVEL_HEX: dict[str, str] = {
+    "INFO": "#78909c",
+    "WARN": "#ff8f00",
+    "ERROR": "#d32f2f",
+    "CRITICAL": "#512da8",
+}
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    path: str
+    icon: str
+
+
+#: Pages in the header, in order. Attendance, Cameras and Alarms are added here when they exist.
+NAV: list[NavItem] = [NavItem("Events", "/events", "bolt")]
+
+
+@contextmanager
+def frame(title: str, active: str) -> Iterator[None]:
+    """Header with the app name and navigation, then the page's content in a padded column."""
+    ui.page_title(f"{title} · {APP_NAME}")
+    ui.colors(primary="#1e3a5f", secondary="#26a69a", accent="#5eead4")
+    with ui.header(elevated=True).classes("items-center gap-6 px-6 py-2 bg-primary"):
+        ui.label(APP_NAME).classes("text-xl font-bold tracking-wide text-white")
+        with ui.row().classes("gap-1"):
+            for item in NAV:
+                link = ui.link(target=item.path).classes(
+                    "no-underline text-white px-3 py-1 rounded flex items-center gap-1"
+                )
+                if item.path == active:
+                    link.classes("bg-white/20")
+                with link:
+                    ui.icon(item.icon).classes("text-lg")
+                    ui.label(item.label)
+        ui.space()
+        ui.label(title).classes("text-white/80")
+    with ui.column().classes("w-full max-w-screen-2xl mx-auto p-4 gap-4"):
+        yield
