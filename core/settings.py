@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     )
     window_s: int = Field(default=60, description="Length of the event-count windows.")
     snapshot_interval_s: int = Field(default=2, description="Bytewax snapshot/epoch interval.")
+    lake_compact_after_s: float = Field(
+        default=600.0, description="Small lake files behind snapshots this old are merged."
+    )
+    lake_compact_min_files: int = Field(
+        default=10, description="Merge a date folder's small files once it has this many."
+    )
     stream_retention_s: float = Field(
         default=3600.0,
         description="Input stream entries are trimmed once a snapshot this old has passed them "

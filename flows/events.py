@@ -21,7 +21,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from connectors.heartbeat import HeartbeatSource
-from connectors.lake_sink import LakeSink
+from connectors.lake_sink import Compaction, LakeSink
 from connectors.redis_pubsub import RedisPubSubSource
 from connectors.redis_sink import RedisCommandSink
 from connectors.redis_streams import RedisStreamSource
@@ -48,7 +48,17 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     length = timedelta(seconds=s.window_s)
     lateness = timedelta(seconds=s.allowed_lateness_s)
     lake = s.lake_dir
-    sink_opts = {"flush_rows": s.lake_flush_rows, "flush_age": s.lake_flush_age_s}
+    compaction = Compaction(
+        after_s=s.lake_compact_after_s,
+        min_files=s.lake_compact_min_files,
+        small_rows=s.lake_flush_rows,
+        every_s=min(60.0, s.lake_compact_after_s),
+    )
+    sink_opts = {
+        "flush_rows": s.lake_flush_rows,
+        "flush_age": s.lake_flush_age_s,
+        "compaction": compaction,
+    }
 
     flow = Dataflow(FLOW_NAME)
     streams = op.input(
@@ -58,15 +68,22 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     batches = op.merge("batches", streams, pubsub)
     parsed = op.map("parse", batches, lambda b: (b.stream, parse_batch(b, s.max_event_bytes)))
 
+    beats = op.input("heartbeat", flow, HeartbeatSource())
+
+    def lake_output(step: str, items: op.Stream, table: str) -> None:
+        """Rows into a lake table, plus a tick per clock beat so aged rows get written."""
+        sink = LakeSink(lake, table, **sink_opts)
+        ticks = op.flat_map(f"{step}_ticks", beats, lambda _t: sink.tick_items())
+        op.output(step, op.merge(f"{step}_in", items, ticks), sink)
+
     rows = op.filter_map("rows", parsed, lambda kp: (kp[0], kp[1].rows) if kp[1].rows else None)
-    op.output("events_lake", rows, LakeSink(lake, "events", **sink_opts))
+    lake_output("events_lake", rows, "events")
     dead = op.filter_map(
         "dead_rows", parsed, lambda kp: (kp[0], kp[1].dead_rows) if kp[1].dead_rows else None
     )
-    op.output("dead_lake", dead, LakeSink(lake, "dead_letters", **sink_opts))
+    lake_output("dead_lake", dead, "dead_letters")
 
     # Windowed counts per (type, level) on event time; ticks close windows while quiet.
-    beats = op.input("heartbeat", flow, HeartbeatSource())
     groups = op.flat_map("preaggregate", parsed, lambda kp: preaggregate(kp[1].rows, length))
     counter = TumblingCounter(length, lateness)
     window_in = op.merge(
@@ -86,17 +103,15 @@ def build_flow(s: Settings | None = None) -> Dataflow:
             )
         ),
     )
-    op.output(
-        "counts_lake",
-        op.map("counts_keyed", counts, lambda r: ("counts", [r])),
-        LakeSink(lake, "event_counts", **sink_opts),
+    lake_output(
+        "counts_lake", op.map("counts_keyed", counts, lambda r: ("counts", [r])), "event_counts"
     )
     late = op.filter_map(
         "late_rows",
         results,
         lambda kr: ("late", late_rows(kr[1].key, kr[1].group)) if isinstance(kr[1], Late) else None,
     )
-    op.output("late_lake", late, LakeSink(lake, "late_records", **sink_opts))
+    lake_output("late_lake", late, "late_records")
 
     # Live outputs and dead letters: one Redis pipeline per batch.
     live = op.map("live_cmds", parsed, lambda kp: live_commands(kp[1].rows) + kp[1].dead)

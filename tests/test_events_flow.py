@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from core import keys
-from tests.conftest import API_KEY, wait_for
+from tests.conftest import API_KEY, FlowProcess, wait_for
 from tests.lake_helpers import event_rows, rows, scalar, windows_match_events
 
 
@@ -63,8 +63,16 @@ def test_three_inputs_store_every_event_once_and_windows_sum(events_flow, app_pr
     assert events_flow.stop() == 0
 
 
-def test_kill_9_during_load_loses_and_duplicates_nothing(events_flow, r, data_dir):
-    """200k events while the flow is killed with SIGKILL at random points and restarted."""
+def test_kill_9_during_load_loses_and_duplicates_nothing(flow_env, r, data_dir):
+    """200k events while the flow is killed with SIGKILL at random points and restarted —
+    with lake compaction running as often as it may, so crashes also land in the middle of it."""
+    env = {
+        **flow_env,
+        "LAKE_COMPACT_AFTER_S": "1",
+        "LAKE_COMPACT_MIN_FILES": "2",
+        "LAKE_FLUSH_ROWS": "20000",
+    }
+    events_flow = FlowProcess("events", env, data_dir / "flow.log").start()
     n = 200_000
     rng = random.Random(7)
     done = threading.Event()
@@ -99,6 +107,9 @@ def test_kill_9_during_load_loses_and_duplicates_nothing(events_flow, r, data_di
     )
     assert windows_match_events(data_dir, 2) == []
     assert events_flow.alive(), events_flow.log_tail()
+    merged = [p for p in (data_dir / "lake").glob("*/date=2*/*.parquet") if p.stem.count("-") == 2]
+    assert merged, "compaction ran during the test"
+    events_flow.kill()
 
 
 def test_redis_restart_loses_nothing_and_flow_survives(redis_server, events_flow, r, data_dir):
@@ -151,3 +162,29 @@ def test_backlog_after_flow_downtime_is_not_late(events_flow, r, data_dir):
     )
     assert scalar(data_dir, "SELECT count(*) FROM late_records") == 0
     assert windows_match_events(data_dir, 2) == []
+
+
+def test_rows_reach_the_lake_after_input_stops(flow_env, r, data_dir):
+    """The last rows before a quiet period are written within LAKE_FLUSH_AGE_S, not held until
+    more input or a stop (Bytewax snapshots a sink only in periods it receives items)."""
+    env = {**flow_env, "LAKE_FLUSH_AGE_S": "1", "SNAPSHOT_INTERVAL_S": "1"}
+    flow = FlowProcess("events", env, data_dir / "flow.log").start()
+    try:
+        xadd_many(r, [ev(i) for i in range(3)])
+        r.xadd(keys.EVENTS_IN, {"data": b"not json"})
+        wait_for(lambda: event_rows(data_dir) == 3, 15, 0.2, "3 rows without further input")
+        wait_for(
+            lambda: scalar(data_dir, "SELECT count(*) FROM dead_letters") == 1,
+            15,
+            0.2,
+            "the dead letter in the lake",
+        )
+        wait_for(
+            lambda: scalar(data_dir, "SELECT coalesce(sum(count),0) FROM event_counts") == 3,
+            15,
+            0.2,
+            "the closed window in the lake",
+        )
+        assert flow.alive()
+    finally:
+        flow.kill()
