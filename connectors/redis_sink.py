@@ -5,7 +5,8 @@ lists of commands, e.g. `[("PUBLISH", "events:new", "{...}"), ("LTRIM", ...)]`, 
 decides what to send and the sink only sends it. Delivery is at-least-once: after a crash the
 replayed epoch is sent again (the lake, not Redis, is the record). If Redis is unreachable the
 sink retries with backoff instead of crashing the flow (by default for as long as it takes: the
-inputs come from Redis too, so nothing else could proceed meanwhile).
+inputs come from Redis too, so nothing else could proceed meanwhile) — unless the flow is
+asked to stop, which must work while Redis is down (what is not sent then is in the lake).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from core.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class _Partition(StatelessSinkPartition[Sequence[Command]]):
                     log.error("%d Redis command(s) failed, first: %s", len(errors), errors[0])
                 return
             except redis.exceptions.ConnectionError as exc:
-                if self._max_wait is not None and waited >= self._max_wait:
+                if stop_requested() or (self._max_wait is not None and waited >= self._max_wait):
                     log.error(
                         "Redis down for %.0fs; %d live command(s) not sent: %s",
                         waited,

@@ -73,43 +73,47 @@ def test_kill_9_during_load_loses_and_duplicates_nothing(flow_env, r, data_dir):
         "LAKE_FLUSH_ROWS": "20000",
     }
     events_flow = FlowProcess("events", env, data_dir / "flow.log").start()
-    n = 200_000
-    rng = random.Random(7)
-    done = threading.Event()
+    try:
+        n = 200_000
+        rng = random.Random(7)
+        done = threading.Event()
 
-    def produce() -> None:
-        for start in range(0, n, 2000):
-            now = datetime.now(UTC).isoformat()
-            xadd_many(r, [ev(i, ts=now) for i in range(start, start + 2000)], chunk=2000)
-            time.sleep(0.03)
-        done.set()
+        def produce() -> None:
+            for start in range(0, n, 2000):
+                now = datetime.now(UTC).isoformat()
+                xadd_many(r, [ev(i, ts=now) for i in range(start, start + 2000)], chunk=2000)
+                time.sleep(0.03)
+            done.set()
 
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    kills = 0
-    while kills < 4:
-        time.sleep(rng.uniform(0.8, 3.0))
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        kills = 0
+        while kills < 4:
+            time.sleep(rng.uniform(0.8, 3.0))
+            events_flow.kill()
+            kills += 1
+            events_flow.start()
+        producer.join(120)
+        assert done.is_set()
+
+        wait_for(lambda: event_rows(data_dir) >= n, 120, 0.5, "200k rows in the lake")
+        time.sleep(2)  # a duplicate written late would show now
+        assert event_rows(data_dir) == n
+        assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == n
+        wait_for(
+            lambda: scalar(data_dir, "SELECT coalesce(sum(count), 0) FROM event_counts") == n,
+            60,
+            0.5,
+            "window counts to sum to 200k",
+        )
+        assert windows_match_events(data_dir, 2) == []
+        assert events_flow.alive(), events_flow.log_tail()
+        merged = [
+            p for p in (data_dir / "lake").glob("*/date=2*/*.parquet") if p.stem.count("-") == 2
+        ]
+        assert merged, "compaction ran during the test"
+    finally:
         events_flow.kill()
-        kills += 1
-        events_flow.start()
-    producer.join(120)
-    assert done.is_set()
-
-    wait_for(lambda: event_rows(data_dir) >= n, 120, 0.5, "200k rows in the lake")
-    time.sleep(2)  # a duplicate written late would show now
-    assert event_rows(data_dir) == n
-    assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == n
-    wait_for(
-        lambda: scalar(data_dir, "SELECT coalesce(sum(count), 0) FROM event_counts") == n,
-        60,
-        0.5,
-        "window counts to sum to 200k",
-    )
-    assert windows_match_events(data_dir, 2) == []
-    assert events_flow.alive(), events_flow.log_tail()
-    merged = [p for p in (data_dir / "lake").glob("*/date=2*/*.parquet") if p.stem.count("-") == 2]
-    assert merged, "compaction ran during the test"
-    events_flow.kill()
 
 
 def test_redis_restart_loses_nothing_and_flow_survives(redis_server, events_flow, r, data_dir):
