@@ -1,9 +1,10 @@
 """Simulated venue sensors for `run.py demo`: every input path, every kind of event.
 
 Sends realistic readings (gas, temperature, crowd noise, door contacts) and browser UI events
-through all three inputs — `XADD events:in` (most), `PUBLISH events:publish` (at-most-once
-devices) and `POST /api/events` with an API key — plus, rarely, an invalid message (to show the
-dead-letter path) and a late reading from a sensor that was offline (to show late handling).
+through all three inputs — sensors by `XADD events:in` (most) and `PUBLISH events:publish`
+(at-most-once devices), browser `ui.click`/`ui.keydown` events by `POST /api/events` with an API
+key, as a browser would — plus, rarely, an invalid message (to show the dead-letter path) and a
+late reading from a sensor that was offline (to show late handling).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import os
 import random
 import signal
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -83,6 +86,20 @@ def post(url: str, api_key: str, ev: dict) -> None:
         resp.read()
 
 
+def wait_for_dashboard(url: str, stopping: Callable[[], bool], timeout: float = 120) -> None:
+    """The dashboard starts alongside us; give it time before the first POST."""
+    deadline = time.monotonic() + timeout
+    while not stopping() and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (503 while flows start is fine)
+        except OSError:
+            time.sleep(0.5)
+    log.warning("dashboard at %s not reachable; browser events will fail until it is", url)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rate", type=float, default=20.0, help="events per second")
@@ -101,6 +118,8 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    if args.http:
+        wait_for_dashboard(args.http, lambda: stop)
     t0 = time.monotonic()
     sent = 0
     while not stop and (not args.seconds or time.monotonic() - t0 < args.seconds):
@@ -119,7 +138,7 @@ def main() -> None:
             elif rng.random() < 0.005:
                 ev["ts"] = (datetime.now(UTC) - timedelta(minutes=3)).isoformat()  # offline sensor
                 r.xadd(keys.EVENTS_IN, {"data": json.dumps(ev)})
-            elif args.http and args.api_key and roll > 0.9:
+            elif args.http and args.api_key and ev["type"].startswith("ui."):
                 post(args.http, args.api_key, ev)
             elif rng.random() < 0.1:
                 r.publish(keys.EVENTS_PUBLISH, json.dumps(ev))

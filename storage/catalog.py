@@ -8,6 +8,7 @@ file at all: it builds the same views in an in-memory connection (`connect_memor
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,22 @@ def connect_memory(lake_dir: Path, threads: int = 1) -> duckdb.DuckDBPyConnectio
     return con
 
 
-def query(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> tuple[list[str], list]:
-    cur = con.execute(sql, params) if params is not None else con.execute(sql)
-    cols = [d[0] for d in cur.description] if cur.description else []
-    return cols, cur.fetchall()
+def query(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Any = None, attempts: int = 5
+) -> tuple[list[str], list]:
+    """Run a query over the lake; return column names and rows.
+
+    A Parquet file can vanish between DuckDB listing a folder and reading it (a flow merging
+    small files, or rewriting its newest ones after a resume); the query then simply lists
+    again — the lake is consistent at every instant, only the listing went stale.
+    """
+    for attempt in range(attempts):
+        try:
+            cur = con.execute(sql, params) if params is not None else con.execute(sql)
+            cols = [d[0] for d in cur.description] if cur.description else []
+            return cols, cur.fetchall()
+        except duckdb.IOException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")

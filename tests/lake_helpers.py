@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.catalog import connect_memory
-
-
-def scalar(data_dir: Path, sql: str):
-    con = connect_memory(data_dir / "lake")
-    try:
-        return con.execute(sql).fetchone()[0]
-    finally:
-        con.close()
+from storage.catalog import connect_memory, query
 
 
 def rows(data_dir: Path, sql: str) -> list[tuple]:
     con = connect_memory(data_dir / "lake")
     try:
-        return con.execute(sql).fetchall()
+        return query(con, sql)[1]
     finally:
         con.close()
+
+
+def scalar(data_dir: Path, sql: str):
+    return rows(data_dir, sql)[0][0]
 
 
 def event_rows(data_dir: Path) -> int:

@@ -24,10 +24,9 @@ import duckdb
 from nicegui import run
 from pydantic_core import to_json
 
-from storage.catalog import connect_memory
+from storage.catalog import connect_memory, query
 
 COLUMNS = ("id", "stream", "source", "type", "level", "payload", "ts", "received_at")
-_RETRIES = 3
 
 _local = threading.local()
 
@@ -100,18 +99,14 @@ def query_events(lake_dir: Path, q: EventQuery) -> EventPage:
     cols = ", ".join(COLUMNS)
     page_sql = f"SELECT {cols} FROM events{where} ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?"
     count_sql = f"SELECT count(*) FROM events{where}"
-    last: Exception | None = None
-    for _ in range(_RETRIES):
-        con = _connection(lake_dir)
-        try:
-            rows = con.execute(page_sql, [*params, q.size, (q.page - 1) * q.size]).fetchall()
-            (total,) = con.execute(count_sql, params).fetchone() or (0,)
-            return EventPage(public_rows(rows), int(total))
-        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
-            # A file listed by the glob vanished before it was read (a flow resuming deletes and
-            # rewrites its newest files). Listing again sees the rewritten lake.
-            last = exc
-    raise LakeUnavailable(f"lake could not be read: {last}")
+    con = _connection(lake_dir)
+    try:
+        # `query` lists the files again if one vanished mid-scan (compaction, a flow resuming).
+        _, rows = query(con, page_sql, [*params, q.size, (q.page - 1) * q.size])
+        _, ((total,),) = query(con, count_sql, params)
+    except duckdb.Error as exc:
+        raise LakeUnavailable(f"lake could not be read: {exc}") from exc
+    return EventPage(public_rows(rows), int(total))
 
 
 async def fetch_events(lake_dir: Path, q: EventQuery) -> EventPage:
