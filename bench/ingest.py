@@ -463,13 +463,13 @@ def baseline_worker(block_ms: int) -> int:
     from core.records import dumps
     from core.settings import get_settings
     from core.shutdown import install_stop_handlers, stop_requested
-    from flows.event_time import Closed, TumblingCounter
+    from flows.event_time import Late, TumblingCounter
     from flows.events_logic import (
-        count_row,
         late_rows,
         live_commands,
         parse_batch,
         preaggregate,
+        window_row,
     )
     from storage.lake import LakeWriter
 
@@ -536,12 +536,9 @@ def baseline_worker(block_ms: int) -> int:
             groups += preaggregate(p.rows, length)
         win_state, results = counter.step(win_state, groups)
         for res in results:
-            if isinstance(res, Closed):
-                counts.append(count_row(res.key, res.window_start, length, res.count, late=False))
-            else:
-                g = res.group
-                counts.append(count_row(res.key, g.window_start, length, g.count, late=True))
-                bufs["late_records"].add(late_rows(res.key, g))
+            counts.append(window_row(res, length))
+            if isinstance(res, Late):
+                bufs["late_records"].add(late_rows(res.key, res.group))
         if counts:
             bufs["event_counts"].add(counts)
             cmds += [("PUBLISH", keys.LIVE_EVENT_COUNTS, dumps(r)) for r in counts]

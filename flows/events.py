@@ -29,13 +29,13 @@ from core import keys
 from core.records import dumps
 from core.settings import Settings, get_settings
 from core.shutdown import install_stop_handlers
-from flows.event_time import Closed, Late, TumblingCounter
+from flows.event_time import Late, TumblingCounter
 from flows.events_logic import (
-    count_row,
     late_rows,
     live_commands,
     parse_batch,
     preaggregate,
+    window_row,
 )
 
 FLOW_NAME = "events"
@@ -93,17 +93,7 @@ def build_flow(s: Settings | None = None) -> Dataflow:
         op.map("ticks_keyed", beats, lambda _t: ("all", [])),
     )
     results = op.stateful_flat_map("count_windows", window_in, counter.step)
-    counts = op.map(
-        "count_rows",
-        results,
-        lambda kr: (
-            count_row(kr[1].key, kr[1].window_start, length, kr[1].count, late=False)
-            if isinstance(kr[1], Closed)
-            else count_row(
-                kr[1].key, kr[1].group.window_start, length, kr[1].group.count, late=True
-            )
-        ),
-    )
+    counts = op.map("count_rows", results, lambda kr: window_row(kr[1], length))
     lake_output(
         "counts_lake", op.map("counts_keyed", counts, lambda r: ("counts", [r])), "event_counts"
     )

@@ -15,6 +15,7 @@ from pydantic_core import to_json
 from connectors.redis_streams import StreamBatch
 from core import keys
 from core.records import parse_event, reason_of
+from flows.event_time import Closed, Late
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Row key carrying the parsed payload next to its JSON text (the lake ignores extra keys).
@@ -188,6 +189,13 @@ def count_row(key: str, start: datetime, length: timedelta, count: int, late: bo
         "late": late,
         "emitted_at": datetime.now(UTC),
     }
+
+
+def window_row(res: Closed | Late, length: timedelta) -> dict:
+    """The `event_counts` row of a closed window, or the correction for a late group."""
+    if isinstance(res, Closed):
+        return count_row(res.key, res.window_start, length, res.count, late=False)
+    return count_row(res.key, res.group.window_start, length, res.group.count, late=True)
 
 
 def late_rows(key: str, g: Group) -> list[dict]:
