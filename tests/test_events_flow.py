@@ -107,6 +107,13 @@ def test_kill_9_during_load_loses_and_duplicates_nothing(flow_env, r, data_dir):
             "window counts to sum to 200k",
         )
         assert windows_match_events(data_dir, 2) == []
+        # No window was emitted twice: one on-time row per (window, type, level).
+        twice = rows(
+            data_dir,
+            "SELECT window_start, type, level FROM event_count_parts "
+            "WHERE NOT late GROUP BY ALL HAVING count(*) > 1",
+        )
+        assert twice == []
         assert events_flow.alive(), events_flow.log_tail()
         merged = [
             p for p in (data_dir / "lake").glob("*/date=2*/*.parquet") if p.stem.count("-") == 2
