@@ -110,7 +110,11 @@ class Event(BaseModel):
 
 
 class StoredEvent(BaseModel):
-    """An event as stored in the lake and broadcast on `events:new` / kept in `events:recent`."""
+    """An event as stored in the lake and broadcast on `events:new` / kept in `events:recent`.
+
+    The flow builds these documents on its hot path without the model (see
+    `flows.events_logic`); this is their schema for consumers, checked by the tests.
+    """
 
     id: str
     stream: str
@@ -123,16 +127,18 @@ class StoredEvent(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """Rejected input: the reason, where it came from, and the original bytes."""
+    """An `events:dead` entry: the reason, where it came from, and the original bytes."""
 
     reason: str
-    origin: str
-    origin_id: str | None = None
-    at: datetime
+    origin: str  # the stream key, or `pubsub:<channel>`
+    origin_id: str  # the stream entry ID (or pub/sub message ID) that was refused
+    data: bytes  # the original bytes, untouched (empty if the entry had no `data` field)
 
 
 class EventCount(BaseModel):
-    """Events per (type, level) in one event-time window. `late` rows are corrections."""
+    """Events per (type, level) in one event-time window, as on `live:event_counts` and in the
+    lake's `event_counts` parts. `late` rows are corrections for events after the window closed.
+    """
 
     window_start: datetime
     window_end: datetime
@@ -140,6 +146,7 @@ class EventCount(BaseModel):
     level: Level
     count: int
     late: bool = False
+    emitted_at: datetime
 
 
 _event_json = TypeAdapter(Event)
@@ -172,10 +179,6 @@ def parse_event(raw: bytes | str, max_bytes: int) -> Event:
         # Strict UTF-8: invalid bytes are refused, never replaced.
         raw.decode("utf-8")
     return _event_json.validate_json(raw)
-
-
-def event_to_json(ev: StoredEvent) -> str:
-    return ev.model_dump_json()
 
 
 def dumps(obj: Any) -> str:

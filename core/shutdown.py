@@ -36,7 +36,3 @@ def stop_requested() -> bool:
 def request_stop() -> None:
     """Stop flows running in this process (tests running a flow in a thread use this)."""
     _stop.set()
-
-
-def reset_stop() -> None:
-    _stop.clear()

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import keys
+from core.records import DeadLetter
 from tests.conftest import FlowProcess, RedisServer, wait_for
 
 MAX_BYTES = 4096
@@ -108,10 +109,11 @@ def test_every_bad_input_is_dead_lettered_and_valid_ones_pass(running, bad: byte
     bad_id = r.xadd(keys.EVENTS_IN, {"data": bad}).decode()
     good_id = r.xadd(keys.EVENTS_IN, {"data": _enc(VALID)}).decode()
 
-    dead = wait_for(lambda: _dead_for(r, bad_id), 20, 0.01, f"dead letter for {bad!r:.80}")
-    assert dead[b"data"] == bad  # the original bytes, untouched
-    assert dead[b"reason"].strip()
-    assert dead[b"origin"] == b"events:in"
+    fields = wait_for(lambda: _dead_for(r, bad_id), 20, 0.01, f"dead letter for {bad!r:.80}")
+    dead = DeadLetter.model_validate({k.decode(): v for k, v in fields.items()})
+    assert dead.data == bad  # the original bytes, untouched
+    assert dead.reason.strip()
+    assert (dead.origin, dead.origin_id) == ("events:in", bad_id)
     wait_for(lambda: good_id in _stored_ids(r), 20, 0.01, "the valid event after it")
     assert flow.alive(), flow.log_tail()
 

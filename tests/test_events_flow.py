@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from core import keys
+from core.records import StoredEvent
 from tests.conftest import API_KEY, FlowProcess, wait_for
 from tests.lake_helpers import event_rows, rows, scalar, windows_match_events
 
@@ -60,6 +61,8 @@ def test_three_inputs_store_every_event_once_and_windows_sum(events_flow, app_pr
     )
     assert windows_match_events(data_dir, 2) == []
     assert r.llen(keys.EVENTS_RECENT) == keys.RECENT_SIZE
+    for doc in r.lrange(keys.EVENTS_RECENT, 0, -1):  # the published shape is the schema's
+        StoredEvent.model_validate_json(doc)
     assert events_flow.stop() == 0
 
 
@@ -179,6 +182,8 @@ def test_rows_reach_the_lake_after_input_stops(flow_env, r, data_dir):
     """The last rows before a quiet period are written within LAKE_FLUSH_AGE_S, not held until
     more input or a stop (Bytewax snapshots a sink only in periods it receives items)."""
     env = {**flow_env, "LAKE_FLUSH_AGE_S": "1", "SNAPSHOT_INTERVAL_S": "1"}
+    live = r.pubsub(ignore_subscribe_messages=True)
+    live.subscribe(keys.LIVE_EVENT_COUNTS)
     flow = FlowProcess("events", env, data_dir / "flow.log").start()
     try:
         xadd_many(r, [ev(i) for i in range(3)])
