@@ -282,6 +282,16 @@ def preload(r: redis.Redis, n: int, invalid_frac: float, seed: int) -> tuple[int
 # Observers: the lake (DuckDB) and the live channels (pub/sub)
 
 
+def _subscribed(url: str, channel: str) -> tuple[redis.Redis, redis.client.PubSub]:
+    """A connection subscribed to `channel`, returned once Redis confirmed the subscription."""
+    r = redis.Redis.from_url(url)
+    ps = r.pubsub(ignore_subscribe_messages=True)
+    ps.subscribe(channel)
+    while ps.get_message(timeout=0.01) is not None or not ps.subscribed:
+        pass
+    return r, ps
+
+
 class LakeCounter:
     """Counts the rows of one lake table with DuckDB `read_parquet` over its glob."""
 
@@ -324,11 +334,7 @@ class LiveTally(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        r = redis.Redis.from_url(self.url)
-        ps = r.pubsub(ignore_subscribe_messages=True)
-        ps.subscribe(keys.LIVE_EVENTS)
-        while ps.get_message(timeout=0.01) is not None or not ps.subscribed:
-            pass
+        r, ps = _subscribed(self.url, keys.LIVE_EVENTS)
         self.ready.set()
         pat = re.compile(rb'\{"total":(\d+)')
         while not self._halt.is_set():
@@ -365,11 +371,7 @@ class Broadcasts(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        r = redis.Redis.from_url(self.url)
-        ps = r.pubsub(ignore_subscribe_messages=True)
-        ps.subscribe(keys.EVENTS_NEW)
-        while ps.get_message(timeout=0.01) is not None or not ps.subscribed:
-            pass
+        r, ps = _subscribed(self.url, keys.EVENTS_NEW)
         self.ready.set()
         while not self._halt.is_set():
             msg = ps.get_message(timeout=0.2)
