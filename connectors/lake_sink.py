@@ -142,14 +142,17 @@ class LakeSink(FixedPartitionedSink[Rows, LakeSinkState]):
         flush_rows: int = 50_000,
         flush_age: float = 10.0,
         compaction: Compaction | None = None,
+        prefix: str = "",
     ):
+        """`prefix` names this flow's files apart from another flow's in a shared table
+        (both the events and the check-in flow write `late_records` and `dead_letters`)."""
         self.lake_dir, self.table, self.parts = lake_dir, table, parts
         self.flush_rows, self.flush_age = flush_rows, flush_age
         self.compaction = compaction or Compaction(small_rows=flush_rows)
-        self.compaction = compaction or Compaction(small_rows=flush_rows)
+        self.prefix = prefix
 
     def list_parts(self) -> list[str]:
-        return [f"p{i}" for i in range(self.parts)]
+        return [f"{self.prefix}p{i}" for i in range(self.parts)]
 
     def part_fn(self, item_key: str) -> int:
         if item_key.startswith(_TICK):

@@ -20,6 +20,7 @@ from core.supervisor import Child
 #: Flow name → import string. Each module exposes `flow`.
 FLOWS: dict[str, str] = {
     "events": "flows.events:flow",
+    "checkins": "flows.checkins:flow",
 }
 
 RECOVERY_PARTS = 1

@@ -149,6 +149,135 @@ class EventCount(BaseModel):
     emitted_at: datetime
 
 
+# --- attendance: participants, check-ins, verdicts (seed 002) -----------------------------------
+
+#: Every outcome of a check-in, each with the reason a gate shows. `decide` in
+#: `flows.checkins_logic` is the one function that picks among them.
+CHECKIN_OUTCOMES: dict[str, str] = {
+    "accepted": "welcome",
+    "duplicate": "ticket already used: this person is inside",
+    "reentry_not_allowed": "this ticket has left and may not enter again",
+    "exit_without_entry": "this ticket has not entered (or has already left)",
+    "unknown_token": "not a ticket of ours, or no such participant",
+    "invalid_signature": "the ticket's signature is wrong: forged or altered",
+    "revoked": "the ticket was revoked",
+    "wrong_event": "the ticket is for another event",
+    "unknown_gate": "no such gate in the venue file",
+    "wrong_direction": "this gate may not scan in that direction",
+    "gate_closed": "the gate is closed at this time",
+}
+CheckinStatus = Literal[
+    "accepted",
+    "duplicate",
+    "reentry_not_allowed",
+    "exit_without_entry",
+    "unknown_token",
+    "invalid_signature",
+    "revoked",
+    "wrong_event",
+    "unknown_gate",
+    "wrong_direction",
+    "gate_closed",
+]
+Direction = Literal["in", "out"]
+Nonce = Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+class CheckIn(BaseModel):
+    """A scan sent by a gate (`XADD checkins:in * data <json>` or `POST /api/checkins`).
+
+    `ts` is when the gate scanned (an offline gate uploads later with the original time);
+    `nonce` is unique per scan: a retried upload with the same nonce counts once. `offline`
+    says the gate decided on its own (it held only the public key) and already let the person
+    through; the server's verdict then may flag it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    gate_id: Name
+    token: Annotated[str, Field(min_length=1, max_length=1024)]
+    ts: UtcDatetime | None = None
+    device_id: Name | None = None
+    method: Literal["qr_scan", "manual", "beacon"] = "qr_scan"
+    direction: Direction = "in"
+    nonce: Nonce
+    offline: bool = False
+
+    @field_validator("ts")
+    @classmethod
+    def _not_in_future(cls, ts: datetime | None) -> datetime | None:
+        if ts is not None and ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError(f"ts lies more than {MAX_CLOCK_SKEW} in the future")
+        return ts
+
+
+class Verdict(BaseModel):
+    """The decision on one scan, on `checkins:verdict:<gate_id>` and in the lake `checkins`.
+
+    `revision` > 0 marks a later correction of an earlier verdict (an offline scan with an
+    earlier time arrived: the earliest scan wins). `replayed` marks the answer to a retried
+    nonce (the original verdict, counted once). `flagged`: a person went through on an offline
+    gate's say-so although the ticket was not valid for it, or a verdict was overturned.
+    """
+
+    checkin_id: str
+    nonce: str
+    gate_id: str
+    direction: Direction
+    status: CheckinStatus
+    reason: str
+    participant_id: str | None = None
+    participant_name: str | None = None
+    ts: datetime
+    received_at: datetime
+    decided_at: datetime
+    method: str = "qr_scan"
+    device_id: str | None = None
+    offline: bool = False
+    flagged: bool = False
+    revision: int = 0
+    replayed: bool = False
+
+
+class Participant(BaseModel):
+    """A registered participant (one CSV row). Columns other than these go to `extra`."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:\-]+$")]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    email: Annotated[str | None, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] = (
+        None
+    )
+    organization: Annotated[str | None, Field(max_length=200)] = None
+    category: Annotated[str | None, Field(max_length=64)] = None
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("email", "organization", "category", mode="before")
+    @classmethod
+    def _blank_is_none(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+
+class ParticipantOp(BaseModel):
+    """An entry of `participants:in`: create/update (`upsert`), `revoke` (the token is refused
+    from now on), `reissue` (a new token; the old one is refused as revoked) or `restore`."""
+
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["upsert", "revoke", "reissue", "restore"]
+    participant: Participant | None = None
+    id: str | None = None
+    reason: Annotated[str | None, Field(max_length=500)] = None
+
+    @model_validator(mode="after")
+    def _target(self) -> ParticipantOp:
+        if self.op == "upsert":
+            if self.participant is None:
+                raise ValueError("upsert needs `participant`")
+            self.id = self.participant.id
+        elif not self.id:
+            raise ValueError(f"{self.op} needs `id`")
+        return self
+
+
 _event_json = TypeAdapter(Event)
 
 

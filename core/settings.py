@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     lake_flush_age_s: float = Field(
         default=5.0, description="Buffered rows older than this are written at the next snapshot."
     )
+    checkin_allowed_lateness_s: float = Field(
+        default=120.0,
+        description="How long an attendance minute waits for offline gates' uploads before it "
+        "is closed (later scans still count, as a late correction).",
+    )
+    max_checkin_bytes: int = Field(default=4096, description="Larger check-ins are refused.")
 
     @property
     def api_key_set(self) -> frozenset[str]:

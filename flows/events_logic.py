@@ -15,6 +15,7 @@ from pydantic_core import to_json
 from connectors.redis_streams import StreamBatch
 from core import keys
 from core.records import parse_event, reason_of
+from flows.dead_letters import dead_letter
 from flows.event_time import Closed, Late
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -51,34 +52,11 @@ def parse_batch(batch: StreamBatch, max_bytes: int) -> Parsed:
                 raise ValueError("stream entry has no 'data' field")
             ev = parse_event(data, max_bytes)
         except Exception as exc:  # every reason becomes a dead letter, never a crash
-            reason = reason_of(exc)
-            out.dead.append(
-                (
-                    "XADD",
-                    keys.EVENTS_DEAD,
-                    "MAXLEN",
-                    "~",
-                    keys.DEAD_MAXLEN,
-                    "*",
-                    "reason",
-                    reason,
-                    "origin",
-                    batch.stream,
-                    "origin_id",
-                    entry_id,
-                    "data",
-                    data if data is not None else b"",
-                )
+            cmd, row = dead_letter(
+                keys.EVENTS_DEAD, reason_of(exc), batch.stream, entry_id, data, received
             )
-            out.dead_rows.append(
-                {
-                    "origin": batch.stream,
-                    "origin_id": entry_id,
-                    "reason": reason,
-                    "data": data,
-                    "received_at": received,
-                }
-            )
+            out.dead.append(cmd)
+            out.dead_rows.append(row)
             continue
         out.rows.append(
             {
@@ -198,11 +176,12 @@ def window_row(res: Closed | Late, length: timedelta) -> dict:
     return count_row(res.key, res.group.window_start, length, res.group.count, late=True)
 
 
-def late_rows(key: str, g: Group) -> list[dict]:
+def late_rows(key: str, g: Group, table: str = "events") -> list[dict]:
+    """`late_records` rows for a group that arrived after its window closed."""
     now = datetime.now(UTC)
     return [
         {
-            "table_name": "events",
+            "table_name": table,
             "record_id": rid,
             "key": key.replace("\x1f", "/"),
             "ts": ts,

@@ -36,7 +36,47 @@ def view_sql(lake_dir: Path) -> dict[str, str]:
         "sum(CASE WHEN late THEN count ELSE 0 END)::BIGINT AS late_count "
         f"FROM {scan('event_counts')} GROUP BY ALL"
     )
+    views.update(_attendance_views(scan))
     return views
+
+
+def _attendance_views(scan: Any) -> dict[str, str]:
+    """Check-ins and participants: the latest revision/version of each, and the report views
+    (the dashboard's attendance report reads exactly these, so `run.py query` agrees)."""
+    v: dict[str, str] = {}
+    v["checkin_decisions"] = f"SELECT * FROM {scan('checkins')}"
+    v["checkins"] = (
+        f"SELECT * FROM {scan('checkins')} "
+        "QUALIFY row_number() OVER (PARTITION BY checkin_id ORDER BY revision DESC) = 1"
+    )
+    v["participant_versions"] = f"SELECT * FROM {scan('participants')}"
+    v["participants"] = (
+        f"SELECT * EXCLUDE (date) FROM {scan('participants')} QUALIFY row_number() OVER "
+        "(PARTITION BY id ORDER BY updated_at DESC, "
+        "split_part(entry_id, '-', 2)::BIGINT DESC) = 1"
+    )
+    v["attendance_count_parts"] = f"SELECT * FROM {scan('attendance_counts')}"
+    v["attendance_per_minute"] = (
+        "SELECT window_start AS minute, window_end, gate_id, direction, status, "
+        "sum(count)::BIGINT AS count, "
+        "sum(CASE WHEN late THEN count ELSE 0 END)::BIGINT AS late_count "
+        f"FROM {scan('attendance_counts')} GROUP BY ALL HAVING sum(count) <> 0"
+    )
+    v["gate_totals"] = (
+        "SELECT gate_id, "
+        "count(*) FILTER (WHERE status = 'accepted' AND direction = 'in')::BIGINT AS entries, "
+        "count(*) FILTER (WHERE status = 'accepted' AND direction = 'out')::BIGINT AS exits, "
+        "count(*) FILTER (WHERE status <> 'accepted')::BIGINT AS refused, "
+        "count(*) FILTER (WHERE flagged)::BIGINT AS flagged, "
+        "min(ts) AS first_scan, max(ts) AS last_scan "
+        "FROM checkins GROUP BY gate_id"
+    )
+    v["no_shows"] = (
+        "SELECT p.* FROM participants p WHERE p.status = 'active' AND p.id NOT IN ("
+        "SELECT participant_id FROM checkins WHERE status = 'accepted' AND direction = 'in' "
+        "AND participant_id IS NOT NULL)"
+    )
+    return v
 
 
 def create_views(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> None:

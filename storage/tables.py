@@ -88,4 +88,87 @@ DEAD_LETTERS = Table(
     "received_at",
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, EVENT_COUNTS, LATE_RECORDS, DEAD_LETTERS)}
+#: Every check-in decision (seed 002's attendance records). A scan normally has one row; an
+#: offline upload that overturns an earlier verdict adds a row with `revision` + 1. The view
+#: `checkins` keeps the latest revision of each scan; `checkin_decisions` has them all.
+CHECKINS = Table(
+    "checkins",
+    pa.schema(
+        [
+            ("checkin_id", pa.string()),
+            ("nonce", pa.string()),
+            ("gate_id", pa.string()),
+            ("direction", pa.string()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("participant_id", pa.string()),
+            ("participant_name", pa.string()),
+            ("ts", TS),
+            ("received_at", TS),
+            ("decided_at", TS),
+            ("method", pa.string()),
+            ("device_id", pa.string()),
+            ("offline", pa.bool_()),
+            ("flagged", pa.bool_()),
+            ("revision", pa.int32()),
+            ("token_fp", pa.string()),
+        ]
+    ),
+    "ts",
+)
+
+#: Partial per-minute counts of scans per (gate, direction, status), on event time; a revision
+#: adds -1/+1 parts, a late upload a `late` part. The view `attendance_per_minute` sums them.
+ATTENDANCE_COUNTS = Table(
+    "attendance_counts",
+    pa.schema(
+        [
+            ("window_start", TS),
+            ("window_end", TS),
+            ("gate_id", pa.string()),
+            ("direction", pa.string()),
+            ("status", pa.string()),
+            ("count", pa.int64()),
+            ("late", pa.bool_()),
+            ("emitted_at", TS),
+        ]
+    ),
+    "window_start",
+)
+
+#: Participant versions: one row per change (import, update, revoke, reissue, restore). The
+#: view `participants` keeps the newest version of each id.
+PARTICIPANTS = Table(
+    "participants",
+    pa.schema(
+        [
+            ("id", pa.string()),
+            ("name", pa.string()),
+            ("email", pa.string()),
+            ("organization", pa.string()),
+            ("category", pa.string()),
+            ("extra", pa.string()),
+            ("serial", pa.int32()),
+            ("status", pa.string()),
+            ("revoked_at", TS),
+            ("revoked_reason", pa.string()),
+            ("op", pa.string()),
+            ("updated_at", TS),
+            ("entry_id", pa.string()),  # the participants:in entry: orders same-ms changes
+        ]
+    ),
+    "updated_at",
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        EVENTS,
+        EVENT_COUNTS,
+        LATE_RECORDS,
+        DEAD_LETTERS,
+        CHECKINS,
+        ATTENDANCE_COUNTS,
+        PARTICIPANTS,
+    )
+}

@@ -1,0 +1,205 @@
+"""The venue file (`VENUE_CONFIG`): the event, its gates and check-in rules, its cameras.
+
+One YAML file describes what the organiser runs; every process reads it through `load_venue`
+so the check-in flow, the video flow, the simulators and the dashboard agree on ids and rules.
+A mistake in the file stops the process at start with the path of the bad field, never later.
+The documented example is `venue.example.yaml` at the project root (the default).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, time, timedelta
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.records import reason_of
+
+EXAMPLE_VENUE = Path(__file__).resolve().parent.parent / "venue.example.yaml"
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+_HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EventInfo(_Strict):
+    """The event itself. Its `id` is signed into every token: a token of another event is
+    refused as `wrong_event`."""
+
+    id: Id
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    start: datetime
+    end: datetime
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, tz: str) -> str:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {tz!r}") from exc
+        return tz
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EventInfo:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end need a UTC offset, e.g. 2026-11-21T09:00:00+01:00")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Gate(_Strict):
+    """A gate: where people are scanned. `open_hours` are daily local times of the event's time
+    zone (`HH:MM-HH:MM`; `22:00-02:00` spans midnight; `00:00-24:00` is always open)."""
+
+    id: Id
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    capacity_per_minute: Annotated[int, Field(gt=0, le=100_000)] = 60
+    open_hours: list[str] = Field(default_factory=lambda: ["00:00-24:00"], min_length=1)
+
+    @field_validator("open_hours")
+    @classmethod
+    def _valid_hours(cls, spans: list[str]) -> list[str]:
+        for span in spans:
+            m = _HOURS.match(span)
+            if not m:
+                raise ValueError(f"{span!r} is not HH:MM-HH:MM")
+            h1, m1, h2, m2 = (int(g) for g in m.groups())
+            if h1 > 23 or m1 > 59 or h2 > 24 or m2 > 59 or (h2 == 24 and m2):
+                raise ValueError(f"{span!r} is not a valid time span")
+        return spans
+
+    def spans(self) -> list[tuple[time, time | None]]:
+        """(start, end) local times; end None means midnight at the end of the day."""
+        out = []
+        for span in self.open_hours:
+            h1, m1, h2, m2 = (int(g) for g in _HOURS.match(span).groups())  # type: ignore[union-attr]
+            out.append((time(h1, m1), None if h2 == 24 else time(h2, m2)))
+        return out
+
+    def is_open(self, ts: datetime, zone: ZoneInfo) -> bool:
+        local = ts.astimezone(zone).time().replace(tzinfo=None)
+        for start, end in self.spans():
+            if end is None:
+                if local >= start:
+                    return True
+            elif start <= end:
+                if start <= local < end:
+                    return True
+            elif local >= start or local < end:  # spans midnight
+                return True
+        return False
+
+
+class CheckinRules(_Strict):
+    """pretix's check-in list rules. `entry_gates`/`exit_gates`: which gates may scan people in
+    or out (unset: every gate may do both)."""
+
+    allow_multiple_entries: bool = False
+    allow_entry_after_exit: bool = True
+    entry_gates: list[Id] | None = None
+    exit_gates: list[Id] | None = None
+
+
+class Camera(_Strict):
+    """An RTSP camera: captured once by the video flow, shared by every viewer."""
+
+    id: Id
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    rtsp_url: Annotated[str, Field(min_length=1, max_length=2000)]
+    fps: Annotated[float, Field(gt=0, le=120)] = 15.0
+    width: Annotated[int, Field(gt=0, le=7680)] = 640
+    height: Annotated[int, Field(gt=0, le=4320)] = 480
+    jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 75
+    #: Start capturing when the video flow starts (else wait for a `start` command).
+    autostart: bool = True
+
+
+class Venue(_Strict):
+    event: EventInfo
+    gates: list[Gate] = Field(min_length=1)
+    checkin_rules: CheckinRules = CheckinRules()
+    cameras: list[Camera] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Venue:
+        for what, items in (("gate", self.gates), ("camera", self.cameras)):
+            ids = [i.id for i in items]
+            dup = {i for i in ids if ids.count(i) > 1}
+            if dup:
+                raise ValueError(f"duplicate {what} id(s): {', '.join(sorted(dup))}")
+        gate_ids = {g.id for g in self.gates}
+        for field in ("entry_gates", "exit_gates"):
+            listed = getattr(self.checkin_rules, field) or []
+            unknown = [g for g in listed if g not in gate_ids]
+            if unknown:
+                raise ValueError(f"checkin_rules.{field} names unknown gate(s): {unknown}")
+        return self
+
+    @cached_property
+    def gate_index(self) -> dict[str, Gate]:
+        return {g.id: g for g in self.gates}
+
+    def gate(self, gate_id: str) -> Gate | None:
+        return self.gate_index.get(gate_id)
+
+    def camera(self, camera_id: str) -> Camera | None:
+        return next((c for c in self.cameras if c.id == camera_id), None)
+
+    def may_scan(self, gate_id: str, direction: Literal["in", "out"]) -> bool:
+        allowed = (
+            self.checkin_rules.entry_gates if direction == "in" else self.checkin_rules.exit_gates
+        )
+        return allowed is None or gate_id in allowed
+
+    def minute_of(self, ts: datetime) -> datetime:
+        return ts.astimezone(UTC).replace(second=0, microsecond=0)
+
+    @property
+    def span(self) -> timedelta:
+        return self.event.end - self.event.start
+
+
+class VenueError(ValueError):
+    """The venue file is missing or invalid; the message names the file and each bad field."""
+
+
+def parse_venue(text: str, where: str = "<venue>") -> Venue:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise VenueError(f"{where}: not valid YAML: {exc}") from None
+    try:
+        return Venue.model_validate(doc)
+    except ValidationError as exc:
+        raise VenueError(f"{where}: {reason_of(exc)}") from None
+
+
+def load_venue(path: Path | None = None) -> Venue:
+    """The venue file at `path` (`VENUE_CONFIG`), or the shipped example when unset."""
+    p = Path(path) if path else EXAMPLE_VENUE
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise VenueError(f"venue file {p}: {exc.strerror or exc}") from None
+    return parse_venue(text, str(p))
+
+
+@lru_cache
+def venue_for(path: Path | None) -> Venue:
+    """`load_venue`, cached per path (the file is read once per process)."""
+    return load_venue(path)

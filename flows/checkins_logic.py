@@ -1,0 +1,546 @@
+"""The check-in decision, as plain functions: the flow and the benchmark baseline run this code.
+
+`decide` is the one function that owns a scan's verdict (as pretix's check-in service does):
+it names every outcome in `core.records.CHECKIN_OUTCOMES`. State is per participant (the flow
+keys scans by the participant the token claims), so every rule that depends on history —
+duplicates, re-entry, exit without entry — sees all of that participant's scans, in event time.
+
+Offline gates upload scans late with their original `ts`. A participant's accepted scans are
+kept in `ts` order and the rules are replayed over them whenever a scan lands in the middle:
+the earliest scan wins, and an earlier verdict that changes is re-issued as a *revision*
+(flagged, since the gate already let that person through). Refusals that do not depend on
+history (token, gate, revocation) are final.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import insort
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic_core import to_json
+
+from connectors.redis_streams import StreamBatch
+from core import keys
+from core.records import CHECKIN_OUTCOMES, CheckIn, Participant, ParticipantOp, reason_of
+from core.tokens import TokenClaims, TokenProblem, TokenVerifier
+from core.venue import Venue
+from flows.dead_letters import dead_letter
+from flows.events_logic import Group, entry_time, window_start
+
+#: Scans kept per participant; older ones are folded into `Base` (a 200-scan history is far
+#: beyond any real visitor, and bounds what a stolen ticket scanned in a loop can cost).
+MAX_HISTORY = 200
+#: Refused scans remembered per key, so a retried refused nonce is answered the same.
+MAX_REFUSED = 64
+
+
+@dataclass(slots=True)
+class Scan:
+    """A check-in as it reaches `decide`: the record, its stream entry id and arrival time,
+    and what the token check (done before keying, by the same verifier) found."""
+
+    checkin_id: str
+    checkin: CheckIn
+    received_at: datetime
+    token: TokenClaims | TokenProblem
+
+    @property
+    def ts(self) -> datetime:
+        return self.checkin.ts or self.received_at
+
+
+@dataclass(slots=True, order=True)
+class Entry:
+    """A scan that passed the stateless checks, in the participant's history (ts order)."""
+
+    ts: datetime
+    order: tuple[int, int]  # the stream entry id as numbers: breaks ties of equal ts
+    checkin_id: str = field(compare=False)
+    nonce: str = field(compare=False)
+    gate_id: str = field(compare=False)
+    direction: str = field(compare=False)
+    received_at: datetime = field(compare=False)
+    method: str = field(compare=False)
+    device_id: str | None = field(compare=False)
+    offline: bool = field(compare=False)
+    token_fp: str = field(compare=False)
+    status: str = field(compare=False, default="")
+    revision: int = field(compare=False, default=0)
+    flagged: bool = field(compare=False, default=False)
+
+
+@dataclass(slots=True)
+class Base:
+    """Where the retained history starts: the effect of the scans folded away."""
+
+    entered: bool = False
+    inside: bool = False
+
+
+@dataclass
+class ParticipantState:
+    participant: dict[str, Any] | None = None
+    digest: str | None = None
+    serial: int = 0
+    revoked_at: datetime | None = None
+    revoked_reason: str | None = None
+    history: list[Entry] = field(default_factory=list)
+    base: Base = field(default_factory=Base)
+    refused: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+
+    def summary(self) -> tuple[int, int, int]:
+        """(registered, checked in, inside) for this key, each 0 or 1."""
+        registered = int(self.participant is not None and self.revoked_at is None)
+        entered, inside = self.base.entered, self.base.inside
+        for e in self.history:
+            if e.status == "accepted":
+                if e.direction == "in":
+                    entered = inside = True
+                else:
+                    inside = False
+        return registered, int(entered), int(inside)
+
+
+@dataclass(slots=True)
+class Count:
+    """+1/-1 of one scan's status in its minute: what the attendance windows add up."""
+
+    gate_id: str
+    direction: str
+    status: str
+    ts: datetime
+    delta: int
+    checkin_id: str
+
+
+@dataclass
+class Outcome:
+    """Everything one input item changed: verdicts to send (and store, unless replayed),
+    participant versions to store, window counts, and the change of the totals."""
+
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    participant_rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: list[Count] = field(default_factory=list)
+    delta: tuple[int, int, int] = (0, 0, 0)
+    dead: list[tuple[str, str]] = field(default_factory=list)  # (reason, entry id)
+    index: dict[str, Any] | None = None  # new `participants:index` value for this id
+
+
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id ("ms-seq") as a sortable pair; "9-0" < "10-0" unlike the strings."""
+    ms, _, seq = entry_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0
+
+
+def fingerprint(token: str) -> str:
+    """A short, non-reversible name for a token (the lake never stores tokens themselves)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def route_key(scan_token: TokenClaims | TokenProblem, token: str) -> str:
+    """Key a scan by the participant its verified token names; refused tokens share one key
+    per fingerprint prefix so their state stays small and bounded."""
+    if isinstance(scan_token, TokenClaims):
+        return f"p:{scan_token.participant_id}"
+    return f"x:{fingerprint(token)[:2]}"
+
+
+def _verdict(
+    scan: Scan | Entry,
+    status: str,
+    st: ParticipantState | None,
+    now: datetime,
+    detail: str | None = None,
+    *,
+    flagged: bool = False,
+    revision: int = 0,
+    token_fp: str | None = None,
+) -> dict[str, Any]:
+    c = scan.checkin if isinstance(scan, Scan) else scan
+    pid = name = None
+    if st is not None and st.participant is not None:
+        pid, name = st.participant["id"], st.participant["name"]
+    elif isinstance(scan, Scan) and isinstance(scan.token, TokenClaims):
+        pid = scan.token.participant_id
+    reason = CHECKIN_OUTCOMES[status]
+    if detail and detail not in reason:
+        reason += f" ({detail})"
+    return {
+        "checkin_id": scan.checkin_id,
+        "nonce": c.nonce,
+        "gate_id": c.gate_id,
+        "direction": c.direction,
+        "status": status,
+        "reason": reason,
+        "participant_id": pid,
+        "participant_name": name,
+        "ts": scan.ts,
+        "received_at": scan.received_at,
+        "decided_at": now,
+        "method": c.method,
+        "device_id": c.device_id,
+        "offline": c.offline,
+        "flagged": flagged,
+        "revision": revision,
+        "replayed": False,
+        "token_fp": token_fp,
+    }
+
+
+def _replay(base: Base, history: list[Entry], venue: Venue) -> list[str]:
+    """The status of each history entry under the venue's rules, in ts order."""
+    rules = venue.checkin_rules
+    entered, inside = base.entered, base.inside
+    exited = entered and not inside
+    out = []
+    for e in history:
+        if e.direction == "in":
+            if not entered or rules.allow_multiple_entries:
+                status = "accepted"
+            elif inside:
+                status = "duplicate"
+            elif exited and rules.allow_entry_after_exit:
+                status = "accepted"
+            else:
+                status = "reentry_not_allowed"
+            if status == "accepted":
+                entered = inside = True
+                exited = False
+        elif inside:
+            status, inside, exited = "accepted", False, True
+        else:
+            status = "exit_without_entry"
+        out.append(status)
+    return out
+
+
+def _stateless_refusal(scan: Scan, venue: Venue) -> tuple[str, str | None] | None:
+    """Checks that need no history: token, event, gate, direction, opening hours."""
+    c = scan.checkin
+    if isinstance(scan.token, TokenProblem):
+        return scan.token.status, scan.token.detail
+    if scan.token.event_id != venue.event.id:
+        return "wrong_event", f"ticket for {scan.token.event_id!r}"
+    gate = venue.gate(c.gate_id)
+    if gate is None:
+        return "unknown_gate", c.gate_id
+    if not venue.may_scan(c.gate_id, c.direction):
+        return (
+            "wrong_direction",
+            f"{gate.name} does not scan {'entries' if c.direction == 'in' else 'exits'}",
+        )
+    if not gate.is_open(scan.ts, venue.event.zone):
+        return "gate_closed", f"{gate.name} opens {', '.join(gate.open_hours)}"
+    return None
+
+
+def decide(
+    st: ParticipantState | None, scan: Scan, venue: Venue, now: datetime | None = None
+) -> tuple[ParticipantState | None, Outcome]:
+    """THE check-in decision. Returns the new state (None: nothing worth keeping) and what
+    changed. Outcomes, in the order they are tested:
+
+    1. a nonce seen before → the verdict it got then, `replayed` (counted once);
+    2. `unknown_token`, `invalid_signature` (token), `wrong_event`, `unknown_gate`,
+       `wrong_direction`, `gate_closed` (no history needed);
+    3. `unknown_token` (no such participant), `revoked` (revoked before the scan's time, or
+       an older serial after a reissue);
+    4. `accepted`, `duplicate`, `reentry_not_allowed`, `exit_without_entry` — by replaying the
+       participant's scans in ts order; earlier verdicts that change come out as revisions.
+    """
+    now = now or datetime.now(UTC)
+    out = Outcome()
+    c = scan.checkin
+    fp = fingerprint(c.token)
+
+    if st is not None:
+        old = st.refused.get(c.nonce)
+        if old is None:
+            old_entry = next((e for e in st.history if e.nonce == c.nonce), None)
+            if old_entry is not None:
+                old = _verdict(
+                    old_entry,
+                    old_entry.status,
+                    st,
+                    now,
+                    revision=old_entry.revision,
+                    flagged=old_entry.flagged,
+                    token_fp=old_entry.token_fp,
+                )
+        if old is not None:
+            out.verdicts.append({**old, "replayed": True, "decided_at": now})
+            return st, out
+
+    refusal = _stateless_refusal(scan, venue)
+    if refusal is None:
+        claims = scan.token
+        assert isinstance(claims, TokenClaims)
+        if st is None or st.participant is None:
+            refusal = ("unknown_token", "no participant with this id")
+        elif claims.serial < st.serial:
+            refusal = ("revoked", "a newer ticket was issued")
+        elif claims.serial > st.serial:
+            refusal = ("unknown_token", "ticket serial not issued")
+        elif st.revoked_at is not None and scan.ts >= st.revoked_at:
+            refusal = ("revoked", st.revoked_reason)
+    if refusal is not None:
+        status, detail = refusal
+        v = _verdict(scan, status, st, now, detail, flagged=c.offline, token_fp=fp)
+        out.verdicts.append(v)
+        out.counts.append(Count(c.gate_id, c.direction, status, scan.ts, 1, scan.checkin_id))
+        st = st or ParticipantState()
+        st.refused[c.nonce] = v
+        if len(st.refused) > MAX_REFUSED:
+            st.refused.popitem(last=False)
+        return st, out
+
+    assert st is not None
+    before = st.summary()
+    entry = Entry(
+        ts=scan.ts,
+        order=entry_order(scan.checkin_id),
+        checkin_id=scan.checkin_id,
+        nonce=c.nonce,
+        gate_id=c.gate_id,
+        direction=c.direction,
+        received_at=scan.received_at,
+        method=c.method,
+        device_id=c.device_id,
+        offline=c.offline,
+        token_fp=fp,
+    )
+    insort(st.history, entry)
+    statuses = _replay(st.base, st.history, venue)
+    for e, status in zip(st.history, statuses, strict=True):
+        if e is entry:
+            e.status = status
+            e.flagged = c.offline and status != "accepted"
+            out.verdicts.append(_verdict(scan, status, st, now, flagged=e.flagged, token_fp=fp))
+            out.counts.append(Count(e.gate_id, e.direction, status, e.ts, 1, e.checkin_id))
+        elif e.status != status:
+            # An earlier verdict changes: the earliest scan wins, the other is overturned.
+            out.counts.append(Count(e.gate_id, e.direction, e.status, e.ts, -1, e.checkin_id))
+            out.counts.append(Count(e.gate_id, e.direction, status, e.ts, 1, e.checkin_id))
+            e.status, e.revision, e.flagged = status, e.revision + 1, True
+            out.verdicts.append(
+                _verdict(
+                    e,
+                    status,
+                    st,
+                    now,
+                    "overturned by an earlier scan of the same ticket",
+                    revision=e.revision,
+                    flagged=True,
+                    token_fp=e.token_fp,
+                )
+            )
+    _fold(st, venue)
+    after = st.summary()
+    out.delta = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+    return st, out
+
+
+def _fold(st: ParticipantState, venue: Venue) -> None:
+    """Keep at most MAX_HISTORY scans: fold the oldest into `base`."""
+    while len(st.history) > MAX_HISTORY:
+        e = st.history.pop(0)
+        if e.status == "accepted":
+            if e.direction == "in":
+                st.base.entered = st.base.inside = True
+            else:
+                st.base.inside = False
+
+
+# --- participants --------------------------------------------------------------------------------
+
+
+def participant_digest(p: Participant) -> str:
+    """Same data → same digest: re-importing an unchanged row changes nothing."""
+    return hashlib.sha256(to_json(p.model_dump(), by_alias=False)).hexdigest()[:32]
+
+
+def index_value(st: ParticipantState) -> dict[str, Any]:
+    """The `participants:index` entry: what importers and the dashboard need without the lake."""
+    assert st.participant is not None
+    return {
+        "digest": st.digest,
+        "serial": st.serial,
+        "revoked": st.revoked_at is not None,
+        "name": st.participant["name"],
+    }
+
+
+def _participant_row(st: ParticipantState, op: str, at: datetime, entry_id: str) -> dict[str, Any]:
+    p = st.participant
+    assert p is not None
+    return {
+        "id": p["id"],
+        "name": p["name"],
+        "email": p.get("email"),
+        "organization": p.get("organization"),
+        "category": p.get("category"),
+        "extra": to_json(p.get("extra") or {}).decode(),
+        "serial": st.serial,
+        "status": "revoked" if st.revoked_at is not None else "active",
+        "revoked_at": st.revoked_at,
+        "revoked_reason": st.revoked_reason,
+        "op": op,
+        "updated_at": at,
+        "entry_id": entry_id,
+    }
+
+
+def apply_op(
+    st: ParticipantState | None, op: ParticipantOp, entry_id: str, at: datetime
+) -> tuple[ParticipantState | None, Outcome]:
+    """Create/update, revoke, reissue or restore a participant. An unchanged upsert, or a
+    revoke of a revoked participant, changes nothing (no new version is stored)."""
+    out = Outcome()
+    st = st or ParticipantState()
+    before = st.summary()
+    if op.op == "upsert":
+        assert op.participant is not None
+        digest = participant_digest(op.participant)
+        if digest == st.digest:
+            return st, out
+        st.participant, st.digest = op.participant.model_dump(), digest
+    elif st.participant is None:
+        out.dead.append((f"{op.op}: no participant with id {op.id!r}", entry_id))
+        return (st if st.history or st.refused else None), out
+    elif op.op == "revoke":
+        if st.revoked_at is not None:
+            return st, out
+        st.revoked_at, st.revoked_reason = at, op.reason or "revoked by the organiser"
+    elif op.op == "restore":
+        if st.revoked_at is None:
+            return st, out
+        st.revoked_at = st.revoked_reason = None
+    else:  # reissue
+        st.serial += 1
+    out.participant_rows.append(_participant_row(st, op.op, at, entry_id))
+    out.index = index_value(st)
+    after = st.summary()
+    out.delta = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+    return st, out
+
+
+# --- input -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class OpItem:
+    """A participant change as it reaches the keyed step."""
+
+    entry_id: str
+    op: ParticipantOp
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class ParsedInput:
+    """One input batch: keyed items for `step`, and dead letters (Redis commands, lake rows)."""
+
+    items: list[tuple[str, Scan | OpItem]] = field(default_factory=list)
+    dead: list[tuple] = field(default_factory=list)
+    dead_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_input(batch: StreamBatch, verifier: TokenVerifier, max_bytes: int) -> ParsedInput:
+    """Validate `checkins:in` / `participants:in` entries; never raises for bad input.
+
+    The token is verified here, before keying, so a scan is routed to the participant its
+    *verified* token names; `decide` turns the result into the verdict.
+    """
+    out = ParsedInput()
+    is_checkin = batch.stream != keys.PARTICIPANTS_IN
+    for entry_id, data in batch.entries:
+        received = entry_time(entry_id)
+        try:
+            if data is None:
+                raise ValueError("stream entry has no 'data' field")
+            if len(data) > max_bytes:
+                raise ValueError(f"entry is {len(data)} bytes, more than the limit {max_bytes}")
+            data.decode("utf-8")
+            if is_checkin:
+                c = CheckIn.model_validate_json(data)
+                tok = verifier.check(c.token)
+                out.items.append((route_key(tok, c.token), Scan(entry_id, c, received, tok)))
+            else:
+                op = ParticipantOp.model_validate_json(data)
+                out.items.append((f"p:{op.id}", OpItem(entry_id, op, received)))
+        except Exception as exc:  # every reason becomes a dead letter, never a crash
+            cmd, row = dead_letter(
+                keys.CHECKINS_DEAD, reason_of(exc), batch.stream, entry_id, data, received
+            )
+            out.dead.append(cmd)
+            out.dead_rows.append(row)
+    return out
+
+
+def step(
+    st: ParticipantState | None, item: Scan | OpItem, venue: Venue
+) -> tuple[ParticipantState | None, Outcome]:
+    """The keyed step: a scan is decided, a participant change applied."""
+    if isinstance(item, Scan):
+        return decide(st, item, venue)
+    return apply_op(st, item.op, item.entry_id, item.received_at)
+
+
+def counts_by_window(counts: list[Count], length: timedelta) -> list[tuple[str, Group]]:
+    """Per-minute groups of +1/-1 per (gate, direction, status), for the event-time windows."""
+    groups: dict[tuple[str, datetime], Group] = {}
+    for c in counts:
+        key = f"{c.gate_id}\x1f{c.direction}\x1f{c.status}"
+        ws = window_start(c.ts, length)
+        g = groups.get((key, ws))
+        if g is None:
+            groups[(key, ws)] = Group(ws, c.delta, c.ts, [(c.checkin_id, c.ts)])
+        else:
+            g.count += c.delta
+            g.max_ts = max(g.max_ts, c.ts)
+            g.members.append((c.checkin_id, c.ts))
+    return [(k, g) for (k, _), g in groups.items()]
+
+
+def attendance_row(key: str, start: datetime, length: timedelta, count: int, late: bool) -> dict:
+    gate_id, direction, status = key.split("\x1f", 2)
+    return {
+        "window_start": start,
+        "window_end": start + length,
+        "gate_id": gate_id,
+        "direction": direction,
+        "status": status,
+        "count": count,
+        "late": late,
+        "emitted_at": datetime.now(UTC),
+    }
+
+
+def verdict_commands(out: Outcome) -> list[tuple]:
+    """Redis commands for one outcome: each verdict to its gate's channel at once and under
+    `verdict:<nonce>` for a gate that missed it; index updates; dead letters."""
+    cmds: list[tuple] = []
+    for v in out.verdicts:
+        doc = to_json(v)
+        cmds.append(("PUBLISH", keys.verdict_channel(v["gate_id"]), doc))
+        cmds.append(("SET", keys.verdict_key(v["nonce"]), doc, "EX", keys.VERDICT_TTL_S))
+    if out.index is not None and out.participant_rows:
+        cmds.append(
+            ("HSET", keys.PARTICIPANTS_INDEX, out.participant_rows[0]["id"], to_json(out.index))
+        )
+    return cmds
+
+
+def outcome_dead_letters(out: Outcome) -> list[tuple[tuple, dict[str, Any]]]:
+    """Participant changes that named no participant, as dead letters (command, lake row)."""
+    return [
+        dead_letter(keys.CHECKINS_DEAD, reason, keys.PARTICIPANTS_IN, eid, None, entry_time(eid))
+        for reason, eid in out.dead
+    ]
