@@ -19,6 +19,7 @@ import base64
 import binascii
 import contextlib
 import os
+import re
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 PRIVATE_NAME = "token_signing_key.pem"
 PUBLIC_NAME = "token_public_key.pem"
 _SEP = "\x1f"
+_SERIAL = re.compile(r"[0-9]{1,9}")
 _CACHE = 50_000  # verified tokens remembered (a person scanned twice is verified once)
 
 
@@ -63,8 +65,8 @@ def _payload(event_id: str, participant_id: str, serial: int) -> bytes:
 
 
 def _split(token: str) -> tuple[bytes, bytes, TokenClaims] | TokenProblem:
-    """Parse without verifying. Not ours → unknown_token."""
-    token = token.strip()
+    """Parse without verifying. Not ours → unknown_token. (No stripping: callers that read
+    from a keyboard wedge strip; here any change to the string must fail.)"""
     head, dot, tail = token.partition(".")
     if not dot or not head or not tail or len(token) > 1024:
         return TokenProblem("unknown_token", "not a Venueflow token")
@@ -73,10 +75,14 @@ def _split(token: str) -> tuple[bytes, bytes, TokenClaims] | TokenProblem:
         parts = payload.decode("utf-8").split(_SEP)
     except (binascii.Error, ValueError):
         return TokenProblem("unknown_token", "not a Venueflow token (bad encoding)")
-    if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2].isdigit():
+    if len(parts) != 3 or not parts[0] or not parts[1] or not _SERIAL.fullmatch(parts[2]):
         return TokenProblem("unknown_token", "not a Venueflow token (bad payload)")
     if len(sig) != 64:
         return TokenProblem("invalid_signature", "signature has the wrong length")
+    if _b64e(payload) != head or _b64e(sig) != tail:
+        # Base64 lets a few strings decode to the same bytes; only the one we mint is valid,
+        # so no altered string can ever pass as a ticket.
+        return TokenProblem("invalid_signature", "altered encoding")
     return payload, sig, TokenClaims(parts[0], parts[1], int(parts[2]))
 
 

@@ -25,8 +25,8 @@ from bytewax.dataflow import Dataflow
 
 from connectors.heartbeat import HeartbeatSource
 from connectors.lake_sink import Compaction, LakeSink
+from connectors.redis_merged_streams import RedisMergedStreamSource
 from connectors.redis_sink import RedisCommandSink
-from connectors.redis_streams import RedisStreamSource
 from core import keys
 from core.records import dumps
 from core.settings import Settings, get_settings
@@ -72,8 +72,9 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     batches = op.input(
         "in",
         flow,
-        RedisStreamSource(
-            url, [keys.CHECKINS_IN, keys.PARTICIPANTS_IN], retention=s.stream_retention_s
+        # Participants first: at equal times a participant change precedes a scan.
+        RedisMergedStreamSource(
+            url, [keys.PARTICIPANTS_IN, keys.CHECKINS_IN], retention=s.stream_retention_s
         ),
     )
     parsed = op.map("parse", batches, lambda b: parse_input(b, verifier, s.max_checkin_bytes))

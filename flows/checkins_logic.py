@@ -25,7 +25,8 @@ from pydantic_core import to_json
 
 from connectors.redis_streams import StreamBatch
 from core import keys
-from core.records import CHECKIN_OUTCOMES, CheckIn, Participant, ParticipantOp, reason_of
+from core.participants import participant_digest
+from core.records import CHECKIN_OUTCOMES, CheckIn, ParticipantOp, reason_of
 from core.tokens import TokenClaims, TokenProblem, TokenVerifier
 from core.venue import Venue
 from flows.dead_letters import dead_letter
@@ -359,11 +360,6 @@ def _fold(st: ParticipantState, venue: Venue) -> None:
 
 
 # --- participants --------------------------------------------------------------------------------
-
-
-def participant_digest(p: Participant) -> str:
-    """Same data → same digest: re-importing an unchanged row changes nothing."""
-    return hashlib.sha256(to_json(p.model_dump(), by_alias=False)).hexdigest()[:32]
 
 
 def index_value(st: ParticipantState) -> dict[str, Any]:

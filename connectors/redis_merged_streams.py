@@ -1,0 +1,138 @@
+"""A resumable Bytewax source reading several Redis streams as ONE deterministic sequence.
+
+Why: the check-in flow decides scans against participant changes that arrive on another
+stream. With one partition per stream (`redis_streams.RedisStreamSource`), a replay after a
+crash interleaves the two streams differently from the first run — a scan replayed before the
+replay of the participant it names would get a different verdict than its gate was told.
+
+Here every entry is emitted in the order of (entry-id milliseconds, stream, sequence), and only
+once that order is final:
+- entries of the current server millisecond are held back (more may still arrive in it; the
+  read and the server's `TIME` run in one MULTI so they see the same instant), and
+- when a stream's read hit `count`, nothing is emitted past its last entry read (its next
+  entries, unread yet, come after it).
+So what is emitted is always a prefix of one total order, and resuming from the snapshot (the
+last emitted id per stream) re-emits exactly the rest of it, in the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from datetime import UTC, datetime, timedelta
+
+import redis
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from connectors.redis_streams import StreamBatch
+from core.shutdown import stop_requested
+
+log = logging.getLogger(__name__)
+
+Ids = dict[str, str]
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
+
+
+class _Merged(StatefulSourcePartition[StreamBatch, Ids]):
+    def __init__(self, url: str, keys: list[str], last: Ids, count: int, retention: float):
+        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._keys, self._last, self._count = keys, dict(last), count
+        self._retention = retention
+        self._snapshots: deque[tuple[float, Ids]] = deque()
+        self._awake: datetime | None = None
+        self._down_since: datetime | None = None
+
+    def _read(self) -> tuple[list, int]:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.xread({k: self._last[k] for k in self._keys}, count=self._count)
+        pipe.time()
+        reply, (sec, usec) = pipe.execute()
+        return reply or [], sec * 1000 + usec // 1000
+
+    def next_batch(self) -> list[StreamBatch]:
+        if stop_requested():
+            raise StopIteration
+        try:
+            reply, now_ms = self._read()
+            if not reply:  # drained: wait inside Redis for up to 10 ms (never longer)
+                self._r.xread({k: self._last[k] for k in self._keys}, count=1, block=10)
+                return []
+        except redis.exceptions.RedisError as exc:
+            now = datetime.now(UTC)
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("streams %s: Redis unavailable (%s); retrying", self._keys, exc)
+            self._awake = now + timedelta(seconds=0.5)
+            return []
+        if self._down_since is not None:
+            log.warning("streams %s: Redis back", self._keys)
+            self._down_since = None
+        self._awake = None
+        order = {k: i for i, k in enumerate(self._keys)}
+        limit = (now_ms, -1, -1)  # nothing of the current millisecond
+        entries = []
+        for key_b, items in reply:
+            key = key_b.decode()
+            for eid_b, fields in items:
+                eid = eid_b.decode()
+                ms, seq = _id(eid)
+                entries.append(((ms, order[key], seq), key, eid, fields.get(b"data")))
+            if len(items) >= self._count:  # more unread: they sort after the last one read
+                ms, seq = _id(items[-1][0].decode())
+                limit = min(limit, (ms, order[key], seq))
+        entries.sort(key=lambda e: e[0])
+        out: list[StreamBatch] = []
+        for sort_key, key, eid, data in entries:
+            if sort_key > limit:
+                break
+            if out and out[-1].stream == key:
+                out[-1].entries.append((eid, data))
+            else:
+                out.append(StreamBatch(key, [(eid, data)]))
+            self._last[key] = eid
+        if not out:
+            self._awake = datetime.now(UTC) + timedelta(milliseconds=1)
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> Ids:
+        now = time.monotonic()
+        if not self._snapshots or self._snapshots[-1][1] != self._last:
+            self._snapshots.append((now, dict(self._last)))
+        trim_to: Ids | None = None
+        while self._snapshots and now - self._snapshots[0][0] > self._retention:
+            trim_to = self._snapshots.popleft()[1]
+        if trim_to is not None and self._retention > 0:
+            try:
+                for k, minid in trim_to.items():
+                    self._r.xtrim(k, minid=minid, approximate=True)
+            except redis.exceptions.RedisError as exc:
+                log.warning("streams %s: trim failed (%s); will retry", self._keys, exc)
+        return dict(self._last)
+
+    def close(self) -> None:
+        self._r.close()
+
+
+class RedisMergedStreamSource(FixedPartitionedSource[StreamBatch, Ids]):
+    """Read `keys` from the start (or the snapshot) on, as one partition in one order."""
+
+    def __init__(self, url: str, keys: list[str], count: int = 1000, retention: float = 3600.0):
+        if not keys:
+            raise ValueError("RedisMergedStreamSource needs at least one stream key")
+        self.url, self.keys, self.count, self.retention = url, keys, count, retention
+
+    def list_parts(self) -> list[str]:
+        return ["+".join(self.keys)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Ids | None) -> _Merged:
+        last = {k: "0-0" for k in self.keys}
+        last.update(resume_state or {})
+        return _Merged(self.url, self.keys, last, self.count, self.retention)

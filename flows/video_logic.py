@@ -1,0 +1,266 @@
+"""The video flow's logic as plain functions (and one window class), so the flow, the tests and
+the benchmark's baseline run the very same code.
+
+- `encode_jpeg`: resize to fit the camera's target box (never upscaled, aspect kept) and JPEG
+  encode — once per frame per camera, whatever the number of viewers.
+- `status_commands`: a status report → Redis (state hash, live channel, replies, alarms).
+- `parse_log_batch`: activity and capture-command entries → `request_logs` rows or dead letters.
+- `CameraWindows`: per-camera statistics summed into fixed windows for `camera_stats`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import cv2
+import numpy as np
+from bytewax.operators import StatefulLogic
+from pydantic_core import to_json
+
+from connectors.redis_streams import StreamBatch
+from connectors.rtsp_camera import StatsDelta, StatusReport
+from connectors.video_capture import Frame
+from connectors.video_redis import EncodedFrame
+from core import keys
+from core.records import ActivityIn, CaptureCommand, FrameHeader, reason_of
+from flows.dead_letters import dead_letter
+from flows.events_logic import entry_time
+
+log = logging.getLogger(__name__)
+
+#: Larger activity or command entries are refused (dead letter): they are small records.
+MAX_LOG_BYTES = 16 * 1024
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# --- frames ------------------------------------------------------------------------------------
+
+
+def fit(width: int, height: int, max_w: int, max_h: int) -> tuple[int, int]:
+    """The size that fits (width, height) into (max_w, max_h), keeping the aspect, no upscaling."""
+    scale = min(max_w / width, max_h / height, 1.0)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def encode_jpeg(
+    image: np.ndarray, max_w: int, max_h: int, quality: int
+) -> tuple[bytes, int, int] | None:
+    """(JPEG bytes, width, height) of the image resized to fit the box, or None if it cannot
+    be encoded."""
+    h, w = image.shape[:2]
+    tw, th = fit(w, h, max_w, max_h)
+    if (tw, th) != (w, h):
+        image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        return None
+    return buf.tobytes(), tw, th
+
+
+def encode_frame(frame: Frame, max_w: int, max_h: int, quality: int) -> EncodedFrame | None:
+    """A decoded frame → the message published on `video:<camera_id>` (header + JPEG).
+
+    A frame OpenCV cannot encode is skipped and logged, never raised: one bad frame must not
+    stop the flow or the other cameras."""
+    try:
+        out = encode_jpeg(frame.image, max_w, max_h, quality)
+    except cv2.error as exc:
+        log.warning("camera %s: frame %d not encoded (%s); skipped", frame.camera_id, frame.seq, exc)
+        return None
+    if out is None:
+        log.warning("camera %s: frame %d not encoded; skipped", frame.camera_id, frame.seq)
+        return None
+    jpeg, w, h = out
+    header = FrameHeader(
+        seq=frame.seq, captured_at=frame.captured_at, encoded_at=time.time(), width=w, height=h
+    )
+    return EncodedFrame(
+        frame.camera_id, keys.video_channel(frame.camera_id), header.pack() + jpeg, frame.captured_at
+    )
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+def _alarm(camera_id: str, type_: str, level: str, payload: dict[str, Any]) -> tuple:
+    """An event for `events:in` (the alarms of issue 5 read camera.error / camera.recovered)."""
+    doc = {
+        "source": camera_id,
+        "type": type_,
+        "level": level,
+        "payload": payload,
+        "ts": datetime.now(UTC),
+    }
+    return ("XADD", keys.EVENTS_IN, "*", "data", to_json(doc))
+
+
+def status_commands(report: StatusReport) -> list[tuple]:
+    """Redis commands for one status report: the state hash, the live channel, any replies a
+    `status` command asked for, and an alarm event on entering or leaving `error`."""
+    st = report.status
+    doc = st.model_dump_json()
+    cmds: list[tuple] = [
+        ("HSET", keys.VIDEO_STATUS, st.camera_id, doc),
+        ("PUBLISH", keys.LIVE_CAMERAS, doc),
+    ]
+    for key in report.reply_to:
+        cmds.append(("RPUSH", key, doc))
+        cmds.append(("EXPIRE", key, keys.VIDEO_REPLY_TTL_S))
+    if st.state == "error" and report.previous_state != "error":
+        payload = {"state": st.state, "error": st.error_message, "rtsp_url": st.rtsp_url}
+        cmds.append(_alarm(st.camera_id, "camera.error", "ERROR", payload))
+    elif st.state == "streaming" and report.previous_state == "error":
+        payload = {"state": st.state, "rtsp_url": st.rtsp_url}
+        cmds.append(_alarm(st.camera_id, "camera.recovered", "INFO", payload))
+    return cmds
+
+
+# --- activity log ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ParsedLogs:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[tuple] = field(default_factory=list)
+    dead_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _row(
+    entry_id: str, origin: str, event: str, rec: ActivityIn | CaptureCommand, received: datetime
+) -> dict[str, Any]:
+    return {
+        "id": entry_id,
+        "origin": origin,
+        "ts": rec.ts or received,
+        "event": event,
+        "client_id": rec.client_id,
+        "ip": rec.ip,
+        "user_agent": rec.user_agent,
+        "room_id": rec.room_id,
+        "camera_id": rec.camera_id,
+        "metadata": to_json(rec.metadata).decode(),
+        "received_at": received,
+    }
+
+
+def parse_log_batch(batch: StreamBatch, cameras: frozenset[str]) -> ParsedLogs:
+    """`activity:in` and `video:commands` entries → `request_logs` rows; anything invalid
+    (bad JSON, unknown fields, a command for a camera the venue file does not list) → a dead
+    letter with the reason and the original bytes. Never raises for bad input."""
+    out = ParsedLogs()
+    for entry_id, data in batch.entries:
+        received = entry_time(entry_id)
+        try:
+            if data is None:
+                raise ValueError("stream entry has no 'data' field")
+            if len(data) > MAX_LOG_BYTES:
+                raise ValueError(f"entry is {len(data)} bytes, more than {MAX_LOG_BYTES}")
+            if batch.stream == keys.VIDEO_COMMANDS:
+                cmd = CaptureCommand.model_validate_json(data)
+                if cmd.camera_id is not None and cmd.camera_id not in cameras:
+                    known = ", ".join(sorted(cameras)) or "none"
+                    raise ValueError(
+                        f"unknown camera {cmd.camera_id!r} (the venue file lists: {known})"
+                    )
+                row = _row(entry_id, batch.stream, f"capture.{cmd.action}", cmd, received)
+            else:
+                act = ActivityIn.model_validate_json(data)
+                row = _row(entry_id, batch.stream, act.event, act, received)
+        except Exception as exc:  # every reason becomes a dead letter, never a crash
+            cmd_, dead_row = dead_letter(
+                keys.VIDEO_DEAD, reason_of(exc), batch.stream, entry_id, data, received
+            )
+            out.dead.append(cmd_)
+            out.dead_rows.append(dead_row)
+            continue
+        out.rows.append(row)
+    return out
+
+
+# --- per-camera statistics windows -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FrameOut:
+    """One published frame, for the statistics (frames and bytes out)."""
+
+    camera_id: str
+    at: datetime
+    nbytes: int
+
+
+_SUMS = ("frames_in", "frames_out", "dropped", "bad_frames", "reconnects", "errors", "bytes_out")
+_FLOATS = ("uptime_s", "observed_s")
+
+
+class CameraWindows(StatefulLogic[Any, dict[str, Any], dict[datetime, dict[str, Any]]]):
+    """Sums one camera's `StatsDelta`s and `FrameOut`s into tumbling windows of `length` (by
+    the time each was measured) and emits a `camera_stats` row once a window is `grace` past
+    its end. At the end of input (the flow stops) open windows are emitted as parts and
+    forgotten: a restart in the same minute adds another part, which the view sums."""
+
+    def __init__(
+        self,
+        length: timedelta,
+        grace: timedelta,
+        state: dict[datetime, dict[str, Any]] | None = None,
+    ):
+        self.length, self.grace = length, grace
+        self.windows: dict[datetime, dict[str, Any]] = dict(state or {})
+
+    def _start(self, at: datetime) -> datetime:
+        return EPOCH + ((at - EPOCH) // self.length) * self.length
+
+    def _acc(self, camera_id: str, at: datetime) -> dict[str, Any]:
+        ws = self._start(at)
+        acc = self.windows.get(ws)
+        if acc is None:
+            acc = {"camera_id": camera_id, **dict.fromkeys(_SUMS, 0), **dict.fromkeys(_FLOATS, 0.0)}
+            self.windows[ws] = acc
+        return acc
+
+    def on_item(self, value: Any) -> tuple[list[dict[str, Any]], bool]:
+        if isinstance(value, FrameOut):
+            acc = self._acc(value.camera_id, value.at)
+            acc["frames_out"] += 1
+            acc["bytes_out"] += value.nbytes
+        elif isinstance(value, StatsDelta):
+            acc = self._acc(value.camera_id, value.at)
+            for k in ("frames_in", "dropped", "bad_frames", "reconnects", "errors"):
+                acc[k] += getattr(value, k)
+            acc["uptime_s"] += value.uptime_s
+            acc["observed_s"] += value.observed_s
+        return self._close(datetime.now(UTC))
+
+    def _row(self, ws: datetime, acc: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **acc,
+            "window_start": ws,
+            "window_end": ws + self.length,
+            "emitted_at": datetime.now(UTC),
+        }
+
+    def _close(self, now: datetime) -> tuple[list[dict[str, Any]], bool]:
+        due = [ws for ws in self.windows if ws + self.length + self.grace <= now]
+        rows = [self._row(ws, self.windows.pop(ws)) for ws in sorted(due)]
+        return rows, not self.windows
+
+    def on_notify(self) -> tuple[list[dict[str, Any]], bool]:
+        return self._close(datetime.now(UTC))
+
+    def on_eof(self) -> tuple[list[dict[str, Any]], bool]:
+        rows = [self._row(ws, acc) for ws, acc in sorted(self.windows.items())]
+        self.windows.clear()
+        return rows, StatefulLogic.DISCARD
+
+    def notify_at(self) -> datetime | None:
+        if not self.windows:
+            return None
+        return min(self.windows) + self.length + self.grace
+
+    def snapshot(self) -> dict[datetime, dict[str, Any]]:
+        return {ws: dict(acc) for ws, acc in self.windows.items()}
