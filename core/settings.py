@@ -60,12 +60,40 @@ class Settings(BaseSettings):
     lake_flush_age_s: float = Field(
         default=5.0, description="Buffered rows older than this are written at the next snapshot."
     )
+    video_open_timeout_s: float = Field(
+        default=5.0, description="RTSP open timeout (a camera that accepts but never answers)."
+    )
+    video_read_timeout_s: float = Field(default=5.0, description="FFmpeg's own read timeout.")
+    video_stall_s: float = Field(
+        default=3.0,
+        description="A streaming camera that sends no frame for this long is dropped and "
+        "reopened (a frozen camera never recovers otherwise).",
+    )
+    video_backoff_max_s: float = Field(
+        default=2.0, description="Longest wait between reconnect attempts (they never stop)."
+    )
+    video_error_after: int = Field(
+        default=3, description="Failed connection attempts in a row before a camera is `error`."
+    )
+    video_stats_window_s: int = Field(
+        default=60, description="Length of the per-camera statistics windows (camera_stats)."
+    )
+    video_ffmpeg_options: str = Field(
+        default="rtsp_transport;tcp|analyzeduration;500000|probesize;500000",
+        description="OPENCV_FFMPEG_CAPTURE_OPTIONS for cameras (TCP; short probing: the "
+        "default probes 5 s before the first frame).",
+    )
     checkin_allowed_lateness_s: float = Field(
         default=120.0,
         description="How long an attendance minute waits for offline gates' uploads before it "
         "is closed (later scans still count, as a late correction).",
     )
     max_checkin_bytes: int = Field(default=4096, description="Larger check-ins are refused.")
+    health_flows: str = Field(
+        default="",
+        description="Flows /health requires alive (comma-separated); empty: every flow that "
+        "`run.py up` runs. Set it when you run only some flows.",
+    )
 
     @property
     def api_key_set(self) -> frozenset[str]:

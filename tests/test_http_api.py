@@ -47,6 +47,7 @@ class Stack:
             "SNAPSHOT_INTERVAL_S": "1",
             "LAKE_FLUSH_AGE_S": "0",
             "MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
+            "HEALTH_FLOWS": "events",
         }
         self.flow: FlowProcess | None = None
         self.app: AppProcess | None = None

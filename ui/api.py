@@ -81,16 +81,18 @@ def _heartbeat(raw: bytes | None) -> dict[str, Any]:
 
 async def health() -> JSONResponse:
     """200 when Redis answers and every flow's heartbeat key is present, else 503 (same body)."""
+    wanted = get_settings().health_flows
+    flows = [f.strip() for f in wanted.split(",") if f.strip()] if wanted else list(FLOWS)
     body: dict[str, Any] = {"ok": False, "redis": {"ok": False}, "flows": {}}
     try:
         r = redis_client()
         await r.ping()
-        beats = await r.mget([keys.heartbeat_key(f) for f in FLOWS])
+        beats = await r.mget([keys.heartbeat_key(f) for f in flows])
         body["redis"] = {"ok": True}
-        body["flows"] = {f: _heartbeat(b) for f, b in zip(FLOWS, beats, strict=True)}
+        body["flows"] = {f: _heartbeat(b) for f, b in zip(flows, beats, strict=True)}
     except (RedisError, OSError, TimeoutError) as exc:
         body["redis"] = {"ok": False, "error": _redis_reason(exc)}
-        body["flows"] = {f: {"alive": False, "last_heartbeat": None} for f in FLOWS}
+        body["flows"] = {f: {"alive": False, "last_heartbeat": None} for f in flows}
     body["ok"] = body["redis"]["ok"] and all(f["alive"] for f in body["flows"].values())
     return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
@@ -274,6 +276,17 @@ def register(app: FastAPI) -> None:
     app.add_api_route("/api/health", health, methods=["GET"], tags=["health"])
     app.add_api_route("/api/events", post_event, methods=["POST"], status_code=202, tags=["events"])
     app.add_api_route("/api/events", get_events, methods=["GET"], tags=["events"])
+    from ui import checkins_api  # here, not at the top: it imports this module
+
+    checkins_api.register(app)  # gates: scans, verdicts, the tokens' public key
+    from ui import participants_api, report_api  # same: they import this module
+
+    participants_api.register(app)  # participants: import, list, QR codes, revoke
+    report_api.register(app)  # the attendance report: CSV, JSON, printable HTML
+    from ui import logs_api, video_api  # same: they import this module
+
+    video_api.register(app)  # live video (WebSocket, MJPEG, snapshots), cameras, commands
+    logs_api.register(app)  # the activity log: GET /logs, POST /logs
     app.add_api_route("/", _root, methods=["GET"], include_in_schema=False)
 
 
