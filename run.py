@@ -6,6 +6,7 @@ flow      one flow, supervised (restarted with recovery if it dies)
 ui        the dashboard alone
 query     SQL against the DuckDB catalog (table, or --json)
 catalog   (re)create the catalog's views
+participants  import a CSV, revoke/reissue/restore, tokens, QR codes (`participants -h`)
 """
 
 from __future__ import annotations
@@ -108,7 +109,26 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
                 logs / "sim.log",
             )
         )
+        # Gates: check-ins at --gate-rate/s (it also waits for the dashboard, then registers
+        # its synthetic participants through the check-in flow before the first scan).
+        gate_argv = [sys.executable, "-m", "sim.gates", "--rate", str(args.gate_rate)]
+        gate_argv += ["--http", base, "--api-key", key]
+        sup.add(
+            Child(
+                "gate simulator",
+                lambda: spawn(gate_argv, child_env(s, url), logs / "gates-sim.log"),
+                logs / "gates-sim.log",
+            )
+        )
+    camera_notes: list[str] = []
+    if demo:  # a real RTSP test camera for the venue's loopback cameras, if GStreamer is here
+        from sim.camera_server import demo_cameras
+
+        camera_children, camera_notes = demo_cameras(s, url, logs)
+        for child in camera_children:
+            sup.add(child)
     sup.start_all()
+    print("\n".join(camera_notes), flush=True)
     print(
         f"\nVenueflow is up.\n"
         f"  Dashboard   http://{s.host}:{s.port}\n"
@@ -193,6 +213,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_participants(args: argparse.Namespace) -> int:
+    from core.participants_cli import main as participants_main
+
+    return participants_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="`up` plus simulated sensors")
     demo.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers per flow")
     demo.add_argument("--rate", type=float, default=20.0, help="simulated events per second")
+    demo.add_argument(
+        "--gate-rate", type=float, default=5.0, help="simulated gate check-ins per second (5)"
+    )
     fl = sub.add_parser("flow", help="run one flow, supervised, with recovery")
     fl.add_argument("name", choices=sorted(FLOWS))
     fl.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers")
@@ -211,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("sql")
     q.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     sub.add_parser("catalog", help="(re)create the DuckDB catalog's views over the lake")
+    from core.participants_cli import add_parser as add_participants_parser
+
+    add_participants_parser(sub)
     return p
 
 
@@ -225,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "ui": cmd_ui,
         "query": cmd_query,
         "catalog": cmd_catalog,
+        "participants": cmd_participants,
     }
     return handlers[args.command](args)
 

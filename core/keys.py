@@ -35,3 +35,28 @@ def verdict_channel(gate_id: str) -> str:
 def verdict_key(nonce: str) -> str:
     """String key holding the (latest) verdict of one scan, for `GET /api/checkins/<nonce>`."""
     return f"verdict:{nonce}"
+
+# --- video: cameras, rooms, activity log -------------------------------------------------------
+VIDEO_COMMANDS = "video:commands"  # stream: capture commands in (start / stop / status)
+VIDEO_STATUS = "video:status"  # hash: camera id → CameraStatus JSON (the present, for a page)
+VIDEO_DEAD = "video:dead"  # stream: refused commands / activity entries with the reason
+VIDEO_REPLY_PREFIX = "video:reply:"  # lists: status replies a command asked for (reply_to)
+VIDEO_REPLY_TTL_S = 60
+LIVE_CAMERAS = "live:cameras"  # pub/sub: CameraStatus JSON on every change and once a second
+ACTIVITY_IN = "activity:in"  # stream: client activity (connects, room joins/leaves, POST /logs)
+ROOMS = "rooms"  # hash: room id → Room JSON
+LIVE_ROOMS = "live:rooms"  # pub/sub: {"room_id": ...} whenever a room or its members change
+ROOM_MEMBER_TTL_S = 30  # a member not refreshed for this long has left (tab or app gone)
+
+
+def video_channel(camera_id: str) -> str:
+    """Pub/sub channel of one camera's frames (FrameHeader + JPEG per message)."""
+    return f"video:{camera_id}"
+
+
+def room_members_key(room_id: str) -> str:
+    """Hash of a room's members: member id → RoomMember JSON."""
+    return f"room:{room_id}:members"
+
+
+ROOMS_SEEDED = "rooms:seeded"  # string: set once the default room was created (never again)

@@ -21,6 +21,7 @@ from core.supervisor import Child
 FLOWS: dict[str, str] = {
     "events": "flows.events:flow",
     "checkins": "flows.checkins:flow",
+    "video": "flows.video:flow",
 }
 
 RECOVERY_PARTS = 1

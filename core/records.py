@@ -6,6 +6,7 @@ and the Bytewax flows validate with exactly the same rules.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -180,6 +181,7 @@ CheckinStatus = Literal[
     "gate_closed",
 ]
 Direction = Literal["in", "out"]
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 Nonce = Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
@@ -244,9 +246,7 @@ class Participant(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:\-]+$")]
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    email: Annotated[str | None, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] = (
-        None
-    )
+    email: Annotated[str | None, Field(max_length=254)] = None
     organization: Annotated[str | None, Field(max_length=200)] = None
     category: Annotated[str | None, Field(max_length=64)] = None
     extra: dict[str, str] = Field(default_factory=dict)
@@ -255,6 +255,13 @@ class Participant(BaseModel):
     @classmethod
     def _blank_is_none(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("email")
+    @classmethod
+    def _looks_like_email(cls, v: str | None) -> str | None:
+        if v is not None and not _EMAIL.fullmatch(v):
+            raise ValueError(f"{v!r} is not an e-mail address (like name@example.org)")
+        return v
 
 
 class ParticipantOp(BaseModel):
@@ -313,3 +320,190 @@ def parse_event(raw: bytes | str, max_bytes: int) -> Event:
 def dumps(obj: Any) -> str:
     """Compact JSON; datetimes as ISO 8601 (pydantic's encoder, like every other record)."""
     return to_json(obj).decode()
+
+
+# --- video: cameras, capture commands, rooms, activity log (seeds 000 and 001) -----------------
+
+CameraState = Literal["idle", "connecting", "streaming", "reconnecting", "error", "stopped"]
+CaptureAction = Literal["start", "stop", "status"]
+ObjectId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+ClientId = Annotated[str, Field(min_length=1, max_length=128)]
+Ip = Annotated[str, Field(max_length=64)]
+UserAgent = Annotated[str, Field(max_length=512)]
+ActivityName = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+]
+
+
+class CaptureCommand(BaseModel):
+    """An entry of `video:commands` (seed 001's start/stop/status requests).
+
+    `camera_id` may be left out only for `status` (then every camera answers). `reply_to`, a
+    key under `video:reply:`, gets each answering camera's status RPUSHed (expiring after a
+    minute), so a client can `BLPOP` it; the prefix keeps clients from making the flow write
+    arbitrary keys. Who sent it (`client_id`, `ip`, `user_agent`, `room_id`) goes to the
+    activity log `request_logs` with the command.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    action: CaptureAction
+    camera_id: ObjectId | None = None
+    reply_to: Annotated[str, Field(pattern=r"^video:reply:[A-Za-z0-9_.:\-]{1,128}$")] | None = None
+    client_id: ClientId | None = None
+    ip: Ip | None = None
+    user_agent: UserAgent | None = None
+    room_id: ObjectId | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    ts: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _needs_camera(self) -> CaptureCommand:
+        if self.action != "status" and self.camera_id is None:
+            raise ValueError(f"{self.action} needs camera_id")
+        return self
+
+
+class CameraStatus(BaseModel):
+    """One camera's capture status: the hash `video:status` (field = camera id) and each
+    message on `live:cameras`. `is_active`: capture is switched on (streaming, or trying to);
+    `state` says how it goes. Counters run since the video flow started; `rtsp_url` has any
+    password replaced by `***`."""
+
+    camera_id: str
+    name: str
+    state: CameraState
+    is_active: bool
+    rtsp_url: str
+    error_message: str | None = None
+    fps_in: float = 0.0
+    fps_out: float = 0.0
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    bad_frames: int = 0
+    reconnects: int = 0
+    last_frame_at: datetime | None = None
+    state_since: datetime
+    target_fps: float
+    width: int
+    height: int
+    updated_at: datetime
+
+
+#: `video:<camera_id>` frame header: magic, then seq (u64), captured_at, encoded_at (f64),
+#: width, height (u16), big-endian — 32 bytes. See `FrameHeader`.
+FRAME_MAGIC = b"VFJ1"
+FRAME_FORMAT = "!4sQddHH"
+FRAME_HEADER_SIZE = 32
+
+
+class FrameHeader(BaseModel):
+    """The fixed 32-byte header in front of the JPEG in every `video:<camera_id>` message and
+    every WebSocket frame sent to viewers (`FRAME_FORMAT`).
+
+    Binary, not JSON, because it is read for every frame by every viewer (a browser reads it
+    with a `DataView`); `captured_at` is when OpenCV returned the frame, so any reader can
+    measure capture → viewer latency."""
+
+    seq: int
+    captured_at: float
+    encoded_at: float
+    width: int
+    height: int
+
+    def pack(self) -> bytes:
+        import struct
+
+        return struct.pack(
+            FRAME_FORMAT, FRAME_MAGIC, self.seq, self.captured_at, self.encoded_at,
+            self.width, self.height,
+        )  # fmt: skip
+
+    @classmethod
+    def unpack(cls, data: bytes) -> tuple[FrameHeader, bytes]:
+        """(header, JPEG bytes) of one message; ValueError if it is not a frame."""
+        import struct
+
+        if len(data) < FRAME_HEADER_SIZE or data[:4] != FRAME_MAGIC:
+            raise ValueError("not a Venueflow video frame (bad magic or too short)")
+        _, seq, cap, enc, w, h = struct.unpack(FRAME_FORMAT, data[:FRAME_HEADER_SIZE])
+        header = cls(seq=seq, captured_at=cap, encoded_at=enc, width=w, height=h)
+        return header, data[FRAME_HEADER_SIZE:]
+
+
+class ActivityIn(BaseModel):
+    """An entry of `activity:in` (seed 000's client activity): who did what, from where.
+
+    The dashboard writes connects, room joins/leaves and room changes; `POST /logs` writes
+    what clients send. The video flow stores each as a `request_logs` row (capture commands
+    are logged from `video:commands` directly, so they are never logged twice)."""
+
+    model_config = ConfigDict(extra="forbid")
+    event: ActivityName
+    ts: UtcDatetime | None = None
+    client_id: ClientId | None = None
+    ip: Ip | None = None
+    user_agent: UserAgent | None = None
+    room_id: ObjectId | None = None
+    camera_id: ObjectId | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class LogPost(BaseModel):
+    """The body of `POST /logs`; the server adds the caller's IP and user agent."""
+
+    model_config = ConfigDict(extra="forbid")
+    event: ActivityName
+    ts: UtcDatetime | None = None
+    client_id: ClientId | None = None
+    room_id: ObjectId | None = None
+    camera_id: ObjectId | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @field_validator("ts")
+    @classmethod
+    def _not_in_future(cls, ts: datetime | None) -> datetime | None:
+        if ts is not None and ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError(f"ts lies more than {MAX_CLOCK_SKEW} in the future")
+        return ts
+
+
+class RequestLog(BaseModel):
+    """A `request_logs` row as `GET /logs` returns it. `origin` is the stream it came from
+    (`activity:in` or `video:commands`); `id` its entry id there."""
+
+    id: str
+    origin: str
+    ts: datetime
+    event: str
+    client_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    room_id: str | None = None
+    camera_id: str | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    received_at: datetime
+
+
+class Room(BaseModel):
+    """A streaming room (seed 000): cameras shown together. Hash `rooms`, field = id."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: ObjectId
+    name: Annotated[str, Field(min_length=1, max_length=120)]
+    camera_ids: Annotated[list[ObjectId], Field(min_length=1, max_length=16)]
+    created_at: UtcDatetime
+    created_by: Annotated[str, Field(max_length=120)] | None = None
+
+
+class RoomMember(BaseModel):
+    """Someone in a room: hash `room:<id>:members`, field = member id (one per browser tab).
+    `last_seen` is refreshed while the tab is open; stale members are dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+    member_id: ClientId
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    joined_at: UtcDatetime
+    last_seen: UtcDatetime
+    ip: Ip | None = None
+    user_agent: UserAgent | None = None

@@ -116,7 +116,9 @@ def build_flow(s: Settings | None = None) -> Dataflow:
         op.merge("stats_in", deltas, outs),
         lambda state: CameraWindows(length, STATS_GRACE, state),
     )
-    lake_output("stats_lake", op.map("stats_rows", stats, lambda kr: ("stats", [kr[1]])), "camera_stats")
+    lake_output(
+        "stats_lake", op.map("stats_rows", stats, lambda kr: ("stats", [kr[1]])), "camera_stats"
+    )
 
     # Activity log: activity:in and the capture commands, exactly once into request_logs.
     log_streams = PolledStreamSource(

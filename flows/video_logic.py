@@ -1,8 +1,8 @@
 """The video flow's logic as plain functions (and one window class), so the flow, the tests and
 the benchmark's baseline run the very same code.
 
-- `encode_jpeg`: resize to fit the camera's target box (never upscaled, aspect kept) and JPEG
-  encode — once per frame per camera, whatever the number of viewers.
+- `encode_jpeg`: JPEG encode (resized to fit the camera's target box, never upscaled, aspect
+  kept) — once per frame per camera, whatever the number of viewers.
 - `status_commands`: a status report → Redis (state hash, live channel, replies, alarms).
 - `parse_log_batch`: activity and capture-command entries → `request_logs` rows or dead letters.
 - `CameraWindows`: per-camera statistics summed into fixed windows for `camera_stats`.
@@ -23,7 +23,7 @@ from pydantic_core import to_json
 
 from connectors.redis_streams import StreamBatch
 from connectors.rtsp_camera import StatsDelta, StatusReport
-from connectors.video_capture import Frame
+from connectors.video_capture import Frame, shrink
 from connectors.video_redis import EncodedFrame
 from core import keys
 from core.records import ActivityIn, CaptureCommand, FrameHeader, reason_of
@@ -40,25 +40,17 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # --- frames ------------------------------------------------------------------------------------
 
 
-def fit(width: int, height: int, max_w: int, max_h: int) -> tuple[int, int]:
-    """The size that fits (width, height) into (max_w, max_h), keeping the aspect, no upscaling."""
-    scale = min(max_w / width, max_h / height, 1.0)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def encode_jpeg(
     image: np.ndarray, max_w: int, max_h: int, quality: int
 ) -> tuple[bytes, int, int] | None:
-    """(JPEG bytes, width, height) of the image resized to fit the box, or None if it cannot
-    be encoded."""
-    h, w = image.shape[:2]
-    tw, th = fit(w, h, max_w, max_h)
-    if (tw, th) != (w, h):
-        image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
+    """(JPEG bytes, width, height) of the image resized to fit the box (the capture thread has
+    normally done that already), or None if it cannot be encoded."""
+    image = shrink(image, max_w, max_h)
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         return None
-    return buf.tobytes(), tw, th
+    h, w = image.shape[:2]
+    return buf.tobytes(), w, h
 
 
 def encode_frame(frame: Frame, max_w: int, max_h: int, quality: int) -> EncodedFrame | None:
@@ -69,7 +61,9 @@ def encode_frame(frame: Frame, max_w: int, max_h: int, quality: int) -> EncodedF
     try:
         out = encode_jpeg(frame.image, max_w, max_h, quality)
     except cv2.error as exc:
-        log.warning("camera %s: frame %d not encoded (%s); skipped", frame.camera_id, frame.seq, exc)
+        log.warning(
+            "camera %s: frame %d not encoded (%s); skipped", frame.camera_id, frame.seq, exc
+        )
         return None
     if out is None:
         log.warning("camera %s: frame %d not encoded; skipped", frame.camera_id, frame.seq)
@@ -79,7 +73,10 @@ def encode_frame(frame: Frame, max_w: int, max_h: int, quality: int) -> EncodedF
         seq=frame.seq, captured_at=frame.captured_at, encoded_at=time.time(), width=w, height=h
     )
     return EncodedFrame(
-        frame.camera_id, keys.video_channel(frame.camera_id), header.pack() + jpeg, frame.captured_at
+        frame.camera_id,
+        keys.video_channel(frame.camera_id),
+        header.pack() + jpeg,
+        frame.captured_at,
     )
 
 

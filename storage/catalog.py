@@ -37,7 +37,29 @@ def view_sql(lake_dir: Path) -> dict[str, str]:
         f"FROM {scan('event_counts')} GROUP BY ALL"
     )
     views.update(_attendance_views(scan))
+    views.update(_video_views(scan))
     return views
+
+
+def _video_views(scan: Any) -> dict[str, str]:
+    """Camera statistics: parts summed per (camera, window); fps over the seconds measured and
+    the share of them spent streaming are derived from the sums (so parts never skew them)."""
+    return {
+        "camera_stat_parts": f"SELECT * FROM {scan('camera_stats')}",
+        "camera_stats": (
+            "SELECT camera_id, window_start, window_end, "
+            "sum(frames_in)::BIGINT AS frames_in, sum(frames_out)::BIGINT AS frames_out, "
+            "sum(dropped)::BIGINT AS dropped, sum(bad_frames)::BIGINT AS bad_frames, "
+            "sum(reconnects)::BIGINT AS reconnects, sum(errors)::BIGINT AS errors, "
+            "round(sum(uptime_s), 1) AS uptime_s, round(sum(observed_s), 1) AS observed_s, "
+            "sum(bytes_out)::BIGINT AS bytes_out, "
+            "round(sum(frames_in) / nullif(sum(observed_s), 0), 2) AS fps_in, "
+            "round(sum(frames_out) / nullif(sum(observed_s), 0), 2) AS fps_out, "
+            "least(100.0, round(100 * sum(uptime_s) / nullif(sum(observed_s), 0), 1)) "
+            "AS uptime_pct "
+            f"FROM {scan('camera_stats')} GROUP BY camera_id, window_start, window_end"
+        ),
+    }
 
 
 def _attendance_views(scan: Any) -> dict[str, str]:

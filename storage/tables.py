@@ -160,6 +160,53 @@ PARTICIPANTS = Table(
     "updated_at",
 )
 
+#: Per-camera capture statistics, one row per (camera, window) part: counters are additive, so
+#: a window emitted in two parts (the flow stopped mid-window) sums correctly. The view
+#: `camera_stats` sums the parts and derives fps and uptime; `camera_stat_parts` has them raw.
+CAMERA_STATS = Table(
+    "camera_stats",
+    pa.schema(
+        [
+            ("camera_id", pa.string()),
+            ("window_start", TS),
+            ("window_end", TS),
+            ("frames_in", pa.int64()),  # decoded from the camera
+            ("frames_out", pa.int64()),  # encoded and published on video:<camera_id>
+            ("dropped", pa.int64()),  # decoded but overtaken by a newer frame before publishing
+            ("bad_frames", pa.int64()),
+            ("reconnects", pa.int64()),
+            ("errors", pa.int64()),  # failed connection attempts
+            ("uptime_s", pa.float64()),  # seconds spent streaming
+            ("observed_s", pa.float64()),  # seconds the flow measured (less if it was down)
+            ("bytes_out", pa.int64()),
+            ("emitted_at", TS),
+        ]
+    ),
+    "window_start",
+)
+
+#: The activity log (seed 000's RequestLog): connects, room joins/leaves, capture commands,
+#: `POST /logs` — who (client id, IP, user agent), when, and free metadata (JSON text).
+REQUEST_LOGS = Table(
+    "request_logs",
+    pa.schema(
+        [
+            ("id", pa.string()),  # the entry id in `origin`
+            ("origin", pa.string()),  # activity:in or video:commands
+            ("ts", TS),
+            ("event", pa.string()),
+            ("client_id", pa.string()),
+            ("ip", pa.string()),
+            ("user_agent", pa.string()),
+            ("room_id", pa.string()),
+            ("camera_id", pa.string()),
+            ("metadata", pa.string()),
+            ("received_at", TS),
+        ]
+    ),
+    "ts",
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -170,5 +217,7 @@ TABLES: dict[str, Table] = {
         CHECKINS,
         ATTENDANCE_COUNTS,
         PARTICIPANTS,
+        CAMERA_STATS,
+        REQUEST_LOGS,
     )
 }

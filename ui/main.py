@@ -14,7 +14,8 @@ from pathlib import Path
 from nicegui import app, ui
 
 from core.settings import Settings, get_settings
-from ui import api, live, pages, theme
+from ui import api, attendance_live, live, pages, theme
+from ui import video_api
 
 log = logging.getLogger("ui")
 
@@ -46,9 +47,13 @@ def setup(settings: Settings) -> None:
 
     async def _start() -> None:
         await live.start(redis_url)
+        await attendance_live.start(redis_url, settings.lake_dir)
+        await video_api.start(settings)
 
     async def _stop() -> None:
         await live.stop()
+        await attendance_live.stop()
+        await video_api.stop()
         await api.close_redis()
 
     app.on_startup(_start)

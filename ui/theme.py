@@ -45,7 +45,15 @@ class NavItem:
 
 
 #: Pages in the header, in order. Attendance, Cameras and Alarms are added here when they exist.
-NAV: list[NavItem] = [NavItem("Events", "/events", "bolt")]
+NAV: list[NavItem] = [
+    NavItem("Events", "/events", "bolt"),
+    NavItem("Attendance", "/attendance", "how_to_reg"),
+    NavItem("Gate", "/gate", "qr_code_scanner"),
+    NavItem("Participants", "/participants", "badge"),
+    NavItem("Report", "/report", "summarize"),
+    NavItem("Cameras", "/cameras", "videocam"),
+    NavItem("Rooms", "/rooms", "meeting_room"),
+]
 
 
 @contextmanager

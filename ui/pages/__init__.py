@@ -1,7 +1,15 @@
 """Dashboard pages; each module exposes `register()` so `ui.main` decides what is served."""
 
-from ui.pages import events_page
+from ui.pages import attendance_page, events_page, gate_page
+from ui.pages import participants_page, report_page
+from ui.pages import cameras_page, rooms_page
 
 
 def register_all() -> None:
     events_page.register()
+    attendance_page.register()
+    gate_page.register()
+    participants_page.register()
+    report_page.register()
+    cameras_page.register()
+    rooms_page.register()

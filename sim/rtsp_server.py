@@ -1,0 +1,159 @@
+"""A real RTSP test camera on loopback: GStreamer's RTSP server, run by Debian's Python.
+
+    /usr/bin/python3 sim/rtsp_server.py --port 8554 --mount test [--mount cam2] [--fps 15]
+
+Why this way: python3-gi (GStreamer's bindings) is built for `/usr/bin/python3` only, so this
+script imports nothing from the project's venv — only `sim/camera_pattern.py` (numpy). Each
+mount is one shared media (`set_shared(True)`): one painter and one H.264 encoder serve every
+client of that mount, like a real camera. Frames are painted by `camera_pattern.Painter` (a
+moving ball, a clock, and the send time written into pixels so readers can measure latency)
+and pushed through `appsrc`; Debian's GStreamer lacks the pango text overlays.
+
+Install (Debian 12): `apt-get install gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi
+gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly python3-numpy`.
+`--check` exits 0 when all of that is importable (run.py uses it to decide whether `demo`
+gets a test camera). Prints `READY rtsp://...` per mount once it listens; exits 2 if the port
+is taken. SIGINT/SIGTERM stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REQUIRED_ELEMENTS = ("appsrc", "videoconvert", "x264enc", "rtph264pay")
+
+
+def _gst():
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    gi.require_version("GstRtspServer", "1.0")
+    from gi.repository import GLib, Gst, GstRtspServer
+
+    Gst.init(None)
+    missing = [e for e in REQUIRED_ELEMENTS if Gst.ElementFactory.find(e) is None]
+    if missing:
+        raise ImportError(f"GStreamer elements missing: {', '.join(missing)}")
+    return GLib, Gst, GstRtspServer
+
+
+class _Feeder:
+    """Pushes painted frames into one media's appsrc at the mount's frame rate."""
+
+    def __init__(self, Gst, appsrc, painter, fps: float):
+        self.Gst, self.appsrc, self.painter, self.fps = Gst, appsrc, painter, fps
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        Gst = self.Gst
+        interval = 1.0 / self.fps
+        next_t = time.monotonic()
+        while self.running:
+            frame = self.painter.paint()
+            buf = Gst.Buffer.new_wrapped(frame.tobytes())
+            ret = self.appsrc.emit("push-buffer", buf)
+            if ret not in (Gst.FlowReturn.OK,):
+                break  # media shut down (last client left): a new media gets a new feeder
+            next_t += interval
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.monotonic()  # fell behind: do not burst to catch up
+
+
+def _factory(Gst, GstRtspServer, mount_index: int, args: argparse.Namespace):
+    from camera_pattern import Painter
+
+    w, h, fps = args.width, args.height, args.fps
+    gop = max(1, round(fps * args.keyframe_s))
+    launch = (
+        "( appsrc name=src is-live=true format=time do-timestamp=true "
+        f'caps="video/x-raw,format=BGR,width={w},height={h},framerate={round(fps)}/1" '
+        "! queue max-size-buffers=2 leaky=downstream ! videoconvert ! video/x-raw,format=I420 "
+        f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} "
+        f"bitrate={args.bitrate} threads=1 "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    )
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(launch)
+    factory.set_shared(True)  # one pipeline, one encoder for every client of this mount
+    feeders: list[_Feeder] = []
+
+    def configure(_factory, media) -> None:
+        appsrc = media.get_element().get_child_by_name("src")
+        feeder = _Feeder(Gst, appsrc, Painter(w, h, fps, mount_index), fps)
+        feeders.append(feeder)
+
+        def unprepared(_media) -> None:
+            feeder.running = False
+
+        media.connect("unprepared", unprepared)
+
+    factory.connect("media-configure", configure)
+    return factory
+
+
+def serve(args: argparse.Namespace) -> int:
+    GLib, Gst, GstRtspServer = _gst()
+    server = GstRtspServer.RTSPServer()
+    server.set_address(args.host)
+    server.set_service(str(args.port))
+    mounts = server.get_mount_points()
+    for i, mount in enumerate(args.mount or ["test"]):
+        mounts.add_factory("/" + mount.strip("/"), _factory(Gst, GstRtspServer, i, args))
+    if server.attach(None) == 0:
+        print(f"cannot listen on {args.host}:{args.port} (port in use?)", file=sys.stderr)
+        return 2
+    loop = GLib.MainLoop()
+
+    def stop(*_: object) -> bool:
+        loop.quit()
+        return False
+
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, stop)
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, stop)
+    for mount in args.mount or ["test"]:
+        print(f"READY rtsp://{args.host}:{args.port}/{mount.strip('/')}", flush=True)
+    loop.run()
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8554)
+    p.add_argument("--mount", action="append", help="mount path (repeatable); default: test")
+    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--bitrate", type=int, default=1500, help="H.264 kbit/s")
+    p.add_argument("--keyframe-s", type=float, default=1.0, help="seconds between keyframes")
+    p.add_argument("--check", action="store_true", help="exit 0 if GStreamer is usable")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.check:
+        try:
+            _gst()
+            import camera_pattern  # noqa: F401 - numpy must import under this Python too
+        except (ImportError, ValueError) as exc:
+            print(f"GStreamer RTSP server unavailable: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

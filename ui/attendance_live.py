@@ -1,0 +1,451 @@
+"""Live attendance in the dashboard: one Redis subscriber, one model, one throttled event.
+
+Same pattern as `ui.live` (measured: never push to browsers per message). ONE subscriber task
+listens to
+
+- `live:attendance` — the check-in flow's totals document (≤ 4 Hz; also kept in
+  `attendance:totals`, which seeds the model on every (re)connect);
+- `live:attendance_counts` — closed per-minute windows per (gate, direction, status);
+- `checkins:verdict:*` — every verdict of every gate (the gate page's history, the open-minute
+  estimate, and the answers `wait_verdict` hands to HTTP requests and gate pages).
+
+The arrivals chart shows closed windows where they exist (exact; late corrections added) and,
+for minutes not closed yet, an estimate counted from the verdicts seen, so it moves at once
+instead of a couple of minutes later when the flow's allowed lateness has passed. On the first
+connect the closed minutes of the last hour are read from the lake, so a restarted dashboard
+does not start with an empty chart.
+
+ONE emitter task fires `changed` at most `MAX_HZ` times a second when the model moved (and at
+1 Hz anyway, so gate load bars and ages keep ticking). Pages subscribe and read `model`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from nicegui import Event, run
+
+from core import keys
+
+log = logging.getLogger(__name__)
+
+MAX_HZ = 4.0
+KEEP_MINUTES = 60
+GATE_HISTORY = 10  # verdicts kept per gate (the gate page's history)
+_SEEN = 50_000  # (nonce, revision) pairs remembered, to count each verdict once
+VERDICT_PATTERN = keys.verdict_channel("*")
+_POLL_S = 0.5  # wait_verdict also reads `verdict:<nonce>` this often (a missed message)
+
+#: Fired (without arguments) at most MAX_HZ times a second; read `model` in the handler.
+changed: Event[[]] = Event()
+
+#: Statuses shown amber: the ticket is fine, the movement is not (everything else but
+#: `accepted` is a refusal, shown red).
+WARNING_STATUSES = frozenset({"duplicate", "reentry_not_allowed", "exit_without_entry"})
+
+
+def verdict_tone(status: str | None) -> str:
+    """`accepted`, `warning` or `refused`: how a gate shows a status."""
+    if status == "accepted":
+        return "accepted"
+    if status in WARNING_STATUSES:
+        return "warning"
+    return "refused"
+
+
+def _minute(ts: datetime) -> datetime:
+    return ts.replace(second=0, microsecond=0)
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        ts = value
+    else:
+        try:
+            ts = datetime.fromisoformat(str(value))
+        except ValueError:
+            return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _is_arrival(direction: Any, status: Any) -> bool:
+    return direction == "in" and status == "accepted"
+
+
+@dataclass
+class AttendanceModel:
+    """What the attendance pages show live; mutated only on the event loop (no locks)."""
+
+    totals: dict[str, Any] | None = None
+    #: minute → gate → accepted entries of closed windows (on-time rows set, late rows add)
+    closed: dict[datetime, dict[str, int]] = field(default_factory=dict)
+    late: dict[datetime, Counter[str]] = field(default_factory=dict)
+    #: minute → gate → accepted entries counted from verdicts (for minutes not closed yet)
+    estimate: dict[datetime, Counter[str]] = field(default_factory=dict)
+    gate_recent: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)
+    connected: bool = False
+    version: int = 0
+    _seen: OrderedDict[tuple[str, int], tuple[str, datetime] | None] = field(
+        default_factory=OrderedDict
+    )
+
+    # --- input ---------------------------------------------------------------------------
+
+    def set_totals(self, doc: dict[str, Any]) -> None:
+        """The flow's totals document; its `recent` verdicts feed the estimate (seen once)."""
+        self.totals = doc
+        for v in reversed(doc.get("recent") or []):  # oldest first
+            if isinstance(v, dict):
+                self._count(v)
+        self._prune()
+        self.version += 1
+
+    def add_verdict(self, v: dict[str, Any]) -> None:
+        """One verdict from `checkins:verdict:<gate>`."""
+        self._remember_gate(v)
+        if not v.get("replayed"):  # a retried nonce is shown, never counted again
+            self._count(v)
+        self.version += 1
+
+    def add_window(self, row: dict[str, Any]) -> None:
+        """A closed (or late-corrected) minute window from `live:attendance_counts`."""
+        if not _is_arrival(row.get("direction"), row.get("status")):
+            return
+        m = _parse_ts(row.get("window_start"))
+        if m is None:
+            return
+        gate = str(row.get("gate_id"))
+        try:
+            n = int(row.get("count", 0))
+        except (TypeError, ValueError):
+            return
+        if row.get("late"):
+            self.late.setdefault(m, Counter())[gate] += n
+        else:
+            self.closed.setdefault(m, {})[gate] = n
+        self._prune()
+        self.version += 1
+
+    def seed_windows(self, rows: list[tuple[datetime, str, int]]) -> None:
+        """Closed minutes from the lake (minute, gate, accepted entries incl. late ones)."""
+        for m, gate, n in rows:
+            mm = _parse_ts(m)
+            if mm is not None and gate not in self.closed.get(mm, {}):
+                self.closed.setdefault(mm, {})[gate] = int(n)
+        self._prune()
+        self.version += 1
+
+    def _count(self, v: dict[str, Any]) -> None:
+        key = (str(v.get("nonce")), int(v.get("revision") or 0))
+        if key in self._seen:
+            return
+        ts = _parse_ts(v.get("ts"))
+        gate = str(v.get("gate_id"))
+        # A revision overturns the status of an earlier scan: undo what that one counted.
+        if key[1] > 0:
+            for rev in range(key[1] - 1, -1, -1):
+                prev = self._seen.get((key[0], rev))
+                if prev is not None:
+                    self.estimate.setdefault(prev[1], Counter())[prev[0]] -= 1
+                    self._seen[(key[0], rev)] = None
+                    break
+        counted = None
+        if ts is not None and _is_arrival(v.get("direction"), v.get("status")):
+            m = _minute(ts)
+            self.estimate.setdefault(m, Counter())[gate] += 1
+            counted = (gate, m)
+        self._seen[key] = counted
+        if len(self._seen) > _SEEN:
+            self._seen.popitem(last=False)
+
+    def seed_gate_history(self, verdicts: list[dict[str, Any]]) -> None:
+        """Verdicts from the totals' `recent` list (on connect: some may have been missed)."""
+        for v in reversed(verdicts):
+            self._remember_gate(v)
+        far = datetime.min.replace(tzinfo=UTC)
+        for gate, q in self.gate_recent.items():
+            ordered = sorted(q, key=lambda v: _parse_ts(v.get("decided_at")) or far, reverse=True)
+            self.gate_recent[gate] = deque(ordered, maxlen=GATE_HISTORY)
+        self.version += 1
+
+    def _remember_gate(self, v: dict[str, Any]) -> None:
+        """Newest first; a verdict already held (same nonce, revision, replay) is kept once."""
+        gate = str(v.get("gate_id"))
+        q = self.gate_recent.get(gate)
+        if q is None:
+            q = self.gate_recent[gate] = deque(maxlen=GATE_HISTORY)
+        ident = (v.get("nonce"), v.get("revision") or 0, bool(v.get("replayed")))
+        held = {(o.get("nonce"), o.get("revision") or 0, bool(o.get("replayed"))) for o in q}
+        if ident not in held:
+            q.appendleft(v)
+
+    def _prune(self) -> None:
+        oldest = _minute(datetime.now(UTC)) - timedelta(minutes=KEEP_MINUTES + 5)
+        for d in (self.closed, self.late, self.estimate):
+            for m in [m for m in d if m < oldest]:
+                del d[m]
+
+    # --- output --------------------------------------------------------------------------
+
+    def gate_ids(self) -> list[str]:
+        gates = (self.totals or {}).get("gates") or {}
+        return list(gates)
+
+    def gate_name(self, gate_id: str) -> str:
+        g = ((self.totals or {}).get("gates") or {}).get(gate_id) or {}
+        return str(g.get("name") or gate_id)
+
+    def arrivals(self, minute: datetime, gate: str) -> int:
+        """Accepted entries at `gate` in `minute`: the closed window, else the estimate."""
+        closed = self.closed.get(minute)
+        if closed is not None and gate in closed:
+            return closed[gate] + self.late.get(minute, Counter())[gate]
+        return max(0, self.estimate.get(minute, Counter())[gate])
+
+    def chart(
+        self, gates: list[str] | None = None, minutes: int = KEEP_MINUTES
+    ) -> tuple[list[str], dict[str, list[int]]]:
+        """Minute labels (HH:MM UTC) of the last `minutes` minutes; arrivals per gate."""
+        gates = gates if gates is not None else self.gate_ids()
+        now = _minute(datetime.now(UTC))
+        ms = [now - timedelta(minutes=i) for i in range(minutes - 1, -1, -1)]
+        series = {g: [self.arrivals(m, g) for m in ms] for g in gates}
+        return [m.strftime("%H:%M") for m in ms], series
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        return list(((self.totals or {}).get("recent") or [])[:limit])
+
+    def gate_history(self, gate_id: str) -> list[dict[str, Any]]:
+        return list(self.gate_recent.get(gate_id, ()))
+
+    def refused(self) -> int:
+        statuses = (self.totals or {}).get("statuses") or {}
+        return sum(int(n) for s, n in statuses.items() if s != "accepted")
+
+
+model = AttendanceModel()
+
+
+# --- verdict waiters ------------------------------------------------------------------------
+
+_waiters: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
+
+
+def expect_verdict(nonce: str) -> asyncio.Future[dict[str, Any]]:
+    """Register interest in `nonce`'s verdict. Call BEFORE sending the check-in, so the
+    verdict cannot be published in between; pass the future to `wait_verdict`."""
+    fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    _waiters.setdefault(nonce, set()).add(fut)
+    return fut
+
+
+def forget_verdict(nonce: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+    futs = _waiters.get(nonce)
+    if futs is not None:
+        futs.discard(fut)
+        if not futs:
+            del _waiters[nonce]
+    if not fut.done():
+        fut.cancel()
+
+
+def _resolve(v: dict[str, Any]) -> None:
+    for fut in _waiters.pop(str(v.get("nonce")), ()):
+        if not fut.done():
+            fut.set_result(v)
+
+
+async def _stored(r: aioredis.Redis, nonce: str) -> bytes | None:
+    return await r.get(keys.verdict_key(nonce))
+
+
+async def wait_verdict(
+    nonce: str,
+    timeout: float,
+    *,
+    r: aioredis.Redis | None = None,
+    future: asyncio.Future[dict[str, Any]] | None = None,
+    stale: bytes | None = None,
+) -> dict[str, Any] | None:
+    """The verdict JSON for `nonce`, or None if none came within `timeout` seconds.
+
+    Answered by the first message with that nonce on any `checkins:verdict:*` channel, or by
+    `verdict:<nonce>` (read right after registering and every `_POLL_S`, in case the verdict
+    was there already or its message was missed during a reconnect). A stored value equal to
+    `stale` — what the key held before the check-in was sent, i.e. an earlier scan's verdict
+    for a retried nonce — does not count: the flow's replay answer is awaited instead.
+    """
+    if r is None:
+        from ui.api import redis_client
+
+        r = redis_client()
+    own = future is None
+    fut = future if future is not None else expect_verdict(nonce)
+    deadline = time.monotonic() + max(0.0, timeout)
+    try:
+        while True:
+            if fut.done():
+                return fut.result()
+            raw = await _stored(r, nonce)
+            if raw is not None and raw != stale:
+                with contextlib.suppress(ValueError):
+                    return json.loads(raw)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(fut), min(left, _POLL_S))
+    finally:
+        if own:
+            forget_verdict(nonce, fut)
+
+
+# --- the subscriber -----------------------------------------------------------------------
+
+
+def handle_message(channel: str, data: bytes | str) -> None:
+    """Fold one pub/sub message into the model; bad messages are logged, never raised."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        log.warning("%s: message is not JSON; ignored", channel)
+        return
+    if not isinstance(doc, dict):
+        return
+    if channel == keys.LIVE_ATTENDANCE:
+        model.set_totals(doc)
+    elif channel == keys.LIVE_ATTENDANCE_COUNTS:
+        model.add_window(doc)
+    elif channel.startswith("checkins:verdict:"):
+        _resolve(doc)
+        model.add_verdict(doc)
+
+
+def _lake_minutes(lake_dir: Path, since: datetime) -> list[tuple[datetime, str, int]]:
+    """Blocking: accepted entries per closed minute and gate since `since`, from the lake."""
+    from storage.catalog import connect_memory, query
+
+    con = connect_memory(lake_dir)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        _, rows = query(
+            con,
+            "SELECT minute, gate_id, count FROM attendance_per_minute "
+            "WHERE direction = 'in' AND status = 'accepted' AND minute >= ?",
+            [since],
+        )
+        return [(m, str(g), int(n)) for m, g, n in rows]
+    finally:
+        con.close()
+
+
+async def _seed_lake(lake_dir: Path) -> None:
+    since = _minute(datetime.now(UTC)) - timedelta(minutes=KEEP_MINUTES)
+    try:
+        rows = await run.io_bound(_lake_minutes, lake_dir, since)
+    except Exception as exc:  # the lake is an extra: never stop the live view for it
+        log.info("attendance: no history from the lake (%s)", exc)
+        return
+    if rows:
+        model.seed_windows(rows)
+
+
+async def _seed(r: aioredis.Redis) -> None:
+    raw = await r.get(keys.ATTENDANCE_TOTALS)
+    if raw is None:
+        return
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return
+    if isinstance(doc, dict):
+        model.set_totals(doc)
+        model.seed_gate_history([v for v in doc.get("recent") or [] if isinstance(v, dict)])
+
+
+async def subscribe_forever(url: str, lake_dir: Path | None = None) -> None:
+    """Subscribe to the attendance channels; on any Redis failure log, back off, reconnect."""
+    delay = 0.5
+    lake_seeded = lake_dir is None
+    while True:
+        r = aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=10)
+        ps = r.pubsub(ignore_subscribe_messages=True)
+        try:
+            await ps.subscribe(keys.LIVE_ATTENDANCE, keys.LIVE_ATTENDANCE_COUNTS)
+            await ps.psubscribe(VERDICT_PATTERN)
+            await _seed(r)
+            if not model.connected:
+                log.info(
+                    "attendance: subscribed to %s, %s, %s",
+                    keys.LIVE_ATTENDANCE,
+                    keys.LIVE_ATTENDANCE_COUNTS,
+                    VERDICT_PATTERN,
+                )
+            model.connected, delay = True, 0.5
+            model.version += 1
+            if not lake_seeded and lake_dir is not None:
+                lake_seeded = True
+                asyncio.get_running_loop().create_task(_seed_lake(lake_dir))
+            async for msg in ps.listen():
+                if msg.get("type") in ("message", "pmessage"):
+                    ch = msg["channel"]
+                    handle_message(ch.decode() if isinstance(ch, bytes) else ch, msg["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never crash the app: Redis may come back
+            if model.connected:
+                model.connected = False
+                model.version += 1
+            log.warning("attendance: Redis subscription lost (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await ps.aclose()
+            with contextlib.suppress(Exception):
+                await r.aclose()
+
+
+async def emit_forever() -> None:
+    """Fire `changed` at most MAX_HZ times a second when the model moved, and at 1 Hz anyway."""
+    last_version, last_emit = -1, 0.0
+    while True:
+        await asyncio.sleep(1 / MAX_HZ)
+        now = time.monotonic()
+        if model.version != last_version or now - last_emit >= 1.0:
+            last_version, last_emit = model.version, now
+            changed.emit()
+
+
+_tasks: list[asyncio.Task] = []
+
+
+async def start(url: str, lake_dir: Path | None = None) -> None:
+    """Start the subscriber and the emitter (from `app.on_startup`)."""
+    loop = asyncio.get_running_loop()
+    _tasks.append(loop.create_task(subscribe_forever(url, lake_dir), name="attendance-subscriber"))
+    _tasks.append(loop.create_task(emit_forever(), name="attendance-emitter"))
+
+
+async def stop() -> None:
+    for t in _tasks:
+        t.cancel()
+    for t in _tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    _tasks.clear()
+    for futs in list(_waiters.values()):
+        for fut in futs:
+            if not fut.done():
+                fut.cancel()
+    _waiters.clear()

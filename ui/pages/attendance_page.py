@@ -1,0 +1,196 @@
+"""The Attendance page (`/attendance`): who is in, how fast they arrive, how loaded each gate is.
+
+Everything here reads `ui.attendance_live.model` when `ui.attendance_live.changed` fires
+(≤ 4 Hz for all clients together), never per scan: the check-in flow's totals document
+(checked in / registered, inside now, flagged, refused, per-gate load, the newest verdicts) and
+the arrivals per gate per minute (closed windows, plus an estimate for minutes still open).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nicegui import ui
+
+from core.settings import get_settings
+from core.venue import VenueError, venue_for
+from ui import attendance_live, theme
+from ui.pages.gate_page import status_slot, verdict_row
+
+FEED_ROWS = 50
+GATE_HEX = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#e53935", "#6d4c41"]
+
+COLUMNS = [
+    {"name": "time", "label": "Time (UTC)", "field": "time", "align": "left"},
+    {"name": "gate", "label": "Gate", "field": "gate", "align": "left"},
+    {"name": "direction", "label": "Dir", "field": "direction", "align": "left"},
+    {"name": "status", "label": "Verdict", "field": "status", "align": "left"},
+    {"name": "name", "label": "Participant", "field": "name", "align": "left"},
+    {"name": "reason", "label": "Reason", "field": "reason", "align": "left"},
+]
+
+
+def _venue_gates() -> dict[str, dict[str, Any]]:
+    """Gate id → {name, capacity_per_minute} from the venue file (before the first totals)."""
+    try:
+        venue = venue_for(get_settings().venue_config)
+    except VenueError:
+        return {}
+    return {
+        g.id: {"name": g.name, "capacity_per_minute": g.capacity_per_minute} for g in venue.gates
+    }
+
+
+def _gates(fallback: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return ((attendance_live.model.totals or {}).get("gates") or {}) or fallback
+
+
+def _chart_options(gates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    labels, series = attendance_live.model.chart(list(gates))
+    return {
+        "animation": False,
+        "tooltip": {"trigger": "axis"},
+        "legend": {"top": 0},
+        "grid": {"left": 40, "right": 16, "top": 32, "bottom": 24},
+        "xAxis": {"type": "category", "data": labels},
+        "yAxis": {"type": "value", "minInterval": 1},
+        "series": [
+            {
+                "name": str(g.get("name") or gid),
+                "type": "bar",
+                "stack": "gates",
+                "data": series[gid],
+                "itemStyle": {"color": GATE_HEX[i % len(GATE_HEX)]},
+            }
+            for i, (gid, g) in enumerate(gates.items())
+        ],
+    }
+
+
+def _kpi(title: str, test_id: str) -> tuple[ui.label, ui.label]:
+    with ui.card().classes("min-w-52").props("flat bordered"):
+        ui.label(title).classes("text-xs uppercase text-gray-500")
+        value = ui.label("—").classes("text-3xl font-semibold").props(f'data-testid="{test_id}"')
+        sub = ui.label("").classes("text-sm text-gray-500")
+    return value, sub
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "—"
+
+
+async def attendance_page() -> None:
+    venue_gates = _venue_gates()
+    state: dict[str, Any] = {"version": -1, "gate_ids": None, "feed": None}
+
+    with theme.frame("Attendance", "/attendance"):
+        with ui.row().classes("w-full items-center gap-4"):
+            event_lbl = ui.label("").classes("text-lg font-medium")
+            ui.space()
+            updated_lbl = ui.label("").classes("text-sm text-gray-500")
+            status = ui.badge("connecting…", color="grey").props('data-testid="live-status"')
+
+        with ui.row().classes("w-full gap-4"):
+            checked_lbl, checked_sub = _kpi("Checked in / registered", "kpi-checked-in")
+            inside_lbl, inside_sub = _kpi("Inside now", "kpi-inside")
+            flagged_lbl, flagged_sub = _kpi("Flagged", "kpi-flagged")
+            refused_lbl, refused_sub = _kpi("Refused scans", "kpi-refused")
+            flagged_sub.text = "offline passes not valid, overturned"
+
+        with ui.card().classes("w-full").props("flat bordered"):
+            ui.label("Arrivals per gate per minute (scan time, UTC)").classes("font-medium")
+            chart = ui.echart(_chart_options(_gates(venue_gates))).classes("w-full h-72")
+            chart.props('data-testid="arrivals-chart"')
+            ui.label(
+                "Minutes still open for offline uploads are estimated from the verdicts seen."
+            ).classes("text-xs text-gray-500")
+
+        with ui.card().classes("w-full").props("flat bordered"):
+            ui.label("Gate load, last 60 s, against capacity").classes("font-medium")
+            load_box = ui.column().classes("w-full gap-2")
+
+        with ui.card().classes("w-full").props("flat bordered"):
+            ui.label(f"Latest verdicts (newest {FEED_ROWS})").classes("font-medium")
+            feed = ui.table(rows=[], columns=COLUMNS, row_key="key").classes("w-full")
+            feed.props('flat dense wrap-cells data-testid="verdict-feed"')
+            feed.add_slot("body", status_slot("vf-verdict-row", COLUMNS))
+
+    gate_widgets: dict[str, tuple[ui.label, ui.linear_progress]] = {}
+
+    def build_gates(gates: dict[str, dict[str, Any]]) -> None:
+        load_box.clear()
+        gate_widgets.clear()
+        with load_box:
+            for gid, g in gates.items():
+                with ui.row().classes("w-full items-center gap-4 no-wrap"):
+                    ui.label(str(g.get("name") or gid)).classes("w-56 font-medium truncate")
+                    bar = ui.linear_progress(value=0, show_value=False, size="18px")
+                    bar.classes("grow").props(f'rounded data-testid="gate-load-{gid}"')
+                    lbl = ui.label("—").classes("w-96 text-sm tabular-nums")
+                    lbl.props(f'data-testid="gate-load-text-{gid}"')
+                gate_widgets[gid] = (lbl, bar)
+
+    def refresh() -> None:
+        m = attendance_live.model
+        gates = _gates(venue_gates)
+        if list(gates) != state["gate_ids"]:
+            state["gate_ids"] = list(gates)
+            build_gates(gates)
+            chart.options.update(_chart_options(gates))
+        if m.version != state["version"]:
+            state["version"] = m.version
+            t = m.totals or {}
+            registered, checked = int(t.get("registered") or 0), int(t.get("checked_in") or 0)
+            inside = int(t.get("inside") or 0)
+            event_lbl.text = str((t.get("event") or {}).get("name") or "")
+            checked_lbl.text = f"{checked:,} / {registered:,}"
+            checked_sub.text = f"{_pct(checked, registered)} of registered"
+            inside_lbl.text = f"{inside:,}"
+            inside_sub.text = f"{_pct(inside, registered)} of registered"
+            flagged_lbl.text = f"{int(t.get('flagged') or 0):,}"
+            refused = m.refused()
+            scans = sum(int(n) for n in (t.get("statuses") or {}).values())
+            refused_lbl.text = f"{refused:,}"
+            refused_sub.text = f"{_pct(refused, scans)} of {scans:,} scans"
+            updated_lbl.text = f"updated {str(t.get('updated_at') or '—')[:19].replace('T', ' ')}"
+            if m.connected:
+                status.text, status.props["color"] = "live", "positive"
+            else:
+                status.text, status.props["color"] = "Redis unavailable", "negative"
+            for gid, g in gates.items():
+                if gid not in gate_widgets:
+                    continue
+                lbl, bar = gate_widgets[gid]
+                cap = int(g.get("capacity_per_minute") or 0)
+                n = int(g.get("last_minute") or 0)
+                load = float(g.get("load") or 0.0)
+                bar.value = min(1.0, load)
+                color = "negative" if load > 1 else "warning" if load > 0.8 else "positive"
+                bar.props(f"color={color}")
+                lbl.text = (
+                    f"{n} / {cap} per min ({load:.0%}) · in {int(g.get('entries') or 0):,}"
+                    f" · out {int(g.get('exits') or 0):,} · refused {int(g.get('refused') or 0):,}"
+                )
+                over = " text-negative font-semibold" if load > 1 else ""
+                lbl.classes(replace=f"w-96 text-sm tabular-nums{over}")
+            rows = [verdict_row(v) for v in m.recent(FEED_ROWS)]
+            keys_now = [r["key"] for r in rows]
+            if keys_now != state["feed"]:
+                state["feed"] = keys_now
+                feed.rows = rows
+        opts = _chart_options(gates)
+        if opts["xAxis"]["data"] != chart.options["xAxis"]["data"] or any(
+            s["data"] != c["data"]
+            for s, c in zip(opts["series"], chart.options["series"], strict=True)
+        ):
+            chart.options["xAxis"]["data"] = opts["xAxis"]["data"]
+            for s, c in zip(opts["series"], chart.options["series"], strict=True):
+                c["data"] = s["data"]
+
+    refresh()
+    attendance_live.changed.subscribe(refresh)
+
+
+def register() -> None:
+    """Register the page route (call before `ui.run`)."""
+    ui.page("/attendance", title="Attendance")(attendance_page)

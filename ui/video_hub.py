@@ -1,0 +1,312 @@
+"""The dashboard's video hub: one Redis subscription per watched camera, fanned out to every
+viewer; plus the live camera status, rooms and members the video pages show.
+
+Why this shape (go2rtc/Frigate's rule: one camera connection, any number of viewers):
+- The video flow decodes and encodes each frame once and PUBLISHes it on `video:<camera_id>`.
+  This process subscribes to a camera's channel when its first viewer arrives and unsubscribes
+  `LINGER_S` after the last one leaves, so an unwatched camera costs the dashboard nothing.
+- Each camera's `Feed` keeps the newest few messages. Viewers (WebSockets, MJPEG responses)
+  each wait on their own wake-up event; a viewer that keeps up gets every frame in order (also
+  the two a camera sometimes delivers within a millisecond), a viewer that fell more than
+  `CATCH_UP` frames behind jumps to the newest: a slow viewer skips frames, it never grows a
+  buffer or delays anyone else.
+- The reader loop does nothing but hand messages to feeds (status messages are small and rare),
+  so a burst of frames never backs up Redis's output buffer for this client.
+- Status, rooms and members are folded into `model`; ONE task fires `changed` at most `MAX_HZ`
+  times a second for all pages together (the pattern measured in notes/nicegui.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from nicegui import Event
+from pydantic import ValidationError
+
+from core import keys
+from core.records import Room, RoomMember
+
+log = logging.getLogger(__name__)
+
+LINGER_S = 10.0
+RING = 4  # messages a feed keeps
+CATCH_UP = 2  # a viewer at most this many frames behind gets the next one, else the newest
+MAX_HZ = 4.0
+CONTROL_CHANNEL = "video:hub"  # keeps the subscription connection alive with no camera watched
+
+#: Fired (without arguments) at most MAX_HZ times a second; read `model` in the handler.
+changed: Event[[]] = Event()
+
+
+class Feed:
+    """The newest frame message of one camera, and who waits for the next one."""
+
+    def __init__(self, camera_id: str):
+        self.camera_id = camera_id
+        self.ring: deque[tuple[int, bytes]] = deque(maxlen=RING)
+        self.message: bytes | None = None
+        self.seq = 0  # counts messages received by this process
+        self.received_at = 0.0  # monotonic
+        self.refs = 0
+        self.waiters: set[asyncio.Event] = set()
+        self.release_at: float | None = None
+
+    def push(self, message: bytes) -> None:
+        self.message, self.received_at = message, time.monotonic()
+        self.seq += 1
+        self.ring.append((self.seq, message))
+        for ev in self.waiters:
+            ev.set()
+
+    def clear(self) -> None:
+        self.message = None
+        self.ring.clear()
+
+    def after(self, last: int) -> tuple[int, bytes] | None:
+        """What to send a viewer whose last frame was `last`: the next frame in order while it
+        keeps up, the newest once it is more than CATCH_UP behind; None if nothing is newer."""
+        if self.seq <= last or not self.ring:
+            return None
+        if self.seq - last <= CATCH_UP:
+            for item in self.ring:
+                if item[0] > last:
+                    return item
+        return self.ring[-1]
+
+    def fresh(self, max_age: float = 2.0) -> bool:
+        return self.message is not None and time.monotonic() - self.received_at <= max_age
+
+    async def next_after(self, seq: int, timeout: float) -> tuple[int, bytes] | None:
+        """The newest message once it is newer than `seq`, or None after `timeout`."""
+        got = self.after(seq)
+        if got is not None:
+            return got
+        ev = asyncio.Event()
+        self.waiters.add(ev)
+        try:
+            await asyncio.wait_for(ev.wait(), timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self.waiters.discard(ev)
+        return self.after(seq)
+
+
+@dataclass
+class VideoModel:
+    """What the video pages show live; mutated only on the event loop."""
+
+    cameras: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → CameraStatus JSON
+    rooms: dict[str, Room] = field(default_factory=dict)
+    members: dict[str, dict[str, RoomMember]] = field(default_factory=dict)
+    connected: bool = False
+    version: int = 0
+
+    def live_members(self, room_id: str) -> list[RoomMember]:
+        """Members refreshed within the TTL, by join time."""
+        now = datetime.now(UTC)
+        fresh = [
+            m
+            for m in self.members.get(room_id, {}).values()
+            if (now - m.last_seen).total_seconds() <= keys.ROOM_MEMBER_TTL_S
+        ]
+        return sorted(fresh, key=lambda m: (m.joined_at, m.member_id))
+
+
+model = VideoModel()
+
+
+def _members(raw: dict[bytes, bytes]) -> dict[str, RoomMember]:
+    out = {}
+    for k, v in raw.items():
+        with contextlib.suppress(ValidationError):
+            out[k.decode()] = RoomMember.model_validate_json(v)
+    return out
+
+
+class VideoHub:
+    """Feeds per camera over one Redis pub/sub connection; status, rooms and members."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.camera_ids: list[str] = []
+        self.feeds: dict[str, Feed] = {}
+        self._ps: aioredis.client.PubSub | None = None
+        self._r: aioredis.Redis | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._subscribed: set[str] = set()
+
+    # --- viewers -------------------------------------------------------------------------------
+
+    def known(self, camera_id: str) -> bool:
+        return camera_id in self.feeds
+
+    async def acquire(self, camera_id: str) -> Feed:
+        """Count a viewer of the camera; subscribe to its frames if nobody watched it."""
+        feed = self.feeds[camera_id]
+        feed.refs += 1
+        feed.release_at = None
+        if camera_id not in self._subscribed and self._ps is not None:
+            self._subscribed.add(camera_id)
+            try:
+                await self._ps.subscribe(keys.video_channel(camera_id))
+            except Exception as exc:  # the reader loop resubscribes when Redis is back
+                log.warning("video: cannot subscribe to %s (%s)", camera_id, exc)
+        return feed
+
+    def release(self, camera_id: str) -> None:
+        feed = self.feeds.get(camera_id)
+        if feed is None:
+            return
+        feed.refs = max(0, feed.refs - 1)
+        if feed.refs == 0:
+            feed.release_at = time.monotonic() + LINGER_S
+
+    def viewers(self, camera_id: str) -> int:
+        feed = self.feeds.get(camera_id)
+        return feed.refs if feed else 0
+
+    async def _unsubscribe_idle(self) -> None:
+        now = time.monotonic()
+        for cam, feed in self.feeds.items():
+            if feed.refs == 0 and feed.release_at is not None and now >= feed.release_at:
+                feed.release_at = None
+                if cam in self._subscribed and self._ps is not None:
+                    self._subscribed.discard(cam)
+                    feed.clear()
+                    with contextlib.suppress(Exception):
+                        await self._ps.unsubscribe(keys.video_channel(cam))
+
+    # --- the reader ----------------------------------------------------------------------------
+
+    async def _seed(self, r: aioredis.Redis) -> None:
+        statuses = await r.hgetall(keys.VIDEO_STATUS)
+        for k, v in statuses.items():
+            with contextlib.suppress(ValueError):
+                model.cameras[k.decode()] = json.loads(v)
+        rooms = await r.hgetall(keys.ROOMS)
+        model.rooms = {}
+        for v in rooms.values():
+            with contextlib.suppress(ValidationError):
+                room = Room.model_validate_json(v)
+                model.rooms[room.id] = room
+        for room_id in list(model.rooms):
+            model.members[room_id] = _members(await r.hgetall(keys.room_members_key(room_id)))
+        model.version += 1
+
+    async def reload_room(self, room_id: str) -> None:
+        """Re-read one room and its members (after a `live:rooms` message)."""
+        r = self._r
+        if r is None:
+            return
+        raw = await r.hget(keys.ROOMS, room_id)
+        if raw is None:
+            model.rooms.pop(room_id, None)
+            model.members.pop(room_id, None)
+        else:
+            with contextlib.suppress(ValidationError):
+                model.rooms[room_id] = Room.model_validate_json(raw)
+            model.members[room_id] = _members(await r.hgetall(keys.room_members_key(room_id)))
+        model.version += 1
+
+    def _handle(self, channel: str, data: bytes) -> None:
+        if channel.startswith("video:") and channel != CONTROL_CHANNEL:
+            feed = self.feeds.get(channel[6:])
+            if feed is not None:
+                feed.push(data)
+        elif channel == keys.LIVE_CAMERAS:
+            try:
+                doc = json.loads(data)
+                model.cameras[str(doc["camera_id"])] = doc
+                model.version += 1
+            except (ValueError, KeyError, TypeError):
+                log.warning("live:cameras: bad message ignored")
+        elif channel == keys.LIVE_ROOMS:
+            try:
+                room_id = str(json.loads(data)["room_id"])
+            except (ValueError, KeyError, TypeError):
+                return
+            asyncio.get_running_loop().create_task(self.reload_room(room_id))
+
+    async def _read_forever(self) -> None:
+        delay = 0.5
+        while True:
+            r = aioredis.Redis.from_url(
+                self.url, socket_connect_timeout=2, health_check_interval=10
+            )
+            ps = r.pubsub(ignore_subscribe_messages=True)
+            try:
+                channels = [CONTROL_CHANNEL, keys.LIVE_CAMERAS, keys.LIVE_ROOMS]
+                channels += [keys.video_channel(c) for c in self.feeds if self.feeds[c].refs]
+                await ps.subscribe(*channels)
+                self._subscribed = {c for c in self.feeds if self.feeds[c].refs}
+                self._r, self._ps = r, ps
+                await self._seed(r)
+                if not model.connected:
+                    log.info("video hub: subscribed (%d camera(s) known)", len(self.feeds))
+                model.connected, delay = True, 0.5
+                while True:
+                    msg = await ps.get_message(timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        ch = msg["channel"]
+                        self._handle(ch.decode() if isinstance(ch, bytes) else ch, msg["data"])
+                    elif msg is None:
+                        await self._unsubscribe_idle()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away: back off, reconnect, resubscribe
+                self._ps = None
+                if model.connected:
+                    model.connected = False
+                    model.version += 1
+                log.warning("video hub: Redis lost (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await ps.aclose()
+                with contextlib.suppress(Exception):
+                    await r.aclose()
+
+    async def _emit_forever(self) -> None:
+        last_version, last_emit = -1, 0.0
+        while True:
+            await asyncio.sleep(1 / MAX_HZ)
+            await self._unsubscribe_idle()
+            now = time.monotonic()
+            if model.version != last_version or now - last_emit >= 1.0:
+                last_version, last_emit = model.version, now
+                changed.emit()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, url: str, camera_ids: list[str]) -> None:
+        self.url, self.camera_ids = url, list(camera_ids)
+        self.feeds = {c: Feed(c) for c in camera_ids}
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._read_forever(), name="video-hub-reader"))
+        self._tasks.append(loop.create_task(self._emit_forever(), name="video-hub-emitter"))
+
+    def add_task(self, coro: Any, name: str) -> None:
+        """Run a background task for as long as the hub runs (presence refresh)."""
+        self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+
+hub = VideoHub()
