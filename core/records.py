@@ -36,6 +36,17 @@ def _utc(ts: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+def _not_in_future(ts: datetime) -> datetime:
+    if ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        raise ValueError(f"ts lies more than {MAX_CLOCK_SKEW} in the future")
+    return ts
+
+
+#: When something happened at its source: UTC, and not more than MAX_CLOCK_SKEW ahead (a wrong
+#: clock would open far-future windows).
+SourceTime = Annotated[datetime, AfterValidator(_utc), AfterValidator(_not_in_future)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -78,14 +89,7 @@ class Event(BaseModel):
     type: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
     level: Level
     payload: dict[str, JsonValue] = Field(default_factory=dict)
-    ts: UtcDatetime | None = None
-
-    @field_validator("ts")
-    @classmethod
-    def _not_in_future(cls, ts: datetime | None) -> datetime | None:
-        if ts is not None and ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
-            raise ValueError(f"ts lies more than {MAX_CLOCK_SKEW} in the future")
-        return ts
+    ts: SourceTime | None = None
 
     @model_validator(mode="after")
     def _payload_schema(self) -> Event:
@@ -197,19 +201,12 @@ class CheckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     gate_id: Name
     token: Annotated[str, Field(min_length=1, max_length=1024)]
-    ts: UtcDatetime | None = None
+    ts: SourceTime | None = None
     device_id: Name | None = None
     method: Literal["qr_scan", "manual", "beacon"] = "qr_scan"
     direction: Direction = "in"
     nonce: Nonce
     offline: bool = False
-
-    @field_validator("ts")
-    @classmethod
-    def _not_in_future(cls, ts: datetime | None) -> datetime | None:
-        if ts is not None and ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
-            raise ValueError(f"ts lies more than {MAX_CLOCK_SKEW} in the future")
-        return ts
 
 
 class Verdict(BaseModel):
@@ -354,7 +351,7 @@ class CaptureCommand(BaseModel):
     user_agent: UserAgent | None = None
     room_id: ObjectId | None = None
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
-    ts: UtcDatetime | None = None
+    ts: SourceTime | None = None
 
     @model_validator(mode="after")
     def _needs_camera(self) -> CaptureCommand:
@@ -440,7 +437,7 @@ class ActivityIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     event: ActivityName
-    ts: UtcDatetime | None = None
+    ts: SourceTime | None = None
     client_id: ClientId | None = None
     ip: Ip | None = None
     user_agent: UserAgent | None = None
@@ -454,18 +451,11 @@ class LogPost(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     event: ActivityName
-    ts: UtcDatetime | None = None
+    ts: SourceTime | None = None
     client_id: ClientId | None = None
     room_id: ObjectId | None = None
     camera_id: ObjectId | None = None
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
-
-    @field_validator("ts")
-    @classmethod
-    def _not_in_future(cls, ts: datetime | None) -> datetime | None:
-        if ts is not None and ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
-            raise ValueError(f"ts lies more than {MAX_CLOCK_SKEW} in the future")
-        return ts
 
 
 class RequestLog(BaseModel):

@@ -24,7 +24,6 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from connectors.heartbeat import HeartbeatSource
-from connectors.lake_sink import Compaction, LakeSink
 from connectors.redis_merged_streams import RedisMergedStreamSource
 from connectors.redis_sink import RedisCommandSink
 from core import keys
@@ -44,6 +43,7 @@ from flows.checkins_logic import (
 )
 from flows.event_time import Closed, Late, TumblingCounter
 from flows.events_logic import late_rows
+from flows.lake_output import lake_output as flow_lake_output
 
 FLOW_NAME = "checkins"
 MINUTE = timedelta(minutes=1)
@@ -56,17 +56,6 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     venue = venue_for(s.venue_config)
     verifier = load_verifier(s.data_dir)
     lateness = timedelta(seconds=s.checkin_allowed_lateness_s)
-    sink_opts = {
-        "flush_rows": s.lake_flush_rows,
-        "flush_age": s.lake_flush_age_s,
-        "compaction": Compaction(
-            after_s=s.lake_compact_after_s,
-            min_files=s.lake_compact_min_files,
-            small_rows=s.lake_flush_rows,
-            every_s=min(60.0, s.lake_compact_after_s),
-        ),
-        "prefix": "checkins.",
-    }
 
     flow = Dataflow(FLOW_NAME)
     batches = op.input(
@@ -81,10 +70,7 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     beats = op.input("heartbeat", flow, HeartbeatSource())
     live_ticks = op.input("live_ticks", flow, HeartbeatSource(timedelta(milliseconds=250)))
 
-    def lake_output(step_id: str, items: op.Stream, table: str) -> None:
-        sink = LakeSink(s.lake_dir, table, **sink_opts)
-        ticks = op.flat_map(f"{step_id}_ticks", beats, lambda _t: sink.tick_items())
-        op.output(step_id, op.merge(f"{step_id}_in", items, ticks), sink)
+    lake_output = flow_lake_output(s, beats, prefix="checkins.")
 
     # The decision, keyed by participant.
     keyed = op.flat_map("items", parsed, lambda p: p.items)

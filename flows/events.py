@@ -21,7 +21,6 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from connectors.heartbeat import HeartbeatSource
-from connectors.lake_sink import Compaction, LakeSink
 from connectors.redis_pubsub import RedisPubSubSource
 from connectors.redis_sink import RedisCommandSink
 from connectors.redis_streams import RedisStreamSource
@@ -37,6 +36,7 @@ from flows.events_logic import (
     preaggregate,
     window_row,
 )
+from flows.lake_output import lake_output as flow_lake_output
 
 FLOW_NAME = "events"
 
@@ -47,18 +47,6 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     url = s.effective_redis_url
     length = timedelta(seconds=s.window_s)
     lateness = timedelta(seconds=s.allowed_lateness_s)
-    lake = s.lake_dir
-    compaction = Compaction(
-        after_s=s.lake_compact_after_s,
-        min_files=s.lake_compact_min_files,
-        small_rows=s.lake_flush_rows,
-        every_s=min(60.0, s.lake_compact_after_s),
-    )
-    sink_opts = {
-        "flush_rows": s.lake_flush_rows,
-        "flush_age": s.lake_flush_age_s,
-        "compaction": compaction,
-    }
 
     flow = Dataflow(FLOW_NAME)
     streams = op.input(
@@ -70,11 +58,7 @@ def build_flow(s: Settings | None = None) -> Dataflow:
 
     beats = op.input("heartbeat", flow, HeartbeatSource())
 
-    def lake_output(step: str, items: op.Stream, table: str) -> None:
-        """Rows into a lake table, plus a tick per clock beat so aged rows get written."""
-        sink = LakeSink(lake, table, **sink_opts)
-        ticks = op.flat_map(f"{step}_ticks", beats, lambda _t: sink.tick_items())
-        op.output(step, op.merge(f"{step}_in", items, ticks), sink)
+    lake_output = flow_lake_output(s, beats)
 
     rows = op.filter_map("rows", parsed, lambda kp: (kp[0], kp[1].rows) if kp[1].rows else None)
     lake_output("events_lake", rows, "events")

@@ -171,6 +171,16 @@ def test_kill_9_mid_load_changes_nothing(
     _counted, direct = wait_for(lambda: (c := recount())[0] == c[1] and c, 120, what="recount")
     assert sum(direct.values()) == len(final) - 1  # every scan but the marker
 
+    # The live totals equal the same functions' state, and a recount of the lake.
+    summaries = [st.summary() for st in states.values() if st]
+    expected_totals = [sum(s[i] for s in summaries) for i in range(3)]
+
+    def totals_settled() -> dict | None:
+        doc = json.loads(r.get(keys.ATTENDANCE_TOTALS))
+        got = [doc["registered"], doc["checked_in"], doc["inside"]]
+        return doc if got == expected_totals else None
+
+    wait_for(totals_settled, 10, what=f"attendance:totals to show {expected_totals}")
     totals = json.loads(r.get(keys.ATTENDANCE_TOTALS))
     inside = {pid for pid, dirs in per_person if dirs[-1] == "in"}
     assert totals["checked_in"] == len(per_person)

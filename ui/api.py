@@ -132,10 +132,10 @@ def require_api_key(
     return x_api_key  # type: ignore[return-value]
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, what: str = "event body") -> bytes:
     """The body, refused with 413 as soon as it exceeds `limit` (never buffered beyond it)."""
+    too_big = {"detail": f"{what} is larger than the limit of {limit} bytes"}
     declared = request.headers.get("content-length")
-    too_big = {"detail": f"event body is larger than the limit of {limit} bytes"}
     if declared and declared.isdigit() and int(declared) > limit:
         raise _Refusal(413, too_big)
     chunks, size = [], 0
@@ -166,7 +166,7 @@ async def post_event(
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> JSONResponse:
     """Validate one event and XADD it to `events:in`; 202 with the stream entry id."""
-    raw = await _read_body(request, settings.max_event_bytes)
+    raw = await read_body(request, settings.max_event_bytes)
     try:
         raw.decode("utf-8")  # strict: invalid bytes are refused, never replaced
     except UnicodeDecodeError as exc:

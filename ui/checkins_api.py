@@ -32,7 +32,7 @@ from core.records import CheckIn, field_errors
 from core.settings import Settings, get_settings
 from core.tokens import PUBLIC_NAME, key_dir, load_verifier
 from ui import attendance_live
-from ui.api import _redis_reason, _Refusal, redis_client, require_api_key
+from ui.api import _redis_reason, read_body, redis_client, require_api_key
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +106,6 @@ def _invalid(what: str, errors: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse({"detail": what, "errors": errors}, status_code=422)
 
 
-async def _read_body(request: Request, limit: int, what: str) -> bytes:
-    """The body, refused with 413 as soon as it exceeds `limit` (never buffered beyond it)."""
-    too_big = {"detail": f"{what} is larger than the limit of {limit} bytes"}
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _Refusal(413, too_big)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Refusal(413, too_big)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _utf8_error(raw: bytes) -> dict[str, Any] | None:
     try:
         raw.decode("utf-8")  # strict: invalid bytes are refused, never replaced
@@ -166,7 +151,7 @@ async def post_checkin(
     wait = _wait_param(request)
     if isinstance(wait, JSONResponse):
         return wait
-    raw = await _read_body(request, settings.max_checkin_bytes, "check-in body")
+    raw = await read_body(request, settings.max_checkin_bytes, "check-in body")
     if (err := _utf8_error(raw)) is not None:
         return _invalid("invalid check-in", [err])
     try:
@@ -190,7 +175,7 @@ async def post_checkin_batch(
 ) -> JSONResponse:
     """An offline gate's backlog (original `ts` kept): all valid, or nothing is sent."""
     limit = MAX_BATCH * settings.max_checkin_bytes
-    raw = await _read_body(request, limit, "batch body")
+    raw = await read_body(request, limit, "batch body")
     if (err := _utf8_error(raw)) is not None:
         return _invalid("invalid batch", [err])
     try:
