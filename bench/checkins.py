@@ -93,6 +93,7 @@ MASTER_DB = 1
 MASTER_PARTICIPANTS = "bench:participants"
 MASTER_CHECKINS = "bench:checkins"
 SENTINELS = 200
+EVENT_RATE = 1000  # preloaded check-ins per second of event time (a busy venue)
 EVENT_ID = "bench-2026"
 VENUE_YAML = f"""\
 # Written by bench/checkins.py: six gates open around the clock (results never depend on the
@@ -174,8 +175,8 @@ class Generator:
         pool[i], pool[-1] = pool[-1], pool[i]
         return pool.pop()
 
-    def scan(self, nonce: str | None = None) -> str:
-        """One check-in as JSON (its `data` field)."""
+    def scan(self, nonce: str | None = None, ts_ms: int | None = None) -> str:
+        """One check-in as JSON (its `data` field); `ts` is `ts_ms`, or now."""
         rng = self.rng
         self.seq += 1
         nonce = nonce or f"b{self.seq:08d}-{rng.getrandbits(32):08x}"
@@ -217,7 +218,8 @@ class Generator:
         c = {"gate_id": gate, "token": token, "device_id": f"{gate}-scanner-1"}
         c |= {"method": "qr_scan", "direction": direction, "nonce": nonce}
         if self.with_ts:
-            c["ts"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+            at = datetime.now(UTC) if ts_ms is None else datetime.fromtimestamp(ts_ms / 1000, UTC)
+            c["ts"] = at.isoformat(timespec="milliseconds")
         doc = json.dumps(c, separators=(",", ":"))
         if status == "accepted" and rng.random() < 0.05:
             self.recent.append(doc)
@@ -228,33 +230,49 @@ class Generator:
 
 def preload(
     r1: redis.Redis, signer: TokenSigner, n_participants: int, n_checkins: int, seed: int
-) -> tuple[Generator, list[str], list[str], int]:
+) -> tuple[Generator, list[str], list[str], int, float]:
     """Participants (+ revocations) and check-ins into DB 1. Returns the generator (expected
-    verdicts), the revoked ids, the nonces of the last SENTINELS distinct check-ins, bytes."""
+    verdicts), the revoked ids, the nonces of the last SENTINELS distinct check-ins, bytes, and
+    the event-time span of the check-ins.
+
+    Event time is spread as at a venue, not squeezed into the seconds the preload takes: the
+    check-ins arrive at EVENT_RATE per second of event time (their stream entry ids, set
+    explicitly, are their arrival times; `ts` is 30 ms earlier), ending now; the participants
+    were registered (and the few revoked) a minute before the first scan. Squeezed, the
+    flow's minute windows would see a backlog whose event time stands still while the wall
+    clock runs, and after CHECKIN_ALLOWED_LATENESS_S every count would become a late
+    correction — work a live venue never causes."""
     r1.flushdb()
     people = synthetic_participants(n_participants, seed)
     ids = [p.id for p in people]
     rng = random.Random(seed)
     revoked = sorted(rng.sample(ids, max(1, n_participants // 500)))
+    step_ms = 1000 / EVENT_RATE
+    end_ms = int(time.time() * 1000) - 1000
+    start_ms = end_ms - int(n_checkins * step_ms)
+    reg_ms = start_ms - 60_000
     pipe = r1.pipeline(transaction=False)
+    seq = 0
     for p in people:
-        op = ParticipantOp(op="upsert", participant=p)
-        pipe.xadd(MASTER_PARTICIPANTS, {"data": op.model_dump_json(exclude_none=True)})
+        seq += 1
+        op = ParticipantOp(op="upsert", participant=p).model_dump_json(exclude_none=True)
+        pipe.execute_command("XADD", MASTER_PARTICIPANTS, f"{reg_ms}-{seq}", "data", op)
         if len(pipe) >= 2000:
             pipe.execute()
     for pid in revoked:
-        op = ParticipantOp(op="revoke", id=pid, reason="bench")
-        pipe.xadd(MASTER_PARTICIPANTS, {"data": op.model_dump_json(exclude_none=True)})
+        seq += 1
+        op = ParticipantOp(op="revoke", id=pid, reason="bench").model_dump_json(exclude_none=True)
+        pipe.execute_command("XADD", MASTER_PARTICIPANTS, f"{reg_ms + 1}-{seq}", "data", op)
     pipe.execute()
-    time.sleep(0.01)  # every check-in's ts lies after the revocations
     gen = Generator(signer, [i for i in ids if i not in set(revoked)], revoked, rng)
     size = 0
     docs: list[str] = []
-    for _ in range(n_checkins):
-        doc = gen.scan()
+    for i in range(n_checkins):
+        at_ms = start_ms + int(i * step_ms)
+        doc = gen.scan(ts_ms=at_ms - 30)
         size += len(doc)
         docs.append(doc)
-        pipe.execute_command("XADD", MASTER_CHECKINS, "*", "data", doc)
+        pipe.execute_command("XADD", MASTER_CHECKINS, f"{at_ms}-{i + 1}", "data", doc)
         if len(pipe) >= 2000:
             pipe.execute()
     pipe.execute()
@@ -266,7 +284,7 @@ def preload(
             sentinels.append(m.group(1))
         if len(sentinels) >= SENTINELS:
             break
-    return gen, revoked, sentinels, size
+    return gen, revoked, sentinels, size, (end_ms - start_ms) / 1000
 
 
 # --------------------------------------------------------------------------------------------
@@ -856,7 +874,7 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
             flush=True,
         )
         t = time.perf_counter()
-        gen, revoked, sentinels, size = preload(
+        gen, revoked, sentinels, size, span = preload(
             r1, signer, args.participants, args.checkins, args.seed
         )
         wait_aof_idle(r0)
@@ -864,7 +882,8 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         exp = ", ".join(f"{k} {v:,}" for k, v in gen.expected.most_common())
         print(
             f"preloaded in {time.perf_counter() - t:.1f} s; {len(revoked)} participants revoked; "
-            f"check-ins avg {size / args.checkins:.0f} B\n  mix: {mix}\n  expected: {exp} "
+            f"check-ins avg {size / args.checkins:.0f} B, spread over {span:.0f} s of event "
+            f"time ({EVENT_RATE:,}/s)\n  mix: {mix}\n  expected: {exp} "
             f"(+ {gen.kinds['retry (same nonce)']:,} replayed)",
             flush=True,
         )

@@ -1,13 +1,15 @@
 """Live video: capture → viewer latency, fps per viewer and CPU, against the floor.
 
-    uv run python -m bench.video [--seconds 12] [--fps 15]
+    uv run python -m bench.video [--rounds 3] [--seconds 12] [--fps 15]
 
 A real RTSP test camera (`sim/rtsp_server.py`, 640x480, H.264, the send time drawn into the
-pixels), the real video flow (Bytewax, recovery on, as run.py starts it) and the real dashboard
-process, with viewers on the WebSocket path: ONE headless Chromium tab (the page's own player;
-it reports capture → shown latency) plus N-1 light viewers (Python WebSocket clients in their
-own process, speaking the same ack protocol). Configurations: 1 camera x 1 / 5 / 20 viewers
-and 4 cameras x 5 viewers (each viewer watches all 4).
+pixels), the real video flow (Bytewax, recovery on, as run.py starts it: each camera's
+partition decodes, encodes once and publishes) and the real dashboard process (one Redis
+subscription per camera, fanned out), with viewers on the WebSocket path: ONE headless
+Chromium tab (the page's own player; it reports capture → shown latency) plus N-1 light viewers
+(Python WebSocket clients in their own process, speaking the same ack protocol).
+Configurations: 1 camera x 1 / 5 / 20 viewers and 4 cameras x 5 viewers (each viewer watches
+all 4).
 
 Latencies:
 - capture → viewer: from the frame header's `captured_at` (when OpenCV returned the frame in
@@ -56,6 +58,12 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 DEBIAN_PYTHON = "/usr/bin/python3"
 WARMUP_S = 3.0
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -308,6 +316,68 @@ def _chromium(base: str, t_start: float, t_end: float, out: dict) -> None:
     out["cams"] = per
 
 
+#: Reads the pixel clock of what an <img> shows (sim/camera_pattern.read_stamp in JS) every
+#: 4 ms and records glass → displayed latency per new stamp. Same-origin, so the canvas is clean.
+DISPLAY_PROBE = """
+window.vfProbe = {lat: []};
+const img = document.getElementById('v'), c = document.createElement('canvas');
+const ctx = c.getContext('2d', {willReadFrequently: true});
+let last = 0;
+function read() {
+  const w = img.naturalWidth, h = img.naturalHeight;
+  if (!w) return;
+  const b = w / 48, rows = Math.ceil(3 * b) + 2;
+  if (c.width !== w) { c.width = w; c.height = rows; }
+  ctx.drawImage(img, 0, 0, w, rows, 0, 0, w, rows);
+  const px = ctx.getImageData(0, 0, w, rows).data;
+  const q = Math.max(1, Math.round(b / 4));
+  let ms = 0, check = 0;
+  for (let i = 0; i < 56; i++) {
+    const row = Math.floor(i / 28), col = i % 28;
+    const y0 = Math.round(b + row * b), y1 = Math.round(2 * b + row * b);
+    const x0 = Math.round(b + col * b), x1 = Math.round(2 * b + col * b);
+    let sum = 0, n = 0;
+    for (let y = y0 + q; y < y1 - q; y++)
+      for (let x = x0 + q; x < x1 - q; x++) { sum += px[(y * w + x) * 4 + 1]; n++; }
+    const bit = n && sum / n > 127 ? 1 : 0;
+    if (i < 48) ms = ms * 2 + bit; else check = check * 2 + bit;
+  }
+  let sumBytes = 0;
+  for (let k = 0; k < 6; k++) sumBytes += Math.floor(ms / 2 ** (8 * k)) % 256;
+  if (ms && (sumBytes % 256) === check && ms !== last) {
+    last = ms;
+    window.vfProbe.lat.push(Date.now() - ms);
+  }
+}
+setInterval(read, 4);
+"""
+
+
+def display_latency(base: str, camera: str, seconds: float) -> dict[str, list[float]]:
+    """Glass → displayed in Chromium, by the pixel clock, for the WebSocket player and MJPEG."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, list[float]] = {}
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for name, tag in (
+            ("WebSocket", f'<img id="v" data-vf-camera="{camera}">'
+                          '<script src="/video/player.js"></script>'),
+            ("MJPEG", f'<img id="v" src="/video/{camera}.mjpeg">'),
+        ):  # fmt: skip
+            page = b.new_page()
+            page.goto(f"{base}/api/cameras")  # same origin for the canvas
+            page.set_content(f"<html><body style='margin:0'>{tag}</body></html>")
+            page.add_script_tag(content=DISPLAY_PROBE)
+            time.sleep(WARMUP_S)
+            page.evaluate("window.vfProbe.lat = []")
+            time.sleep(seconds)
+            out[name] = page.evaluate("window.vfProbe.lat")
+            page.close()
+        b.close()
+    return out
+
+
 def _chromium_pids() -> set[int]:
     """Our own Chromium processes (children of this process through Playwright's driver)."""
     return {
@@ -346,7 +416,7 @@ def run_config(stack: Stack, cams: list[str], viewers: int, seconds: float) -> d
     numsub = dict(stack.r.pubsub_numsub(*[f"video:{c}" for c in cams]))
     time.sleep(max(0.0, t_end - time.time()))
     cpu_ours, cpu_gen = ours.stop(), gens.stop()
-    split = " / ".join(f"{parts[k].stop():.1f}" for k in ("flow", "app", "redis"))
+    split = {f"cpu_{k}": parts[k].stop() for k in names}
     stats1 = {c: json.loads(stack.r.hget("video:status", c)) for c in cams}
     th.join()
     light = []
@@ -358,8 +428,14 @@ def run_config(stack: Stack, cams: list[str], viewers: int, seconds: float) -> d
     glass = [x for v in light for x in v["glass"]]
     chrome_lat = [x for c in cams for x in chrome.get(c, {}).get("lat", [])]
     fps = [v["fps"] for v in light] + [chrome.get(c, {}).get("frames", 0) / seconds for c in cams]
-    decoded = [(stats1[c]["frames_in"] - stats0[c]["frames_in"]) / seconds for c in cams]
-    published = [(stats1[c]["frames_out"] - stats0[c]["frames_out"]) / seconds for c in cams]
+
+    # Rates between the two status documents' own times (each is refreshed once a second).
+    def rate(c: str, k: str) -> float:
+        dt = _epoch(stats1[c]["updated_at"]) - _epoch(stats0[c]["updated_at"])
+        return (stats1[c][k] - stats0[c][k]) / dt if dt > 0 else float("nan")
+
+    decoded = [rate(c, "frames_in") for c in cams]
+    published = [rate(c, "frames_out") for c in cams]
     flow_lost = {
         k: sum(stats1[c][k] - stats0[c][k] for c in cams)
         for k in ("frames_in", "frames_out", "dropped")
@@ -377,7 +453,7 @@ def run_config(stack: Stack, cams: list[str], viewers: int, seconds: float) -> d
         "glass_p50": pct(glass, 0.5), "glass_p95": pct(glass, 0.95),
         "fps_min": min(fps), "fps_mean": statistics.mean(fps),
         "decoded_fps": statistics.mean(decoded), "published_fps": statistics.mean(published),
-        "cpu_split": split,
+        **split,
         "subscriptions": sum(n for _, n in numsub.items()) / len(cams),
         "cpu_ours": cpu_ours, "cpu_gen": cpu_gen,
     }  # fmt: skip
@@ -418,6 +494,12 @@ def one_round(work: Path, args: argparse.Namespace) -> list[dict]:
         rows.append(run_baseline(work, [one.camera_url], args.seconds, args.width, args.height))
         for n in (1, 5, 20):
             rows.append(run_config(one, one.cams, n, args.seconds))
+        shown = display_latency(one.base, one.cams[0], args.seconds)
+        for name, lat in shown.items():
+            rows.append(
+                {"config": f"shown in Chromium via {name}", "display_p50": pct(lat, 0.5),
+                 "display_p95": pct(lat, 0.95), "display_n": len(lat)}
+            )  # fmt: skip
     finally:
         one.close()
     four = Stack(work / "four", 4, args.fps, args.width, args.height)
@@ -504,15 +586,23 @@ def _print(rows: list[dict]) -> None:
           "| CPU load generators % |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if "display_p50" in r:
+            continue
         print(
             f"| {r['config']} | {f(r['lat_p50'])} / {f(r['lat_p95'])} "
             f"| {f(r.get('chrome_p50'))} / {f(r.get('chrome_p95'))} "
             f"| {f(r['glass_p50'])} / {f(r['glass_p95'])} "
             f"| {f(r['fps_min'])} / {f(r.get('fps_mean'))} "
             f"| {f(r.get('decoded_fps'))} / {f(r.get('published_fps'))} "
-            f"| {f(r.get('subscriptions'))} | {f(r['cpu_ours'])} ({r.get('cpu_split', '—')}) "
+            f"| {f(r.get('subscriptions'))} | {f(r['cpu_ours'])} ({f(r.get('cpu_flow'))} / "
+            f"{f(r.get('cpu_app'))} / {f(r.get('cpu_redis'))}) "
             f"| {f(r.get('cpu_gen'))} |"
         )
+    print("\n| 1 camera, 1 Chromium tab | glass → displayed p50 / p95 ms (pixel clock on screen) |")
+    print("|---|---|")
+    for r in rows:
+        if "display_p50" in r:
+            print(f"| {r['config']} | {f(r['display_p50'])} / {f(r['display_p95'])} |")
 
 
 if __name__ == "__main__":

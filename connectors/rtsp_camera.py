@@ -1,22 +1,19 @@
-"""A Bytewax source with one partition per camera: frames, status reports, statistics.
+"""A Bytewax source with one partition per camera: its capture, commands, status, statistics.
 
-Each partition owns one `CameraCapture` (a thread doing the blocking OpenCV reads) and never
-blocks long: `next_batch` takes whatever frames the thread has decoded since (at most a few;
-older ones are dropped). While the camera streams and nothing is there, it waits up to `wait`
-(10 ms) for any camera of this process to deliver a frame — a frame is emitted the moment it
-arrives, and Bytewax's worker loop turns at frame rate instead of spinning on short polls (the
-same bounded wait as the stream source's `XREAD BLOCK`). A camera that is not streaming is
-polled every 50 ms.
+Each partition owns one `CameraCapture` (a capture thread doing the blocking OpenCV reads and a
+delivery thread that encodes and publishes each frame once, on `video:<camera_id>`; see
+`connectors.video_capture` for why the pixels do not wait for the Bytewax worker). The
+partition never blocks: every `poll` (50 ms) it runs the watchdog and emits what changed.
 
-The partition also obeys the capture commands addressed to its camera. It reads
-`video:commands` itself (a few entries, every `command_poll`), so a command changes the capture
-in the same process without any feedback edge in the dataflow; its snapshot is whether capture
-is on and the last command ID it applied, so after a crash or restart a stopped camera stays
-stopped and the commands sent meanwhile are applied in order. A fresh partition (no snapshot)
-starts after the newest existing command and follows the venue file's `autostart`.
+It also obeys the capture commands addressed to its camera. It reads `video:commands` itself
+(a few entries, every `command_poll`), so a command changes the capture in the same process
+without any feedback edge in the dataflow; its snapshot is whether capture is on and the last
+command ID it applied, so after a crash or restart a stopped camera stays stopped and the
+commands sent meanwhile are applied in order. A fresh partition (no snapshot) starts after the
+newest existing command and follows the venue file's `autostart`.
 
-Items: `Frame` (to encode and publish), `StatusReport` (on every state change, after each
-command, and once a second) and `StatsDelta` (once a second, for the per-minute statistics).
+Items: `StatusReport` (on every state change, after each command, and once a second) and
+`StatsDelta` (once a second, for the per-minute statistics).
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from pydantic import ValidationError
 
-from connectors.video_capture import CameraCapture, CaptureOptions, Counters, Frame, frame_signal
+from connectors.video_capture import CameraCapture, CaptureOptions, Counters, Deliver
 from core import keys
 from core.records import CameraStatus, CaptureCommand
 from core.shutdown import stop_requested
@@ -53,6 +50,8 @@ class StatsDelta:
     camera_id: str
     at: datetime
     frames_in: int
+    frames_out: int
+    bytes_out: int
     dropped: int
     bad_frames: int
     reconnects: int
@@ -61,7 +60,7 @@ class StatsDelta:
     observed_s: float
 
 
-VideoItem = Frame | StatusReport | StatsDelta
+VideoItem = StatusReport | StatsDelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,17 +79,17 @@ class _CameraPartition(StatefulSourcePartition[VideoItem, CameraPartState]):
         url: str,
         camera: Camera,
         opts: CaptureOptions,
+        deliver: Deliver,
         state: CameraPartState | None,
-        wait: timedelta,
+        poll: timedelta,
         command_poll: float,
         report_every: float,
     ):
         self._cam = camera
         self._r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._wait = wait.total_seconds()
-        self._command_poll, self._report_every = command_poll, report_every
+        self._poll, self._command_poll, self._report_every = poll, command_poll, report_every
         self._capture = CameraCapture(
-            camera.id, camera.rtsp_url, camera.fps, opts, (camera.width, camera.height)
+            camera.id, camera.rtsp_url, camera.fps, opts, deliver, (camera.width, camera.height)
         )
         self._active = state.active if state else camera.autostart
         self._last_cmd = state.last_command_id if state else self._newest_command_id()
@@ -173,6 +172,8 @@ class _CameraPartition(StatefulSourcePartition[VideoItem, CameraPartState]):
                 self._cam.id,
                 datetime.now(UTC),
                 frames_in=c.frames_in - prev.frames_in,
+                frames_out=c.frames_out - prev.frames_out,
+                bytes_out=c.bytes_out - prev.bytes_out,
                 dropped=c.dropped - prev.dropped,
                 bad_frames=c.bad_frames - prev.bad_frames,
                 reconnects=c.reconnects - prev.reconnects,
@@ -220,12 +221,6 @@ class _CameraPartition(StatefulSourcePartition[VideoItem, CameraPartState]):
                 if cmd.reply_to:
                     replies.append(cmd.reply_to)
         self._capture.check()
-        generation = frame_signal.generation
-        frames = self._capture.take()
-        if not frames and self._capture.state == "streaming":
-            frame_signal.wait_beyond(generation, self._wait)
-            frames = self._capture.take()
-        out.extend(frames)
         state = self._capture.state
         if forced or state != self._last_state or now >= self._next_report:
             status, delta = self._status(now)
@@ -238,15 +233,13 @@ class _CameraPartition(StatefulSourcePartition[VideoItem, CameraPartState]):
         return out
 
     def next_awake(self) -> datetime | None:
-        if self._capture.state == "streaming":
-            return None  # next_batch itself waits (bounded) for the next frame
-        return datetime.now(UTC) + timedelta(milliseconds=50)
+        return datetime.now(UTC) + self._poll
 
     def snapshot(self) -> CameraPartState:
         return CameraPartState(self._active, self._last_cmd)
 
     def close(self) -> None:
-        self._capture.stop()
+        self._capture.close()
         self._r.close()
 
 
@@ -258,13 +251,16 @@ class CameraSource(FixedPartitionedSource[VideoItem, CameraPartState]):
         url: str,
         cameras: list[Camera],
         opts: CaptureOptions,
-        wait: timedelta = timedelta(milliseconds=10),
+        deliver: Deliver,
+        poll: timedelta = timedelta(milliseconds=50),
         command_poll: float = 0.1,
         report_every: float = 1.0,
     ):
-        self.url, self.opts = url, opts
+        """`deliver(frame)` encodes and publishes a frame (called on each camera's delivery
+        thread) and returns the bytes published, or None."""
+        self.url, self.opts, self.deliver = url, opts, deliver
         self.cameras = {c.id: c for c in cameras}
-        self.wait, self.command_poll, self.report_every = wait, command_poll, report_every
+        self.poll, self.command_poll, self.report_every = poll, command_poll, report_every
 
     def list_parts(self) -> list[str]:
         return list(self.cameras)
@@ -276,8 +272,9 @@ class CameraSource(FixedPartitionedSource[VideoItem, CameraPartState]):
             self.url,
             self.cameras[for_part],
             self.opts,
+            self.deliver,
             resume_state,
-            self.wait,
+            self.poll,
             self.command_poll,
             self.report_every,
         )

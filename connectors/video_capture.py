@@ -1,11 +1,18 @@
 """One camera's capture: OpenCV (FFmpeg backend) in a thread, reconnecting for as long as it takes.
 
-Why a thread: `VideoCapture.grab()` blocks until the camera sends a frame, and a Bytewax
-partition's `next_batch` must never block. The thread puts decoded frames in a mailbox of
-`MAILBOX` slots that the partition empties each time it polls. Two or three slots absorb the
-bursts a network delivers (two frames within one poll interval) without losing either; when
-the flow falls further behind the oldest frame is dropped (counted as `dropped`), so a slow flow
-skips frames instead of queueing them and latency stays bounded.
+Why threads: `VideoCapture.grab()` blocks until the camera sends a frame, and a Bytewax
+partition's `next_batch` must never block. The capture thread decodes, applies the fps cap and
+shrinks each frame to the target size (OpenCV releases the GIL), then offers it to the camera's
+`FramePump`, whose own thread encodes and publishes it (`deliver`, given by the flow). The pump
+holds `PUMP_SLOTS` frames: two absorb the bursts a network delivers; when delivery falls further
+behind, the oldest is dropped (counted as `dropped`), so a slow consumer skips frames instead of
+queueing them and latency stays bounded.
+
+Why frames do not pass through the Bytewax worker: every `SNAPSHOT_INTERVAL_S` the worker
+commits its recovery store, and under load that pause measured 136-344 ms here (every 2 s, no
+Python code involved) — every frame behind it froze. The partition owns the capture (starts and
+stops it on commands, watches it, reports its status and statistics, keeps its on/off state in
+the snapshot); the live pixels go straight from the camera's threads to Redis.
 
 Why generations: a camera that freezes with its connection open makes `grab()` block for
 several read timeouts, and that capture never recovers even when the camera resumes (measured,
@@ -28,6 +35,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,32 +49,65 @@ GRAB_FAILURES_END_STREAM = 3
 #: Consecutive undecodable frames that end a stream (reopened like a lost camera).
 BAD_FRAMES_END_STREAM = 25
 FIRST_BACKOFF_S = 0.25
-#: Frames the mailbox holds before the oldest is dropped (bounded latency, bounded memory).
-MAILBOX = 3
+#: Frames waiting for delivery before the oldest is dropped (bounded latency and memory).
+PUMP_SLOTS = 2
 
 
-class FrameSignal:
-    """Process-wide "a frame arrived" signal for every camera's capture thread.
+#: Encodes and publishes one frame; returns the bytes published, or None if it was not.
+Deliver = Callable[["Frame"], int | None]
 
-    A camera partition with nothing to emit waits on it (for a few ms at most) instead of
-    polling: it wakes the moment any camera delivers, and Bytewax's worker loop turns far less
-    often (polling every 5 ms cost ~10% of a core with recovery on, measured)."""
 
-    def __init__(self) -> None:
+class FramePump:
+    """Delivers one camera's frames on its own thread, oldest first, at most `PUMP_SLOTS`
+    waiting: the capture thread never waits for encoding or Redis."""
+
+    def __init__(self, camera_id: str, deliver: Deliver, done: Callable[[int | None], None]):
+        self.camera_id, self._deliver, self._done = camera_id, deliver, done
+        self._slots: deque[Frame] = deque()
         self._cond = threading.Condition()
-        self.generation = 0
+        self._closed = False
+        self._failures = 0
+        self._thread = threading.Thread(target=self._run, name=f"pump-{camera_id}", daemon=True)
+        self._thread.start()
 
-    def notify(self) -> None:
+    def offer(self, frame: Frame) -> int:
+        """Queue a frame; return how many older frames were dropped to make room (0 or 1)."""
         with self._cond:
-            self.generation += 1
-            self._cond.notify_all()
+            dropped = 0
+            if len(self._slots) >= PUMP_SLOTS:
+                self._slots.popleft()
+                dropped = 1
+            self._slots.append(frame)
+            self._cond.notify()
+        return dropped
 
-    def wait_beyond(self, generation: int, timeout: float) -> None:
+    def clear(self) -> int:
         with self._cond:
-            self._cond.wait_for(lambda: self.generation != generation, timeout)
+            n = len(self._slots)
+            self._slots.clear()
+        return n
 
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._slots or self._closed)
+                if self._closed:
+                    return
+                frame = self._slots.popleft()
+            try:
+                n = self._deliver(frame)
+            except Exception:  # a bad frame must not end the camera: log (rarely) and go on
+                self._failures += 1
+                if self._failures == 1 or self._failures % 100 == 0:
+                    log.exception("camera %s: frame %d not delivered", self.camera_id, frame.seq)
+                n = None
+            self._done(n)
 
-frame_signal = FrameSignal()
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +134,9 @@ class Counters:
     """Running totals since the capture object was made (the partition reports deltas)."""
 
     frames_in: int = 0  # decoded from the camera (including ones skipped for the fps cap)
-    frames_out: int = 0  # handed to the flow by `take()`
-    dropped: int = 0  # pushed out of a full mailbox before `take()` (the flow fell behind)
+    frames_out: int = 0  # encoded and published
+    bytes_out: int = 0
+    dropped: int = 0  # not published: pushed out of a full pump, or delivery failed
     bad_frames: int = 0
     reconnects: int = 0  # streams lost (ended, stalled) and reopened
     errors: int = 0  # failed connection attempts
@@ -102,7 +144,7 @@ class Counters:
 
     def copy(self) -> Counters:
         return Counters(
-            self.frames_in, self.frames_out, self.dropped, self.bad_frames,
+            self.frames_in, self.frames_out, self.bytes_out, self.dropped, self.bad_frames,
             self.reconnects, self.errors, self.uptime_s,
         )  # fmt: skip
 
@@ -235,17 +277,18 @@ class CameraCapture:
         url: str,
         fps: float,
         opts: CaptureOptions,
+        deliver: Deliver,
         max_size: tuple[int, int] | None = None,
     ):
-        """`max_size`: frames are shrunk to fit it here, in the camera's thread (OpenCV releases
-        the GIL), so the mailbox holds small frames and the flow only has to encode."""
+        """`deliver` encodes and publishes a frame (on the pump's thread); `max_size`: frames
+        are shrunk to fit it in the capture thread, so only small frames wait for delivery."""
         self.camera_id, self.url, self.opts, self.max_size = camera_id, url, opts, max_size
         self.safe_url = redact_url(url)
         self._gate = RateGate(fps)
         self._lock = threading.Lock()
         self._run: _Run | None = None
         self._orphans: list[threading.Thread] = []
-        self._mailbox: deque[Frame] = deque()
+        self._pump = FramePump(camera_id, deliver, self._delivered)
         self._seq = 0
         self.counters = Counters()
         self.state = "idle"
@@ -274,8 +317,8 @@ class CameraCapture:
             if self._run is None:
                 return
             self._retire()
-            self._mailbox.clear()
             self._set_state("stopped", None)
+        self._pump.clear()
 
     def check(self) -> None:
         """Watchdog: reopen a stream that sends nothing, or an open that never returns."""
@@ -290,7 +333,8 @@ class CameraCapture:
             elif (
                 self.state in ("connecting", "reconnecting", "error")
                 and self._connect_started
-                and now - self._connect_started > 2 * self.opts.open_timeout_s + 5
+                and now - self._connect_started
+                > 2 * self.opts.open_timeout_s + self.opts.backoff_max_s + 5
             ):
                 reason = "opening the stream hangs past its timeout; starting over"
                 log.warning("camera %s: %s", self.camera_id, reason)
@@ -300,15 +344,18 @@ class CameraCapture:
             self._set_state("reconnecting", reason)
             self._spawn()
 
-    def take(self) -> list[Frame]:
-        """The frames decoded since the last call, oldest first (never blocks)."""
+    def _delivered(self, nbytes: int | None) -> None:
         with self._lock:
-            if not self._mailbox:
-                return []
-            frames = list(self._mailbox)
-            self._mailbox.clear()
-            self.counters.frames_out += len(frames)
-            return frames
+            if nbytes is None:
+                self.counters.dropped += 1
+            else:
+                self.counters.frames_out += 1
+                self.counters.bytes_out += nbytes
+
+    def close(self) -> None:
+        """Stop capturing and end the delivery thread (the partition is closing)."""
+        self.stop()
+        self._pump.close()
 
     def snapshot(self) -> tuple[str, str | None, float, float | None, Counters]:
         """(state, error_message, state_since, last_frame_at, counters) at one instant."""
@@ -452,16 +499,14 @@ class CameraCapture:
             with self._lock:
                 if not self._current(run):
                     break
-                if len(self._mailbox) >= MAILBOX:
-                    self._mailbox.popleft()
-                    self.counters.dropped += 1
                 self._seq += 1
-                self._mailbox.append(Frame(self.camera_id, self._seq, img, now))
+                self.counters.dropped += self._pump.offer(
+                    Frame(self.camera_id, self._seq, img, now)
+                )
                 if not got:
                     got = True
                     self._streaming_since = mono
                     if self.state != "streaming":
                         log.info("camera %s: streaming %s", self.camera_id, self.safe_url)
                     self._set_state("streaming", None)
-            frame_signal.notify()
         return got, "stopped"

@@ -1,25 +1,25 @@
 """Redis connectors of the video flow: a frame publisher and a stream source that never blocks.
 
-`FramePublishSink` publishes encoded frames (`video:<camera_id>`), one pipeline per batch. A
-live frame is worthless a second later, so when Redis is unreachable frames are dropped (and
-the outage logged once) instead of retried — unlike `RedisCommandSink`, which must not lose
-its commands and waits. The sink never holds the worker for more than one failed attempt per
-second.
+`FramePublisher` PUBLISHes encoded frames on `video:<camera_id>` from the cameras' delivery
+threads (one thread-safe client for all of them). A live frame is worthless a second later, so
+while Redis is unreachable frames are dropped (and the outage logged once) instead of retried —
+unlike `RedisCommandSink`, which must not lose its commands and waits. During an outage it tries
+again at most once a second, so no camera thread waits on a dead connection.
 
 `PolledStreamSource` is `RedisStreamSource` (resumable, offsets in snapshots, trimming) without
-`XREAD BLOCK`: the video flow's worker also carries live frames, which must not wait behind a
-blocked read of the activity streams; a drained stream is polled every `poll` instead.
+`XREAD BLOCK`: the video flow's worker also watches the cameras and must not sit in a blocked
+read of the activity streams; a drained stream is polled every `poll` instead.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.redis_streams import RedisStreamSource, StreamBatch, _StreamPartition
 
@@ -36,50 +36,47 @@ class EncodedFrame:
     captured_at: float
 
 
-class _PublishPartition(StatelessSinkPartition[EncodedFrame]):
+class FramePublisher:
+    """Thread-safe PUBLISH of frames; drops them (returns False) while Redis is unreachable."""
+
     def __init__(self, url: str):
         self._r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+        self._lock = threading.Lock()
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._lost = 0
 
-    def write_batch(self, items: list[EncodedFrame]) -> None:
-        if not items:
-            return
+    def publish(self, channel: str, message: bytes) -> bool:
         now = time.monotonic()
         if self._down_since is not None and now < self._retry_at:
-            self._lost += len(items)
-            return
+            with self._lock:
+                self._lost += 1
+            return False
         try:
-            pipe = self._r.pipeline(transaction=False)
-            for f in items:
-                pipe.publish(f.channel, f.message)
-            pipe.execute()
+            self._r.publish(channel, message)
         except redis.exceptions.RedisError as exc:
-            self._lost += len(items)
-            if self._down_since is None:
-                self._down_since = now
-                log.warning("Redis unavailable (%s); dropping live frames until it is back", exc)
-            self._retry_at = now + 1.0
-            return
+            with self._lock:
+                self._lost += 1
+                if self._down_since is None:
+                    self._down_since = now
+                    log.warning(
+                        "Redis unavailable (%s); dropping live frames until it is back", exc
+                    )
+                self._retry_at = now + 1.0
+            return False
         if self._down_since is not None:
-            log.warning(
-                "Redis back after %.1fs; %d live frames were dropped meanwhile",
-                now - self._down_since,
-                self._lost,
-            )
-            self._down_since, self._lost = None, 0
+            with self._lock:
+                if self._down_since is not None:
+                    log.warning(
+                        "Redis back after %.1fs; %d live frames were dropped meanwhile",
+                        now - self._down_since,
+                        self._lost,
+                    )
+                    self._down_since, self._lost = None, 0
+        return True
 
     def close(self) -> None:
         self._r.close()
-
-
-class FramePublishSink(DynamicSink[EncodedFrame]):
-    def __init__(self, url: str):
-        self.url = url
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _PublishPartition:
-        return _PublishPartition(self.url)
 
 
 class _PolledPartition(_StreamPartition):

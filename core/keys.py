@@ -36,6 +36,7 @@ def verdict_key(nonce: str) -> str:
     """String key holding the (latest) verdict of one scan, for `GET /api/checkins/<nonce>`."""
     return f"verdict:{nonce}"
 
+
 # --- video: cameras, rooms, activity log -------------------------------------------------------
 VIDEO_COMMANDS = "video:commands"  # stream: capture commands in (start / stop / status)
 VIDEO_STATUS = "video:status"  # hash: camera id → CameraStatus JSON (the present, for a page)

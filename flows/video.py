@@ -6,42 +6,44 @@ Run it with `uv run run.py flow video` (recovery on) or
 (`VENUE_CONFIG`), one source partition each.
 
 ```
-cameras (1 partition each: capture thread + commands from video:commands)
-  ├─ frames ─▶ resize + JPEG once ─▶ PUBLISH video:<camera_id> ──▶ dashboard hub ─▶ viewers
-  │                               └─▶ frames/bytes out ─┐
-  ├─ status ─▶ HSET video:status, PUBLISH live:cameras, │ replies, camera.error/recovered events
-  └─ stats deltas (1 s) ────────────────────────────────┴─▶ per-minute windows ─▶ camera_stats
+cameras: 1 partition each, owning the camera's capture and delivery threads
+  │   capture thread: decode, fps cap, resize ─▶ delivery thread: JPEG once (`deliver`) ─▶
+  │                                                 PUBLISH video:<camera_id> ─▶ dashboard hub
+  ├─ commands (video:commands) ─▶ start / stop / status, applied by the camera's partition
+  ├─ status ─▶ HSET video:status, PUBLISH live:cameras, replies, camera.error/recovered events
+  └─ stats deltas (1 s) ─▶ per-minute windows ─▶ lake camera_stats
 activity:in + video:commands (resumable) ─▶ validate ─┬─▶ request_logs (exactly once)
                                                       └─▶ video:dead + dead_letters
 ```
+
+The pixels do not pass through the Bytewax worker: its recovery commits (every
+`SNAPSHOT_INTERVAL_S`) paused it 136-344 ms under load here, and every frame behind such a pause
+would freeze (see `connectors.video_capture`). Bytewax runs the capture (one partition per
+camera, commands, watchdog, status, statistics, the activity log, recovery); `deliver` below
+is the one place a frame is encoded and published.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from connectors.heartbeat import HeartbeatSource
-from connectors.lake_sink import Compaction, LakeSink
 from connectors.redis_sink import RedisCommandSink
 from connectors.rtsp_camera import CameraSource, StatsDelta, StatusReport
 from connectors.video_capture import CaptureOptions, Frame, configure_opencv
-from connectors.video_redis import FramePublishSink, PolledStreamSource
+from connectors.video_redis import FramePublisher, PolledStreamSource
 from core import keys
 from core.records import dumps
 from core.settings import Settings, get_settings
 from core.shutdown import install_stop_handlers
 from core.venue import venue_for
-from flows.video_logic import (
-    CameraWindows,
-    FrameOut,
-    encode_frame,
-    parse_log_batch,
-    status_commands,
-)
+from flows.lake_output import lake_output as flow_lake_output
+from flows.video_logic import CameraWindows, encode_frame, parse_log_batch, status_commands
 
 FLOW_NAME = "video"
 #: A statistics window is written this long after it ends (late 1-second deltas still count).
@@ -61,60 +63,45 @@ def capture_options(s: Settings) -> CaptureOptions:
 def build_flow(s: Settings | None = None) -> Dataflow:
     s = s or get_settings()
     install_stop_handlers()
+    if not logging.getLogger().handlers:  # its own process: say what the cameras do
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     configure_opencv(s.video_ffmpeg_options)
     url = s.effective_redis_url
     venue = venue_for(s.venue_config)
     cams = {c.id: c for c in venue.cameras}
     camera_ids = frozenset(cams)
-    sink_opts = {
-        "flush_rows": s.lake_flush_rows,
-        "flush_age": s.lake_flush_age_s,
-        "compaction": Compaction(
-            after_s=s.lake_compact_after_s,
-            min_files=s.lake_compact_min_files,
-            small_rows=s.lake_flush_rows,
-            every_s=min(60.0, s.lake_compact_after_s),
-        ),
-    }
 
     flow = Dataflow(FLOW_NAME)
     beats = op.input("heartbeat", flow, HeartbeatSource())
+    # File names prefixed: `dead_letters` is shared with the other flows.
+    lake_output = flow_lake_output(s, beats, prefix="video.")
 
-    def lake_output(step: str, items: op.Stream, table: str, prefix: str = "") -> None:
-        """Rows into a lake table, plus a tick per clock beat so aged rows get written."""
-        sink = LakeSink(s.lake_dir, table, prefix=prefix, **sink_opts)
-        ticks = op.flat_map(f"{step}_ticks", beats, lambda _t: sink.tick_items())
-        op.output(step, op.merge(f"{step}_in", items, ticks), sink)
+    # Cameras: each frame encoded and published once, whatever the number of viewers.
+    publisher = FramePublisher(url)
 
-    # Cameras: frames out, once per frame whatever the number of viewers.
-    items = op.input("cameras", flow, CameraSource(url, venue.cameras, capture_options(s)))
-
-    def encode(f: Frame):
+    def deliver(f: Frame) -> int | None:
         cam = cams[f.camera_id]
-        return encode_frame(f, cam.width, cam.height, cam.jpeg_quality)
+        enc = encode_frame(f, cam.width, cam.height, cam.jpeg_quality)
+        if enc is None or not publisher.publish(enc.channel, enc.message):
+            return None
+        return len(enc.message)
 
-    frames = op.filter_map("frames", items, lambda x: x if isinstance(x, Frame) else None)
-    encoded = op.filter_map("encode", frames, encode)
-    op.output("publish", encoded, FramePublishSink(url))
+    source = CameraSource(url, venue.cameras, capture_options(s), deliver)
+    items = op.input("cameras", flow, source)
 
     # Status → Redis (state, live channel, replies, alarms).
     reports = op.filter_map("reports", items, lambda x: x if isinstance(x, StatusReport) else None)
     status_cmds = op.map("status_cmds", reports, status_commands)
 
-    # Statistics: 1-second deltas and published frames, summed per camera and window.
+    # Statistics: 1-second deltas summed per camera and window.
     deltas = op.filter_map(
         "deltas", items, lambda x: (x.camera_id, x) if isinstance(x, StatsDelta) else None
     )
-    outs = op.map(
-        "frames_out",
-        encoded,
-        lambda e: (e.camera_id, FrameOut(e.camera_id, datetime.now(UTC), len(e.message))),
-    )
     length = timedelta(seconds=s.video_stats_window_s)
     stats = op.stateful(
-        "camera_windows",
-        op.merge("stats_in", deltas, outs),
-        lambda state: CameraWindows(length, STATS_GRACE, state),
+        "camera_windows", deltas, lambda state: CameraWindows(length, STATS_GRACE, state)
     )
     lake_output(
         "stats_lake", op.map("stats_rows", stats, lambda kr: ("stats", [kr[1]])), "camera_stats"
@@ -131,7 +118,7 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     dead_rows = op.filter_map(
         "dead_rows", parsed, lambda kp: (kp[0], kp[1].dead_rows) if kp[1].dead_rows else None
     )
-    lake_output("dead_lake", dead_rows, "dead_letters", prefix="video")
+    lake_output("dead_lake", dead_rows, "dead_letters")
     dead_cmds = op.filter_map("dead_cmds", parsed, lambda kp: kp[1].dead or None)
 
     beat_cmds = op.map(

@@ -181,22 +181,13 @@ def parse_log_batch(batch: StreamBatch, cameras: frozenset[str]) -> ParsedLogs:
 # --- per-camera statistics windows -------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class FrameOut:
-    """One published frame, for the statistics (frames and bytes out)."""
-
-    camera_id: str
-    at: datetime
-    nbytes: int
-
-
 _SUMS = ("frames_in", "frames_out", "dropped", "bad_frames", "reconnects", "errors", "bytes_out")
 _FLOATS = ("uptime_s", "observed_s")
 
 
-class CameraWindows(StatefulLogic[Any, dict[str, Any], dict[datetime, dict[str, Any]]]):
-    """Sums one camera's `StatsDelta`s and `FrameOut`s into tumbling windows of `length` (by
-    the time each was measured) and emits a `camera_stats` row once a window is `grace` past
+class CameraWindows(StatefulLogic[StatsDelta, dict[str, Any], dict[datetime, dict[str, Any]]]):
+    """Sums one camera's `StatsDelta`s into tumbling windows of `length` (by the time each was
+    measured) and emits a `camera_stats` row once a window is `grace` past
     its end. At the end of input (the flow stops) open windows are emitted as parts and
     forgotten: a restart in the same minute adds another part, which the view sums."""
 
@@ -220,17 +211,12 @@ class CameraWindows(StatefulLogic[Any, dict[str, Any], dict[datetime, dict[str, 
             self.windows[ws] = acc
         return acc
 
-    def on_item(self, value: Any) -> tuple[list[dict[str, Any]], bool]:
-        if isinstance(value, FrameOut):
-            acc = self._acc(value.camera_id, value.at)
-            acc["frames_out"] += 1
-            acc["bytes_out"] += value.nbytes
-        elif isinstance(value, StatsDelta):
-            acc = self._acc(value.camera_id, value.at)
-            for k in ("frames_in", "dropped", "bad_frames", "reconnects", "errors"):
-                acc[k] += getattr(value, k)
-            acc["uptime_s"] += value.uptime_s
-            acc["observed_s"] += value.observed_s
+    def on_item(self, value: StatsDelta) -> tuple[list[dict[str, Any]], bool]:
+        acc = self._acc(value.camera_id, value.at)
+        for k in _SUMS:
+            acc[k] += getattr(value, k)
+        for k in _FLOATS:
+            acc[k] += getattr(value, k)
         return self._close(datetime.now(UTC))
 
     def _row(self, ws: datetime, acc: dict[str, Any]) -> dict[str, Any]:

@@ -424,8 +424,8 @@ ANOMALIES = (
 )
 DUPLICATE_P = 0.03  # an admitted ticket is scanned again right away (→ duplicate)
 RETRY_P = 0.02  # a gate retries an upload with the same nonce (→ replayed verdict)
-CONFLICT_ONLINE_P = 0.04  # while offline: a ticket it admitted is scanned at another gate
-CONFLICT_OFFLINE_P = 0.04  # while offline: it admits someone already inside
+CONFLICT_ONLINE_P = 0.015  # while offline: a ticket it admitted is scanned at another gate
+CONFLICT_OFFLINE_P = 0.02  # while offline: it admits someone already inside
 REENTRY_P = 0.15  # an entry is someone coming back (while people are still arriving)
 
 

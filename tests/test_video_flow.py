@@ -168,14 +168,14 @@ def test_frozen_camera_is_reopened_by_the_watchdog(stack: VideoStack) -> None:
 def test_statistics_and_activity_log_reach_the_lake(stack: VideoStack) -> None:
     def stats() -> list[tuple] | None:
         got = stack.lake(
-            "SELECT sum(frames_out), sum(reconnects), sum(frames_out) / sum(observed_s), "
-            "max(uptime_pct) FROM camera_stats WHERE camera_id = 'cam-a'"
+            "SELECT sum(frames_out), sum(reconnects), max(fps_out), max(uptime_pct) "
+            "FROM camera_stats WHERE camera_id = 'cam-a'"
         )
         return got if got[0][0] and got[0][1] and got[0][1] >= 2 else None
 
     [(frames_out, reconnects, fps_out, uptime)] = wait_for(stats, 20, 0.5, "camera_stats rows")
-    # Over the module: 15 fps while streaming, less overall (stopped, killed, frozen meanwhile).
-    assert frames_out > 50 and reconnects >= 2 and 5 <= fps_out <= 16 and uptime > 90
+    # A window spent streaming: 15 fps out, streaming all the time.
+    assert frames_out > 50 and reconnects >= 2 and 12 <= fps_out <= 16 and uptime > 90
     [(bad_errors,)] = stack.lake("SELECT sum(errors) FROM camera_stats WHERE camera_id='cam-bad'")
     assert bad_errors >= 3
 

@@ -170,12 +170,13 @@ def test_post_and_get_logs(stack: VideoStack, http: httpx.Client) -> None:
 
     doc = wait_for(listed, 20, 0.5, "three kiosk.open records from GET /logs")
     items = [RequestLog.model_validate(it) for it in doc["items"]]
-    assert [it.id for it in items] == list(reversed(ids))  # newest first
-    assert items[0].ip == "127.0.0.1" and items[0].user_agent.startswith("python-httpx")
-    assert items[0].metadata == {"screen": 2} and items[0].room_id == "hall"
+    assert [it.id for it in items] == list(reversed(ids)), (ids, doc)  # newest first
+    assert items[0].ip == "127.0.0.1", items[0]
+    assert (items[0].user_agent or "").startswith("python-httpx"), items[0]
+    assert items[0].metadata == {"screen": 2} and items[0].room_id == "hall", items[0]
 
     page2 = http.get("/logs", params={"event": "kiosk.", "size": 1, "page": 2}).json()
-    assert page2["total"] == 3 and [it["id"] for it in page2["items"]] == [ids[1]]
+    assert page2["total"] == 3 and [it["id"] for it in page2["items"]] == [ids[1]], page2
     assert http.get("/logs", params={"room_id": "elsewhere"}).json()["total"] == 0
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert http.get("/logs", params={"since": future}).json()["total"] == 0

@@ -24,7 +24,7 @@ import yaml
 from core import keys
 from core.processes import PROJECT_DIR
 from core.records import FrameHeader
-from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, free_port, wait_for
+from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, free_port
 from tests.lake_helpers import rows
 
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -174,13 +174,20 @@ class VideoStack:
         raw = self.r.hget(keys.VIDEO_STATUS, camera_id)
         return json.loads(raw) if raw else None
 
-    def wait_state(self, camera_id: str, *states: str, timeout: float = 20) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
+    def wait_state(self, camera_id: str, *states: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
             self.check_flow()
             st = self.status(camera_id)
-            return st if st and st["state"] in states else None
-
-        return wait_for(reached, timeout, 0.05, f"{camera_id} to be {'/'.join(states)}")
+            if st and st["state"] in states:
+                return st
+            if time.monotonic() > deadline:
+                log = self.flow.log_tail(15) if self.flow else ""
+                pytest.fail(
+                    f"{camera_id} not {'/'.join(states)} after {timeout}s; status: {st}\n"
+                    f"flow log:\n{log}\nRTSP server log:\n{self.rtsp.log.read_text()[-1500:]}"
+                )
+            time.sleep(0.05)
 
     def frames(
         self, camera_id: str, n: int, timeout: float = 15
@@ -193,7 +200,10 @@ class VideoStack:
         try:
             while len(got) < n:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"{len(got)}/{n} frames of {camera_id} in {timeout}s")
+                    pytest.fail(
+                        f"{len(got)}/{n} frames of {camera_id} in {timeout}s; "
+                        f"status: {self.status(camera_id)}"
+                    )
                 msg = ps.get_message(timeout=0.5)
                 if msg and msg["type"] == "message":
                     got.append(FrameHeader.unpack(msg["data"]))

@@ -28,7 +28,7 @@ from core import keys
 from core.records import ActivityIn, LogPost, field_errors
 from core.settings import get_settings
 from storage.catalog import connect_memory, query
-from ui.api import require_api_key
+from ui.api import read_body, require_api_key
 from ui.video_rooms import RedisDown, xadd_json
 
 MAX_LOG_BYTES = 16 * 1024
@@ -131,13 +131,7 @@ async def post_log(
     request: Request, _key: Annotated[str, Depends(require_api_key)]
 ) -> JSONResponse:
     """Store one activity record (202 with its `activity:in` id)."""
-    chunks, n = [], 0
-    async for chunk in request.stream():  # refused as soon as it is too big, never buffered
-        n += len(chunk)
-        if n > MAX_LOG_BYTES:
-            return JSONResponse({"detail": f"body is larger than {MAX_LOG_BYTES} bytes"}, 413)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_body(request, MAX_LOG_BYTES, "log record")  # 413 once it is too big
     try:
         post = LogPost.model_validate_json(raw)
     except ValidationError as exc:

@@ -14,8 +14,7 @@ from pathlib import Path
 from nicegui import app, ui
 
 from core.settings import Settings, get_settings
-from ui import api, attendance_live, live, pages, theme
-from ui import video_api
+from ui import api, attendance_live, live, pages, theme, video_api
 
 log = logging.getLogger("ui")
 

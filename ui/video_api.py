@@ -96,9 +96,11 @@ class _Viewer:
                 got = feed.after(last) if (self.credit > 0 or not self.acks) else None
                 if got is not None:
                     last, msg = got
-                    await asyncio.wait_for(self.ws.send_bytes(msg), SEND_TIMEOUT_S)
-                    if self.acks:
+                    if self.acks:  # at most WINDOW frames in flight: a send never waits long
                         self.credit -= 1
+                        await self.ws.send_bytes(msg)
+                    else:  # TCP backpressure only: a viewer that stops reading is dropped
+                        await asyncio.wait_for(self.ws.send_bytes(msg), SEND_TIMEOUT_S)
                     if feed.seq > last:
                         self.wake.set()  # a newer frame came while sending
         finally:

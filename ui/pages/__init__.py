@@ -1,8 +1,14 @@
 """Dashboard pages; each module exposes `register()` so `ui.main` decides what is served."""
 
-from ui.pages import attendance_page, events_page, gate_page
-from ui.pages import participants_page, report_page
-from ui.pages import cameras_page, rooms_page
+from ui.pages import (
+    attendance_page,
+    cameras_page,
+    events_page,
+    gate_page,
+    participants_page,
+    report_page,
+    rooms_page,
+)
 
 
 def register_all() -> None:
