@@ -29,6 +29,7 @@ back); `stop()` → `stopped`.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -353,9 +354,21 @@ class CameraCapture:
                 self.counters.bytes_out += nbytes
 
     def close(self) -> None:
-        """Stop capturing and end the delivery thread (the partition is closing)."""
+        """Stop capturing and end the delivery thread (the partition is closing).
+
+        The capture threads are joined: a thread still inside FFmpeg when the interpreter
+        exits makes the C++ runtime abort the process ("terminate called without an active
+        exception", exit -6 instead of 0). One that stays stuck past the read timeout cannot
+        be joined; then the process leaves with `os._exit` once Python's own exit work is done.
+        """
         self.stop()
         self._pump.close()
+        deadline = time.monotonic() + self.opts.read_timeout_s + 1.0
+        for t in list(self._orphans):
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self.orphans():
+            log.warning("camera %s: a capture is still blocked at exit", self.camera_id)
+            _exit_without_teardown()
 
     def snapshot(self) -> tuple[str, str | None, float, float | None, Counters]:
         """(state, error_message, state_since, last_frame_at, counters) at one instant."""
@@ -510,3 +523,20 @@ class CameraCapture:
                         log.info("camera %s: streaming %s", self.camera_id, self.safe_url)
                     self._set_state("streaming", None)
         return got, "stopped"
+
+
+_EXIT_HOOKED = False
+
+
+def _exit_without_teardown() -> None:
+    """At interpreter exit, skip the C++ teardown a blocked FFmpeg thread would abort in."""
+    global _EXIT_HOOKED
+    if _EXIT_HOOKED:
+        return
+    _EXIT_HOOKED = True
+
+    def _leave() -> None:
+        logging.shutdown()
+        os._exit(0)
+
+    atexit.register(_leave)
