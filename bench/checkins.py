@@ -125,15 +125,24 @@ EXIT_GATES = ("g1", "x1", "x2")
 # Settings
 
 
+#: Settings changed on the command line (--snapshot-interval); the rest stay at their defaults.
+OVERRIDES: dict[str, Any] = {}
+
+
+def tuning_values() -> dict[str, Any]:
+    return {n: OVERRIDES.get(n, Settings.model_fields[n].default) for n in TUNING}
+
+
 def default_tuning() -> dict[str, str]:
-    """The flow's tuning settings at their defaults, as environment variables (forced, so
-    neither our environment nor a `.env` file changes what is measured)."""
-    return {n.upper(): str(Settings.model_fields[n].default) for n in TUNING}
+    """The flow's tuning settings (defaults unless overridden here), as environment variables:
+    forced, so neither our environment nor a `.env` file changes what is measured."""
+    return {n.upper(): str(v) for n, v in tuning_values().items()}
 
 
 def bench_settings(data_dir: Path, url: str, venue: Path) -> Settings:
-    tuning = {n: Settings.model_fields[n].default for n in TUNING}
-    return Settings(_env_file=None, data_dir=data_dir, redis_url=url, venue_config=venue, **tuning)
+    return Settings(
+        _env_file=None, data_dir=data_dir, redis_url=url, venue_config=venue, **tuning_values()
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -832,6 +841,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and print where its time goes",
     )
     p.add_argument(
+        "--snapshot-interval",
+        type=int,
+        help="SNAPSHOT_INTERVAL_S for ours (Bytewax epoch/snapshot interval, whole seconds; "
+        "default: the setting's default)",
+    )
+    p.add_argument(
         "--flow",
         help="run this flow as ours instead of flows.checkins:flow (module:attr or "
         "path/to/file.py:attr), to measure a change against the same baseline",
@@ -847,6 +862,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.baseline_worker:
         return baseline_worker()
+    if args.snapshot_interval is not None:
+        OVERRIDES["snapshot_interval_s"] = args.snapshot_interval
 
     def on_term(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -886,7 +903,8 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
             "(one BGREWRITEAOF before each run instead, so none runs during a measurement)"
         )
         tuning = " ".join(f"{k}={v}" for k, v in default_tuning().items())
-        print(f"settings  defaults (forced, ignoring env and .env): {tuning}")
+        what = "defaults" if not OVERRIDES else f"defaults except {', '.join(OVERRIDES)}"
+        print(f"settings  {what} (forced, ignoring env and .env): {tuning}")
         print(f"          venue {venue} (6 gates, open 24 h); ours: -w {args.workers}, recovery on")
         print(f"work dir  {workdir}{'' if args.keep or args.workdir else ' (deleted at exit)'}")
 

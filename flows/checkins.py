@@ -33,6 +33,7 @@ from core.shutdown import install_stop_handlers
 from core.tokens import load_verifier
 from core.venue import venue_for
 from flows.attendance_totals import totals_step
+from flows.cached_state import cached_state_builder
 from flows.checkins_logic import (
     attendance_row,
     counts_by_window,
@@ -74,7 +75,9 @@ def build_flow(s: Settings | None = None) -> Dataflow:
 
     # The decision, keyed by participant.
     keyed = op.flat_map("items", parsed, lambda p: p.items)
-    outcomes = op.stateful_map("decide", keyed, lambda st, item: step(st, item, venue))
+    outcomes = op.stateful_batch(
+        "decide", keyed, cached_state_builder(lambda st, item: step(st, item, venue))
+    )
     outcomes = op.map("unkey", outcomes, lambda kv: kv[1])
 
     # Verdicts out at once; the lake records every decision that is not a replay.
