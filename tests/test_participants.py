@@ -54,8 +54,15 @@ def decode_qr(png: bytes) -> str:
     """What a phone reads from the PNG (OpenCV's QR detector)."""
     assert png.startswith(PNG_SIGNATURE)
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
-    text, _points, _ = cv2.QRCodeDetector().detectAndDecode(img)
-    return text
+    # OpenCV's classic detector misses some valid codes at some sizes (as a phone may on a
+    # first frame); like a phone, look again at other sizes and with the ArUco-based one.
+    for scale in (1.0, 0.5, 1.5):
+        view = img if scale == 1.0 else cv2.resize(img, None, fx=scale, fy=scale)
+        for detector in (cv2.QRCodeDetector(), cv2.QRCodeDetectorAruco()):
+            text, _points, _ = detector.detectAndDecode(view)
+            if text:
+                return text
+    return ""
 
 
 def lake_rows(stack: Stack, sql: str, params: list | None = None) -> list[tuple]:
