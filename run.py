@@ -7,6 +7,8 @@ ui        the dashboard alone
 query     SQL against the DuckDB catalog (table, or --json)
 catalog   (re)create the catalog's views
 participants  import a CSV, revoke/reissue/restore, tokens, QR codes (`participants -h`)
+users     dashboard users and roles: add, list, remove, passwd, role (`users -h`)
+keys      API keys for devices, gates and scripts: add, list, revoke (`keys -h`)
 """
 
 from __future__ import annotations
@@ -65,6 +67,29 @@ def _refresh_catalog(s: Settings) -> None:
         )
 
 
+DEMO_USER = "demo-organiser"
+
+
+def _login_note(s: Settings, demo: bool) -> str:
+    """What to log in with. `demo` with no user yet creates `demo-organiser` with a random
+    password, printed here once (never a fixed default); `up` only says how to create one."""
+    from core.users import user_store
+
+    store = user_store(s.data_dir)
+    if not store.empty():
+        return f"as one of the {len(store.all())} user(s) of {store.path} (run.py users list)"
+    if not demo:
+        return "no user yet: uv run run.py users add NAME --role organiser"
+    import secrets
+
+    password = secrets.token_urlsafe(12)
+    store.add(DEMO_USER, "organiser", password)
+    return (
+        f"{DEMO_USER} / {password}   (demo organiser made now; shown once — "
+        f"change it: run.py users passwd {DEMO_USER})"
+    )
+
+
 def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
     s = Settings()
     if demo and not s.api_key_set:
@@ -76,6 +101,15 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
     sup.install_signal_handlers()
     url = _redis(s, sup)
     _refresh_catalog(s)
+    camera_notes: list[str] = []
+    if demo:  # a real RTSP test camera for the venue's loopback cameras, if GStreamer is here
+        from sim.camera_server import demo_cameras
+
+        # Started before the flows, so stopped after them (reverse order): a demo that stops
+        # must not look like a camera failure to the video flow (a `camera.error` alarm).
+        camera_children, camera_notes = demo_cameras(s, url, logs)
+        for child in camera_children:
+            sup.add(child)
     for name in FLOWS:
         sup.add(_flow_child(s, url, name, args.workers, logs))
     sup.add(
@@ -120,13 +154,7 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
                 logs / "gates-sim.log",
             )
         )
-    camera_notes: list[str] = []
-    if demo:  # a real RTSP test camera for the venue's loopback cameras, if GStreamer is here
-        from sim.camera_server import demo_cameras
-
-        camera_children, camera_notes = demo_cameras(s, url, logs)
-        for child in camera_children:
-            sup.add(child)
+    login_note = _login_note(s, demo)
     sup.start_all()
     print("\n".join(camera_notes), flush=True)
     print(
@@ -138,6 +166,7 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
         f'  Catalog     {s.catalog_path.resolve()}   (uv run run.py query "select ...")\n'
         f"  Logs        {logs.resolve()}\n"
         f"  API keys    {', '.join(sorted(s.api_key_set)) or 'none set (API_KEYS)'}\n"
+        f"  Login       {login_note}\n"
         f"Ctrl-C stops everything.\n",
         flush=True,
     )
@@ -219,6 +248,18 @@ def cmd_participants(args: argparse.Namespace) -> int:
     return participants_main(args)
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    from core.auth_cli import cmd_users as users_main
+
+    return users_main(args)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from core.auth_cli import cmd_keys as keys_main
+
+    return keys_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -243,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     from core.participants_cli import add_parser as add_participants_parser
 
     add_participants_parser(sub)
+    from core.auth_cli import add_parsers as add_auth_parsers
+
+    add_auth_parsers(sub)
     return p
 
 
@@ -258,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         "query": cmd_query,
         "catalog": cmd_catalog,
         "participants": cmd_participants,
+        "users": cmd_users,
+        "keys": cmd_keys,
     }
     return handlers[args.command](args)
 

@@ -34,6 +34,7 @@ order alternated).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -296,6 +297,30 @@ def preload(
     return gen, revoked, sentinels, size, (end_ms - start_ms) / 1000
 
 
+def _tree(pid: int) -> list[int]:
+    """The process and its live descendants (ours runs the decider as a child process)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
+def tree_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its live children."""
+    cpus = [proc_cpu(p) for p in _tree(pid)]
+    return None if cpus[0] is None else sum(c or 0.0 for c in cpus)
+
+
+def tree_hwm_mib(pid: int) -> float | None:
+    """Sum of the peak resident memory of a process and its live children."""
+    hwms = [proc_hwm_mib(p) for p in _tree(pid)]
+    return None if hwms[0] is None else sum(h or 0.0 for h in hwms)
+
+
 # --------------------------------------------------------------------------------------------
 # The baseline: the same decision in a plain loop (runs as a subprocess: --baseline-worker)
 
@@ -470,11 +495,11 @@ def wait_idle(run: Run, below: float = 0.6, timeout: float = 120) -> tuple[float
     Returns (seconds waited, share of a core it used in the last second). Not 0: an idle
     check-in flow holding 50,000 participants keeps ~40 % of a core busy (see README)."""
     t0 = time.perf_counter()
-    last = proc_cpu(run.proc.pid) or 0.0
+    last = tree_cpu(run.proc.pid) or 0.0
     quiet, used = 0, 1.0
     while time.perf_counter() - t0 < timeout and quiet < 2:
         time.sleep(1.0)
-        cpu = proc_cpu(run.proc.pid)
+        cpu = tree_cpu(run.proc.pid)
         if cpu is None:
             raise fail(run, f"exited with {run.proc.poll()} while settling")
         used, last = cpu - last, cpu
@@ -507,7 +532,7 @@ def throughput(
         sentinel_keys = [keys.verdict_key(x) for x in sentinels]
         first_key = None
         mcpu = MachineCpu(b.redis_pid)
-        cpu0 = proc_cpu(run.proc.pid) or 0.0
+        cpu0 = tree_cpu(run.proc.pid) or 0.0
         t_copy = time.perf_counter()
         copy_to_db0(b.r1, MASTER_CHECKINS, keys.CHECKINS_IN)
         t_start = time.perf_counter()
@@ -530,9 +555,9 @@ def throughput(
                 got = b.r0.exists(*sentinel_keys)
                 raise fail(run, f"not done after {timeout:.0f} s ({got}/{len(sentinel_keys)})")
             time.sleep(0.005)
-        cpu = (proc_cpu(run.proc.pid) or 0.0) - cpu0
+        cpu = (tree_cpu(run.proc.pid) or 0.0) - cpu0
         machine = mcpu.since(cpu)
-        hwm = proc_hwm_mib(run.proc.pid)
+        hwm = tree_hwm_mib(run.proc.pid)
         if spy is not None:
             stop_profiler(spy)
             spy = None
@@ -617,9 +642,18 @@ class Verdicts(threading.Thread):
 
 
 def latency(
-    b: Bench, kind: str, phase: str, gen: Generator, rate: float, seconds: float
+    b: Bench,
+    kind: str,
+    phase: str,
+    gen: Generator,
+    rate: float,
+    seconds: float,
+    timeline: Path | None = None,
 ) -> dict[str, Any]:
-    """Participants applied; then XADD at `rate` for `seconds`; XADD → verdict per scan."""
+    """Participants applied; then XADD at `rate` for `seconds`; XADD → verdict per scan.
+
+    `timeline`: also write `sent_s,latency_ms` per scan there (CSV), to see *when* the slow
+    verdicts happen (e.g. at every epoch boundary)."""
     n = max(1, int(rate * seconds))
     subs = Verdicts(b.url, n)
     subs.start()
@@ -628,7 +662,7 @@ def latency(
     try:
         wait_participants(b, run)
         wait_idle(run)  # settled, as a venue is between two scans
-        cpu0 = proc_cpu(run.proc.pid) or 0.0
+        cpu0 = tree_cpu(run.proc.pid) or 0.0
         mcpu = MachineCpu(b.redis_pid)
         docs = [gen.scan(nonce=f"lat-{i:08d}") for i in range(n)]  # made before timing
         sent_ns = [0] * n
@@ -650,7 +684,7 @@ def latency(
                 pipe.execute()
             i = due
         produce_s = time.perf_counter() - t_start
-        cpu = (proc_cpu(run.proc.pid) or 0.0) - cpu0
+        cpu = (tree_cpu(run.proc.pid) or 0.0) - cpu0
         machine = mcpu.since(cpu)
         deadline = time.perf_counter() + 15
         while subs.received < n and time.perf_counter() < deadline:
@@ -666,6 +700,13 @@ def latency(
     lat = sorted(
         (subs.recv_ns[i] - sent_ns[i]) / 1e6 for i in range(n) if subs.recv_ns[i] and sent_ns[i]
     )
+    if timeline is not None:
+        with timeline.open("w") as fh:
+            fh.write("sent_s,latency_ms\n")
+            for i in range(n):
+                if subs.recv_ns[i] and sent_ns[i]:
+                    sent_s = (sent_ns[i] - sent_ns[0]) / 1e9
+                    fh.write(f"{sent_s:.4f},{(subs.recv_ns[i] - sent_ns[i]) / 1e6:.3f}\n")
     return {
         "n": n,
         "rate": n / produce_s,
@@ -691,7 +732,7 @@ def _py_spy() -> list[str]:
 def start_profiler(pid: int, out: Path) -> subprocess.Popen:
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [*_py_spy(), "record", "--format", "raw", "-r", "250", "-o", str(out)]
-    argv += ["--idle", "-p", str(pid)]
+    argv += ["--idle", "--subprocesses", "-p", str(pid)]  # + the flow's decider process
     if os.environ.get("BENCH_PYSPY_NATIVE"):  # also the Rust/C frames (slower sampling)
         argv.append("--native")
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -712,6 +753,8 @@ def stop_profiler(proc: subprocess.Popen) -> None:
 #: What each sample is charged to (first match from the leaf up), for the profile summary.
 PROFILE_BUCKETS = (
     ("redis: XREAD (incl. BLOCK when drained)", ("xread",)),
+    ("decider: MULTI/EXEC commit (states, verdicts, outcomes)", ("CheckinDecider._commit",)),
+    ("dataflow: unpickle committed outcomes", ("unpickle", "_loads")),
     ("redis: sink pipelines (PUBLISH/SET/HSET)", ("_Partition.write_batch",)),
     ("lake: Parquet writes (LakeSink)", ("_LakePartition",)),
     ("parse: CheckIn JSON validation", ("model_validate_json",)),
@@ -780,8 +823,8 @@ TP_ROWS = (
     ("COPY → first verdict", "first"),
     ("COPY → last verdicts (all decided)", "done"),
     ("check-ins/s (sustained, excl. start-up)", "cps"),
-    ("CPU of the process for them", "cpu"),
-    ("peak RSS of the process", "rss"),
+    ("CPU of the process (+ children) for them", "cpu"),
+    ("peak RSS of the process (+ children)", "rss"),
     ("redis-server CPU meanwhile", "redis"),
     ("machine CPU, avg cores busy", "machine"),
     ("totals = expected statuses", "totals"),
@@ -807,7 +850,7 @@ LAT_ROWS = (
     ("verdicts received", "received"),
     ("XADD → verdict ms p50 / p95 / p99 / max", "pcts"),
     ("verdicts ≥ 20 ms", "over"),
-    ("CPU of the process while producing", "cpu"),
+    ("CPU of the process (+ children) while producing", "cpu"),
     ("machine CPU, avg cores busy", "machine"),
     ("exit code after SIGINT", "rc"),
 )
@@ -831,6 +874,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=1000.0, help="latency: check-ins/s (1000)")
     p.add_argument("--latency-seconds", type=float, default=20.0, help="latency: seconds (20)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency part")
+    p.add_argument(
+        "--timeline",
+        metavar="PREFIX",
+        help="latency: write each scan's send time and latency to PREFIX.<ours|baseline>.csv",
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed of the test data (1)")
     p.add_argument("--workdir", type=Path, help="where to put Redis and the runs (a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs, lakes)")
@@ -980,7 +1028,8 @@ def _latency_run(b: Bench, args: argparse.Namespace, kind: str, signer: TokenSig
         signer, [i for i in ids if i not in revoked], b.revoked, random.Random(args.seed + 1)
     )
     gen.retries, gen.with_ts = False, False
-    return latency(b, kind, f"lat-{kind}", gen, args.rate, args.latency_seconds)
+    timeline = Path(f"{args.timeline}.{kind}.csv") if args.timeline else None
+    return latency(b, kind, f"lat-{kind}", gen, args.rate, args.latency_seconds, timeline)
 
 
 def report(

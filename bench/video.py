@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -50,6 +51,7 @@ import yaml
 from core.embedded_redis import start_embedded_redis
 from core.processes import PROJECT_DIR, child_env, flow_argv, spawn
 from core.settings import Settings
+from core.users import user_store
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -126,7 +128,8 @@ async def _viewer(url: str, stamp: bool, t_start: float, t_end: float, out: dict
             img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
             return read_stamp(img)
 
-    async with connect(url, max_size=2**24) as ws:
+    key = {"X-API-Key": os.environ.get("API_KEYS", "")}  # the stack's key (admin: video too)
+    async with connect(url, max_size=2**24, additional_headers=key) as ws:
         while time.time() < t_end:
             try:
                 msg = await asyncio.wait_for(ws.recv(), timeout=max(0.1, t_end - time.time()))
@@ -254,9 +257,11 @@ class Stack:
             "VENUE_CONFIG": str(venue_path),
             "PORT": str(self.port),
             "HOST": "127.0.0.1",
+            "API_KEYS": secrets.token_urlsafe(16),  # the viewers' key (pages need a login)
         }
         os.environ.update(env)
         s = Settings()
+        user_store(s.data_dir).add(BENCH_USER, "operator", BENCH_PASSWORD)
         self.flow = spawn(flow_argv(s, "video"), child_env(s, self.url, **env), work / "flow.log")
         self.app = spawn(
             [sys.executable, "-m", "ui.main"], child_env(s, self.url, **env), work / "app.log"
@@ -274,7 +279,9 @@ class Stack:
             try:
                 states = [json.loads(v)["state"] for v in self.r.hvals("video:status")]
                 streaming = len(states) == len(self.cams) and set(states) == {"streaming"}
-                if streaming and httpx.get(f"{self.base}/api/cameras").status_code == 200:
+                key = {"X-API-Key": os.environ["API_KEYS"]}
+                ok = httpx.get(f"{self.base}/api/cameras", headers=key).status_code == 200
+                if streaming and ok:
                     return
             except (httpx.HTTPError, redis.RedisError):
                 pass
@@ -295,6 +302,18 @@ class Stack:
                 p.kill()
 
 
+BENCH_USER = "bench-operator"
+BENCH_PASSWORD = secrets.token_urlsafe(16)  # this run's only (a fresh DATA_DIR per run)
+
+
+def _login(page: Any, base: str) -> None:
+    """Log the tab's browser context in (the pages and video need an operator or organiser)."""
+    r = page.context.request.post(
+        f"{base}/api/auth/login", data={"username": BENCH_USER, "password": BENCH_PASSWORD}
+    )
+    assert r.status == 200, r.text()
+
+
 def _chromium(base: str, t_start: float, t_end: float, out: dict) -> None:
     """One real browser tab on the Cameras page; its player's stats over the window."""
     from playwright.sync_api import sync_playwright
@@ -302,6 +321,7 @@ def _chromium(base: str, t_start: float, t_end: float, out: dict) -> None:
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = b.new_page(viewport={"width": 1400, "height": 1000})
+        _login(page, base)
         page.goto(f"{base}/cameras")
         time.sleep(max(0.0, t_start - time.time()))
         s0 = page.evaluate("window.vfVideoStats()")
@@ -366,6 +386,7 @@ def display_latency(base: str, camera: str, seconds: float) -> dict[str, list[fl
             ("MJPEG", f'<img id="v" src="/video/{camera}.mjpeg">'),
         ):  # fmt: skip
             page = b.new_page()
+            _login(page, base)
             page.goto(f"{base}/api/cameras")  # same origin for the canvas
             page.set_content(f"<html><body style='margin:0'>{tag}</body></html>")
             page.add_script_tag(content=DISPLAY_PROBE)

@@ -102,6 +102,10 @@ class _Merged(StatefulSourcePartition[StreamBatch, Ids]):
     def next_awake(self) -> datetime | None:
         return self._awake
 
+    def position(self) -> Ids:
+        """The last emitted id per stream (what `snapshot` returns, without trimming)."""
+        return dict(self._last)
+
     def snapshot(self) -> Ids:
         now = time.monotonic()
         if not self._snapshots or self._snapshots[-1][1] != self._last:

@@ -41,6 +41,9 @@ class StatusReport:
     status: CameraStatus
     previous_state: str
     reply_to: tuple[str, ...] = ()
+    #: The camera streams for the first time since this process started: an alarm raised
+    #: before a restart (`camera.error`) would otherwise never see its `camera.recovered`.
+    first_streaming: bool = False
 
 
 @dataclass(slots=True)
@@ -96,6 +99,7 @@ class _CameraPartition(StatefulSourcePartition[VideoItem, CameraPartState]):
         self._next_cmd_at = 0.0
         self._redis_down = False
         self._last_state = self._capture.state
+        self._streamed = False
         self._next_report = 0.0
         self._prev = (time.monotonic(), Counters())
         self._fps = (0.0, 0.0)
@@ -224,7 +228,9 @@ class _CameraPartition(StatefulSourcePartition[VideoItem, CameraPartState]):
         state = self._capture.state
         if forced or state != self._last_state or now >= self._next_report:
             status, delta = self._status(now)
-            out.append(StatusReport(status, self._last_state, tuple(replies)))
+            first = status.state == "streaming" and not self._streamed
+            self._streamed = self._streamed or first
+            out.append(StatusReport(status, self._last_state, tuple(replies), first))
             if delta is not None:
                 out.append(delta)
             self._last_state = status.state

@@ -61,3 +61,16 @@ def room_members_key(room_id: str) -> str:
 
 
 ROOMS_SEEDED = "rooms:seeded"  # string: set once the default room was created (never again)
+
+# --- alarms ------------------------------------------------------------------------------------
+CHECKINS_VERDICTS = "checkins:verdicts"  # stream: every verdict (JSON), for the alarm flow
+CHECKINS_VERDICTS_MAXLEN = 100_000  # approximate trim; the lake `checkins` keeps all
+ALARMS_COMMANDS = "alarms:commands"  # stream: acknowledge / clear by a person (who, comment)
+ALARMS_ACTIVE = "alarms:active"  # hash: alarm id → Alarm JSON (not yet cleared AND acknowledged)
+ALARMS_DEAD = "alarms:dead"  # stream: refused alarm commands with the reason
+LIVE_ALARMS = "live:alarms"  # pub/sub: {"transition": ..., "alarm": Alarm JSON} per change
+
+# --- check-in decider (internal to the check-in flow; see flows/checkins_decider.py) -----------
+CHECKINS_DECIDER_STATE = "checkins:decider:state"  # hash: participant key → pickled state
+CHECKINS_DECIDER_OFFSETS = "checkins:decider:offsets"  # string: committed input offsets (JSON)
+CHECKINS_DECIDED = "checkins:decided"  # stream: committed batches of outcomes (pickled)

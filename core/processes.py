@@ -22,6 +22,7 @@ FLOWS: dict[str, str] = {
     "events": "flows.events:flow",
     "checkins": "flows.checkins:flow",
     "video": "flows.video:flow",
+    "alarms": "flows.alarms:flow",
 }
 
 RECOVERY_PARTS = 1
@@ -114,3 +115,50 @@ def embedded_redis_child(data_dir: Path) -> tuple[Child, str]:
     child = Child("redis", restart, data_dir / "redis" / "redis.log", proc=proc)
     child.started_at = time.monotonic()
     return child, url
+
+
+def _die_with_parent_now() -> None:  # pragma: no cover - runs in the child before exec
+    """SIGKILL this child the moment its parent dies: a stage must never outlive its flow (a
+    restarted flow starts a new one, and two must not work at once)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class ChildStage:
+    """A `connectors.redis_staged_source.Stage` run as a child process of the flow.
+
+    Output and logs go to the flow's own; `stop()` asks it to finish (SIGINT) and kills it if
+    it does not within `stop_timeout`. A child that exits on its own is an error (the flow
+    then crashes and its supervisor restarts both)."""
+
+    def __init__(self, argv: list[str], stop_timeout: float = 15.0):
+        self.argv, self.stop_timeout = argv, stop_timeout
+        self.proc: subprocess.Popen | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, cwd=PROJECT_DIR, preexec_fn=_die_with_parent_now)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def error(self) -> BaseException | None:
+        if self.proc is None or self._stopping:
+            return None
+        rc = self.proc.poll()
+        return None if rc is None else RuntimeError(f"{self.argv} exited with code {rc}")
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.alarms import AlarmRule, GateCongestionRule, RefusedBurstRule
 from core.records import reason_of
 
 EXAMPLE_VENUE = Path(__file__).resolve().parent.parent / "venue.example.yaml"
@@ -134,6 +135,8 @@ class Venue(_Strict):
     gates: list[Gate] = Field(min_length=1)
     checkin_rules: CheckinRules = CheckinRules()
     cameras: list[Camera] = Field(default_factory=list)
+    #: Alarm rules evaluated by the alarm flow (see core/alarms.py for each kind).
+    alarm_rules: list[AlarmRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Venue:
@@ -148,7 +151,19 @@ class Venue(_Strict):
             unknown = [g for g in listed if g not in gate_ids]
             if unknown:
                 raise ValueError(f"checkin_rules.{field} names unknown gate(s): {unknown}")
+        self._check_alarm_rules(gate_ids)
         return self
+
+    def _check_alarm_rules(self, gate_ids: set[str]) -> None:
+        ids = [r.id for r in self.alarm_rules]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate alarm rule id(s): {', '.join(dup)}")
+        for i, rule in enumerate(self.alarm_rules):
+            if isinstance(rule, GateCongestionRule | RefusedBurstRule) and rule.gates:
+                unknown = [g for g in rule.gates if g not in gate_ids]
+                if unknown:
+                    raise ValueError(f"alarm_rules.{i}.gates names unknown gate(s): {unknown}")
 
     @cached_property
     def gate_index(self) -> dict[str, Gate]:

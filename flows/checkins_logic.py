@@ -131,6 +131,15 @@ class Outcome:
     index: dict[str, Any] | None = None  # new `participants:index` value for this id
 
 
+@dataclass(slots=True)
+class Decided:
+    """One batch committed by the decider (`flows/checkins_decider.py`), as the dataflow reads
+    it from `checkins:decided`. Defined here, not in the decider, which runs as `__main__`."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    dead_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
 def entry_order(entry_id: str) -> tuple[int, int]:
     """A stream entry id ("ms-seq") as a sortable pair; "9-0" < "10-0" unlike the strings."""
     ms, _, seq = entry_id.partition("-")
@@ -520,13 +529,18 @@ def attendance_row(key: str, start: datetime, length: timedelta, count: int, lat
 
 
 def verdict_commands(out: Outcome) -> list[tuple]:
-    """Redis commands for one outcome: each verdict to its gate's channel at once and under
-    `verdict:<nonce>` for a gate that missed it; index updates; dead letters."""
+    """Redis commands for one outcome: each verdict to its gate's channel at once, under
+    `verdict:<nonce>` for a gate that missed it, and on the `checkins:verdicts` stream (durable
+    input of the alarm flow: refused-token bursts); index updates; dead letters."""
     cmds: list[tuple] = []
     for v in out.verdicts:
         doc = to_json(v)
         cmds.append(("PUBLISH", keys.verdict_channel(v["gate_id"]), doc))
         cmds.append(("SET", keys.verdict_key(v["nonce"]), doc, "EX", keys.VERDICT_TTL_S))
+        cmds.append(
+            ("XADD", keys.CHECKINS_VERDICTS, "MAXLEN", "~", keys.CHECKINS_VERDICTS_MAXLEN,
+             "*", "data", doc)
+        )  # fmt: skip
     if out.index is not None and out.participant_rows:
         cmds.append(
             ("HSET", keys.PARTICIPANTS_INDEX, out.participant_rows[0]["id"], to_json(out.index))

@@ -97,7 +97,9 @@ def _alarm(camera_id: str, type_: str, level: str, payload: dict[str, Any]) -> t
 
 def status_commands(report: StatusReport) -> list[tuple]:
     """Redis commands for one status report: the state hash, the live channel, any replies a
-    `status` command asked for, and an alarm event on entering or leaving `error`."""
+    `status` command asked for, and an alarm event on entering or leaving `error` (and
+    `camera.recovered` when a camera first streams after a start, to clear an alarm that the
+    previous run raised)."""
     st = report.status
     doc = st.model_dump_json()
     cmds: list[tuple] = [
@@ -110,8 +112,9 @@ def status_commands(report: StatusReport) -> list[tuple]:
     if st.state == "error" and report.previous_state != "error":
         payload = {"state": st.state, "error": st.error_message, "rtsp_url": st.rtsp_url}
         cmds.append(_alarm(st.camera_id, "camera.error", "ERROR", payload))
-    elif st.state == "streaming" and report.previous_state == "error":
-        payload = {"state": st.state, "rtsp_url": st.rtsp_url}
+    elif st.state == "streaming" and (report.previous_state == "error" or report.first_streaming):
+        after = "error" if report.previous_state == "error" else "start"
+        payload = {"state": st.state, "rtsp_url": st.rtsp_url, "after": after}
         cmds.append(_alarm(st.camera_id, "camera.recovered", "INFO", payload))
     return cmds
 

@@ -4,7 +4,9 @@ Sends realistic readings (gas, temperature, crowd noise, door contacts) and brow
 through all three inputs — sensors by `XADD events:in` (most) and `PUBLISH events:publish`
 (at-most-once devices), browser `ui.click`/`ui.keydown` events by `POST /api/events` with an API
 key, as a browser would — plus, rarely, an invalid message (to show the dead-letter path) and a
-late reading from a sensor that was offline (to show late handling).
+late reading from a sensor that was offline (to show late handling). For the alarm rules of
+`venue.example.yaml` to fire now and then (but not constantly), gas-hall-a has a one-minute
+leak every 5 minutes and temp-foyer drops off the network for 40 s every 7 minutes.
 """
 
 from __future__ import annotations
@@ -35,13 +37,29 @@ SENSORS = [
     ("temp-foyer", "TEMP", "celsius", 20, 27),
     ("noise-main", "NOISE", "db", 70, 95),
 ]
+LEAK_SOURCE, LEAK_EVERY_S, LEAK_S, LEAK_PPM = "gas-hall-a", 300, 60, 70.0
+DROPOUT_SOURCE, DROPOUT_EVERY_S, DROPOUT_S = "temp-foyer", 420, 40
 DOORS = ["door-north", "door-south", "door-vip"]
 PAGES = ["/", "/events", "/attendance"]
 
 
+def leak(source: str, t: float) -> float:
+    """Extra ppm of the demo's gas leak: a one-minute bump (peak +70) every 5 minutes."""
+    phase = t % LEAK_EVERY_S
+    if source != LEAK_SOURCE or phase >= LEAK_S:
+        return 0.0
+    return LEAK_PPM * math.sin(math.pi * phase / LEAK_S)
+
+
+def silent(source: str, t: float) -> bool:
+    """The demo's flaky sensor is off the network for 40 s every 7 minutes."""
+    return source == DROPOUT_SOURCE and t % DROPOUT_EVERY_S < DROPOUT_S
+
+
 def reading(t: float, rng: random.Random) -> dict:
-    source, typ, unit, base, warn = rng.choice(SENSORS)
+    source, typ, unit, base, warn = rng.choice([s for s in SENSORS if not silent(s[0], t)])
     value = base + (warn - base) * 0.6 * (1 + math.sin(t / 40 + hash(source) % 7)) / 2
+    value += leak(source, t)
     value += rng.gauss(0, (warn - base) * 0.08)
     if rng.random() < 0.01:
         value = warn * 1.3  # a spike

@@ -38,7 +38,24 @@ def view_sql(lake_dir: Path) -> dict[str, str]:
     )
     views.update(_attendance_views(scan))
     views.update(_video_views(scan))
+    views.update(_alarm_views(scan))
     return views
+
+
+def _alarm_views(scan: Any) -> dict[str, str]:
+    """`alarms` is the history (one row per transition); `alarm_history` the same, newest
+    first; `alarm_latest` each alarm's newest row (its status now: what `alarms:active`
+    holds, plus the CLEARED_ACK ones that left it)."""
+    return {
+        "alarms": f"SELECT * EXCLUDE (date) FROM {scan('alarms')}",
+        "alarm_history": (
+            f'SELECT * EXCLUDE (date) FROM {scan("alarms")} ORDER BY "at" DESC, revision DESC'
+        ),
+        "alarm_latest": (
+            f"SELECT * EXCLUDE (date) FROM {scan('alarms')} "
+            "QUALIFY row_number() OVER (PARTITION BY alarm_id ORDER BY revision DESC) = 1"
+        ),
+    }
 
 
 def _video_views(scan: Any) -> dict[str, str]:

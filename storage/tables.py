@@ -207,6 +207,36 @@ REQUEST_LOGS = Table(
     "ts",
 )
 
+#: The alarm history (issue 5): one row per transition of an alarm — raised, acknowledged,
+#: cleared (repeats only raise the live alarm's count). `by` is "rule" or the username, `at`
+#: the wall time of the transition, `event_ts` the event time that caused it (null for a
+#: person); `revision` numbers an alarm's transitions, so its newest row is its status.
+ALARMS = Table(
+    "alarms",
+    pa.schema(
+        [
+            ("alarm_id", pa.string()),
+            ("rule_id", pa.string()),
+            ("rule_name", pa.string()),
+            ("kind", pa.string()),
+            ("source", pa.string()),
+            ("severity", pa.string()),
+            ("transition", pa.string()),
+            ("status", pa.string()),
+            ("by", pa.string()),
+            ("role", pa.string()),
+            ("comment", pa.string()),
+            ("at", TS),
+            ("event_ts", TS),
+            ("value", pa.float64()),
+            ("count", pa.int64()),
+            ("message", pa.string()),
+            ("revision", pa.int32()),
+        ]
+    ),
+    "at",
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -219,5 +249,6 @@ TABLES: dict[str, Table] = {
         PARTICIPANTS,
         CAMERA_STATS,
         REQUEST_LOGS,
+        ALARMS,
     )
 }

@@ -23,6 +23,37 @@ from core.processes import child_env, flow_argv, spawn
 from core.settings import Settings
 
 API_KEY = "test-key"
+#: The dashboard user every AppProcess has (created in its DATA_DIR before it starts), and the
+#: password of every user the tests create (never a default of the app itself: tests only).
+ORGANISER = "organiser"
+PASSWORD = "test-password-1"
+
+
+def add_user(data_dir: Path, name: str, role: str, password: str = PASSWORD) -> None:
+    """A dashboard user in `data_dir/users.json` (the store the app reads), if not there yet."""
+    from core.users import UserStore
+
+    store = UserStore(data_dir)
+    if store.get(name) is None:
+        store.add(name, role, password)
+
+
+def login_http(http: httpx.Client, name: str = ORGANISER, password: str = PASSWORD) -> None:
+    """Log an httpx client in (its cookie jar keeps the session)."""
+    r = http.post("/api/auth/login", json={"username": name, "password": password})
+    assert r.status_code == 200, r.text
+
+
+def login_browser(
+    page_or_context, base_url: str, name: str = ORGANISER, password: str = PASSWORD
+) -> None:
+    """Log a Playwright page's browser context in through the login API: the context's
+    request client shares its cookies (the login page itself is tested in test_auth_browser)."""
+    ctx = getattr(page_or_context, "context", page_or_context)
+    r = ctx.request.post(
+        f"{base_url}/api/auth/login", data={"username": name, "password": password}
+    )
+    assert r.status == 200, r.text()
 
 
 def free_port() -> int:
@@ -198,11 +229,13 @@ def events_flow(flow_env: dict[str, str], data_dir: Path) -> Iterator[FlowProces
 class AppProcess:
     """The real dashboard + HTTP API (`python -m ui.main`) as a subprocess on a free port."""
 
-    def __init__(self, env: dict[str, str], log: Path):
+    def __init__(self, env: dict[str, str], log: Path, organiser: bool = True):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {**env, "HOST": "127.0.0.1", "PORT": str(self.port)}
         s = Settings(**{k.lower(): v for k, v in env.items()})
+        if organiser:  # pages need a login: every test app has `ORGANISER` / `PASSWORD`
+            add_user(s.data_dir, ORGANISER, "organiser")
         self.log = log
         self.proc = spawn(
             [sys.executable, "-m", "ui.main"], child_env(s, env["REDIS_URL"], **env), log

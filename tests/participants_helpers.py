@@ -19,7 +19,7 @@ import redis
 from core import keys
 from core.processes import PROJECT_DIR
 from core.tokens import load_signer
-from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, wait_for
+from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, login_http, wait_for
 
 EVENT_ID = "pr-test-event"
 VENUE = f"""
@@ -67,6 +67,7 @@ class Stack:
             self.http = httpx.Client(
                 base_url=self.app.base_url, timeout=30, headers={"X-API-Key": API_KEY}
             )
+            login_http(self.http)  # the dashboard's download links need a login
         wait_for(
             lambda: self.r.exists(keys.heartbeat_key("checkins")),
             90,

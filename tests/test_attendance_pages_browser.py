@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from core import keys
 from tests.attendance_helpers import add_participants, scan, wait_participants
 from tests.checkins_stack import CheckinStack
-from tests.conftest import wait_for
+from tests.conftest import login_browser, wait_for
 from tests.ui_fixtures import CHROMIUM, CHROMIUM_ARGS
 
 
@@ -75,8 +75,9 @@ def browser(
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def page(browser: Browser, st: CheckinStack) -> Iterator[Page]:
     ctx = browser.new_context(viewport={"width": 1280, "height": 1000}, permissions=["camera"])
+    login_browser(ctx, st.app.base_url)  # pages need a login
     try:
         yield ctx.new_page()
     finally:

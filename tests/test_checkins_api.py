@@ -171,7 +171,9 @@ def test_batch_with_a_bad_item_sends_nothing(st: CheckinStack) -> None:
 
 
 def test_public_key_verifies_a_minted_token(st: CheckinStack) -> None:
-    r = st.http.get("/api/tokens/public-key")  # public: gates fetch it to verify offline
+    # Gates fetch it to verify offline; like every gate route it needs a gate (or admin) key.
+    assert st.http.get("/api/tokens/public-key").status_code == 401
+    r = st.http.get("/api/tokens/public-key", headers={"X-API-Key": API_KEY})
     assert r.status_code == 200, r.text
     assert r.content.startswith(b"-----BEGIN PUBLIC KEY-----")
     verifier = TokenVerifier.from_pem(r.content)

@@ -27,7 +27,7 @@ from core.venue import load_venue
 from flows.checkins_logic import parse_input, step
 from storage.catalog import connect_memory, query
 from tests.attendance_helpers import EVENT_ID, add_participants, wait_participants, write_venue
-from tests.conftest import FlowProcess, wait_for
+from tests.conftest import FlowProcess, RedisServer, _pings, wait_for
 
 PEOPLE = 1500
 SCANS = 12_000
@@ -58,6 +58,33 @@ def _scans(signer, people: list[str], rng: random.Random) -> list[dict]:
         }
         docs.append(doc)
     return docs
+
+
+def _expected(
+    r: redis.Redis, venue_path: Path, data_dir: Path
+) -> tuple[dict[str, object], dict[tuple[str, int], str]]:
+    """Participant states and (checkin id, revision) → status from the same functions over the
+    same stream entries, in order, undisturbed."""
+    venue = load_venue(venue_path)
+    verifier = load_verifier(data_dir)
+    states: dict[str, object] = {}
+    expected_rows: dict[tuple[str, int], str] = {}
+    for stream in (keys.PARTICIPANTS_IN, keys.CHECKINS_IN):
+        entries = [(eid.decode(), f.get(b"data")) for eid, f in r.xrange(stream)]
+        for key, item in parse_input(StreamBatch(stream, entries), verifier, 4096).items:
+            states[key], out = step(states.get(key), item, venue)  # type: ignore[arg-type]
+            for v in out.verdicts:
+                if not v["replayed"]:
+                    expected_rows[(v["checkin_id"], v["revision"])] = v["status"]
+    return states, expected_rows
+
+
+def _lake(data_dir: Path, sql: str) -> list[tuple]:
+    con = connect_memory(data_dir / "lake")
+    try:
+        return query(con, sql)[1]
+    finally:
+        con.close()
 
 
 def test_kill_9_mid_load_changes_nothing(
@@ -99,17 +126,7 @@ def test_kill_9_mid_load_changes_nothing(
     )
 
     # The expected result: the same functions over the same entries, in stream order.
-    venue = load_venue(Path(env["VENUE_CONFIG"]))
-    verifier = load_verifier(data_dir)
-    states: dict[str, object] = {}
-    expected_rows: dict[tuple[str, int], str] = {}
-    for stream in (keys.PARTICIPANTS_IN, keys.CHECKINS_IN):
-        entries = [(eid.decode(), f.get(b"data")) for eid, f in r.xrange(stream)]
-        for key, item in parse_input(StreamBatch(stream, entries), verifier, 4096).items:
-            states[key], out = step(states.get(key), item, venue)  # type: ignore[arg-type]
-            for v in out.verdicts:
-                if not v["replayed"]:
-                    expected_rows[(v["checkin_id"], v["revision"])] = v["status"]
+    states, expected_rows = _expected(r, Path(env["VENUE_CONFIG"]), data_dir)
     final = {cid: st for (cid, _rev), st in sorted(expected_rows.items())}
 
     # No verdict lost: every nonce has its verdict.
@@ -118,11 +135,7 @@ def test_kill_9_mid_load_changes_nothing(
     wait_for(lambda: flow.alive(), 1)
 
     def lake(sql: str) -> list[tuple]:
-        con = connect_memory(data_dir / "lake")
-        try:
-            return query(con, sql)[1]
-        finally:
-            con.close()
+        return _lake(data_dir, sql)
 
     wait_for(
         lambda: lake("select count(*) from checkin_decisions")[0][0] >= len(expected_rows),
@@ -186,4 +199,49 @@ def test_kill_9_mid_load_changes_nothing(
     assert totals["checked_in"] == len(per_person)
     assert totals["inside"] == len(inside)
     assert totals["registered"] == PEOPLE
+    flow.stop()
+
+
+def test_redis_restart_mid_load_loses_and_repeats_nothing(
+    redis_server: RedisServer, r: redis.Redis, flow_env: dict[str, str], data_dir: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Redis stops (its AOF kept) while the flow works through a backlog, then comes back: the
+    decider reloads what was committed and carries on; every scan is decided exactly once."""
+    env = {
+        **flow_env,
+        "VENUE_CONFIG": str(write_venue(tmp_path / "venue.yaml", allow_entry_after_exit=True)),
+    }
+    rng = random.Random(7)
+    signer = load_signer(data_dir)
+    flow = FlowProcess("checkins", env, data_dir / "flow.log").start()
+    people = [f"P{i:05d}" for i in range(300)]
+    add_participants(r, people)
+    wait_participants(r, people)
+    docs = _scans(signer, people, rng)[:4000]
+    for i, half in enumerate((docs[:2000], docs[2000:])):
+        pipe = r.pipeline(transaction=False)
+        for d in half:
+            pipe.xadd(keys.CHECKINS_IN, {"data": json.dumps(d)})
+        pipe.execute()
+        if i == 0:
+            redis_server.stop()  # while the flow works through the first half
+            time.sleep(1.5)
+            redis_server.start()
+            wait_for(lambda: _pings(r), 10, what="redis back")
+    _states, expected_rows = _expected(r, Path(env["VENUE_CONFIG"]), data_dir)
+    nonces = {d["nonce"] for d in docs}
+    wait_for(lambda: all(r.mget([keys.verdict_key(n) for n in nonces])), 120, what="verdicts")
+    assert flow.alive(), flow.log_tail()
+    wait_for(
+        lambda: (
+            _lake(data_dir, "select count(*) from checkin_decisions")[0][0] >= len(expected_rows)
+        ),
+        120,
+        what="every decision in the lake",
+    )
+    decisions = _lake(data_dir, "select checkin_id, revision, status from checkin_decisions")
+    got = {(c, rev): st for c, rev, st in decisions}
+    assert len(decisions) == len(got) == len(expected_rows)
+    assert got == expected_rows
     flow.stop()

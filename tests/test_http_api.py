@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from core import keys
-from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, wait_for
+from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, login_http, wait_for
 from tests.ui_fixtures import healthy
 
 MAX_EVENT_BYTES = 4096
@@ -56,6 +56,7 @@ class Stack:
             self.app = AppProcess(self.env, self.data / "app.log").wait_ready()
             healthy(self.app)
             self.http = httpx.Client(base_url=self.app.base_url, timeout=10)
+            login_http(self.http)  # listing events needs a login (or an admin key)
         except BaseException:
             self.close()
             raise
@@ -327,6 +328,7 @@ def test_health_and_ingest_when_flow_then_redis_stop(
 ) -> None:
     healthy(app_process)
     with httpx.Client(base_url=app_process.base_url, timeout=10) as http:
+        login_http(http)
         assert post(http, event("before.stop")).status_code == 202
 
         def stored() -> bool:  # the flow took it (it is in the cache) before we stop it

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.conftest import API_KEY, AppProcess, FlowProcess
+from tests.conftest import API_KEY, AppProcess, FlowProcess, login_browser
 from tests.ui_fixtures import CHROMIUM, CHROMIUM_ARGS, healthy
 
 VISIBLE_WITHIN_S = 2.0
@@ -38,7 +38,8 @@ def test_posted_event_appears_on_the_live_page_within_2s(
 ) -> None:
     app = app_process
     healthy(app)  # Redis up and the flow turning (heartbeat)
-    page.goto(app.base_url + "/")  # redirects to /events
+    login_browser(page, app.base_url)  # pages need a login (tests/conftest.py)
+    page.goto(app.base_url + "/events")
     expect(page.get_by_test_id("live-status")).to_have_text("live", timeout=10_000)
 
     marker = f"marker-{uuid.uuid4().hex}"

@@ -24,7 +24,7 @@ from core import keys
 from core.qr import qr_png, qr_svg
 from core.tokens import PUBLIC_NAME, key_dir, load_verifier, peek
 from storage.catalog import connect_memory, query
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, login_browser, wait_for
 from tests.participants_helpers import Stack
 from tests.ui_fixtures import CHROMIUM, CHROMIUM_ARGS
 
@@ -296,6 +296,7 @@ def test_api_import_qr_revoke_checkin_and_the_page(stack: Stack, page: Page) -> 
 
     # The dashboard: upload a CSV, see the import report, open a participant, revoke.
     base = stack.app.base_url
+    login_browser(page, base)
     page.goto(base + "/participants")
     expect(page.get_by_test_id("kpi-known")).not_to_have_text("—", timeout=10_000)
     csv_file = Path(stack.data) / "upload.csv"

@@ -20,7 +20,7 @@ from playwright.sync_api import expect, sync_playwright
 import storage.reports as reports
 from storage.catalog import connect_memory, query
 from storage.reports import SECTIONS
-from tests.conftest import wait_for
+from tests.conftest import login_browser, wait_for
 from tests.participants_helpers import Stack
 from tests.ui_fixtures import CHROMIUM, CHROMIUM_ARGS
 
@@ -184,7 +184,7 @@ def test_report_numbers_equal_run_py_query(stack: Stack) -> None:
     # README's own example, literally.
     assert readme_example == sorted(from_csv["gate_totals"], key=lambda g: g["gate_id"])
 
-    # One section alone, for scripts; the API needs the key, the dashboard link does not.
+    # One section alone, for scripts; the API needs the key, the dashboard link a login.
     one = http.get("/api/reports/attendance.csv", params={"section": "no_shows"})
     assert one.text.lstrip("\ufeff").splitlines()[0] == "id,name,email,organization,category"
     assert len(one.text.strip().splitlines()) == 3
@@ -213,6 +213,7 @@ def test_report_numbers_equal_run_py_query(stack: Stack) -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            login_browser(page, stack.app.base_url)
             page.goto(stack.app.base_url + "/report")
             expect(page.get_by_test_id("kpi-no_shows")).to_have_text("2", timeout=15_000)
             expect(page.get_by_test_id("kpi-checked_in")).to_have_text("3")

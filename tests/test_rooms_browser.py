@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import wait_for
+from tests.conftest import API_KEY, login_browser, wait_for
 from tests.ui_fixtures import CHROMIUM, CHROMIUM_ARGS
 from tests.video_fixtures import VideoStack, require_gstreamer
 
@@ -51,6 +51,7 @@ def browser() -> Iterator[Browser]:
 def _open_room(browser: Browser, stack: VideoStack, room: str = "main") -> Page:
     assert stack.app is not None
     page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
+    login_browser(page, stack.app.base_url)
     page.goto(f"{stack.app.base_url}/rooms/{room}")
     return page
 
@@ -118,7 +119,11 @@ def test_room_shows_live_video_presence_and_capture_control(
     assert stack.app is not None
 
     def logged() -> list[dict] | None:
-        doc = httpx.get(f"{stack.app.base_url}/logs", params={"room_id": "main", "size": 100})
+        doc = httpx.get(
+            f"{stack.app.base_url}/logs",
+            params={"room_id": "main", "size": 100},
+            headers={"X-API-Key": API_KEY},  # reading the activity log needs a login or key
+        )
         items = doc.json()["items"]
         events = [i["event"] for i in items]
         done = events.count("room.join") >= 3 and events.count("room.leave") >= 3
@@ -141,6 +146,7 @@ def test_room_shows_live_video_presence_and_capture_control(
 def test_create_a_room_and_open_it(stack: VideoStack, browser: Browser) -> None:
     assert stack.app is not None
     page = browser.new_context().new_page()
+    login_browser(page, stack.app.base_url)
     page.goto(f"{stack.app.base_url}/rooms")
     _fill(page, "room-name", "Stage left")
     page.get_by_test_id("room-create").click()

@@ -17,6 +17,8 @@ from tests.conftest import free_port, wait_for
 from tests.test_run_py import RunPy
 from tests.video_fixtures import require_gstreamer
 
+DEMO_KEY = {"X-API-Key": "demo-key"}  # what `demo` sets when API_KEYS is empty (grants all)
+
 
 def test_demo_starts_a_test_camera_that_streams(tmp_path: Path) -> None:
     require_gstreamer()
@@ -31,7 +33,7 @@ def test_demo_starts_a_test_camera_that_streams(tmp_path: Path) -> None:
         def streaming() -> bool:
             assert demo.proc.poll() is None, demo.output()
             try:
-                cams = httpx.get(f"{demo.base}/api/cameras", timeout=2).json()
+                cams = httpx.get(f"{demo.base}/api/cameras", headers=DEMO_KEY, timeout=2).json()
             except (httpx.HTTPError, ValueError):
                 return False
             st = cams[0]["status"] if cams else None
@@ -39,7 +41,7 @@ def test_demo_starts_a_test_camera_that_streams(tmp_path: Path) -> None:
 
         wait_for(streaming, 90, 0.5, "the demo's camera to stream")
         assert f"Test camera rtsp://127.0.0.1:{port}/test" in demo.output()
-        snap = httpx.get(f"{demo.base}/video/cam-main.jpg", timeout=10)
+        snap = httpx.get(f"{demo.base}/video/cam-main.jpg", headers=DEMO_KEY, timeout=10)
         assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
     finally:
         demo.stop_cleanly()  # exit 0 and no process of ours left, the camera server included

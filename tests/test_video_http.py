@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from core import keys
 from core.records import FrameHeader, RequestLog
-from tests.conftest import API_KEY, wait_for
+from tests.conftest import API_KEY, login_http, wait_for
 from tests.video_fixtures import VideoStack, require_gstreamer
 
 AUTH = {"X-API-Key": API_KEY}
@@ -46,6 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VideoStack]:
 def http(stack: VideoStack) -> Iterator[httpx.Client]:
     assert stack.app is not None
     with httpx.Client(base_url=stack.app.base_url, timeout=10) as c:
+        login_http(c)  # video and the read APIs need a login (or an admin key)
         yield c
 
 
@@ -89,10 +90,14 @@ def test_websocket_viewers_share_one_subscription_slow_ones_skip(
     stack: VideoStack,
 ) -> None:
     url = _ws_url(stack, "cam-a")
-    with connect(url + "?ack=0") as noack:  # no acks: TCP backpressure only
+    # no acks: TCP backpressure only
+    with connect(url + "?ack=0", additional_headers=AUTH) as noack:
         for _ in range(5):
             FrameHeader.unpack(noack.recv(timeout=2))
-    with connect(url) as fast, connect(url) as slow:
+    with (
+        connect(url, additional_headers=AUTH) as fast,
+        connect(url, additional_headers=AUTH) as slow,
+    ):
         got_fast: list[FrameHeader] = []
         got_slow: list[FrameHeader] = []
         deadline = time.monotonic() + 2.5
@@ -119,7 +124,10 @@ def test_websocket_viewers_share_one_subscription_slow_ones_skip(
 
 
 def test_websocket_for_an_unknown_camera_is_closed_with_the_reason(stack: VideoStack) -> None:
-    with connect(_ws_url(stack, "nope")) as ws, pytest.raises(ConnectionClosed) as info:
+    with (
+        connect(_ws_url(stack, "nope"), additional_headers=AUTH) as ws,
+        pytest.raises(ConnectionClosed) as info,
+    ):
         ws.recv(timeout=5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 4404
     assert "unknown camera" in info.value.rcvd.reason

@@ -163,6 +163,12 @@ def test_status_goes_to_redis_with_replies_and_alarms() -> None:
     ]  # no second alarm while it stays in error
     recovered = status_commands(StatusReport(_status("streaming"), "error"))[-1]
     assert json.loads(recovered[4])["type"] == "camera.recovered"
+    # The first stream after a start also says so (an alarm of the previous run clears) ...
+    first = status_commands(StatusReport(_status("streaming"), "connecting", (), True))[-1]
+    assert json.loads(first[4])["payload"]["after"] == "start"
+    # ... but a reconnect while running does not.
+    again = status_commands(StatusReport(_status("streaming"), "reconnecting"))
+    assert [c[0] for c in again] == ["HSET", "PUBLISH"]
 
 
 def test_frame_header_round_trip_and_refusal() -> None:

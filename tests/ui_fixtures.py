@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 
+from core.processes import PROJECT_DIR
+from core.venue import EXAMPLE_VENUE
 from tests.conftest import AppProcess, wait_for
 
 #: Debian's Chromium; Playwright must never download a browser on this closed network.
@@ -30,3 +37,60 @@ def healthy(app: AppProcess, timeout: float = 60) -> None:
             return False
 
     wait_for(ok, timeout, 0.1, "/health to report Redis and the events flow alive")
+
+
+#: One user per role in every `AuthStack` (password: conftest.PASSWORD).
+ROLE_USERS = {"organiser": "organiser", "operator": "op-1", "analyst": "an-1"}
+
+
+class AuthStack:
+    """A real Redis and the real app (no flows: access control needs none), with one user per
+    role, for the auth tests. `env` overrides settings (e.g. short sessions, lockout)."""
+
+    def __init__(self, work: Path, **env: str):
+        from tests.conftest import API_KEY, RedisServer, add_user
+
+        self.redis_server = RedisServer(work / "redis")
+        self.redis_server.start()
+        self.data = work / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            "REDIS_URL": self.redis_server.url,
+            "DATA_DIR": str(self.data),
+            "API_KEYS": API_KEY,
+            "VENUE_CONFIG": str(EXAMPLE_VENUE),
+            "HEALTH_FLOWS": "events",
+            **env,
+        }
+        for role, name in ROLE_USERS.items():
+            add_user(self.data, name, role)
+        self.app: AppProcess | None = None
+        try:
+            self.app = AppProcess(self.env, self.data / "app.log").wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        self.base_url = self.app.base_url
+
+    def client(self, role: str | None = None, **kw) -> httpx.Client:
+        """An httpx client, logged in as the role's user (None: not logged in)."""
+        from tests.conftest import login_http
+
+        c = httpx.Client(base_url=self.base_url, timeout=20, follow_redirects=False, **kw)
+        if role is not None:
+            login_http(c, ROLE_USERS[role])
+        return c
+
+    def run_py(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        """`run.py <args>` against this stack's DATA_DIR, as an operator types it."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        env.update(DATA_DIR=str(self.data), REDIS_URL=self.redis_server.url)
+        return subprocess.run(
+            [sys.executable, "run.py", *args], cwd=PROJECT_DIR, env=env, input=stdin,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        if self.app is not None:
+            self.app.stop()
+        self.redis_server.kill()

@@ -8,7 +8,6 @@ everything else. Errors are answered as JSON with a reason, never as a stack tra
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import uuid
@@ -17,15 +16,17 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from core import keys
+from core.auth_keys import ApiKey
 from core.processes import FLOWS as FLOW_MODULES
 from core.records import LEVELS, Event, field_errors
 from core.settings import Settings, get_settings
+from ui import auth
 from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events, newest_first
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,6 @@ async def health() -> JSONResponse:
 
 # --- ingest -------------------------------------------------------------------------------------
 
-_INVALID_KEY = "missing or invalid X-API-Key"
-
 
 class _Refusal(Exception):
     """An early answer with a JSON body (turned into a response by `_refusal_handler`)."""
@@ -115,21 +114,23 @@ async def _refusal_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body, status_code=exc.status)
 
 
-def require_api_key(
-    settings: Annotated[Settings, Depends(get_settings)],
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> str:
-    """Device/gate endpoints need a key from API_KEYS; compared in constant time."""
-    allowed = settings.api_key_set
-    ok = x_api_key is not None and any(
-        hmac.compare_digest(x_api_key.encode(), k.encode()) for k in allowed
-    )
-    if not ok:
-        detail = _INVALID_KEY
-        if not allowed:
-            detail += " (no API keys are configured: API_KEYS is empty, so every key is refused)"
-        raise _Refusal(401, {"detail": detail})
-    return x_api_key  # type: ignore[return-value]
+def require_api_key(request: Request) -> ApiKey:
+    """The caller's API key grant (kinds, bound gate). The auth middleware has checked it
+    against the route's rule in `ui.auth.ROUTES` already; this checks again by the matched
+    route (so a route is never open if the middleware is missing) and hands it to the handler.
+    `API_KEYS` keys grant every kind; managed keys come from `run.py keys` or /users."""
+    key = getattr(request.state, "api_key", None)
+    if isinstance(key, ApiKey):
+        return key
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    rule = auth.rule_for_route(path, request.method)
+    if rule is None or not rule.keys:
+        raise _Refusal(403, {"detail": f"{request.method} {path} accepts no API key"})
+    got = auth.check_api_key(rule, request.headers.get("x-api-key"), f"{request.method} {path}")
+    if isinstance(got, auth.Denied):
+        raise _Refusal(got.status, {"detail": got.detail})
+    return got
 
 
 async def read_body(request: Request, limit: int, what: str = "event body") -> bytes:
@@ -162,7 +163,7 @@ def _stream_for(ev: Event, streams: list[str]) -> str:
 
 async def post_event(
     request: Request,
-    _key: Annotated[str, Depends(require_api_key)],
+    _key: Annotated[ApiKey, Depends(require_api_key)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> JSONResponse:
     """Validate one event and XADD it to `events:in`; 202 with the stream entry id."""
@@ -287,9 +288,11 @@ def register(app: FastAPI) -> None:
 
     video_api.register(app)  # live video (WebSocket, MJPEG, snapshots), cameras, commands
     logs_api.register(app)  # the activity log: GET /logs, POST /logs
-    app.add_api_route("/", _root, methods=["GET"], include_in_schema=False)
+    from ui import auth_login  # same: it imports this module
+
+    auth_login.register(app)  # login/logout, who am I, and the permission middleware
 
 
-async def _root() -> RedirectResponse:
-    """The overview is the Events page for now; later pages may replace this redirect."""
+async def root_redirect() -> RedirectResponse:
+    """`/` until a page takes it (ui.main adds this only when no page is registered there)."""
     return RedirectResponse("/events")

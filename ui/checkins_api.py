@@ -28,11 +28,13 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from core import keys
+from core.auth_keys import ApiKey
 from core.records import CheckIn, field_errors
 from core.settings import Settings, get_settings
 from core.tokens import PUBLIC_NAME, key_dir, load_verifier
 from ui import attendance_live
 from ui.api import _redis_reason, read_body, redis_client, require_api_key
+from ui.auth import gate_refusal
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +146,7 @@ def _wait_param(request: Request) -> float | JSONResponse:
 
 async def post_checkin(
     request: Request,
-    _key: Annotated[str, Depends(require_api_key)],
+    key: Annotated[ApiKey, Depends(require_api_key)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> JSONResponse:
     """One scan: 200 with its verdict if it comes within `wait` s, else 202 pending."""
@@ -158,6 +160,8 @@ async def post_checkin(
         checkin = CheckIn.model_validate_json(raw)
     except ValidationError as exc:
         return _invalid("invalid check-in", field_errors(exc))
+    if (why := gate_refusal(key, checkin.gate_id)) is not None:
+        return JSONResponse({"detail": why}, status_code=403)
     try:
         sent = await submit_checkin(checkin, wait)
     except _REDIS_ERRORS as exc:
@@ -170,7 +174,7 @@ async def post_checkin(
 
 async def post_checkin_batch(
     request: Request,
-    _key: Annotated[str, Depends(require_api_key)],
+    key: Annotated[ApiKey, Depends(require_api_key)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> JSONResponse:
     """An offline gate's backlog (original `ts` kept): all valid, or nothing is sent."""
@@ -232,6 +236,9 @@ async def post_checkin_batch(
     if errors:
         bad = len({e["index"] for e in errors})
         return _invalid(f"invalid batch: {bad} bad check-in(s), nothing was sent", errors)
+    for i, c in enumerate(checkins):  # a gate-bound key: every scan must be its gate's
+        if (why := gate_refusal(key, c.gate_id)) is not None:
+            return JSONResponse({"detail": f"check-in {i}: {why}; nothing was sent"}, 403)
     try:
         ids = await submit_batch(checkins)
     except _REDIS_ERRORS as exc:
@@ -240,7 +247,7 @@ async def post_checkin_batch(
     return JSONResponse({"ids": ids, "count": len(ids)}, status_code=202)
 
 
-async def get_checkin(nonce: str, _key: Annotated[str, Depends(require_api_key)]) -> JSONResponse:
+async def get_checkin(nonce: str, key: Annotated[ApiKey, Depends(require_api_key)]) -> JSONResponse:
     """The latest verdict stored for a scan's nonce (kept a day)."""
     try:
         raw = await redis_client().get(keys.verdict_key(nonce))
@@ -252,9 +259,13 @@ async def get_checkin(nonce: str, _key: Annotated[str, Depends(require_api_key)]
             status_code=404,
         )
     try:
-        return JSONResponse(json.loads(raw))
+        verdict = json.loads(raw)
     except ValueError:
         return JSONResponse({"detail": "stored verdict is not JSON"}, status_code=500)
+    gate = verdict.get("gate_id") if isinstance(verdict, dict) else None
+    if (why := gate_refusal(key, str(gate))) is not None:  # a gate key sees its gate's only
+        return JSONResponse({"detail": why}, status_code=403)
+    return JSONResponse(verdict)
 
 
 async def get_public_key(settings: Annotated[Settings, Depends(get_settings)]) -> Response:

@@ -92,18 +92,27 @@ def query_events(lake_dir: Path, q: EventQuery) -> EventPage:
     """Blocking: one page of events, ordered by (ts, id) descending. Call via `fetch_events`.
 
     The order is total (ids are unique), so paging is stable and a keyset cursor on (ts, id) can
-    replace OFFSET later without changing results. `total` is a second scan: while a flow writes,
-    it may already count a file the page's scan did not see (or the reverse).
+    replace OFFSET later without changing results. The page and `total` come from one scan
+    (a window count), so they agree while a flow writes; only past the last page is the total
+    counted by a second query.
     """
     where, params = _where(q)
     cols = ", ".join(COLUMNS)
-    page_sql = f"SELECT {cols} FROM events{where} ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?"
+    page_sql = (
+        f"SELECT {cols}, count(*) OVER () FROM events{where} "
+        "ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?"
+    )
     count_sql = f"SELECT count(*) FROM events{where}"
     con = _connection(lake_dir)
     try:
         # `query` lists the files again if one vanished mid-scan (compaction, a flow resuming).
         _, rows = query(con, page_sql, [*params, q.size, (q.page - 1) * q.size])
-        _, ((total,),) = query(con, count_sql, params)
+        if rows:
+            total, rows = rows[0][-1], [r[:-1] for r in rows]
+        elif q.page == 1:
+            total = 0
+        else:
+            _, ((total,),) = query(con, count_sql, params)
     except duckdb.Error as exc:
         raise LakeUnavailable(f"lake could not be read: {exc}") from exc
     return EventPage(public_rows(rows), int(total))

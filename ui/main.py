@@ -15,6 +15,7 @@ from nicegui import app, ui
 
 from core.settings import Settings, get_settings
 from ui import api, attendance_live, live, pages, theme, video_api
+from ui.pages import login_page, users_page
 
 log = logging.getLogger("ui")
 
@@ -38,10 +39,27 @@ def storage_secret(settings: Settings) -> str:
         return value
 
 
+def use_session_dir(settings: Settings) -> None:
+    """Keep NiceGUI's per-browser storage (the login sessions) under DATA_DIR/ui/sessions,
+    mode 0700, instead of `.nicegui` in whatever folder the app was started from."""
+    from nicegui.storage import Storage
+
+    if os.environ.get("NICEGUI_STORAGE_PATH"):
+        return
+    path = (Path(settings.data_dir) / "ui" / "sessions").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    Storage.path = path
+
+
 def setup(settings: Settings) -> None:
     """Register routes, pages and the live tasks on NiceGUI's app (before `ui.run`)."""
-    api.register(app)
+    api.register(app)  # also the auth routes and the permission middleware (ui.auth_login)
     pages.register_all()
+    login_page.register()  # /login
+    users_page.register()  # /users (organisers)
+    if not any(getattr(r, "path", None) == "/" for r in app.routes):
+        app.add_api_route("/", api.root_redirect, methods=["GET"], include_in_schema=False)
     redis_url = settings.effective_redis_url
 
     async def _start() -> None:
@@ -64,6 +82,7 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = get_settings()
+    use_session_dir(settings)
     setup(settings)
     log.info("Venueflow dashboard on http://%s:%d", settings.host, settings.port)
     ui.run(

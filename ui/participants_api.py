@@ -8,10 +8,9 @@ lake's `participants` view, which lags the flow by a few seconds (`LAKE_FLUSH_AG
 snapshot); a single participant's current state (serial, revoked) comes from
 `participants:index`, which the flow updates as it applies a change.
 
-`/api/...` routes need an `X-API-Key` (organiser routes, until logins arrive). The dashboard's
-download links (`/participants/{id}/qr.png|svg`, `/participants/qr.zip`) are the same handlers
-without the key, served like the dashboard pages themselves (so the login that later guards the
-pages guards them too).
+`/api/...` routes need an `admin` `X-API-Key` (organiser scripts). The dashboard's download
+links (`/participants/{id}/qr.png|svg`, `/participants/qr.zip`) are the same handlers without
+the key, guarded like the pages by a login with `participants.view` (see `ui.auth.ROUTES`).
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 
 from core import keys
+from core.auth_keys import ApiKey
 from core.participant_admin import AdminOp, no_op, op_applied
 from core.participants import (
     BadRow,
@@ -233,7 +233,7 @@ def _redis_down(exc: BaseException) -> JSONResponse:
 
 async def post_participants(
     request: Request,
-    _key: Annotated[str, Depends(require_api_key)],
+    _key: Annotated[ApiKey, Depends(require_api_key)],
     wait: Annotated[float, Query(ge=0, le=300)] = DEFAULT_IMPORT_WAIT_S,
 ) -> JSONResponse:
     """Import participants: 200 with new/updated/unchanged counts, the bad rows (line, reason)
@@ -370,7 +370,7 @@ async def participant_detail(pid: str) -> dict[str, Any] | None:
 
 
 async def get_participants(
-    _key: Annotated[str, Depends(require_api_key)],
+    _key: Annotated[ApiKey, Depends(require_api_key)],
     q: Annotated[str | None, Query(max_length=200)] = None,
     status: Annotated[Literal["active", "revoked"] | None, Query()] = None,
     page: Annotated[int, Query(ge=1)] = 1,
@@ -384,7 +384,9 @@ async def get_participants(
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
 
-async def get_participant(pid: str, _key: Annotated[str, Depends(require_api_key)]) -> JSONResponse:
+async def get_participant(
+    pid: str, _key: Annotated[ApiKey, Depends(require_api_key)]
+) -> JSONResponse:
     try:
         doc = await participant_detail(pid)
     except LakeUnavailable as exc:
@@ -447,7 +449,7 @@ def _qr_route(kind: str, with_key: bool) -> Callable[..., Any]:
 
         async def keyed(
             pid: str,
-            _key: Annotated[str, Depends(require_api_key)],
+            _key: Annotated[ApiKey, Depends(require_api_key)],
             download: bool = False,
         ) -> Response:
             return await qr_image(pid, kind, download)
@@ -532,7 +534,7 @@ async def qr_zip(fmt: str) -> Response:
 
 
 async def get_qr_zip(
-    _key: Annotated[str, Depends(require_api_key)], format: str = "png"
+    _key: Annotated[ApiKey, Depends(require_api_key)], format: str = "png"
 ) -> Response:
     """Every participant's QR code (revoked ones skipped) as a streamed zip + index.csv."""
     return await qr_zip(format)
@@ -573,7 +575,7 @@ def _op_route(op: AdminOp) -> Callable[..., Any]:
     async def handler(
         pid: str,
         request: Request,
-        _key: Annotated[str, Depends(require_api_key)],
+        _key: Annotated[ApiKey, Depends(require_api_key)],
         wait: Annotated[float, Query(ge=0, le=60)] = 5.0,
     ) -> JSONResponse:
         reason = None

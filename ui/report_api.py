@@ -9,8 +9,8 @@ the dashboard's per-thread in-memory DuckDB connection (the catalog's views, `Ti
 - HTML: one self-contained page (inline CSS and SVG, no script, nothing fetched), with print
   CSS; the arrival curve is an SVG bar chart. Times in the event's time zone.
 
-`/api/reports/attendance.(csv|json)` need the `X-API-Key`; `/reports/attendance.(csv|html)`
-are the dashboard's links, served like its pages.
+`/api/reports/attendance.(csv|json)` need an `admin` `X-API-Key`; `/reports/attendance.(csv|html)`
+are the dashboard's links, guarded like its pages (a login with `report.view`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from nicegui import run
 from pydantic_core import to_json
 
+from core.auth_keys import ApiKey
 from core.records import CHECKIN_OUTCOMES
 from core.settings import get_settings
 from core.venue import Venue, venue_for
@@ -374,7 +375,7 @@ async def _csv_response(section: str | None) -> Response:
 
 
 async def api_csv(
-    _key: Annotated[str, Depends(require_api_key)],
+    _key: Annotated[ApiKey, Depends(require_api_key)],
     section: Annotated[str | None, Query()] = None,
 ) -> Response:
     """The attendance report as CSV: every section, or `?section=<key>` alone."""
@@ -385,7 +386,7 @@ async def dashboard_csv(section: str | None = None) -> Response:
     return await _csv_response(section)
 
 
-async def api_json(_key: Annotated[str, Depends(require_api_key)]) -> JSONResponse:
+async def api_json(_key: Annotated[ApiKey, Depends(require_api_key)]) -> JSONResponse:
     """The attendance report as JSON: each section's title, SQL, columns and rows."""
     try:
         return JSONResponse(report_json(await load_report()))

@@ -46,6 +46,8 @@ class NavItem:
 
 #: Pages in the header, in order. Attendance, Cameras and Alarms are added here when they exist.
 NAV: list[NavItem] = [
+    NavItem("Overview", "/", "dashboard"),
+    NavItem("Alarms", "/alarms", "notifications_active"),
     NavItem("Events", "/events", "bolt"),
     NavItem("Attendance", "/attendance", "how_to_reg"),
     NavItem("Gate", "/gate", "qr_code_scanner"),
@@ -53,6 +55,7 @@ NAV: list[NavItem] = [
     NavItem("Report", "/report", "summarize"),
     NavItem("Cameras", "/cameras", "videocam"),
     NavItem("Rooms", "/rooms", "meeting_room"),
+    NavItem("Analytics", "/analytics", "query_stats"),
 ]
 
 
@@ -64,7 +67,9 @@ def frame(title: str, active: str) -> Iterator[None]:
     with ui.header(elevated=True).classes("items-center gap-6 px-6 py-2 bg-primary"):
         ui.label(APP_NAME).classes("text-xl font-bold tracking-wide text-white")
         with ui.row().classes("gap-1"):
-            for item in NAV:
+            from ui.auth_menu import user_menu, visible_nav  # here: auth imports pages' deps
+
+            for item in visible_nav(NAV):  # only what the user's role may open
                 link = ui.link(target=item.path).classes(
                     "no-underline text-white px-3 py-1 rounded flex items-center gap-1"
                 )
@@ -74,6 +79,10 @@ def frame(title: str, active: str) -> Iterator[None]:
                     ui.icon(item.icon).classes("text-lg")
                     ui.label(item.label)
         ui.space()
+        from ui import alarm_banner  # here: it imports the auth module, which imports pages
+
+        alarm_banner.attach()  # open-alarm counter + the CRITICAL banner, on every page
         ui.label(title).classes("text-white/80")
+        user_menu()  # who is logged in, log out
     with ui.column().classes("w-full max-w-screen-2xl mx-auto p-4 gap-4"):
         yield

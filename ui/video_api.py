@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from redis.exceptions import RedisError
 
 from core import keys
+from core.auth_keys import ApiKey
 from core.records import FRAME_HEADER_SIZE
 from core.settings import Settings
 from core.venue import VenueError, venue_for
@@ -221,7 +222,7 @@ async def post_command(
     camera_id: str,
     action: str,
     request: Request,
-    _key: Annotated[str, Depends(require_api_key)],
+    _key: Annotated[ApiKey, Depends(require_api_key)],
 ) -> JSONResponse:
     """Queue a capture command (202 with its id); `status` answers with the flow's reply."""
     if action not in ACTIONS:

@@ -15,6 +15,7 @@ from typing import Any
 
 from nicegui import Client, ui
 
+from ui.auth import permitted
 from ui.video_rooms import RedisDown, Who, log_activity, send_command
 
 #: A transparent 1x1 GIF: the tile's picture until the first frame (no broken-image icon).
@@ -112,6 +113,8 @@ class CameraTile:
 
     def _cmd(self, action: str) -> Callable[[], Awaitable[None]]:
         async def send() -> None:
+            if not permitted("cameras.control"):  # checked when clicked, on the server
+                return
             try:
                 await send_command(action, self.camera_id, self.who, self.room_id)  # type: ignore[arg-type]
             except RedisDown as exc:

@@ -1,17 +1,52 @@
 """Dashboard pages; each module exposes `register()` so `ui.main` decides what is served."""
 
 from ui.pages import (
+    alarms_page,
+    analytics_page,
     attendance_page,
     cameras_page,
     events_page,
     gate_page,
+    overview_page,
     participants_page,
     report_page,
     rooms_page,
 )
 
 
+def _start_live() -> None:
+    """The alarms subscriber and the overview's fps sampler run with the app (one each)."""
+    import asyncio
+    import contextlib
+
+    from nicegui import app
+
+    from core.settings import get_settings
+    from ui import alarms_live
+
+    tasks: list[asyncio.Task] = []
+
+    async def start() -> None:
+        await alarms_live.start(get_settings().effective_redis_url)
+        tasks.append(asyncio.get_running_loop().create_task(overview_page.sample_forever()))
+
+    async def stop() -> None:
+        await alarms_live.stop()
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        tasks.clear()
+
+    app.on_startup(start)
+    app.on_shutdown(stop)
+
+
 def register_all() -> None:
+    _start_live()
+    overview_page.register()
+    alarms_page.register()
+    analytics_page.register()
     events_page.register()
     attendance_page.register()
     gate_page.register()

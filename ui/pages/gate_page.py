@@ -26,6 +26,7 @@ from core.records import CheckIn, reason_of
 from core.settings import get_settings
 from core.venue import Venue, VenueError, venue_for
 from ui import attendance_live, theme
+from ui.auth import permitted
 from ui.checkins_api import submit_checkin
 
 STATIC_URL = "/vf-static"
@@ -213,6 +214,8 @@ async def gate_page(gate: str | None = None, direction: str | None = None) -> No
         )
 
     async def submit(token: str, method: str) -> None:
+        if not permitted("gate.scan"):  # checked on the server at each scan, not only the page
+            return
         token = (token or "").strip()
         if not token:
             return

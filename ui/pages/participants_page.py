@@ -25,6 +25,7 @@ from core.qr import qr_svg
 from core.records import CHECKIN_OUTCOMES
 from ui import theme
 from ui.api import redis_client
+from ui.auth import permitted
 from ui.lake_queries import LakeUnavailable
 from ui.participants_api import (
     MAX_IMPORT_BYTES,
@@ -213,6 +214,8 @@ async def participants_page() -> None:
     ui.timer(0.25, show_progress)
 
     async def on_upload(e: events.UploadEventArguments) -> None:
+        if not permitted("participants.manage"):
+            return
         if state["importing"]:
             ui.notify("An import is already running on this page", type="warning")
             return
@@ -363,6 +366,8 @@ async def participants_page() -> None:
             ui.button("Close", on_click=dialog.close).props("flat").classes("self-end")
 
     async def act(pid: str, op: str, reason: str | None = None) -> None:
+        if not permitted("participants.manage"):
+            return
         try:
             status, body = await admin_op(pid, op, reason)  # type: ignore[arg-type]
         except (RedisError, OSError) as exc:

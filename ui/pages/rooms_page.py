@@ -20,6 +20,7 @@ from core.settings import get_settings
 from core.venue import VenueError, venue_for
 from ui import theme
 from ui.api import redis_client
+from ui.auth import permitted
 from ui.video_hub import changed, model
 from ui.video_rooms import RedisDown, create_room, delete_room, join, leave
 from ui.video_widgets import CameraTile, track_client, use_player, who_of
@@ -67,6 +68,8 @@ async def rooms_page(client: Client) -> None:
         listing = ui.column().classes("w-full gap-2").props('data-testid="room-list"')
 
     async def create() -> None:
+        if not permitted("rooms.manage"):
+            return
         try:
             room = await create_room(name.value or "", list(picks.value or []), who, None)
         except (ValueError, RedisDown) as exc:
@@ -75,6 +78,8 @@ async def rooms_page(client: Client) -> None:
         ui.navigate.to(f"/rooms/{room.id}")
 
     async def remove(room_id: str) -> None:
+        if not permitted("rooms.manage"):
+            return
         try:
             await delete_room(room_id, who)
         except RedisDown as exc:
@@ -143,6 +148,8 @@ async def room_page(room_id: str, client: Client) -> None:
                 members = ui.column().classes("gap-1").props('data-testid="members"')
 
     async def toggle() -> None:
+        if not permitted("rooms.view"):
+            return
         try:
             if joined["yes"]:
                 await leave(room.id, member_id, who)

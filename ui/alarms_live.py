@@ -1,0 +1,377 @@
+"""Live alarms in the dashboard: one Redis subscriber, one model, one throttled event; and the
+person actions (acknowledge, clear) sent to the alarm flow.
+
+Same pattern as `ui.live` (measured: never push to browsers per message). ONE subscriber task
+listens to `live:alarms` (`{"transition": ..., "alarm": <Alarm JSON>}` per change). On every
+(re)connect it subscribes FIRST and then reads the `alarms:active` hash (every alarm not both
+cleared and acknowledged), so nothing published in between is missed; messages that repeat what
+the seed already holds are dropped (acknowledged, cleared, count only move forward). ONE emitter
+task fires `changed` at most `MAX_HZ` times a second when the model moved (and once a second
+anyway, so ages keep ticking); a change after a quiet spell is emitted at once (leading edge),
+so a new alarm is not held back by the throttle. Pages and the CRITICAL banner subscribe and
+read `model`.
+
+Actions go through the `alarms:commands` stream (the flow applies each exactly once, by
+`command_id`). The permission is checked HERE, on the server, whatever the page showed: a
+hidden button is a convenience, the refusal is the rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from nicegui import Event
+from redis.exceptions import RedisError
+
+from core import keys
+from core.alarms import AlarmCommand
+
+log = logging.getLogger(__name__)
+
+MAX_HZ = 4.0
+KEEP_TRANSITIONS = 200
+_GONE = 5_000  # alarm ids remembered after they left the active set (stale replays ignored)
+
+SEVERITIES = ("CRITICAL", "MAJOR", "MINOR", "WARNING")
+STATUSES = ("ACTIVE_UNACK", "ACTIVE_ACK", "CLEARED_UNACK", "CLEARED_ACK")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+Action = Literal["ack", "clear"]
+PERMISSION: dict[str, str] = {"ack": "alarms.ack", "clear": "alarms.clear"}
+
+#: Fired (without arguments) at most MAX_HZ times a second; read `model` in the handler.
+changed: Event[[]] = Event()
+
+
+def _ts(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        ts = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _progress(alarm: dict[str, Any]) -> tuple[bool, bool, int]:
+    """What only ever grows in an alarm's life: acknowledged, cleared, count. A message
+    behind the held state in any of them is stale (a seed overlap or a replay). Wall times are
+    not used: the flow stamps an acknowledgement with the command's time, which can be older
+    than a repeat applied just before it."""
+    status = str(alarm.get("status", ""))
+    return (status.endswith("_ACK"), status.startswith("CLEARED"), int(alarm.get("count") or 0))
+
+
+def _behind(new: dict[str, Any], held: dict[str, Any]) -> bool:
+    return any(n < h for n, h in zip(_progress(new), _progress(held), strict=True))
+
+
+def is_unacked(alarm: dict[str, Any]) -> bool:
+    return str(alarm.get("status", "")).endswith("_UNACK")
+
+
+def is_active(alarm: dict[str, Any]) -> bool:
+    return str(alarm.get("status", "")).startswith("ACTIVE")
+
+
+@dataclass
+class AlarmsModel:
+    """Open alarms (alarm id → Alarm JSON) and the newest transitions; event loop only."""
+
+    open: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transitions: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=KEEP_TRANSITIONS)
+    )
+    connected: bool = False
+    version: int = 0
+    _gone: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _seen_transitions: OrderedDict[tuple[str, str, str], None] = field(default_factory=OrderedDict)
+
+    # --- input -----------------------------------------------------------------------------
+
+    def apply(self, transition: str, alarm: dict[str, Any]) -> bool:
+        """Fold one `live:alarms` message in; False if it was stale or a duplicate."""
+        alarm_id = str(alarm.get("alarm_id") or "")
+        if not alarm_id:
+            return False
+        held = self.open.get(alarm_id)
+        if held is not None and _behind(alarm, held):
+            return False  # older than what the seed or a later message already gave
+        if held is None and alarm_id in self._gone:
+            return False  # it left the active set for good (a new one gets a new id)
+        if held == alarm:
+            return False
+        if alarm.get("status") == "CLEARED_ACK":
+            self.open.pop(alarm_id, None)
+            self._forget(alarm_id)
+        else:
+            self.open[alarm_id] = alarm
+            self._gone.pop(alarm_id, None)
+        if transition != "repeated":
+            self._log(transition, alarm)
+        self.version += 1
+        return True
+
+    def seed(self, alarms: list[dict[str, Any]]) -> None:
+        """The `alarms:active` hash, read right after subscribing: it IS the present.
+
+        An alarm held here but missing from the hash was cleared and acknowledged while we
+        were not listening; a held one newer than its hash entry keeps the newer state.
+        """
+        fresh: dict[str, dict[str, Any]] = {}
+        for a in alarms:
+            alarm_id = str(a.get("alarm_id") or "")
+            if alarm_id:
+                held = self.open.get(alarm_id)
+                fresh[alarm_id] = held if held and _behind(a, held) else a
+        for alarm_id in self.open:
+            if alarm_id not in fresh:
+                self._forget(alarm_id)
+        self.open = fresh
+        self.version += 1
+
+    def _forget(self, alarm_id: str) -> None:
+        self._gone[alarm_id] = None
+        self._gone.move_to_end(alarm_id)
+        if len(self._gone) > _GONE:
+            self._gone.popitem(last=False)
+
+    def _log(self, transition: str, alarm: dict[str, Any]) -> None:
+        ident = (str(alarm.get("alarm_id")), transition, str(alarm.get("updated_at")))
+        if ident in self._seen_transitions:
+            return
+        self._seen_transitions[ident] = None
+        if len(self._seen_transitions) > KEEP_TRANSITIONS * 4:
+            self._seen_transitions.popitem(last=False)
+        by = {
+            "acknowledged": alarm.get("acked_by"),
+            "cleared": alarm.get("cleared_by"),
+        }.get(transition) or ("rule" if transition in ("raised", "escalated") else None)
+        self.transitions.appendleft(
+            {
+                "transition": transition,
+                "alarm_id": alarm.get("alarm_id"),
+                "rule_id": alarm.get("rule_id"),
+                "rule_name": alarm.get("rule_name"),
+                "source": alarm.get("source"),
+                "severity": alarm.get("severity"),
+                "status": alarm.get("status"),
+                "by": by,
+                "comment": alarm.get("comment"),
+                "at": alarm.get("updated_at"),
+            }
+        )
+
+    # --- output ----------------------------------------------------------------------------
+
+    def sorted_open(self) -> list[dict[str, Any]]:
+        """Unacknowledged first, then by severity, then newest first."""
+        far = datetime.min.replace(tzinfo=UTC)
+        return sorted(
+            self.open.values(),
+            key=lambda a: (
+                not is_unacked(a),
+                SEVERITY_RANK.get(str(a.get("severity")), 9),
+                -(_ts(a.get("raised_at")) or far).timestamp(),
+            ),
+        )
+
+    def critical_unacked(self) -> list[dict[str, Any]]:
+        """CRITICAL alarms still active and not acknowledged: what the banner shows."""
+        return [
+            a
+            for a in self.sorted_open()
+            if a.get("severity") == "CRITICAL" and a.get("status") == "ACTIVE_UNACK"
+        ]
+
+    def counts(self) -> dict[str, int]:
+        """Open (not cleared-and-acknowledged) alarms per severity."""
+        out = dict.fromkeys(SEVERITIES, 0)
+        for a in self.open.values():
+            sev = str(a.get("severity"))
+            if sev in out:
+                out[sev] += 1
+        return out
+
+    def unacked(self) -> int:
+        return sum(1 for a in self.open.values() if is_unacked(a))
+
+
+model = AlarmsModel()
+
+
+def handle_message(data: bytes | str) -> None:
+    """Fold one `live:alarms` message into the model; bad messages are logged, never raised."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        log.warning("%s: message is not JSON; ignored", keys.LIVE_ALARMS)
+        return
+    if not isinstance(doc, dict) or not isinstance(doc.get("alarm"), dict):
+        log.warning("%s: message without an alarm; ignored", keys.LIVE_ALARMS)
+        return
+    model.apply(str(doc.get("transition") or "changed"), doc["alarm"])
+
+
+async def _seed(r: aioredis.Redis) -> None:
+    raw = await r.hgetall(keys.ALARMS_ACTIVE)
+    alarms = []
+    for v in raw.values():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(v)
+            if isinstance(doc, dict):
+                alarms.append(doc)
+    model.seed(alarms)
+
+
+async def subscribe_forever(url: str) -> None:
+    """Subscribe to `live:alarms` (then seed); on any Redis failure log, back off, reconnect."""
+    delay = 0.5
+    while True:
+        r = aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=10)
+        ps = r.pubsub(ignore_subscribe_messages=True)
+        try:
+            await ps.subscribe(keys.LIVE_ALARMS)
+            await _seed(r)
+            if not model.connected:
+                log.info("alarms: subscribed to %s", keys.LIVE_ALARMS)
+            model.connected, delay = True, 0.5
+            model.version += 1
+            _poke()
+            async for msg in ps.listen():
+                if msg.get("type") == "message":
+                    before = model.version
+                    handle_message(msg["data"])
+                    if model.version != before:
+                        _poke()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never crash the app: Redis may come back
+            if model.connected:
+                model.connected = False
+                model.version += 1
+                _poke()
+            log.warning("alarms: Redis subscription lost (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await ps.aclose()
+            with contextlib.suppress(Exception):
+                await r.aclose()
+
+
+_wake: asyncio.Event | None = None  # set when the model moved (made in `start`)
+
+
+def _poke() -> None:
+    if _wake is not None:
+        _wake.set()
+
+
+async def emit_forever() -> None:
+    """Fire `changed` when the model moved — at once if the last emit is 1/MAX_HZ old, else at
+    the end of that interval (a leading-edge throttle: never more than MAX_HZ a second, but a
+    lone new alarm is not held back up to 250 ms) — and once a second anyway."""
+    assert _wake is not None
+    last_change = 0.0  # the 1 Hz tick does not count: pages see no new version and skip it
+    while True:
+        try:
+            await asyncio.wait_for(_wake.wait(), timeout=1.0)
+        except TimeoutError:
+            changed.emit()
+            continue
+        wait = 1 / MAX_HZ - (time.monotonic() - last_change)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        _wake.clear()
+        last_change = time.monotonic()
+        changed.emit()
+
+
+_tasks: list[asyncio.Task] = []
+
+
+async def start(url: str) -> None:
+    """Start the subscriber and the emitter (from `app.on_startup`)."""
+    global _wake
+    if _tasks:
+        return
+    _wake = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    _tasks.append(loop.create_task(subscribe_forever(url), name="alarms-subscriber"))
+    _tasks.append(loop.create_task(emit_forever(), name="alarms-emitter"))
+
+
+async def stop() -> None:
+    for t in _tasks:
+        t.cancel()
+    for t in _tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    _tasks.clear()
+
+
+# --- person actions -----------------------------------------------------------------------
+
+
+class ActionRefused(Exception):
+    """The action is not sent; the message says why (permission, state, Redis)."""
+
+
+def check_action(user: Any, action: str, alarm_id: str) -> dict[str, Any]:
+    """The alarm if `user` may `action` it now; else ActionRefused with the reason."""
+    from ui.auth import can
+
+    if action not in PERMISSION:
+        raise ActionRefused(f"unknown action {action!r}")
+    if user is None:
+        raise ActionRefused("log in first")
+    if not can(user, PERMISSION[action]):
+        raise ActionRefused(f"the role {user.role!r} may not {action} alarms")
+    alarm = model.open.get(alarm_id)
+    if alarm is None:
+        raise ActionRefused(f"no open alarm {alarm_id!r} (already cleared and acknowledged?)")
+    if action == "ack" and not is_unacked(alarm):
+        raise ActionRefused(f"{alarm_id} is already acknowledged")
+    if action == "clear" and not is_active(alarm):
+        raise ActionRefused(f"{alarm_id} is already cleared")
+    return alarm
+
+
+def command(user: Any, action: Action, alarm_id: str, comment: str | None) -> AlarmCommand:
+    """The `alarms:commands` entry (validated by the same model the flow reads it with)."""
+    return AlarmCommand(
+        command_id=str(uuid.uuid4()),
+        action=action,
+        alarm_id=alarm_id,
+        by=user.username,
+        role=user.role,
+        comment=(comment or "").strip()[:2000] or None,
+        at=datetime.now(UTC),
+    )
+
+
+async def send_action(user: Any, action: str, alarm_id: str, comment: str | None = None) -> str:
+    """Check, then XADD the command; the stream entry id. ActionRefused with the reason."""
+    check_action(user, action, alarm_id)
+    cmd = command(user, action, alarm_id, comment)  # type: ignore[arg-type]
+    from ui.api import redis_client
+
+    try:
+        entry = await redis_client().xadd(
+            keys.ALARMS_COMMANDS, {"data": cmd.model_dump_json(exclude_none=True)}
+        )
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise ActionRefused(f"not sent, Redis unavailable: {exc}") from exc
+    log.info("alarms: %s %s by %s (%s)", action, alarm_id, user.username, user.role)
+    return entry.decode() if isinstance(entry, bytes) else str(entry)

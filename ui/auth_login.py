@@ -1,0 +1,224 @@
+"""Logging in and out (the login page and the HTTP routes share `login`), and the audit trail.
+
+Every attempt — success, wrong password, refused while locked out — goes to the activity log
+(`activity:in` → lake `request_logs`, events `auth.login.success|failure|locked`, with the
+address, the user agent and the name tried), as do logouts and the organiser's changes to
+users and API keys (`auth.user.*`, `auth.key.*`). Redis being down never blocks a login: the
+record is then only in the dashboard's log.
+
+HTTP routes (for scripts and tests; the browser uses `/login`):
+- `POST /api/auth/login` `{"username", "password"}` → 200 `{"username", "role"}` and the
+  session cookie; 401 wrong name or password; 429 + `Retry-After` while locked out;
+- `POST /api/auth/logout`; `GET /api/auth/me` (who am I, what may I do);
+- `GET /api/auth/routes` (organiser): every route of the running app with its rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+
+from core.auth_settings import get_auth_settings
+from core.auth_throttle import LoginThrottle
+from core.records import field_errors
+from core.settings import get_settings
+from core.users import MAX_PASSWORD, User, user_store
+from ui.auth import (
+    PERMISSIONS,
+    can,
+    current_user,
+    end_session,
+    rule_for_route,
+    start_session,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_LOGIN_BYTES = 4096
+_throttle: LoginThrottle | None = None
+
+
+def throttle() -> LoginThrottle:
+    global _throttle
+    if _throttle is None:
+        st = get_auth_settings()
+        _throttle = LoginThrottle(
+            max_failures=st.login_max_failures,
+            lockout_s=st.login_lockout_s,
+            lockout_max_s=st.login_lockout_max_s,
+            ip_max_failures=st.login_ip_max_failures,
+            ip_window_s=st.login_ip_window_s,
+        )
+    return _throttle
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Where a request came from, for the throttle and the activity log."""
+
+    ip: str | None
+    user_agent: str | None
+
+    @classmethod
+    def of(cls, request: Any) -> Caller:
+        client = getattr(request, "client", None)
+        headers = getattr(request, "headers", {}) or {}
+        return cls(
+            (client.host if client else None), (headers.get("user-agent") or "")[:512] or None
+        )
+
+
+async def audit(event: str, caller: Caller, **metadata: Any) -> None:
+    """One activity record (best effort: Redis down is logged here, never raised)."""
+    from ui.video_rooms import Who, log_activity  # not at the top: it imports ui.api
+
+    log.info("%s %s from %s", event, metadata, caller.ip)
+    meta = {k: v for k, v in metadata.items() if v is not None}
+    await log_activity(event, Who.of(None, caller.ip, caller.user_agent), metadata=meta)
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user: User | None
+    status: int  # 200, 401, 429
+    detail: str
+    retry_after: float = 0.0
+
+
+async def login(
+    storage: MutableMapping[str, Any], username: str, password: str, caller: Caller
+) -> LoginResult:
+    """Check a name and password (throttled), start the session, log the attempt."""
+    name = (username or "").strip().lower()[:64]
+    ip = caller.ip or "unknown"
+    wait = throttle().retry_after(name, ip)
+    if wait > 0:
+        secs = math.ceil(wait)
+        await audit("auth.login.locked", caller, username=name, retry_after_s=secs)
+        return LoginResult(
+            None, 429, f"too many failed logins; try again in {secs} s", retry_after=wait
+        )
+    store = user_store(get_settings().data_dir)
+    user = await asyncio.to_thread(store.verify, name, password[: MAX_PASSWORD + 1])
+    if user is None:
+        lock = throttle().failure(name, ip)
+        await audit(
+            "auth.login.failure", caller, username=name, locked_s=math.ceil(lock) if lock else None
+        )
+        detail = "wrong user name or password"
+        if lock:
+            detail += f"; too many failed logins, locked for {math.ceil(lock)} s"
+        return LoginResult(None, 401, detail)
+    throttle().success(name, ip)
+    start_session(storage, user)
+    await audit("auth.login.success", caller, username=user.username, role=user.role)
+    return LoginResult(user, 200, "ok")
+
+
+async def logout(storage: MutableMapping[str, Any], caller: Caller) -> str | None:
+    name = end_session(storage)
+    if name:
+        await audit("auth.logout", caller, username=name)
+    return name
+
+
+# --- HTTP routes ----------------------------------------------------------------------------------
+
+
+class LoginBody(BaseModel):
+    username: str
+    password: str
+
+
+def _storage() -> MutableMapping[str, Any]:
+    from nicegui import app
+
+    return app.storage.user
+
+
+async def post_login(request: Request) -> JSONResponse:
+    from ui.api import read_body  # not at the top: ui.api registers this module
+
+    raw = await read_body(request, MAX_LOGIN_BYTES, "login body")  # 413 beyond it
+    try:
+        body = LoginBody.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{**e, "field": e["field"] or "body"} for e in field_errors(exc)]
+        return JSONResponse({"detail": "invalid login", "errors": errors}, 422)
+    res = await login(_storage(), body.username, body.password, Caller.of(request))
+    if res.user is None:
+        headers = {"Retry-After": str(math.ceil(res.retry_after))} if res.status == 429 else {}
+        return JSONResponse({"detail": res.detail}, res.status, headers=headers)
+    return JSONResponse({"username": res.user.username, "role": res.user.role})
+
+
+async def post_logout(request: Request) -> JSONResponse:
+    return JSONResponse({"logged_out": await logout(_storage(), Caller.of(request))})
+
+
+async def get_me() -> JSONResponse:
+    user = current_user()
+    if user is None:  # the middleware answers first; kept for a session ending in between
+        return JSONResponse({"detail": "login required"}, 401)
+    perms = sorted(p for p in PERMISSIONS if can(user, p))
+    return JSONResponse({"username": user.username, "role": user.role, "permissions": perms})
+
+
+def route_table(routes: list[BaseRoute]) -> list[dict[str, Any]]:
+    """Every route (and method) of the app with the matrix rule that covers it (None: none)."""
+    out: list[dict[str, Any]] = []
+    for route in routes:
+        path = getattr(route, "path", "")
+        if isinstance(route, WebSocketRoute) or type(route).__name__ == "APIWebSocketRoute":
+            methods = ["WS"]
+        elif isinstance(route, Mount):
+            methods = ["*"]
+        elif isinstance(route, Route) or hasattr(route, "methods"):
+            methods = sorted(m for m in (getattr(route, "methods", None) or ["GET"]) if m != "HEAD")
+        else:
+            methods = ["*"]
+        for m in methods:
+            rule = rule_for_route(path, m)
+            out.append(
+                {
+                    "path": path,
+                    "method": m,
+                    "kind": type(route).__name__,
+                    "rule": None
+                    if rule is None
+                    else {
+                        "path": rule.path,
+                        "perm": rule.perm,
+                        "roles": sorted(rule.roles),
+                        "keys": sorted(rule.keys),
+                        "page": rule.page,
+                    },
+                }
+            )
+    return out
+
+
+async def get_routes(request: Request) -> JSONResponse:
+    return JSONResponse(route_table(list(request.app.router.routes)))
+
+
+def register(app: FastAPI) -> None:
+    """The auth routes and the middleware (call before `ui.run`, which adds the session
+    middleware outside ours)."""
+    from ui.auth_middleware import AuthMiddleware
+
+    tags = ["auth"]
+    app.add_api_route("/api/auth/login", post_login, methods=["POST"], tags=tags)
+    app.add_api_route("/api/auth/logout", post_logout, methods=["POST"], tags=tags)
+    app.add_api_route("/api/auth/me", get_me, methods=["GET"], tags=tags)
+    app.add_api_route("/api/auth/routes", get_routes, methods=["GET"], tags=tags)
+    app.add_middleware(AuthMiddleware)

@@ -1,0 +1,277 @@
+"""The Overview page (`/`): the organiser's one screen — KPIs, live charts, alarms, cameras.
+
+Nothing here subscribes to Redis: it reads the four live models the app already holds (one
+subscriber each, see `ui.live`, `ui.attendance_live`, `ui.alarms_live`, `ui.video_hub`) when
+their throttled `changed` events fire (≤ 4 Hz each, for all clients together), and updates only
+what changed. Camera fps has no history in any model, so one app-wide sampler task
+(`sample_forever`, started with the app) keeps the last minutes of each camera's fps.
+
+Camera tiles (and camera figures) are only shown to roles with `cameras.view`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from nicegui import Client, ui
+
+from core.records import LEVELS
+from core.settings import get_settings
+from core.venue import VenueError, venue_for
+from ui import alarms_live, attendance_live, live, theme
+from ui.auth import can, current_user
+from ui.pages.alarms_page import SEVERITY_COLORS, STATUS_COLORS
+from ui.video_hub import changed as video_changed
+from ui.video_hub import hub
+from ui.video_hub import model as video_model
+from ui.video_widgets import CameraTile, use_player, who_of
+
+CHART_MINUTES = 30
+FPS_SAMPLES = 300  # one a second: the last five minutes
+ALARM_ROWS = 8
+PALETTE = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#e53935", "#6d4c41"]
+
+#: (HH:MM:SS UTC, camera id → fps out) once a second, for the fps chart.
+fps_samples: deque[tuple[str, dict[str, float]]] = deque(maxlen=FPS_SAMPLES)
+
+
+async def sample_forever() -> None:
+    """Record every camera's current fps out once a second (app-wide, from `app.on_startup`)."""
+    while True:
+        now = datetime.now(UTC).strftime("%H:%M:%S")
+        fps: dict[str, float] = {}
+        for cam, st in video_model.cameras.items():
+            try:
+                fps[cam] = (
+                    float(st.get("fps_out") or 0.0) if st.get("state") == "streaming" else 0.0
+                )
+            except (TypeError, ValueError):
+                fps[cam] = 0.0
+        fps_samples.append((now, fps))
+        await asyncio.sleep(1.0)
+
+
+def _bars(labels: list[str], series: dict[str, list[int]], colors: dict[str, str]) -> dict:
+    return {
+        "animation": False,
+        "tooltip": {"trigger": "axis"},
+        "legend": {"top": 0, "type": "scroll"},
+        "grid": {"left": 40, "right": 16, "top": 32, "bottom": 24},
+        "xAxis": {"type": "category", "data": labels},
+        "yAxis": {"type": "value", "minInterval": 1},
+        "series": [
+            {"name": n, "type": "bar", "stack": "s", "data": d, "itemStyle": {"color": colors[n]}}
+            for n, d in series.items()
+        ],
+    }
+
+
+def events_chart() -> dict[str, Any]:
+    labels, series = live.model.chart()
+    n = CHART_MINUTES
+    return _bars(labels[-n:], {lv: series[lv][-n:] for lv in LEVELS}, theme.LEVEL_HEX)
+
+
+def arrivals_chart() -> dict[str, Any]:
+    m = attendance_live.model
+    gates = m.gate_ids()
+    labels, series = m.chart(gates, CHART_MINUTES)
+    named = {m.gate_name(g): series[g] for g in gates}
+    colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(named)}
+    return _bars(labels, named, colors)
+
+
+def fps_chart(camera_ids: list[str]) -> dict[str, Any]:
+    samples = list(fps_samples)
+    return {
+        "animation": False,
+        "tooltip": {"trigger": "axis"},
+        "legend": {"top": 0, "type": "scroll"},
+        "grid": {"left": 40, "right": 16, "top": 32, "bottom": 24},
+        "xAxis": {"type": "category", "data": [t for t, _ in samples]},
+        "yAxis": {"type": "value"},
+        "series": [
+            {
+                "name": cam,
+                "type": "line",
+                "showSymbol": False,
+                "data": [round(f.get(cam, 0.0), 1) for _, f in samples],
+                "itemStyle": {"color": PALETTE[i % len(PALETTE)]},
+            }
+            for i, cam in enumerate(camera_ids)
+        ],
+    }
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _set_chart(chart: ui.echart, opts: dict[str, Any]) -> None:
+    if not _same(chart.options, opts):
+        chart.options.clear()
+        chart.options.update(opts)
+        chart.update()
+
+
+def _kpi(title: str, test_id: str) -> tuple[ui.label, ui.label]:
+    with ui.card().classes("min-w-48 grow").props("flat bordered"):
+        ui.label(title).classes("text-xs uppercase text-gray-500")
+        value = ui.label("—").classes("text-3xl font-semibold").props(f'data-testid="{test_id}"')
+        sub = ui.label("").classes("text-sm text-gray-500")
+    return value, sub
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "—"
+
+
+async def overview_page(client: Client) -> None:
+    settings = get_settings()
+    user = current_user()
+    show_cameras = can(user, "cameras.view")
+    try:
+        cameras = venue_for(settings.venue_config).cameras
+    except VenueError:
+        cameras = []
+    camera_ids = [c.id for c in cameras]
+    state: dict[str, Any] = {"alarms": -1, "att": -1, "ev": -1}
+    if show_cameras:
+        use_player()
+
+    with theme.frame("Overview", "/"):
+        with ui.row().classes("w-full gap-4"):
+            checked_lbl, checked_sub = _kpi("Checked in / registered", "kpi-checked-in")
+            inside_lbl, inside_sub = _kpi("Inside now", "kpi-inside")
+            rate_lbl, rate_sub = _kpi("Events / min", "kpi-events-rate")
+            with ui.card().classes("min-w-64 grow").props("flat bordered"):
+                ui.label("Open alarms").classes("text-xs uppercase text-gray-500")
+                alarms_total = ui.label("—").classes("text-3xl font-semibold")
+                alarms_total.props('data-testid="kpi-alarms"')
+                with ui.row().classes("gap-1"):
+                    sev_badges = {
+                        s: ui.badge(f"{s} 0", color=SEVERITY_COLORS[s]).props(
+                            f'data-testid="kpi-alarms-{s.lower()}"'
+                        )
+                        for s in alarms_live.SEVERITIES
+                    }
+            cams_lbl, cams_sub = _kpi("Cameras streaming", "kpi-cameras")
+
+        with (
+            ui.element("div")
+            .classes("w-full grid gap-4")
+            .style("grid-template-columns: repeat(auto-fill, minmax(440px, 1fr))")
+        ):
+            with ui.card().classes("w-full").props("flat bordered"):
+                ui.label("Events per minute by level (event time, UTC)").classes("font-medium")
+                ev_chart = ui.echart(events_chart()).classes("w-full h-56")
+                ev_chart.props('data-testid="chart-events"')
+            with ui.card().classes("w-full").props("flat bordered"):
+                ui.label("Arrivals per minute by gate (scan time, UTC)").classes("font-medium")
+                arr_chart = ui.echart(arrivals_chart()).classes("w-full h-56")
+                arr_chart.props('data-testid="chart-arrivals"')
+            if show_cameras:
+                with ui.card().classes("w-full").props("flat bordered"):
+                    ui.label("Camera fps out (last 5 minutes)").classes("font-medium")
+                    fps = ui.echart(fps_chart(camera_ids)).classes("w-full h-56")
+                    fps.props('data-testid="chart-fps"')
+
+        with ui.card().classes("w-full").props("flat bordered"):
+            with ui.row().classes("w-full items-center"):
+                ui.label("Active alarms").classes("font-medium")
+                ui.space()
+                ui.link("All alarms →", "/alarms")
+            alarm_list = ui.column().classes("w-full gap-1").props('data-testid="overview-alarms"')
+
+        tiles: dict[str, CameraTile] = {}
+        if show_cameras and cameras:
+            who = who_of(client)
+            with (
+                ui.element("div")
+                .classes("w-full grid gap-4")
+                .style("grid-template-columns: repeat(auto-fill, minmax(320px, 1fr))")
+            ):
+                for cam in cameras:
+                    tiles[cam.id] = CameraTile(cam.id, cam.name, cam.width, cam.height, who)
+
+    def refresh_alarms() -> None:
+        m = alarms_live.model
+        if m.version == state["alarms"]:
+            return
+        state["alarms"] = m.version
+        counts = m.counts()
+        alarms_total.text = f"{sum(counts.values()):,}"
+        for s, badge in sev_badges.items():
+            badge.text = f"{s} {counts[s]}"
+        alarm_list.clear()
+        opened = m.sorted_open()
+        with alarm_list:
+            if not opened:
+                ui.label("No open alarms.").classes("text-gray-500")
+            for a in opened[:ALARM_ROWS]:
+                row = ui.row().classes("w-full items-center gap-2 no-wrap")
+                row.props["data-alarm-id"] = str(a.get("alarm_id"))  # set, never parsed
+                row.props["data-status"] = str(a.get("status"))
+                with row:
+                    ui.badge(
+                        str(a.get("severity")), color=SEVERITY_COLORS.get(a.get("severity"), "grey")
+                    )
+                    ui.badge(
+                        str(a.get("status")), color=STATUS_COLORS.get(a.get("status"), "grey")
+                    ).props("outline")
+                    ui.label(
+                        f"{a.get('rule_name') or a.get('rule_id')} — {a.get('source')}"
+                    ).classes("font-medium")
+                    ui.label(str(a.get("message") or "")).classes("text-sm text-gray-600 truncate")
+            if len(opened) > ALARM_ROWS:
+                ui.link(f"+ {len(opened) - ALARM_ROWS} more", "/alarms")
+
+    def refresh_attendance() -> None:
+        m = attendance_live.model
+        if m.version != state["att"]:
+            state["att"] = m.version
+            t = m.totals or {}
+            registered, checked = int(t.get("registered") or 0), int(t.get("checked_in") or 0)
+            inside = int(t.get("inside") or 0)
+            checked_lbl.text = f"{checked:,} / {registered:,}"
+            checked_sub.text = f"{_pct(checked, registered)} of registered"
+            inside_lbl.text = f"{inside:,}"
+            inside_sub.text = f"{_pct(inside, registered)} of registered"
+        _set_chart(arr_chart, arrivals_chart())
+
+    def refresh_events() -> None:
+        m = live.model
+        rate_lbl.text = f"{m.events_per_minute():,}"
+        rate_sub.text = "live" if m.connected else "Redis unavailable"
+        if m.version != state["ev"]:
+            state["ev"] = m.version
+        _set_chart(ev_chart, events_chart())
+
+    def refresh_video() -> None:
+        streaming = sum(
+            1 for c in camera_ids if (video_model.cameras.get(c) or {}).get("state") == "streaming"
+        )
+        cams_lbl.text = f"{streaming} / {len(camera_ids)}"
+        cams_sub.text = "of the venue file's cameras"
+        if show_cameras:
+            _set_chart(fps, fps_chart(camera_ids))
+            for cam_id, tile in tiles.items():
+                tile.update(video_model.cameras.get(cam_id), hub.viewers(cam_id))
+
+    refresh_alarms()
+    refresh_attendance()
+    refresh_events()
+    refresh_video()
+    alarms_live.changed.subscribe(refresh_alarms)
+    attendance_live.changed.subscribe(refresh_attendance)
+    live.changed.subscribe(refresh_events)
+    video_changed.subscribe(refresh_video)
+
+
+def register() -> None:
+    """Register the page route (call before `ui.run`)."""
+    ui.page("/", title="Overview")(overview_page)
