@@ -33,6 +33,12 @@ from ui import theme
 from ui.auth import can, current_user
 
 PALETTE = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41", "#546e7a"]
+#: Series that mean the same everywhere get the same colour as on the other pages.
+NAMED_COLOURS = {
+    **theme.LEVEL_HEX,
+    "warnings": theme.LEVEL_HEX["WARN"],
+    "errors": theme.LEVEL_HEX["ERROR"],
+}
 TABLE_ROWS = 1000  # rows sent to the browser table (the CSV has them all, up to MAX_ROWS)
 EXAMPLE_SQL = (
     "SELECT source, level, count(*) AS events\n"
@@ -41,6 +47,10 @@ EXAMPLE_SQL = (
     "GROUP BY ALL ORDER BY events DESC\n"
     "LIMIT 50"
 )
+
+
+def _colour(name: str, i: int) -> str:
+    return NAMED_COLOURS.get(name, PALETTE[i % len(PALETTE)])
 
 
 def _label(v: Any) -> str:
@@ -89,7 +99,7 @@ def chart_options(chart: Chart, columns: list[str], rows: list[tuple]) -> dict[s
                 "type": chart.kind,
                 "stack": "s" if chart.stack else None,
                 "data": [data.get(x) for x in xs],
-                "itemStyle": {"color": PALETTE[i % len(PALETTE)]},
+                "itemStyle": {"color": _colour(name, i)},
                 "showSymbol": False,
             }
             for i, (name, data) in enumerate(series.items())
