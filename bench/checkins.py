@@ -83,6 +83,7 @@ TUNING = (
     "stream_retention_s",
     "max_checkin_bytes",
     "checkin_allowed_lateness_s",
+    "checkin_deciders",
     "lake_flush_rows",
     "lake_flush_age_s",
     "lake_compact_after_s",
@@ -895,6 +896,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default: the setting's default)",
     )
     p.add_argument(
+        "--deciders", type=int, help="CHECKIN_DECIDERS for ours (default: the setting's default)"
+    )
+    p.add_argument(
         "--flow",
         help="run this flow as ours instead of flows.checkins:flow (module:attr or "
         "path/to/file.py:attr), to measure a change against the same baseline",
@@ -912,6 +916,8 @@ def main(argv: list[str] | None = None) -> int:
         return baseline_worker()
     if args.snapshot_interval is not None:
         OVERRIDES["snapshot_interval_s"] = args.snapshot_interval
+    if args.deciders is not None:
+        OVERRIDES["checkin_deciders"] = args.deciders
 
     def on_term(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)

@@ -6,8 +6,9 @@ stage runs in a thread of the flow's own process, commits its results to a Redis
 atomically with its own state and offsets, and the dataflow reads that stream like any other
 resumable stream (`redis_streams`): the snapshot is the last entry id emitted.
 
-The source has one partition, so exactly one stage runs in a cluster, on the worker that owns
-the partition; it starts when the partition is built and stops when it closes. A stage that
+Each stream is one partition with its own stage, so exactly one stage per stream runs in a
+cluster, on the worker that owns the partition; it starts when the partition is built and
+stops when it closes. A stage that
 dies makes `next_batch` raise, so the flow crashes and its supervisor restarts it.
 """
 
@@ -54,28 +55,31 @@ class _StagedPartition(_StreamPartition):
 
 
 class StagedStreamSource(FixedPartitionedSource[StreamBatch, str]):
-    """Start `stage_factory()` and read the stream `key` it writes, from the snapshot on."""
+    """One partition per stream in `keys`: each starts `stage_factory(key)` and reads the
+    stream that stage writes, from the snapshot on."""
 
     def __init__(
         self,
         url: str,
-        key: str,
-        stage_factory: Callable[[], Stage],
+        keys: list[str],
+        stage_factory: Callable[[str], Stage],
         count: int = 100,
         idle: timedelta = timedelta(milliseconds=10),
         retention: float = 3600.0,
     ):
-        self.url, self.key, self.stage_factory = url, key, stage_factory
+        if not keys:
+            raise ValueError("StagedStreamSource needs at least one stream key")
+        self.url, self.keys, self.stage_factory = url, keys, stage_factory
         self.count, self.idle, self.retention = count, idle, retention
 
     def list_parts(self) -> list[str]:
-        return [self.key]
+        return list(self.keys)
 
     def build_part(self, step_id: str, for_part: str, resume_state: str | None) -> _StagedPartition:
         return _StagedPartition(
-            self.stage_factory(),
+            self.stage_factory(for_part),
             self.url,
-            self.key,
+            for_part,
             resume_state or "0-0",
             self.count,
             self.idle,

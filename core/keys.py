@@ -70,7 +70,20 @@ ALARMS_ACTIVE = "alarms:active"  # hash: alarm id → Alarm JSON (not yet cleare
 ALARMS_DEAD = "alarms:dead"  # stream: refused alarm commands with the reason
 LIVE_ALARMS = "live:alarms"  # pub/sub: {"transition": ..., "alarm": Alarm JSON} per change
 
-# --- check-in decider (internal to the check-in flow; see flows/checkins_decider.py) -----------
-CHECKINS_DECIDER_STATE = "checkins:decider:state"  # hash: participant key → pickled state
-CHECKINS_DECIDER_OFFSETS = "checkins:decider:offsets"  # string: committed input offsets (JSON)
-CHECKINS_DECIDED = "checkins:decided"  # stream: committed batches of outcomes (pickled)
+# --- check-in deciders (internal to the check-in flow; see flows/checkins_decider.py) ----------
+CHECKIN_DECIDER_SHARDS = "checkins:decider:shards"  # string: the shard count the state is cut in
+
+
+def decider_state_key(shard: int) -> str:
+    """Hash of one decider shard: participant key → pickled state."""
+    return f"checkins:decider:{shard}:state"
+
+
+def decider_offsets_key(shard: int) -> str:
+    """String: the input offsets one decider shard has committed (JSON)."""
+    return f"checkins:decider:{shard}:offsets"
+
+
+def decided_key(shard: int) -> str:
+    """Stream: the batches of outcomes one decider shard committed (pickled)."""
+    return f"checkins:decided:{shard}"

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         "is closed (later scans still count, as a late correction).",
     )
     max_checkin_bytes: int = Field(default=4096, description="Larger check-ins are refused.")
+    checkin_deciders: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Decider processes of the check-in flow, each owning a share of the "
+        "participants. Fixed once the flow has run (its state is cut in this many shares).",
+    )
     health_flows: str = Field(
         default="",
         description="Flows /health requires alive (comma-separated); empty: every flow that "

@@ -3,21 +3,22 @@
 Run it with `uv run run.py flow checkins` (recovery on).
 
 ```
-checkins:in ────┐  decider stage (a thread; one MULTI/EXEC per batch):
-participants:in ┴─▶ parse, verify, decide ─┬─▶ verdicts: checkins:verdict:<gate>, verdict:<nonce>,
+checkins:in ────┐  deciders (CHECKIN_DECIDERS processes, one share of participants each;
+participants:in ┴─▶ parse, verify, decide ─┬─▶ one MULTI/EXEC per batch): verdicts on
+                                           │   checkins:verdict:<gate>, verdict:<nonce>,
                                            │   checkins:verdicts; dead letters; participants:index
-                                           └─▶ checkins:decided ─▶ dataflow:
+                                           └─▶ checkins:decided:<shard> ─▶ dataflow:
                         ┌─▶ lake: checkins, participants, dead_letters
                         ├─▶ totals: attendance:totals, live:attendance
                         └─▶ minute windows: attendance_counts, late_records
 ```
 
-The decision (`flows/checkins_logic.step`) runs in the decider stage, a child process
+The decision (`flows/checkins_logic.step`) runs in the decider processes
 (`flows/checkins_decider.py` says why: Bytewax's epoch barrier held verdicts up to a second),
-which commits each batch's participant states, verdicts, outcomes and input offsets in one
+each committing its batches' participant states, verdicts, outcomes and input offsets in one
 Redis transaction. So a `kill -9` at any instant resumes from a consistent point: nobody is
-admitted twice and no verdict is lost. The dataflow reads the committed outcomes as a
-resumable stream and writes the lake exactly once, so the lake always recounts to the totals.
+admitted twice and no verdict is lost. The dataflow reads the committed outcomes as resumable
+streams and writes the lake exactly once, so the lake always recounts to the totals.
 """
 
 from __future__ import annotations
@@ -62,15 +63,19 @@ def build_flow(s: Settings | None = None) -> Dataflow:
 
     flow = Dataflow(FLOW_NAME)
 
-    def decider() -> ChildStage:
-        return ChildStage([sys.executable, "-m", "flows.checkins_decider"])
+    decided_keys = [keys.decided_key(i) for i in range(s.checkin_deciders)]
 
-    # The decision and the verdicts happen in the decider stage (a child process), outside the
-    # epoch barrier; the dataflow gets each committed batch of outcomes from `checkins:decided`.
+    def decider(decided: str) -> ChildStage:
+        shard = decided_keys.index(decided)
+        return ChildStage([sys.executable, "-m", "flows.checkins_decider", str(shard)])
+
+    # The decision and the verdicts happen in the decider processes (one per share of the
+    # participants), outside the epoch barrier; the dataflow gets each committed batch of
+    # outcomes from their `checkins:decided:<shard>` streams, one partition each.
     batches = op.input(
         "decided",
         flow,
-        StagedStreamSource(url, keys.CHECKINS_DECIDED, decider, retention=s.stream_retention_s),
+        StagedStreamSource(url, decided_keys, decider, retention=s.stream_retention_s),
     )
     decided = op.flat_map(
         "unpickle", batches, lambda b: [pickle.loads(d) for _, d in b.entries if d is not None]

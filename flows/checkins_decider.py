@@ -6,24 +6,29 @@ store has committed that epoch. With 50,000 participants that pause was 250-650 
 `SNAPSHOT_INTERVAL_S`, so at 1,000 check-ins/s one verdict in three waited, p99 0.6-1.2 s,
 while the same decision in a plain loop answered within 1-5 ms. A gate needs its verdict now.
 
-So the decision runs here, in a child process of the check-in flow (started and stopped by its
-source, `connectors.redis_staged_source`; it dies with the flow), as a transactional stage —
-the pattern of Kafka Streams' exactly-once: state, outputs and input offsets committed
-together. Its own process, not a thread: measured, a thread shared the GIL with the dataflow,
-which held verdicts up to its 5 ms switch interval and capped both at one core.
+So the decision runs here, as a transactional stage (the pattern of Kafka Streams'
+exactly-once: state, outputs and input offsets committed together), in `CHECKIN_DECIDERS`
+child processes of the check-in flow. Its source (`connectors.redis_staged_source`) starts
+them and they die with the flow. Each owns the participants whose key hashes to it
+(`checkins_logic.shard_of`): it reads every entry but verifies and decides only its share, so
+the costly work is split over the cores. Processes, not threads: measured, a thread shared the
+GIL with the dataflow, which held verdicts up to its 5 ms switch interval and capped both at
+one core; one process reached 7,300 check-ins/s, two 11,100.
 
 1. read `participants:in` + `checkins:in` in the one deterministic merged order
-   (`connectors.redis_merged_streams`), from the committed offsets;
+   (`connectors.redis_merged_streams`), from this shard's committed offsets;
 2. `parse_input` + `step` — the same single decision function as before — per item;
-3. one `MULTI … EXEC` per batch: the changed participant states (`checkins:decider:state`),
+3. one `MULTI … EXEC` per batch: the changed participant states (`checkins:decider:<shard>:state`),
    every verdict (`checkins:verdict:<gate>`, `verdict:<nonce>`, `checkins:verdicts`), dead
-   letters, the batch of outcomes for the Bytewax part (`checkins:decided`), and the offsets.
+   letters, the batch of outcomes for the Bytewax part (`checkins:decided:<shard>`), and the
+   offsets.
 
 Either all of a batch is in Redis or none of it, so a `kill -9` at any instant resumes from a
 consistent state: nobody is admitted twice and every scan gets exactly one decision. If a
 commit fails (Redis down or restarted) the stage reloads state and offsets from Redis and
 carries on from there. Everything downstream — the lake, per-minute windows, live totals —
-stays in the Bytewax dataflow, which reads `checkins:decided` as a resumable stream.
+stays in the Bytewax dataflow, which reads each shard's `checkins:decided:<shard>` as a
+resumable partition.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import logging
 import pickle
 import sys
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,13 +70,21 @@ class CheckinDecider:
         verifier: TokenVerifier,
         max_bytes: int,
         retention: float,
+        shard: int = 0,
+        shards: int = 1,
         count: int = 1000,
     ):
         self._url, self._venue, self._verifier = url, venue, verifier
         self._max_bytes, self._retention, self._count = max_bytes, retention, count
+        self._shard, self._shards = shard, shards
+        self._state_key = keys.decider_state_key(shard)
+        self._offsets_key = keys.decider_offsets_key(shard)
+        self._decided_key = keys.decided_key(shard)
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._states: dict[str, Any] = {}
         self._reader: Any = None
+        # (time, input ids every shard had committed then): trimmed once older than retention
+        self._committed: deque[tuple[float, dict[str, str]]] = deque()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -84,8 +98,8 @@ class CheckinDecider:
                     if wake is not None:
                         pause = (wake - datetime.now(UTC)).total_seconds()
                         time.sleep(min(max(pause, 0.0), 0.5))
-                if time.monotonic() - last_trim >= _TRIM_EVERY_S:
-                    self._reader.snapshot()  # trims input entries committed > retention ago
+                if self._shard == 0 and time.monotonic() - last_trim >= _TRIM_EVERY_S:
+                    self._trim()
                     last_trim = time.monotonic()
         except StopIteration:
             pass
@@ -109,21 +123,55 @@ class CheckinDecider:
 
     def _load(self) -> None:
         """State and offsets as last committed (both empty on a first start)."""
-        raw = self._r.get(keys.CHECKINS_DECIDER_OFFSETS)
+        self._r.setnx(keys.CHECKIN_DECIDER_SHARDS, self._shards)  # the first start decides
+        was = self._r.get(keys.CHECKIN_DECIDER_SHARDS)
+        if was is not None and int(was) != self._shards:
+            raise SystemExit(
+                f"the check-in state is cut in {int(was)} decider shares, not "
+                f"CHECKIN_DECIDERS={self._shards}: set it back to {int(was)}"
+            )
+        raw = self._r.get(self._offsets_key)
         offsets = json.loads(raw) if raw else {}
         states: dict[str, Any] = {}
         cursor = 0
         while True:
-            cursor, chunk = self._r.hscan(keys.CHECKINS_DECIDER_STATE, cursor, count=5000)
+            cursor, chunk = self._r.hscan(self._state_key, cursor, count=5000)
             for k, v in chunk.items():
                 states[k.decode()] = pickle.loads(v)
             if cursor == 0:
                 break
         self._states = states
         self._reader = RedisMergedStreamSource(
-            self._url, INPUTS, count=self._count, retention=self._retention
+            self._url,
+            INPUTS,
+            count=self._count,
+            retention=0,  # trimming: `_trim`
         ).build_part("decide", "", offsets)
-        log.info("decider: %d participant states, offsets %s", len(states), offsets or "none")
+        log.info(
+            "decider %d/%d: %d participant states, offsets %s",
+            self._shard, self._shards, len(states), offsets or "none",
+        )  # fmt: skip
+
+    def _trim(self) -> None:
+        """Shard 0 trims the inputs behind what EVERY shard committed `retention` ago."""
+        if self._retention <= 0:
+            return
+        now = time.monotonic()
+        try:
+            raws = self._r.mget([keys.decider_offsets_key(i) for i in range(self._shards)])
+            if all(raws):
+                offs = [json.loads(r) for r in raws]
+                low = {k: min((o.get(k, "0-0") for o in offs), key=_order) for k in INPUTS}
+                self._committed.append((now, low))
+            trim_to = None
+            while self._committed and now - self._committed[0][0] > self._retention:
+                trim_to = self._committed.popleft()[1]
+            if trim_to is not None:
+                for k, minid in trim_to.items():
+                    if minid != "0-0":
+                        self._r.xtrim(k, minid=minid, approximate=True)
+        except redis.exceptions.RedisError as exc:
+            log.warning("decider: trim failed (%s); will retry", exc)
 
     # --- one batch -------------------------------------------------------------------------
 
@@ -136,7 +184,7 @@ class CheckinDecider:
         cmds: list[tuple] = []
         changed: dict[str, Any] = {}
         for batch in batches:
-            parsed = parse_input(batch, self._verifier, self._max_bytes)
+            parsed = parse_input(batch, self._verifier, self._max_bytes, self._shard, self._shards)
             cmds += parsed.dead
             decided.dead_rows += parsed.dead_rows
             for key, item in parsed.items:
@@ -165,25 +213,30 @@ class CheckinDecider:
         pipe = self._r.pipeline(transaction=True)
         keep = {k: pickle.dumps(st, pickle.HIGHEST_PROTOCOL) for k, st in changed.items() if st}
         if keep:
-            pipe.hset(keys.CHECKINS_DECIDER_STATE, mapping=keep)
+            pipe.hset(self._state_key, mapping=keep)
         gone = [k for k, st in changed.items() if st is None]
         if gone:
-            pipe.hdel(keys.CHECKINS_DECIDER_STATE, *gone)
+            pipe.hdel(self._state_key, *gone)
         for c in cmds:
             pipe.execute_command(*c)
         if decided.outcomes or decided.dead_rows:
             data = pickle.dumps(decided, pickle.HIGHEST_PROTOCOL)
-            pipe.execute_command("XADD", keys.CHECKINS_DECIDED, "*", "data", data)
-        pipe.set(keys.CHECKINS_DECIDER_OFFSETS, json.dumps(self._reader.position()))
+            pipe.execute_command("XADD", self._decided_key, "*", "data", data)
+        pipe.set(self._offsets_key, json.dumps(self._reader.position()))
         results = pipe.execute(raise_on_error=False)
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             log.error("decider: %d command(s) of a batch failed, first: %s", len(failed), failed[0])
 
 
+def _order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def main() -> int:
-    """`python -m flows.checkins_decider`: what the check-in flow starts (settings from the
-    environment, like the flow's)."""
+    """`python -m flows.checkins_decider SHARD`: what the check-in flow starts, once per shard
+    (settings from the environment, like the flow's; `CHECKIN_DECIDERS` shards)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -195,6 +248,8 @@ def main() -> int:
         load_verifier(s.data_dir),
         s.max_checkin_bytes,
         s.stream_retention_s,
+        shard=int(sys.argv[1]) if len(sys.argv) > 1 else 0,
+        shards=s.checkin_deciders,
     )
     gc.freeze()  # modules, venue, verifier: out of the collector's full passes
     decider.run()

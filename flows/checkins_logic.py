@@ -15,6 +15,7 @@ history (token, gate, revocation) are final.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from bisect import insort
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from connectors.redis_streams import StreamBatch
 from core import keys
 from core.participants import participant_digest
 from core.records import CHECKIN_OUTCOMES, CheckIn, ParticipantOp, reason_of
-from core.tokens import TokenClaims, TokenProblem, TokenVerifier
+from core.tokens import TokenClaims, TokenProblem, TokenVerifier, peek
 from core.venue import Venue
 from flows.dead_letters import dead_letter
 from flows.events_logic import Group, entry_time, window_start
@@ -457,11 +458,33 @@ class ParsedInput:
     dead_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def parse_input(batch: StreamBatch, verifier: TokenVerifier, max_bytes: int) -> ParsedInput:
+def shard_of(key: str, shards: int) -> int:
+    """The decider shard that owns a participant key (stable across processes and runs)."""
+    return zlib.crc32(key.encode()) % shards
+
+
+def claimed_key(token: str) -> str:
+    """The key a scan's token *claims*, without verifying it: what routes a scan to its
+    shard, so each shard verifies only its own share. A verified token's key is the same."""
+    claims = peek(token)
+    if claims is not None:
+        return f"p:{claims.participant_id}"
+    return route_key(TokenProblem("unknown_token", ""), token)
+
+
+def parse_input(
+    batch: StreamBatch,
+    verifier: TokenVerifier,
+    max_bytes: int,
+    shard: int = 0,
+    shards: int = 1,
+) -> ParsedInput:
     """Validate `checkins:in` / `participants:in` entries; never raises for bad input.
 
     The token is verified here, before keying, so a scan is routed to the participant its
-    *verified* token names; `decide` turns the result into the verdict.
+    *verified* token names; `decide` turns the result into the verdict. With `shards` > 1 only
+    this shard's participants are kept (routed by the key the token claims, before the costly
+    verification), and only shard 0 reports bad entries.
     """
     out = ParsedInput()
     is_checkin = batch.stream != keys.PARTICIPANTS_IN
@@ -475,12 +498,18 @@ def parse_input(batch: StreamBatch, verifier: TokenVerifier, max_bytes: int) -> 
             data.decode("utf-8")
             if is_checkin:
                 c = CheckIn.model_validate_json(data)
+                if shards > 1 and shard_of(claimed_key(c.token), shards) != shard:
+                    continue  # another shard's participant
                 tok = verifier.check(c.token)
                 out.items.append((route_key(tok, c.token), Scan(entry_id, c, received, tok)))
             else:
                 op = ParticipantOp.model_validate_json(data)
+                if shards > 1 and shard_of(f"p:{op.id}", shards) != shard:
+                    continue
                 out.items.append((f"p:{op.id}", OpItem(entry_id, op, received)))
         except Exception as exc:  # every reason becomes a dead letter, never a crash
+            if shard != 0:
+                continue  # shard 0 reports bad input, once
             cmd, row = dead_letter(
                 keys.CHECKINS_DEAD, reason_of(exc), batch.stream, entry_id, data, received
             )
