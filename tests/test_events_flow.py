@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 
@@ -118,10 +119,17 @@ def test_kill_9_during_load_loses_and_duplicates_nothing(flow_env, r, data_dir):
         )
         assert twice == []
         assert events_flow.alive(), events_flow.log_tail()
-        merged = [
-            p for p in (data_dir / "lake").glob("*/date=2*/*.parquet") if p.stem.count("-") == 2
-        ]
-        assert merged, "compaction ran during the test"
+
+        def merged() -> list[Path]:
+            return [
+                p for p in (data_dir / "lake").glob("*/date=2*/*.parquet") if p.stem.count("-") == 2
+            ]
+
+        # Compaction runs on the flow's ticks once files are behind a snapshot 1 s old: it may
+        # finish just after the counts above, so wait for it, then count again.
+        wait_for(merged, 30, 0.5, "compaction to have merged files")
+        assert event_rows(data_dir) == n
+        assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == n
     finally:
         events_flow.kill()
 
