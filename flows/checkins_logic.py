@@ -134,8 +134,8 @@ class Outcome:
 
 @dataclass(slots=True)
 class Decided:
-    """One batch committed by the decider (`flows/checkins_decider.py`), as the dataflow reads
-    it from `checkins:decided`. Defined here, not in the decider, which runs as `__main__`."""
+    """One batch committed by a decider (`flows/checkins_decider.py`), as the dataflow reads it
+    from `checkins:decided:<shard>`. Defined here, not in the decider, which runs as `__main__`."""
 
     outcomes: list[Outcome] = field(default_factory=list)
     dead_rows: list[dict[str, Any]] = field(default_factory=list)
