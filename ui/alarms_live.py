@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 
 from core import keys
 from core.alarms import AlarmCommand
+from ui.background import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -298,27 +299,21 @@ async def emit_forever() -> None:
         changed.emit()
 
 
-_tasks: list[asyncio.Task] = []
+_tasks = BackgroundTasks()
 
 
 async def start(url: str) -> None:
     """Start the subscriber and the emitter (from `app.on_startup`)."""
     global _wake
-    if _tasks:
+    if _tasks.running:
         return
     _wake = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    _tasks.append(loop.create_task(subscribe_forever(url), name="alarms-subscriber"))
-    _tasks.append(loop.create_task(emit_forever(), name="alarms-emitter"))
+    _tasks.spawn(subscribe_forever(url), "alarms-subscriber")
+    _tasks.spawn(emit_forever(), "alarms-emitter")
 
 
 async def stop() -> None:
-    for t in _tasks:
-        t.cancel()
-    for t in _tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await t
-    _tasks.clear()
+    await _tasks.cancel_all()
 
 
 # --- person actions -----------------------------------------------------------------------

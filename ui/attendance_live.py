@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 from nicegui import Event, run
 
 from core import keys
+from ui.background import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -427,23 +428,17 @@ async def emit_forever() -> None:
             changed.emit()
 
 
-_tasks: list[asyncio.Task] = []
+_tasks = BackgroundTasks()
 
 
 async def start(url: str, lake_dir: Path | None = None) -> None:
     """Start the subscriber and the emitter (from `app.on_startup`)."""
-    loop = asyncio.get_running_loop()
-    _tasks.append(loop.create_task(subscribe_forever(url, lake_dir), name="attendance-subscriber"))
-    _tasks.append(loop.create_task(emit_forever(), name="attendance-emitter"))
+    _tasks.spawn(subscribe_forever(url, lake_dir), "attendance-subscriber")
+    _tasks.spawn(emit_forever(), "attendance-emitter")
 
 
 async def stop() -> None:
-    for t in _tasks:
-        t.cancel()
-    for t in _tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await t
-    _tasks.clear()
+    await _tasks.cancel_all()
     for futs in list(_waiters.values()):
         for fut in futs:
             if not fut.done():

@@ -28,6 +28,7 @@ from nicegui import Event
 
 from core import keys
 from core.records import LEVELS
+from ui.background import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -258,20 +259,14 @@ async def emit_forever() -> None:
             changed.emit()
 
 
-_tasks: list[asyncio.Task] = []
+_tasks = BackgroundTasks()
 
 
 async def start(url: str) -> None:
     """Start the subscriber and the emitter (from `app.on_startup`)."""
-    loop = asyncio.get_running_loop()
-    _tasks.append(loop.create_task(subscribe_forever(url), name="live-subscriber"))
-    _tasks.append(loop.create_task(emit_forever(), name="live-emitter"))
+    _tasks.spawn(subscribe_forever(url), "live-subscriber")
+    _tasks.spawn(emit_forever(), "live-emitter")
 
 
 async def stop() -> None:
-    for t in _tasks:
-        t.cancel()
-    for t in _tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await t
-    _tasks.clear()
+    await _tasks.cancel_all()

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from core import keys
 from core.records import Room, RoomMember
+from ui.background import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class VideoHub:
         self.feeds: dict[str, Feed] = {}
         self._ps: aioredis.client.PubSub | None = None
         self._r: aioredis.Redis | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks = BackgroundTasks()
         self._subscribed: set[str] = set()
 
     # --- viewers -------------------------------------------------------------------------------
@@ -292,21 +293,15 @@ class VideoHub:
     async def start(self, url: str, camera_ids: list[str]) -> None:
         self.url, self.camera_ids = url, list(camera_ids)
         self.feeds = {c: Feed(c) for c in camera_ids}
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._read_forever(), name="video-hub-reader"))
-        self._tasks.append(loop.create_task(self._emit_forever(), name="video-hub-emitter"))
+        self._tasks.spawn(self._read_forever(), "video-hub-reader")
+        self._tasks.spawn(self._emit_forever(), "video-hub-emitter")
 
     def add_task(self, coro: Any, name: str) -> None:
         """Run a background task for as long as the hub runs (presence refresh)."""
-        self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+        self._tasks.spawn(coro, name)
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._tasks.clear()
+        await self._tasks.cancel_all()
 
 
 hub = VideoHub()
