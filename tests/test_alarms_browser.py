@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from core import keys
 from tests.alarm_helpers import write_alarm_venue
@@ -37,7 +37,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.lake_helpers import rows
-from tests.ui_fixtures import CHROMIUM, CHROMIUM_ARGS
+from tests.ui_fixtures import chromium
 
 RULES = """
   - {id: gas-high, name: Gas above 100 ppm, kind: threshold, severity: CRITICAL, type: GAS,
@@ -107,17 +107,8 @@ def st(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (see .ci/run)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium("--autoplay-policy=no-user-gesture-required") as b:
+        yield b
 
 
 def _context(browser: Browser) -> BrowserContext:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import segno
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from core import keys
 from tests.attendance_helpers import add_participants, scan, wait_participants
 from tests.checkins_stack import CheckinStack
 from tests.conftest import login_browser, wait_for
-from tests.ui_fixtures import CHROMIUM, CHROMIUM_ARGS
+from tests.ui_fixtures import chromium
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +58,14 @@ def camera_pid(st: CheckinStack) -> str:
 def browser(
     st: CheckinStack, camera_pid: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (see .ci/run)")
     clip = qr_video(tmp_path_factory.mktemp("camera") / "qr.y4m", st.token(camera_pid))
     fake_camera = [
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-video-capture={clip}",
     ]
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_camera)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium(*fake_camera) as b:
+        yield b
 
 
 @pytest.fixture

@@ -7,17 +7,16 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from core import keys
 from core.users import UserStore
 from tests.conftest import PASSWORD, add_user
-from tests.ui_fixtures import CHROMIUM, CHROMIUM_ARGS, AuthStack
+from tests.ui_fixtures import AuthStack, chromium
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +28,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthStack]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (see .ci/run)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture

@@ -10,19 +10,18 @@ import io
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 import storage.reports as reports
 from storage.catalog import connect_memory, query
 from storage.reports import SECTIONS
 from tests.conftest import login_browser, wait_for
 from tests.participants_helpers import Stack
-from tests.ui_fixtures import CHROMIUM, CHROMIUM_ARGS
+from tests.ui_fixtures import chromium
 
 
 def test_every_report_query_is_documented_verbatim() -> None:
@@ -207,20 +206,14 @@ def test_report_numbers_equal_run_py_query(stack: Stack) -> None:
     assert "r-D" in html and "r-E" in html
 
     # The dashboard page shows the same numbers.
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (see .ci/run)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            login_browser(page, stack.app.base_url)
-            page.goto(stack.app.base_url + "/report")
-            expect(page.get_by_test_id("kpi-no_shows")).to_have_text("2", timeout=15_000)
-            expect(page.get_by_test_id("kpi-checked_in")).to_have_text("3")
-            expect(page.get_by_test_id("gate-totals")).to_contain_text("Side gate")
-            expect(page.get_by_test_id("no-shows")).to_contain_text("r-E")
-            expect(page.get_by_test_id("html-link")).to_have_attribute(
-                "href", "/reports/attendance.html"
-            )
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        login_browser(page, stack.app.base_url)
+        page.goto(stack.app.base_url + "/report")
+        expect(page.get_by_test_id("kpi-no_shows")).to_have_text("2", timeout=15_000)
+        expect(page.get_by_test_id("kpi-checked_in")).to_have_text("3")
+        expect(page.get_by_test_id("gate-totals")).to_contain_text("Side gate")
+        expect(page.get_by_test_id("no-shows")).to_contain_text("r-E")
+        expect(page.get_by_test_id("html-link")).to_have_attribute(
+            "href", "/reports/attendance.html"
+        )

@@ -10,16 +10,15 @@ activity → `activity:in` / `video:commands` → video flow → lake.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import cv2
 import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import API_KEY, login_browser, wait_for
-from tests.ui_fixtures import CHROMIUM, CHROMIUM_ARGS
+from tests.ui_fixtures import chromium
 from tests.video_fixtures import VideoStack, require_gstreamer
 
 
@@ -38,14 +37,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VideoStack]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (see .ci/run)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def _open_room(browser: Browser, stack: VideoStack, room: str = "main") -> Page:
