@@ -19,6 +19,10 @@ class Table:
     schema: pa.Schema
     #: Timestamp column whose UTC date names the `date=YYYY-MM-DD` partition of a row.
     date_column: str
+    #: Columns that hold personal data (seed 002's PII protection): the one place that says
+    #: so. Analysts see them pseudonymised, erasure clears them, and they are kept out of
+    #: file statistics so no copy of them survives outside the rows themselves.
+    personal: frozenset[str] = frozenset()
 
 
 EVENTS = Table(
@@ -115,6 +119,7 @@ CHECKINS = Table(
         ]
     ),
     "ts",
+    personal=frozenset({"participant_name"}),
 )
 
 #: Partial per-minute counts of scans per (gate, direction, status), on event time; a revision
@@ -158,6 +163,7 @@ PARTICIPANTS = Table(
         ]
     ),
     "updated_at",
+    personal=frozenset({"name", "email", "extra"}),
 )
 
 #: Per-camera capture statistics, one row per (camera, window) part: counters are additive, so
@@ -205,6 +211,7 @@ REQUEST_LOGS = Table(
         ]
     ),
     "ts",
+    personal=frozenset({"ip", "user_agent"}),
 )
 
 #: The alarm history (issue 5): one row per transition of an alarm — raised, acknowledged,
