@@ -290,3 +290,30 @@ def test_another_sites_page_can_neither_frame_us_nor_log_the_visitor_in(
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_login_page_and_the_menu_give_the_browser_a_new_session(stack: AuthStack) -> None:
+    """The way people log in and out (the page and the user menu, in Chromium) rotates the
+    session cookie too: the pre-login one stays logged out, the logged-in one dies at logout."""
+    name = _user(stack, "fixation-page", "operator")
+    with chromium() as browser:
+        ctx = browser.new_context()
+        page = ctx.new_page()
+
+        def cookie() -> str:
+            return next(c["value"] for c in ctx.cookies() if c["name"] == COOKIE)
+
+        page.goto(stack.base_url + "/login?next=/events")
+        before = cookie()
+        page.get_by_test_id("username").fill(name)
+        page.get_by_test_id("password").fill(PASSWORD)
+        page.get_by_test_id("password").press("Enter")
+        page.wait_for_url(stack.base_url + "/events")
+        during = cookie()
+        assert during != before and _me(stack, before) == 401 and _me(stack, during) == 200
+        page.get_by_test_id("user-menu").click()
+        page.get_by_test_id("logout").click()
+        page.wait_for_url(f"{stack.base_url}/login?reason=logged+out")
+        assert cookie() not in (before, during) and _me(stack, during) == 401
+        assert "auth.logout" in _auth_events(stack, name)
+        ctx.close()

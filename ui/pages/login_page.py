@@ -47,7 +47,10 @@ FIRST_RUN = (
 #: it a new session cookie (`ui.auth_login.fresh_session`); the values are read from the two
 #: inputs (element ids filled in), never sent back down the page's socket.
 LOGIN_JS = """
-const value = (id) => getHtmlElement(id).querySelector('input').value;
+const value = (id) => {
+  const el = getHtmlElement(id);  // Quasar puts the element id on the <input> itself
+  return (el.tagName === 'INPUT' ? el : el.querySelector('input')).value;
+};
 try {
   const r = await fetch('/api/auth/login', {
     method: 'POST', credentials: 'same-origin', headers: {'Content-Type': 'application/json'},
