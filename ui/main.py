@@ -14,6 +14,7 @@ from pathlib import Path
 from nicegui import app, ui
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.processes import apply_umask, secure_data_dir
 from core.settings import Settings, get_settings
 from ui import api, attendance_live, live, pages, theme, video_api
 from ui.pages import login_page, users_page
@@ -117,7 +118,9 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    apply_umask()  # started by hand too (`python -m ui.main`), not only by run.py
     settings = get_settings()
+    secure_data_dir(settings.data_dir)
     use_session_dir(settings)
     setup(settings)
     log.info("Venueflow dashboard on http://%s:%d", settings.host, settings.port)
