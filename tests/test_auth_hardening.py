@@ -18,6 +18,7 @@ from websockets.sync.client import connect
 
 from core import keys
 from core.auth_origin import parse_allowed, refusal
+from core.auth_throttle import PENDING_RETRY_S, LoginThrottle
 from tests.conftest import API_KEY, PASSWORD, add_user, free_port
 from tests.ui_fixtures import AuthStack, chromium
 
@@ -317,3 +318,26 @@ def test_the_login_page_and_the_menu_give_the_browser_a_new_session(stack: AuthS
         assert cookie() not in (before, during) and _me(stack, during) == 401
         assert "auth.logout" in _auth_events(stack, name)
         ctx.close()
+
+
+def test_the_throttle_counts_attempts_being_checked() -> None:
+    """The decision itself, with a clock of our own: places are taken at `begin`."""
+    now = [1000.0]
+    t = LoginThrottle(max_failures=3, lockout_s=60, ip_max_failures=5, clock=lambda: now[0])
+    assert [t.begin("a", "ip1") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert t.begin("a", "ip1") == PENDING_RETRY_S  # three being checked fill the budget
+    assert t.begin("a", "ip2") == 0.0  # another address is not affected
+    t.abandon("a", "ip2")
+    assert t.failure("a", "ip1") == 0.0 and t.failure("a", "ip1") == 0.0
+    assert t.begin("a", "ip1") == PENDING_RETRY_S  # 2 failures + 1 pending
+    assert t.failure("a", "ip1") == 60.0  # the third: locked
+    assert t.begin("a", "ip1") == 60.0
+    now[0] += 61
+    assert t.begin("a", "ip1") == 0.0
+    t.success("a", "ip1")
+    # Per address: 5 places over any names, pending ones included.
+    assert [t.begin(f"n{i}", "ip3") for i in range(5)] == [0.0] * 5
+    assert t.begin("other", "ip3") == PENDING_RETRY_S
+    for i in range(5):
+        t.failure(f"n{i}", "ip3")
+    assert t.begin("other", "ip3") > 500  # the window

@@ -12,6 +12,7 @@ HTTP routes (the `/login` page and the user menu call them from the browser too)
   NEW session cookie; 401 wrong name or password; 429 + `Retry-After` while locked out;
 - `POST /api/auth/logout` (also a new, empty session cookie); `GET /api/auth/me` (who am I,
   what may I do);
+- `GET /api/auth/routes` (organiser): every route of the running app with its rule.
 
 Session fixation: NiceGUI keys `app.storage.user` by the `id` in its signed session cookie,
 and hands that id out to anyone who opens a page. A login therefore never upgrades the id it
@@ -20,7 +21,6 @@ moves the storage's other contents there and empties the old one, so a cookie ca
 planted before the login stays logged out; logout does the same, so the logged-in cookie is
 dead afterwards. That is why logging in and out happen over HTTP (a NiceGUI event handler
 runs over the page's WebSocket and cannot set a cookie).
-- `GET /api/auth/routes` (organiser): every route of the running app with its rule.
 """
 
 from __future__ import annotations
