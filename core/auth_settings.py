@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.auth_origin import parse_allowed
 
 
 class AuthSettings(BaseSettings):
@@ -44,6 +46,12 @@ class AuthSettings(BaseSettings):
         "(octal): 077 = files under DATA_DIR only for the service user; 027 = group-readable "
         "(lake, venue.duckdb) for an analysts' group. Secrets stay 0600 whatever it is."
     )  # fmt: skip
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        parse_allowed(value)  # a bad entry stops the start, with the reason
+        return value
 
     @property
     def umask(self) -> int:
