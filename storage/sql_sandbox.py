@@ -32,7 +32,6 @@ ready-made queries (fixed SQL from this repository, not user text) stay in the d
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import hmac
 import json
@@ -51,6 +50,7 @@ import pyarrow as pa
 
 from storage.catalog import scan_sql, view_sql
 from storage.lake import ensure_lake
+from storage.landlock import SYSTEM_FILES, SandboxUnavailable, restrict_to_reading
 from storage.tables import TABLES
 
 #: Lake table → its personal columns (from `storage.tables.Table.personal`, the one place).
@@ -58,10 +58,6 @@ PERSONAL: dict[str, frozenset[str]] = {t.name: t.personal for t in TABLES.values
 KEY_FILE = "pseudonym.key"  #: under DATA_DIR, mode 0600
 SETUP_GRACE_S = 20.0  #: start-up and masking allowance on top of the query's time limit
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-class SandboxUnavailable(RuntimeError):
-    """The kernel cannot confine the child (no Landlock): free SQL is refused."""
 
 
 # --- pseudonyms ---------------------------------------------------------------------------------
@@ -130,30 +126,53 @@ def masked_source(lake: Path) -> dict[str, str]:
     return view_sql(lake, lambda t: masked_table(t) if t in PERSONAL else scan_sql(lake, t))
 
 
-def build_masked(con: duckdb.DuckDBPyConnection, lake: Path, key: bytes, sql: str) -> None:
-    """Materialise the pseudonymised copies the query needs, then the views that can be built.
+def pseudonymised_copies(lake: Path, key: bytes, sql: str) -> dict[str, pa.Table]:
+    """The pseudonymised copies of the personal tables the query needs, read by a DuckDB
+    instance that is closed again before the analyst's SQL runs (its threads may read the
+    raw files; the analyst's instance is started only after the narrower confinement).
 
-    The hash is a Python function removed again before the analyst's SQL runs, so the key is
-    neither in any SQL text (`duckdb_views()` shows view SQL) nor callable as a guess oracle.
-    """
-    views = masked_source(lake)
-    con.create_function(
-        "vf_pseudonym", lambda v: pseudonym(key, v), [duckdb.sqltype("VARCHAR")], "VARCHAR"
-    )
+    The hash is a Python function of that closed instance, so the key is neither in any SQL
+    text (`duckdb_views()` shows view SQL) nor callable by the analyst as a guess oracle."""
+    needed = sorted(tables_to_mask(sql, masked_source(lake)))
+    if not needed:
+        return {}
+    con = duckdb.connect(config={"threads": 1})
     try:
-        for t in sorted(tables_to_mask(sql, views)):
+        con.execute("SET TimeZone = 'UTC'")
+        con.create_function(
+            "vf_pseudonym", lambda v: pseudonym(key, v), [duckdb.sqltype("VARCHAR")], "VARCHAR"
+        )
+        out = {}
+        for t in needed:
             cols = ", ".join(f'vf_pseudonym("{c}") AS "{c}"' for c in sorted(PERSONAL[t]))
-            con.execute(
-                f"CREATE TABLE {masked_table(t)} AS "
+            out[masked_table(t)] = con.sql(
                 f"SELECT * REPLACE ({cols}) FROM {scan_sql(lake, t)}"
-            )
+            ).to_arrow_table()
+        return out
     finally:
-        con.remove_function("vf_pseudonym")
+        con.close()
+
+
+def load_catalog(
+    con: duckdb.DuckDBPyConnection, lake: Path, copies: dict[str, pa.Table] | None
+) -> None:
+    """The views on `con`: in clear (`copies` None), or for analysts over the pseudonymised
+    copies (a view whose personal table the query did not need stays undefined: an error,
+    never a leak)."""
+    if copies is None:
+        views = view_sql(lake)
+    else:
+        views = masked_source(lake)
+        for name, table in copies.items():
+            con.register("vf_copy", table)
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM vf_copy")
+            con.unregister("vf_copy")
     for name, text in views.items():
         try:
             con.execute(f"CREATE VIEW {name} AS {text}")
         except duckdb.CatalogException:
-            continue  # reads a personal table this query does not mention: left undefined
+            if copies is None:
+                raise
 
 
 def allowed_dirs(lake: Path, masked: bool) -> list[Path]:
@@ -181,85 +200,6 @@ def lock_down(con: duckdb.DuckDBPyConnection, dirs: Iterable[Path], memory_limit
         con.execute(stmt)
 
 
-# --- Landlock (linux/landlock.h; syscall numbers are the same on x86_64 and aarch64) --------
-
-_SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
-_PR_SET_NO_NEW_PRIVS = 38
-_RULE_PATH_BENEATH = 1
-_FS_READ_FILE, _FS_READ_DIR = 1 << 2, 1 << 3
-#: All filesystem rights known to each ABI (1: 13 rights; 2: REFER; 3: TRUNCATE; 5: IOCTL_DEV).
-_FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1}
-_NET_ALL = (1 << 0) | (1 << 1)  # BIND_TCP, CONNECT_TCP (ABI 4)
-_SCOPE_ALL = (1 << 0) | (1 << 1)  # abstract unix sockets, signals (ABI 6)
-
-
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = [
-        ("handled_access_fs", ctypes.c_uint64),
-        ("handled_access_net", ctypes.c_uint64),
-        ("scoped", ctypes.c_uint64),
-    ]
-
-
-class _PathBeneath(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc
-
-
-def landlock_abi() -> int:
-    """The kernel's Landlock ABI version (0: none)."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    r = _libc().syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
-    return max(int(r), 0)
-
-
-def restrict_to_reading(dirs: Iterable[Path]) -> None:
-    """Confine this process for good: read files beneath `dirs`, nothing else on any path;
-    no TCP, no signals or abstract sockets outside (where the ABI knows them)."""
-    abi = landlock_abi()
-    if abi < 1:
-        raise SandboxUnavailable(
-            "the SQL sandbox needs Linux Landlock (kernel 5.13 or later, not blocked by "
-            "seccomp); free SQL is refused rather than run unconfined"
-        )
-    libc = _libc()
-    attr = _RulesetAttr(_FS_BY_ABI.get(abi, (1 << 16) - 1), 0, 0)
-    size = 8
-    if abi >= 4:
-        attr.handled_access_net, size = _NET_ALL, 16
-    if abi >= 6:
-        attr.scoped, size = _SCOPE_ALL, 24
-    fd = libc.syscall(
-        _SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)
-    )
-    if fd < 0:
-        raise SandboxUnavailable(f"landlock_create_ruleset: {os.strerror(ctypes.get_errno())}")
-    try:
-        for d in dirs:
-            dfd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                rule = _PathBeneath(_FS_READ_FILE | _FS_READ_DIR, dfd)
-                if libc.syscall(_SYS_ADD_RULE, fd, _RULE_PATH_BENEATH, ctypes.byref(rule), 0):
-                    raise SandboxUnavailable(
-                        f"landlock_add_rule: {os.strerror(ctypes.get_errno())}"
-                    )
-            finally:
-                os.close(dfd)
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0):
-            raise SandboxUnavailable(f"no_new_privs: {os.strerror(ctypes.get_errno())}")
-        if libc.syscall(_SYS_RESTRICT_SELF, fd, 0):
-            raise SandboxUnavailable(f"landlock_restrict_self: {os.strerror(ctypes.get_errno())}")
-    finally:
-        os.close(fd)
-
-
 # --- the child ----------------------------------------------------------------------------------
 
 
@@ -269,30 +209,26 @@ def _answer(header: dict, body: bytes = b"") -> None:
     out.flush()
 
 
-def child_main() -> None:
-    """Read one request (JSON on stdin), answer it (JSON line + Arrow IPC on stdout), exit."""
-    req = json.loads(sys.stdin.buffer.readline())
+def child_main(req: dict) -> None:
+    """Answer one request (JSON line + Arrow IPC on stdout). Called by `storage.sandbox_main`
+    once the process is already confined to reading (no write anywhere, in every thread)."""
     lake = Path(req["lake"])
     key = bytes.fromhex(req["key"]) if req.get("key") else None
-    masked = key is not None
     sql, max_rows, timeout_s = req["sql"], int(req["max_rows"]), float(req["timeout_s"])
-    con = duckdb.connect(config={"threads": 1})
     try:
-        if key is None:
-            for name, text in view_sql(lake).items():
-                con.execute(f"CREATE VIEW {name} AS {text}")
-        else:
-            build_masked(con, lake, key, sql)
-    except duckdb.Error as exc:
-        _answer({"ok": False, "error": f"the lake could not be read: {exc}"})
-        return
-    del key
-    dirs = allowed_dirs(lake, masked)
-    lock_down(con, dirs, str(req["memory_limit"]))
-    try:
-        restrict_to_reading(dirs)
+        copies = None if key is None else pseudonymised_copies(lake, key, sql)
+        del key
+        dirs = allowed_dirs(lake, copies is not None)
+        restrict_to_reading([*dirs, *SYSTEM_FILES])  # this thread + DuckDB's, started below
+        con = duckdb.connect(config={"threads": 1})
+        load_catalog(con, lake, copies)
+        del copies
+        lock_down(con, dirs, str(req["memory_limit"]))
     except SandboxUnavailable as exc:
         _answer({"ok": False, "error": str(exc), "unavailable": True})
+        return
+    except duckdb.Error as exc:
+        _answer({"ok": False, "error": f"the lake could not be read: {exc}"})
         return
     _answer(*_run(con, sql, max_rows, timeout_s))
 
@@ -374,7 +310,7 @@ def run_confined(
         "memory_limit": memory_limit,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-E", "-s", "-m", "storage.sql_sandbox"],
+        [sys.executable, "-E", "-s", "-m", "storage.sandbox_main"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -401,7 +337,3 @@ def run_confined(
     table = pa.ipc.open_stream(body).read_all()
     rows = list(zip(*(c.to_pylist() for c in table.columns), strict=True))
     return SandboxResult(header["columns"], rows, bool(header["truncated"]))
-
-
-if __name__ == "__main__":
-    child_main()

@@ -15,6 +15,7 @@ anything. Results show as a table with a CSV download; an error shows DuckDB's o
 from __future__ import annotations
 
 import json
+import math
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -133,6 +134,12 @@ def _cell(v: Any) -> Any:
     return str(v)
 
 
+def _json_cell(v: Any) -> Any:
+    """`_cell` for JSON: NaN and infinities (valid DOUBLE values) as text, not a 500."""
+    v = _cell(v)
+    return str(v) if isinstance(v, float) and not math.isfinite(v) else v
+
+
 def result_table(res: SqlResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Columns and rows for `ui.table` (names made unique: SQL allows duplicates)."""
     names: list[str] = []
@@ -205,7 +212,7 @@ async def post_sql(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "columns": res.columns,
-            "rows": [[_cell(v) for v in r] for r in res.rows],
+            "rows": [[_json_cell(v) for v in r] for r in res.rows],
             "truncated": res.truncated,
             "elapsed_ms": round(res.elapsed_s * 1000),
         }
