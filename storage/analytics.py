@@ -1,22 +1,22 @@
 """The analytics page's queries: ready-made ones with a chart each, and free SQL for analysts.
 
-Both run on a *locked-down* in-memory DuckDB connection (`safe_connect`) holding the
-catalog's views over the lake, so an analyst can read the lake and nothing else:
+Free SQL (typed by a person) passes two independent fences:
 
-- exactly one statement, and only `SELECT` (incl. `FROM t`, `WITH`, `DESCRIBE`, `SHOW`,
-  `SUMMARIZE`, `VALUES`, set operations) or `EXPLAIN`. `COPY`, `ATTACH`, `DETACH`, `EXPORT`,
-  `INSTALL`, `LOAD`, `SET`, `PRAGMA`, `CALL`, `CREATE`, `INSERT`, `USE`, `CHECKPOINT`, `PIVOT`
-  (a multi-statement) ... are refused before anything runs. This check matters even with the
-  settings below: file access has to stay open for the lake folder itself, and a `COPY ... TO`
-  into that folder would be a write into the system of record;
-- `enable_external_access = false` with `allowed_directories = [<lake>]`: no file outside the
-  lake can be read (`read_csv('/etc/passwd')`, `glob('/*')`, `../` tricks are refused by
-  DuckDB), no database attached, no extension loaded; extension auto-install/auto-load off;
-  no temp directory (nothing spills to disk), a memory limit, one thread;
-- `lock_configuration = true` last: no statement can undo any of it;
-- a fresh connection per query: nothing an analyst does survives into the next query;
-- a row limit (`fetchmany(limit + 1)`, so "truncated" is known) and a time limit
-  (`interrupt()` from a timer thread); errors come back as `SqlError` with DuckDB's message.
+- `check_sql`, before anything runs: exactly one statement, and only `SELECT` (incl. `FROM t`,
+  `WITH`, `DESCRIBE`, `SHOW`, `SUMMARIZE`, `VALUES`, set operations) or `EXPLAIN [ANALYZE]` of
+  one such SELECT (whatever follows EXPLAIN is checked as a statement of its own: `EXPLAIN
+  ANALYZE COPY ... TO` runs the COPY). `COPY`, `ATTACH`, `EXPORT`, `INSTALL`, `LOAD`, `SET`,
+  `PRAGMA`, `CALL`, `CREATE`, `INSERT`, `PIVOT` ... are refused with the reason;
+- `storage.sql_sandbox.run_confined`: the query runs in a fresh child process that the kernel
+  (Landlock) forbids to write, create or delete any file anywhere, in every thread, and to read
+  outside the lake (for analysts: outside the tables without personal columns; they read
+  pseudonymised copies of the others). DuckDB is locked down there too (`lock_down`). This
+  fence holds whatever the parser check misses.
+
+Ready-made queries (our SQL, not typed) run here on `safe_connect`: the same DuckDB lockdown,
+fresh per query. Both have a row limit (`MAX_ROWS`, "truncated" is known) and a time limit
+(`TIMEOUT_S`, DuckDB's `interrupt()`). `ADMISSION` lets each browser session run one free
+query at a time and `SQL_MAX_CONCURRENT` in all; more is refused as busy, never queued.
 
 No UI imports here: the page calls these functions through `run.io_bound`.
 """

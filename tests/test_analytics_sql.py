@@ -13,6 +13,8 @@ import pytest
 
 from storage.analytics import (
     READY,
+    SqlAdmission,
+    SqlBusy,
     SqlError,
     SqlRefused,
     check_sql,
@@ -177,3 +179,20 @@ def test_no_stray_files_written(lake: Path) -> None:
     run_clear(lake, "SELECT * FROM events ORDER BY payload")
     assert {p for p in lake.rglob("*")} == before
     assert not os.path.exists(".tmp")
+
+
+def test_admission_one_per_session_and_a_cap_in_all() -> None:
+    gate = SqlAdmission()
+    gate.enter("tab-a", limit=2)
+    with pytest.raises(SqlBusy, match="a query of yours is still running"):
+        gate.enter("tab-a", limit=2)
+    with gate.slot("tab-b", limit=2), pytest.raises(SqlBusy, match="2 queries are running"):
+        gate.enter("tab-c", limit=2)
+    gate.enter("tab-c", limit=2)  # tab-b's slot was given back
+    gate.leave("tab-a")
+    gate.leave("tab-c")
+    with gate.slot("tab-a", limit=1):  # a failing query gives its slot back too
+        pass
+    with pytest.raises(ValueError), gate.slot("tab-a", limit=1):
+        raise ValueError("query failed")
+    gate.enter("tab-a", limit=1)

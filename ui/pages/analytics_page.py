@@ -270,6 +270,12 @@ async def analytics_page() -> None:
                     "gate_totals, no_shows, camera_stats, alarms, dead_letters, request_logs, "
                     f"... At most {MAX_ROWS:,} rows and {TIMEOUT_S:g} s; no files, no "
                     "ATTACH/COPY/INSTALL/SET. Times are UTC."
+                    + (
+                        ""
+                        if can(current_user(), "participants.view")
+                        else " Personal columns (names, e-mails, IPs, ...) show as stable "
+                        "pseudonyms p_…: joins and counts work on them."
+                    )
                 ).classes("text-xs text-gray-500")
                 sql_box = ui.codemirror(EXAMPLE_SQL, language="SQL").classes("w-full h-48")
                 sql_box.props('data-testid="sql-input"')
