@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 
 from storage.sql_sandbox import KEY_FILE, pseudonym, pseudonym_key
 from tests.conftest import ORGANISER, AppProcess, add_user, login_browser, login_http, wait_for
-from tests.test_sql_sandbox import MARKERS, fill_lake
+from tests.test_sql_sandbox import MARKERS, digest, fill_lake, write_attempts
 from tests.ui_fixtures import chromium
 
 SLOW = "SELECT count(*) FROM range(1000000000000) a, range(1000) b"  # stopped after 10 s
@@ -80,6 +80,15 @@ def test_analysts_read_pseudonyms_organisers_in_clear(app: AppProcess, data_dir:
         assert refused.status_code == 400 and "only read-only" in refused.json()["detail"]
         assert sql(op, "SELECT 1").status_code == 403
         assert httpx.post(app.base_url + URL, json={"sql": "SELECT 1"}).status_code == 401
+
+        # Every write path through the real route, for both roles: refused or failed, and
+        # not one byte of the lake changed (nor the key, nor anything added).
+        before = digest(data_dir / "lake"), (data_dir / KEY_FILE).read_bytes()
+        for text in write_attempts(data_dir):
+            for c in (org, ana):
+                r = sql(c, text)
+                assert r.status_code in (400, 422), (text, r.status_code, r.text)
+        assert (digest(data_dir / "lake"), (data_dir / KEY_FILE).read_bytes()) == before
     finally:
         for c in (org, ana, op):
             c.close()
