@@ -5,29 +5,33 @@ the parser check in `storage.analytics.check_sql` is one layer, but a parser che
 good as its author's imagination (`EXPLAIN ANALYZE COPY ... TO '<lake>/...'` passed the old
 one and DuckDB wrote a forged Parquet file into the lake). DuckDB's own settings cannot close
 it either: the lake folder has to stay readable, and `allowed_directories` grants reads AND
-writes beneath it. So every free query runs in a fresh `python -m storage.sql_sandbox`:
+writes beneath it. So every free query runs in a fresh `python -m storage.sandbox_main`:
 
-1. it builds its own in-memory DuckDB connection with the catalog's views (whatever they read:
-   Parquet globs today, Delta tables tomorrow; nothing here depends on it), and for analysts
-   the pseudonymised copies of the tables holding personal columns (see `masked_source`);
-2. it locks DuckDB down (`lock_down`: no external access except reading the allowed folders,
-   no extensions, no temp directory, a memory limit, configuration locked);
-3. it calls `landlock_restrict_self` (`restrict_to_reading`): from then on the kernel refuses
-   this process every file write, truncate, create, rename, link, delete and mkdir on every
-   path, every read outside the allowed folders (for analysts: the lake tables WITHOUT personal
-   columns, so the raw participant files cannot be opened even by `read_parquet`), every
-   `execve`, every TCP bind/connect, and signals to processes outside the sandbox. Landlock
-   binds root too (it is not a permission bit; `no_new_privs` is set first), needs no
-   privilege, no file ownership scheme and no mount, and cannot be undone by the process;
-4. only then does it read the analyst's SQL result, with a row limit and a time limit
-   (DuckDB's `interrupt()`; the parent also kills the child if it does not answer in time).
+1. while it has one thread, before DuckDB or PyArrow are imported, it confines itself with
+   Landlock (`storage.landlock.restrict_to_reading`): from then on the kernel refuses every
+   thread of it every file write, truncate, create, rename, link, delete and mkdir on every
+   path, every `execve`, every TCP bind/connect, and signals outside the sandbox. (Landlock
+   binds only the calling thread and what it starts later; confining after DuckDB had started
+   its threads let `EXPLAIN ANALYZE COPY` write from one of them: measured, now tested.)
+   Landlock binds root too (`no_new_privs` is set first), needs no privilege, no file
+   ownership scheme and no mount, and cannot be undone by the process;
+2. for analysts, a first DuckDB instance makes pseudonymised copies of the personal tables
+   the query needs (`pseudonymised_copies`) and is closed again;
+3. it narrows reading to the lake (analysts: the tables WITHOUT personal columns, so raw
+   participant files cannot be opened even by `read_parquet`) plus the few `/proc`/`/sys`
+   files DuckDB reads at start-up, then starts the query's DuckDB: the catalog's views
+   (whatever they read: Parquet globs today, Delta tables tomorrow; nothing here depends on
+   it; for analysts over the copies, `load_catalog`), locked down (`lock_down`);
+4. only then does it run the SQL, with a row limit and a time limit (DuckDB's `interrupt()`;
+   the parent also kills the child if it does not answer in time).
 
 The result goes back as an Arrow IPC stream (plain data, no pickle: nothing the sandbox says
 is executed by the parent). Where Landlock is missing (kernel < 5.13, or a seccomp profile
 that blocks it) free SQL is refused with that reason: it fails closed, never runs unsandboxed.
 
-A child costs ~0.3-0.8 s of start-up (importing DuckDB and PyArrow), which is why the
-ready-made queries (fixed SQL from this repository, not user text) stay in the dashboard.
+A child costs ~1-1.5 s of start-up on the loaded 2-core test machine (mostly importing DuckDB
+and PyArrow), which is why the ready-made queries (fixed SQL from this repository, not user
+text) stay in the dashboard.
 """
 
 from __future__ import annotations
