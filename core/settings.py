@@ -96,6 +96,18 @@ class Settings(BaseSettings):
         description="Decider processes of the check-in flow, each owning a share of the "
         "participants. Fixed once the flow has run (its state is cut in this many shares).",
     )
+    sql_max_concurrent: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Free-SQL queries (analytics page and POST /api/analytics/sql) running at "
+        "once in the whole dashboard; each session may have one. More: refused as busy (429).",
+    )
+    pseudonym_key: str | None = Field(
+        default=None,
+        description="Key of the analysts' pseudonyms of personal columns; unset: a random key "
+        "kept in DATA_DIR/pseudonym.key (mode 0600). Changing it changes every pseudonym.",
+    )
     health_flows: str = Field(
         default="",
         description="Flows /health requires alive (comma-separated); empty: every flow that "

@@ -179,6 +179,8 @@ ROUTES: tuple[Rule, ...] = (
     _page("/participants/{pid}/qr.svg", "participants.view"),
     _page("/reports/attendance.csv", "report.view"),
     _page("/reports/attendance.html", "report.view"),
+    # free SQL over the lake (analytics page's box, for scripts): login only, no keys
+    _r("POST", "/api/analytics/sql", "analytics.sql"),
     # events and activity: devices write, people read
     _r("POST", "/api/events", None, _DEVICE),
     _r("GET", "/api/events", "events.view", _ADMIN),
