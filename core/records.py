@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_core import to_json
 
+from core import keys
+
 Level = Literal["INFO", "WARN", "ERROR", "CRITICAL"]
 LEVELS: tuple[str, ...] = ("INFO", "WARN", "ERROR", "CRITICAL")
 
@@ -332,6 +334,10 @@ ActivityName = Annotated[
 ]
 
 
+#: `reply_to` must be a key under this deployment's `video:reply:` (never another key).
+_REPLY_TO = "^" + re.escape(keys.VIDEO_REPLY_PREFIX) + r"[A-Za-z0-9_.:\-]{1,128}$"
+
+
 class CaptureCommand(BaseModel):
     """An entry of `video:commands` (seed 001's start/stop/status requests).
 
@@ -345,7 +351,7 @@ class CaptureCommand(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: CaptureAction
     camera_id: ObjectId | None = None
-    reply_to: Annotated[str, Field(pattern=r"^video:reply:[A-Za-z0-9_.:\-]{1,128}$")] | None = None
+    reply_to: Annotated[str, Field(pattern=_REPLY_TO)] | None = None
     client_id: ClientId | None = None
     ip: Ip | None = None
     user_agent: UserAgent | None = None

@@ -327,7 +327,7 @@ def handle_message(channel: str, data: bytes | str) -> None:
         model.set_totals(doc)
     elif channel == keys.LIVE_ATTENDANCE_COUNTS:
         model.add_window(doc)
-    elif channel.startswith("checkins:verdict:"):
+    elif channel.startswith(keys.VERDICT_CHANNEL_PREFIX):
         _resolve(doc)
         model.add_verdict(doc)
 
