@@ -145,6 +145,11 @@ def decider_offsets_key(shard: int) -> str:
     return name(f"checkins:decider:{shard}:offsets")
 
 
+def decider_nonces_key(shard: int) -> str:
+    """Hash of one decider shard: nonce → the scan it first named (`checkins_logic.NonceBook`)."""
+    return name(f"checkins:decider:{shard}:nonces")
+
+
 def decided_key(shard: int) -> str:
     """Stream: the batches of outcomes one decider shard committed (pickled)."""
     return name(f"checkins:decided:{shard}")
