@@ -74,6 +74,8 @@ class NonceBook:
     the same order, so each builds the same book from the input alone, and commits it with its
     state and offsets (`checkins:decider:<shard>:nonces`): replays after a crash decide the
     same. Nonces older than `NONCE_TTL_MS` (by entry time, so also deterministic) are dropped.
+    Cost, measured on the shared 2-core machine: `parse_input` of 20,000 check-ins as shard 0
+    of 2 took 11.7 CPU µs per entry without the book and 17.3 with it (medians of 8).
     """
 
     def __init__(self) -> None:
