@@ -48,6 +48,7 @@ import psutil
 import redis
 import yaml
 
+from core import keys
 from core.embedded_redis import start_embedded_redis
 from core.processes import PROJECT_DIR, child_env, flow_argv, spawn
 from core.settings import Settings
@@ -277,7 +278,7 @@ class Stack:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                states = [json.loads(v)["state"] for v in self.r.hvals("video:status")]
+                states = [json.loads(v)["state"] for v in self.r.hvals(keys.VIDEO_STATUS)]
                 streaming = len(states) == len(self.cams) and set(states) == {"streaming"}
                 key = {"X-API-Key": os.environ["API_KEYS"]}
                 ok = httpx.get(f"{self.base}/api/cameras", headers=key).status_code == 200
@@ -433,12 +434,12 @@ def run_config(stack: Stack, cams: list[str], viewers: int, seconds: float) -> d
     gens = Cpu([stack.rtsp.pid, *(_chromium_pids() - before), *([pool.pid] if pool else [])])
     ours.start()
     gens.start()
-    stats0 = {c: json.loads(stack.r.hget("video:status", c)) for c in cams}
-    numsub = dict(stack.r.pubsub_numsub(*[f"video:{c}" for c in cams]))
+    stats0 = {c: json.loads(stack.r.hget(keys.VIDEO_STATUS, c)) for c in cams}
+    numsub = dict(stack.r.pubsub_numsub(*[keys.video_channel(c) for c in cams]))
     time.sleep(max(0.0, t_end - time.time()))
     cpu_ours, cpu_gen = ours.stop(), gens.stop()
     split = {f"cpu_{k}": parts[k].stop() for k in names}
-    stats1 = {c: json.loads(stack.r.hget("video:status", c)) for c in cams}
+    stats1 = {c: json.loads(stack.r.hget(keys.VIDEO_STATUS, c)) for c in cams}
     th.join()
     light = []
     if pool is not None:

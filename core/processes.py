@@ -120,6 +120,7 @@ def child_env(s: Settings, redis_url: str, **extra: str) -> dict[str, str]:
     env.update(
         REDIS_URL=redis_url,
         DATA_DIR=str(s.data_dir.resolve()),
+        REDIS_NAMESPACE=s.redis_namespace,
         PYTHONPATH=str(PROJECT_DIR),
         PYTHONUNBUFFERED="1",
     )

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_core import to_json
 
+from core import keys
+
 Level = Literal["INFO", "WARN", "ERROR", "CRITICAL"]
 LEVELS: tuple[str, ...] = ("INFO", "WARN", "ERROR", "CRITICAL")
 
@@ -170,20 +172,10 @@ CHECKIN_OUTCOMES: dict[str, str] = {
     "unknown_gate": "no such gate in the venue file",
     "wrong_direction": "this gate may not scan in that direction",
     "gate_closed": "the gate is closed at this time",
+    "nonce_conflict": "this nonce already names another scan (another ticket, gate or direction)",
 }
-CheckinStatus = Literal[
-    "accepted",
-    "duplicate",
-    "reentry_not_allowed",
-    "exit_without_entry",
-    "unknown_token",
-    "invalid_signature",
-    "revoked",
-    "wrong_event",
-    "unknown_gate",
-    "wrong_direction",
-    "gate_closed",
-]
+#: The same list as a type (derived: one definition).
+CheckinStatus = Literal[tuple(CHECKIN_OUTCOMES)]  # type: ignore[valid-type]
 Direction = Literal["in", "out"]
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 Nonce = Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
@@ -332,6 +324,10 @@ ActivityName = Annotated[
 ]
 
 
+#: `reply_to` must be a key under this deployment's `video:reply:` (never another key).
+_REPLY_TO = "^" + re.escape(keys.VIDEO_REPLY_PREFIX) + r"[A-Za-z0-9_.:\-]{1,128}$"
+
+
 class CaptureCommand(BaseModel):
     """An entry of `video:commands` (seed 001's start/stop/status requests).
 
@@ -345,7 +341,7 @@ class CaptureCommand(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: CaptureAction
     camera_id: ObjectId | None = None
-    reply_to: Annotated[str, Field(pattern=r"^video:reply:[A-Za-z0-9_.:\-]{1,128}$")] | None = None
+    reply_to: Annotated[str, Field(pattern=_REPLY_TO)] | None = None
     client_id: ClientId | None = None
     ip: Ip | None = None
     user_agent: UserAgent | None = None

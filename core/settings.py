@@ -12,6 +12,11 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: What `REDIS_NAMESPACE` may be: empty, or one segment of letters, digits, `_`, `.`, `-` (no
+#: `:`, and none of the glob characters `* ? [ ]` that would make a PSUBSCRIBE pattern reach
+#: into other deployments).
+REDIS_NAMESPACE_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})?$"
+
 
 class Settings(BaseSettings):
     """The public settings of the design card, plus a few tuning knobs with safe defaults."""
@@ -21,6 +26,12 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="Redis to use. Unset: run.py starts an embedded redis-server under DATA_DIR.",
+    )
+    redis_namespace: str = Field(
+        default="",
+        pattern=REDIS_NAMESPACE_PATTERN,
+        description="Puts every Redis key and channel of this deployment under "
+        "`<namespace>:`, so that deployments can share one Redis server (empty: none).",
     )
     data_dir: Path = Path("./data")
     host: str = "127.0.0.1"

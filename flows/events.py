@@ -49,9 +49,8 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     lateness = timedelta(seconds=s.allowed_lateness_s)
 
     flow = Dataflow(FLOW_NAME)
-    streams = op.input(
-        "streams", flow, RedisStreamSource(url, s.stream_keys, retention=s.stream_retention_s)
-    )
+    source = RedisStreamSource(url, keys.event_streams(s), retention=s.stream_retention_s)
+    streams = op.input("streams", flow, source)
     pubsub = op.input("pubsub", flow, RedisPubSubSource(url, keys.EVENTS_PUBLISH))
     batches = op.merge("batches", streams, pubsub)
     parsed = op.map("parse", batches, lambda b: (b.stream, parse_batch(b, s.max_event_bytes)))

@@ -179,7 +179,7 @@ async def post_event(
     request_id = str(uuid.uuid4())
     try:
         entry_id = await redis_client().xadd(
-            _stream_for(ev, settings.stream_keys),
+            _stream_for(ev, keys.event_streams(settings)),
             {"data": ev.model_dump_json(exclude_none=True)},
         )
     except (RedisError, OSError, TimeoutError) as exc:

@@ -4,12 +4,16 @@ verdict up, fetch the public key that lets a gate verify tickets offline.
 Like event ingest, the API only validates and `XADD`s to `checkins:in`; the check-in flow
 decides (`flows.checkins_logic.decide`) and publishes the verdict on
 `checkins:verdict:<gate>` and under `verdict:<nonce>`. `POST /api/checkins` waits up to `wait`
-seconds for that verdict (a future registered with `ui.attendance_live` *before* the XADD, so
-it cannot slip by) and answers 200 with it, else 202 "pending" — the scan is durable in Redis
+seconds for that scan's verdict (a future registered with `ui.attendance_live` *before* the
+XADD, so it cannot slip by; matched on gate, nonce, direction and ticket) and answers 200 with
+it, else 202 "pending" — the scan is durable in Redis
 either way and its verdict can be fetched later by nonce. The gate page sends its scans through
-the very same function, `submit_checkin`.
+the very same function, `submit_checkin`. A nonce names one scan: its reuse with another
+ticket, gate or direction is answered 409 `nonce_conflict` (never with the first verdict, which
+stands), and a gate-bound key never reads another gate's verdict.
 
-    POST /api/checkins?wait=2      CheckIn JSON → 200 verdict | 202 pending | 401 | 413 | 422 | 503
+    POST /api/checkins?wait=2      CheckIn JSON → 200 verdict | 202 pending | 409 nonce_conflict
+                                   | 401 | 403 | 413 | 422 | 503
     POST /api/checkins/batch       [CheckIn, ...] (≤ 5000) → 202 {"ids", "count"} | 422 | 413
     GET  /api/checkins/{nonce}     → 200 verdict | 404
     GET  /api/tokens/public-key    → the Ed25519 public key (PEM), no key needed
@@ -67,17 +71,16 @@ async def submit_checkin(checkin: CheckIn, wait: float = DEFAULT_WAIT_S) -> Subm
         return Submitted(
             _decode(await r.xadd(keys.CHECKINS_IN, {"data": data})), checkin.nonce, None
         )
-    fut = attendance_live.expect_verdict(checkin.nonce)  # before the XADD: no race
+    scan = attendance_live.scan_id(checkin)
+    fut = attendance_live.expect_verdict(scan)  # before the XADD: no race
     try:
         # A retried nonce already has a verdict stored: the flow answers it again (replayed),
         # and that answer, not the stored one, is what this request waits for.
         stale = await r.get(keys.verdict_key(checkin.nonce))
         entry_id = _decode(await r.xadd(keys.CHECKINS_IN, {"data": data}))
-        verdict = await attendance_live.wait_verdict(
-            checkin.nonce, wait, r=r, future=fut, stale=stale
-        )
+        verdict = await attendance_live.wait_verdict(scan, wait, r=r, future=fut, stale=stale)
     finally:
-        attendance_live.forget_verdict(checkin.nonce, fut)
+        attendance_live.forget_verdict(scan, fut)
     return Submitted(entry_id, checkin.nonce, verdict)
 
 
@@ -168,7 +171,8 @@ async def post_checkin(
         log.warning("POST /api/checkins: %s", _redis_reason(exc))
         return _unavailable(exc)
     if sent.verdict is not None:
-        return JSONResponse(sent.verdict, status_code=200)
+        conflict = sent.verdict.get("status") == "nonce_conflict"
+        return JSONResponse(sent.verdict, status_code=409 if conflict else 200)
     return JSONResponse({"id": sent.id, "nonce": sent.nonce, "status": "pending"}, status_code=202)
 
 
