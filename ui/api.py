@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from core import keys
 from core.auth_keys import ApiKey
 from core.processes import FLOWS as FLOW_MODULES
-from core.records import LEVELS, Event, field_errors
+from core.records import LEVELS, Event, field_errors, stored_json
 from core.settings import Settings, get_settings
 from ui import auth
 from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events, newest_first
@@ -210,7 +210,7 @@ async def _from_cache(size: int) -> list[dict[str, Any]] | None:
     items = []
     for doc in raw:
         try:
-            items.append(json.loads(doc))
+            items.append(stored_json(doc))
         except ValueError:
             continue
     return newest_first(items)[:size]
