@@ -78,6 +78,29 @@ def test_non_finite_numbers_are_422_naming_the_field_on_every_http_input(
     assert r.status_code == 422 and r.json()["errors"][0]["line"] == 1, r.text
 
 
+def test_checkins_and_participant_ops_with_non_finite_numbers_are_dead_lettered(
+    stack: Stack,
+) -> None:
+    """Over Redis the check-in flow refuses them (a dead letter naming the field)."""
+    bad = {
+        b'{"gate_id":"main","token":"t","nonce":"n-nan-0001","offline":NaN}': "offline",
+        b'{"gate_id":"=cmd","token":"t","nonce":"n-nan-0002"}': "gate_id",
+        b'{"op":"upsert","participant":{"id":"p-nan","name":Infinity}}': "participant.name",
+    }
+    ids = {}
+    for data, field in bad.items():
+        stream = keys.PARTICIPANTS_IN if b'"op"' in data else keys.CHECKINS_IN
+        ids[stack.r.xadd(stream, {"data": data})] = field
+
+    def dead() -> dict[bytes, bytes] | None:
+        got = {f[b"origin_id"]: f[b"reason"] for _, f in stack.r.xrange(keys.CHECKINS_DEAD)}
+        return got if all(i in got for i in ids) else None
+
+    reasons = wait_for(dead, 30, 0.1, "dead letters for the three entries")
+    for eid, field in ids.items():
+        assert reasons[eid].decode().startswith(field), (field, reasons[eid])
+
+
 def test_a_stored_nan_does_not_break_get_api_events_or_get_logs(stack: Stack) -> None:
     """Defence in depth: rows written before inputs refused NaN (or by hand) are served with
     null in its place; before, both routes answered 500 while such a row was in the page."""
