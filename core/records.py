@@ -82,8 +82,27 @@ def non_finite_path(value: Any, path: str = "") -> str | None:
     return None
 
 
+def all_finite(value: Any) -> bool:
+    """True when no float in a JSON-like value is NaN or ±Infinity. The events flow runs this
+    on every payload, so it is a flat loop building no paths (`non_finite_path` says where,
+    only for a refused value)."""
+    stack = [value]
+    pop, isfinite = stack.pop, math.isfinite
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is float:
+            if not isfinite(v):
+                return False
+        elif t is dict:
+            stack.extend(v.values())
+        elif t is list or t is tuple:
+            stack.extend(v)
+    return True
+
+
 def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
-    where = non_finite_path(value)
+    where = None if all_finite(value) else non_finite_path(value)
     if where is not None:
         raise PydanticCustomError(
             "finite_number",
