@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from core import keys
+from core.alarms import AlarmCommand
 from core.csv_safe import csv_text, safe_cell
-from core.records import ID_PATTERN, stored_json
+from core.records import ID_PATTERN, CheckIn, Event, LogPost, reason_of, stored_json
 from core.venue import VenueError, load_venue
 from storage.analytics import run_sql
 from storage.lake import LakeWriter
@@ -154,6 +156,26 @@ def test_a_stored_nan_does_not_break_get_api_events_or_get_logs(stack: Stack) ->
     r = stack.http.get("/logs")
     assert r.status_code == 200, r.text
     assert r.json()["items"][0]["metadata"] == {"x": None, "y": [None]}
+
+
+@pytest.mark.parametrize("token", NON_FINITE)
+@pytest.mark.parametrize(
+    ("model", "doc", "field"),
+    [
+        (AlarmCommand, '{"command_id":"c-123456","action":"ack","alarm_id":"a","by":"b",'
+         '"role":"organiser","at":%s}', "at"),
+        (CheckIn, '{"gate_id":"main","token":"t","nonce":"n-1234567","ts":%s}', "ts"),
+        (Event, '{"source":"s","type":"ui.click","level":"INFO","payload":{"page":"/",'
+         '"target":"#a","x":%s,"y":1,"session":"s"}}', "payload"),
+        (LogPost, '{"event":"room.join","metadata":{"m":[%s]}}', "metadata"),
+    ],
+)  # fmt: skip
+def test_every_input_record_refuses_non_finite_numbers_and_times(
+    model: type, doc: str, field: str, token: str
+) -> None:
+    with pytest.raises(ValidationError) as err:
+        model.model_validate_json(doc % token)
+    assert reason_of(err.value).startswith(f"{field}: "), reason_of(err.value)
 
 
 def test_stored_json_turns_every_non_finite_number_into_null() -> None:
