@@ -6,6 +6,8 @@ and the Bytewax flows validate with exactly the same rules.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -21,7 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import to_json
+from pydantic_core import PydanticCustomError, to_json
 
 from core import keys
 
@@ -51,11 +53,80 @@ def _not_in_future(ts: datetime) -> datetime:
 SourceTime = Annotated[datetime, AfterValidator(_utc), AfterValidator(_not_in_future)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
+#: The one pattern for ids that reach Redis keys, channels, lake partitions, alarm ids and CSV
+#: cells: gate, camera, room and event source ids (in records and in the venue file). A letter
+#: or digit first (so an id can never start a spreadsheet formula, a path like `..`, or an
+#: option like `-x`), then letters, digits, `_`, `.` and `-`; at most 64 characters. No `:`
+#: (the Redis key separator), `|` (the alarm id separator), `/`, `*` (glob) or spaces.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
+def non_finite_path(value: Any, path: str = "") -> str | None:
+    """Where in a JSON-like value (dicts, lists, scalars) a NaN or ±Infinity float sits
+    (`"a.b.2"`; `""` for the value itself), or None when every number is finite.
+
+    JSON has no NaN or Infinity, but Python's and pydantic's parsers accept the tokens (and
+    `1e999` overflows to inf); a stored NaN later made every JSON answer that held it fail
+    (`GET /api/events` and `GET /logs` answered 500, issue 10)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = non_finite_path(v, f"{path}.{k}" if path else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def all_finite(value: Any) -> bool:
+    """True when no float in a JSON-like value is NaN or ±Infinity. The events flow runs this
+    on every payload, so it is a flat loop building no paths (`non_finite_path` says where,
+    only for a refused value)."""
+    stack = [value]
+    pop, isfinite = stack.pop, math.isfinite
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is float:
+            if not isfinite(v):
+                return False
+        elif t is dict:
+            stack.extend(v.values())
+        elif t is list or t is tuple:
+            stack.extend(v)
+    return True
+
+
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    where = None if all_finite(value) else non_finite_path(value)
+    if where is not None:
+        raise PydanticCustomError(
+            "finite_number",
+            "Input should be a finite number at {where} (NaN and Infinity are not JSON)",
+            {"where": where},
+        )
+    return value
+
+
+#: A JSON object that came from outside: any depth, but every number finite. Every input
+#: record uses it for its free-form part (`payload`, `metadata`), so the HTTP API and the flows
+#: refuse NaN/Infinity the same way (422 naming the field, or a dead letter with the reason).
+JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_finite_json)]
+
+#: Config of every input record: unknown fields refused, floats must be finite.
+INPUT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 
 class UiClickPayload(BaseModel):
     """Payload of a browser `ui.click` event (seed 004)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     page: Name
     target: Annotated[str, Field(min_length=1, max_length=512)]
     x: Annotated[float, Field(ge=0, le=100_000)]
@@ -66,7 +137,7 @@ class UiClickPayload(BaseModel):
 class UiKeydownPayload(BaseModel):
     """Payload of a browser `ui.keydown` event (seed 004)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     page: Name
     key: Annotated[str, Field(min_length=1, max_length=32)]
     session: Name
@@ -86,11 +157,11 @@ class Event(BaseModel):
     lie more than `MAX_CLOCK_SKEW` in the future (a wrong clock would open far-future windows).
     """
 
-    model_config = ConfigDict(extra="forbid")
-    source: Name
+    model_config = INPUT
+    source: Id
     type: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
     level: Level
-    payload: dict[str, JsonValue] = Field(default_factory=dict)
+    payload: JsonObject = Field(default_factory=dict)
     ts: SourceTime | None = None
 
     @model_validator(mode="after")
@@ -190,8 +261,8 @@ class CheckIn(BaseModel):
     through; the server's verdict then may flag it.
     """
 
-    model_config = ConfigDict(extra="forbid")
-    gate_id: Name
+    model_config = INPUT
+    gate_id: Id
     token: Annotated[str, Field(min_length=1, max_length=1024)]
     ts: SourceTime | None = None
     device_id: Name | None = None
@@ -232,7 +303,7 @@ class Verdict(BaseModel):
 class Participant(BaseModel):
     """A registered participant (one CSV row). Columns other than these go to `extra`."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:\-]+$")]
     name: Annotated[str, Field(min_length=1, max_length=200)]
     email: Annotated[str | None, Field(max_length=254)] = None
@@ -257,7 +328,7 @@ class ParticipantOp(BaseModel):
     """An entry of `participants:in`: create/update (`upsert`), `revoke` (the token is refused
     from now on), `reissue` (a new token; the old one is refused as revoked) or `restore`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     op: Literal["upsert", "revoke", "reissue", "restore"]
     participant: Participant | None = None
     id: str | None = None
@@ -306,6 +377,23 @@ def parse_event(raw: bytes | str, max_bytes: int) -> Event:
     return _event_json.validate_json(raw)
 
 
+def _null(_: str) -> None:
+    return None
+
+
+def _finite_or_null(text: str) -> float | None:
+    f = float(text)
+    return f if math.isfinite(f) else None
+
+
+def stored_json(raw: str | bytes) -> Any:
+    """JSON read back from Redis or the lake for an answer: `NaN`, `Infinity` and overflowing
+    numbers (`1e999`) become null. Inputs refuse them (`JsonObject`), but a row written before
+    that, or by hand, must not make a read API answer 500 (it did: issue 10). ValueError if
+    `raw` is not JSON."""
+    return json.loads(raw, parse_constant=_null, parse_float=_finite_or_null)
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON; datetimes as ISO 8601 (pydantic's encoder, like every other record)."""
     return to_json(obj).decode()
@@ -315,7 +403,7 @@ def dumps(obj: Any) -> str:
 
 CameraState = Literal["idle", "connecting", "streaming", "reconnecting", "error", "stopped"]
 CaptureAction = Literal["start", "stop", "status"]
-ObjectId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+ObjectId = Id  # camera and room ids
 ClientId = Annotated[str, Field(min_length=1, max_length=128)]
 Ip = Annotated[str, Field(max_length=64)]
 UserAgent = Annotated[str, Field(max_length=512)]
@@ -338,7 +426,7 @@ class CaptureCommand(BaseModel):
     activity log `request_logs` with the command.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     action: CaptureAction
     camera_id: ObjectId | None = None
     reply_to: Annotated[str, Field(pattern=_REPLY_TO)] | None = None
@@ -346,7 +434,7 @@ class CaptureCommand(BaseModel):
     ip: Ip | None = None
     user_agent: UserAgent | None = None
     room_id: ObjectId | None = None
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     ts: SourceTime | None = None
 
     @model_validator(mode="after")
@@ -431,7 +519,7 @@ class ActivityIn(BaseModel):
     what clients send. The video flow stores each as a `request_logs` row (capture commands
     are logged from `video:commands` directly, so they are never logged twice)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     event: ActivityName
     ts: SourceTime | None = None
     client_id: ClientId | None = None
@@ -439,19 +527,19 @@ class ActivityIn(BaseModel):
     user_agent: UserAgent | None = None
     room_id: ObjectId | None = None
     camera_id: ObjectId | None = None
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class LogPost(BaseModel):
     """The body of `POST /logs`; the server adds the caller's IP and user agent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     event: ActivityName
     ts: SourceTime | None = None
     client_id: ClientId | None = None
     room_id: ObjectId | None = None
     camera_id: ObjectId | None = None
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class RequestLog(BaseModel):

@@ -23,7 +23,6 @@ No UI imports here: the page calls these functions through `run.io_bound`.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 import threading
@@ -37,6 +36,7 @@ from typing import Any, Literal
 
 import duckdb
 
+from core import csv_safe
 from storage.catalog import create_views
 from storage.sql_sandbox import SandboxError, SandboxUnavailable, lock_down, run_confined
 
@@ -66,9 +66,10 @@ class SqlResult:
         return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
 
     def csv(self) -> str:
-        """The result as CSV text (header + rows; None as empty, times ISO 8601)."""
+        """The result as CSV text (header + rows; None as empty, times ISO 8601; a text cell
+        that a spreadsheet would run as a formula is neutralised by `core.csv_safe`)."""
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csv_safe.writer(buf)
         w.writerow(self.columns)
         for r in self.rows:
             w.writerow(

@@ -20,11 +20,12 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 from redis.exceptions import RedisError
+from starlette.types import Message
 
 from core import keys
 from core.auth_keys import ApiKey
 from core.processes import FLOWS as FLOW_MODULES
-from core.records import LEVELS, Event, field_errors
+from core.records import LEVELS, Event, field_errors, stored_json
 from core.settings import Settings, get_settings
 from ui import auth
 from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events, newest_first
@@ -133,19 +134,39 @@ def require_api_key(request: Request) -> ApiKey:
     return got
 
 
-async def read_body(request: Request, limit: int, what: str = "event body") -> bytes:
-    """The body, refused with 413 as soon as it exceeds `limit` (never buffered beyond it)."""
-    too_big = {"detail": f"{what} is larger than the limit of {limit} bytes"}
+class BodyTooLarge(_Refusal):
+    """413: the request body is (or declares to be) larger than the route's limit."""
+
+    def __init__(self, what: str, limit: int):
+        super().__init__(413, {"detail": f"{what} is larger than the limit of {limit} bytes"})
+
+
+def limited(request: Request, limit: int, what: str = "request body") -> Request:
+    """The same request whose body raises `BodyTooLarge` as soon as more than `limit` bytes
+    have arrived: bytes are counted as they stream in (chunked uploads declare no length), so
+    whatever reads it — `read_body`, or Starlette's multipart parser, which spools file parts
+    to a temporary file — never reads, buffers or writes more than `limit` bytes. Before this
+    the multipart route wrote a whole 1 GB chunked upload to disk, then answered 413."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise _Refusal(413, too_big)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Refusal(413, too_big)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise BodyTooLarge(what, limit)
+    size = 0
+
+    async def receive() -> Message:
+        nonlocal size
+        msg = await request.receive()
+        if msg["type"] == "http.request":
+            size += len(msg.get("body", b""))
+            if size > limit:
+                raise BodyTooLarge(what, limit)
+        return msg
+
+    return Request(request.scope, receive)
+
+
+async def read_body(request: Request, limit: int, what: str = "event body") -> bytes:
+    """The body, refused with 413 as soon as it exceeds `limit` (never buffered beyond it)."""
+    return b"".join([chunk async for chunk in limited(request, limit, what).stream()])
 
 
 def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
@@ -210,7 +231,7 @@ async def _from_cache(size: int) -> list[dict[str, Any]] | None:
     items = []
     for doc in raw:
         try:
-            items.append(json.loads(doc))
+            items.append(stored_json(doc))
         except ValueError:
             continue
     return newest_first(items)[:size]

@@ -15,7 +15,6 @@ are the dashboard's links, guarded like its pages (a login with `report.view`).
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 import math
@@ -30,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from nicegui import run
 from pydantic_core import to_json
 
+from core import csv_safe
 from core.auth_keys import ApiKey
 from core.records import CHECKIN_OUTCOMES
 from core.settings import get_settings
@@ -93,7 +93,7 @@ def local(v: datetime | None, ven: Venue, seconds: bool = False) -> str:
 
 def report_csv(rep: Report, ven: Venue, section: str | None = None) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf)  # CRLF line ends: what spreadsheets expect
+    w = csv_safe.writer(buf)  # CRLF line ends; formula-like cells neutralised
     if section is not None:
         sec = rep[section]
         w.writerow(sec.columns)
