@@ -7,6 +7,7 @@ and the Bytewax flows validate with exactly the same rules.
 from __future__ import annotations
 
 import re
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import to_json
+
+from core import keys
 
 Level = Literal["INFO", "WARN", "ERROR", "CRITICAL"]
 LEVELS: tuple[str, ...] = ("INFO", "WARN", "ERROR", "CRITICAL")
@@ -497,3 +500,15 @@ class RoomMember(BaseModel):
     last_seen: UtcDatetime
     ip: Ip | None = None
     user_agent: UserAgent | None = None
+
+
+def event_stream_for(source: str | None, streams: list[str]) -> str:
+    """The stream an event of `source` is XADDed to: sharded by source across EVENT_STREAMS
+    (default just `events:in`), so one source keeps one order. Every door uses it (HTTP, and
+    the pub/sub bridge); an event without a readable source goes to the first stream, where
+    the events flow dead-letters it with the reason."""
+    if not streams:
+        return keys.EVENTS_IN
+    if len(streams) == 1 or not source:
+        return streams[0]
+    return streams[zlib.crc32(source.encode()) % len(streams)]

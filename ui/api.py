@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-import zlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -24,7 +23,7 @@ from redis.exceptions import RedisError
 from core import keys
 from core.auth_keys import ApiKey
 from core.processes import FLOWS as FLOW_MODULES
-from core.records import LEVELS, Event, field_errors
+from core.records import LEVELS, Event, event_stream_for, field_errors
 from core.settings import Settings, get_settings
 from ui import auth
 from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events, newest_first
@@ -156,9 +155,7 @@ def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
 
 def _stream_for(ev: Event, streams: list[str]) -> str:
     """Shard by source across EVENT_STREAMS (default just `events:in`); one source, one order."""
-    if len(streams) <= 1:
-        return streams[0] if streams else keys.EVENTS_IN
-    return streams[zlib.crc32(ev.source.encode()) % len(streams)]
+    return event_stream_for(ev.source, streams)
 
 
 async def post_event(
