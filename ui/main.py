@@ -14,7 +14,7 @@ from pathlib import Path
 from nicegui import app, ui
 
 from core.settings import Settings, get_settings
-from ui import api, attendance_live, live, pages, theme, video_api
+from ui import alarms_api, api, attendance_live, live, pages, theme, video_api
 from ui.pages import login_page, users_page
 
 log = logging.getLogger("ui")
@@ -55,6 +55,7 @@ def use_session_dir(settings: Settings) -> None:
 def setup(settings: Settings) -> None:
     """Register routes, pages and the live tasks on NiceGUI's app (before `ui.run`)."""
     api.register(app)  # also the auth routes and the permission middleware (ui.auth_login)
+    alarms_api.register(app)
     pages.register_all()
     login_page.register()  # /login
     users_page.register()  # /users (organisers)
