@@ -25,7 +25,7 @@ from core.auth_keys import ApiKey
 from core.processes import FLOWS as FLOW_MODULES
 from core.records import LEVELS, Event, event_stream_for, field_errors
 from core.settings import Settings, get_settings
-from ui import auth
+from ui import api_models, auth
 from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events, newest_first
 
 log = logging.getLogger(__name__)
@@ -270,10 +270,27 @@ async def get_events(
 def register(app: FastAPI) -> None:
     """Add the routes to NiceGUI's FastAPI app (call before `ui.run`)."""
     app.add_exception_handler(_Refusal, _refusal_handler)
-    app.add_api_route("/health", health, methods=["GET"], tags=["health"])
-    app.add_api_route("/api/health", health, methods=["GET"], tags=["health"])
-    app.add_api_route("/api/events", post_event, methods=["POST"], status_code=202, tags=["events"])
-    app.add_api_route("/api/events", get_events, methods=["GET"], tags=["events"])
+    app.add_api_route(
+        "/health", health, methods=["GET"], tags=["health"], response_model=api_models.Health
+    )
+    app.add_api_route(
+        "/api/health", health, methods=["GET"], tags=["health"], response_model=api_models.Health
+    )
+    app.add_api_route(
+        "/api/events",
+        post_event,
+        methods=["POST"],
+        status_code=202,
+        tags=["events"],
+        response_model=api_models.Accepted,
+    )
+    app.add_api_route(
+        "/api/events",
+        get_events,
+        methods=["GET"],
+        tags=["events"],
+        response_model=api_models.EventList,
+    )
     from ui import checkins_api  # here, not at the top: it imports this module
 
     checkins_api.register(app)  # gates: scans, verdicts, the tokens' public key
