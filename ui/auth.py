@@ -215,7 +215,7 @@ ROUTES: tuple[Rule, ...] = (
     _r("POST", "/api/alarms/{alarm_id}/clear", "alarms.clear", _ADMIN),
     # the HTTP API's own description (ui.api_docs)
     _r("GET", "/api/openapi.json", LOGIN, _ADMIN),
-    _r("GET", "/api/docs", LOGIN, _ADMIN, page=True),
+    _r("GET", "/api/docs", LOGIN, _ADMIN),
 )
 
 
