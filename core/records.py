@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -581,3 +582,15 @@ class RoomMember(BaseModel):
     last_seen: UtcDatetime
     ip: Ip | None = None
     user_agent: UserAgent | None = None
+
+
+def event_stream_for(source: str | None, streams: list[str]) -> str:
+    """The stream an event of `source` is XADDed to: sharded by source across EVENT_STREAMS
+    (default just `events:in`), so one source keeps one order. Every door uses it (HTTP, and
+    the pub/sub bridge); an event without a readable source goes to the first stream, where
+    the events flow dead-letters it with the reason."""
+    if not streams:
+        return keys.EVENTS_IN
+    if len(streams) == 1 or not source:
+        return streams[0]
+    return streams[zlib.crc32(source.encode()) % len(streams)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-import zlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -25,9 +24,9 @@ from starlette.types import Message
 from core import keys
 from core.auth_keys import ApiKey
 from core.processes import FLOWS as FLOW_MODULES
-from core.records import LEVELS, Event, field_errors, stored_json
+from core.records import LEVELS, Event, event_stream_for, field_errors, stored_json
 from core.settings import Settings, get_settings
-from ui import auth
+from ui import api_models, auth
 from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events, newest_first
 
 log = logging.getLogger(__name__)
@@ -177,9 +176,7 @@ def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
 
 def _stream_for(ev: Event, streams: list[str]) -> str:
     """Shard by source across EVENT_STREAMS (default just `events:in`); one source, one order."""
-    if len(streams) <= 1:
-        return streams[0] if streams else keys.EVENTS_IN
-    return streams[zlib.crc32(ev.source.encode()) % len(streams)]
+    return event_stream_for(ev.source, streams)
 
 
 async def post_event(
@@ -294,10 +291,27 @@ async def get_events(
 def register(app: FastAPI) -> None:
     """Add the routes to NiceGUI's FastAPI app (call before `ui.run`)."""
     app.add_exception_handler(_Refusal, _refusal_handler)
-    app.add_api_route("/health", health, methods=["GET"], tags=["health"])
-    app.add_api_route("/api/health", health, methods=["GET"], tags=["health"])
-    app.add_api_route("/api/events", post_event, methods=["POST"], status_code=202, tags=["events"])
-    app.add_api_route("/api/events", get_events, methods=["GET"], tags=["events"])
+    app.add_api_route(
+        "/health", health, methods=["GET"], tags=["health"], response_model=api_models.Health
+    )
+    app.add_api_route(
+        "/api/health", health, methods=["GET"], tags=["health"], response_model=api_models.Health
+    )
+    app.add_api_route(
+        "/api/events",
+        post_event,
+        methods=["POST"],
+        status_code=202,
+        tags=["events"],
+        response_model=api_models.Accepted,
+    )
+    app.add_api_route(
+        "/api/events",
+        get_events,
+        methods=["GET"],
+        tags=["events"],
+        response_model=api_models.EventList,
+    )
     from ui import checkins_api  # here, not at the top: it imports this module
 
     checkins_api.register(app)  # gates: scans, verdicts, the tokens' public key

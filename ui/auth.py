@@ -210,6 +210,14 @@ ROUTES: tuple[Rule, ...] = (
     _r("GET", "/api/cameras", "cameras.view", _ADMIN),
     _r("GET", "/api/cameras/{camera_id}", "cameras.view", _ADMIN),
     _r("POST", "/api/cameras/{camera_id}/{action}", None, _ADMIN),
+    # alarms (ui.alarms_api): people as on /alarms, or an admin key
+    _r("GET", "/api/alarms", "alarms.view", _ADMIN),
+    _r("GET", "/api/alarms/{alarm_id}", "alarms.view", _ADMIN),
+    _r("POST", "/api/alarms/{alarm_id}/ack", "alarms.ack", _ADMIN),
+    _r("POST", "/api/alarms/{alarm_id}/clear", "alarms.clear", _ADMIN),
+    # the HTTP API's own description (ui.api_docs)
+    _r("GET", "/api/openapi.json", LOGIN, _ADMIN),
+    _r("GET", "/api/docs", LOGIN, _ADMIN),
 )
 
 

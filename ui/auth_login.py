@@ -43,6 +43,7 @@ from core.auth_throttle import LoginThrottle
 from core.records import field_errors
 from core.settings import get_settings
 from core.users import MAX_PASSWORD, User, user_store
+from ui import api_models
 from ui.auth import (
     PERMISSIONS,
     can,
@@ -266,8 +267,28 @@ def register(app: FastAPI) -> None:
     from ui.auth_middleware import AuthMiddleware
 
     tags = ["auth"]
-    app.add_api_route("/api/auth/login", post_login, methods=["POST"], tags=tags)
-    app.add_api_route("/api/auth/logout", post_logout, methods=["POST"], tags=tags)
-    app.add_api_route("/api/auth/me", get_me, methods=["GET"], tags=tags)
-    app.add_api_route("/api/auth/routes", get_routes, methods=["GET"], tags=tags)
+    app.add_api_route(
+        "/api/auth/login",
+        post_login,
+        methods=["POST"],
+        tags=tags,
+        response_model=api_models.LoginOut,
+    )
+    app.add_api_route(
+        "/api/auth/logout",
+        post_logout,
+        methods=["POST"],
+        tags=tags,
+        response_model=api_models.LogoutOut,
+    )
+    app.add_api_route(
+        "/api/auth/me", get_me, methods=["GET"], tags=tags, response_model=api_models.MeOut
+    )
+    app.add_api_route(
+        "/api/auth/routes",
+        get_routes,
+        methods=["GET"],
+        tags=tags,
+        response_model=list[api_models.RouteRow],
+    )
     app.add_middleware(AuthMiddleware)

@@ -36,7 +36,7 @@ from core.auth_keys import ApiKey
 from core.records import CheckIn, field_errors
 from core.settings import Settings, get_settings
 from core.tokens import PUBLIC_NAME, key_dir, load_verifier
-from ui import attendance_live
+from ui import api_models, attendance_live
 from ui.api import _redis_reason, read_body, redis_client, require_api_key
 from ui.auth import gate_refusal
 
@@ -285,13 +285,33 @@ async def get_public_key(settings: Annotated[Settings, Depends(get_settings)]) -
 
 def register(app: FastAPI) -> None:
     """Add the check-in routes (called from `ui.api.register`)."""
-    app.add_api_route("/api/checkins", post_checkin, methods=["POST"], tags=["checkins"])
+    app.add_api_route(
+        "/api/checkins",
+        post_checkin,
+        methods=["POST"],
+        tags=["checkins"],
+        response_model=api_models.CheckinPending,
+        responses={200: {"model": api_models.Verdict}},
+    )
     app.add_api_route(
         "/api/checkins/batch",
         post_checkin_batch,
         methods=["POST"],
         status_code=202,
         tags=["checkins"],
+        response_model=api_models.CheckinBatchOut,
     )
-    app.add_api_route("/api/checkins/{nonce}", get_checkin, methods=["GET"], tags=["checkins"])
-    app.add_api_route("/api/tokens/public-key", get_public_key, methods=["GET"], tags=["checkins"])
+    app.add_api_route(
+        "/api/checkins/{nonce}",
+        get_checkin,
+        methods=["GET"],
+        tags=["checkins"],
+        response_model=api_models.Verdict,
+    )
+    app.add_api_route(
+        "/api/tokens/public-key",
+        get_public_key,
+        methods=["GET"],
+        tags=["checkins"],
+        responses=api_models.binary("application/x-pem-file"),
+    )

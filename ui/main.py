@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.processes import apply_umask, secure_data_dir
 from core.settings import Settings, get_settings
-from ui import api, attendance_live, live, pages, theme, video_api
+from ui import alarms_api, api, api_docs, attendance_live, live, pages, theme, video_api
 from ui.pages import login_page, users_page
 
 log = logging.getLogger("ui")
@@ -92,6 +92,8 @@ def setup(settings: Settings) -> None:
     """Register routes, pages and the live tasks on NiceGUI's app (before `ui.run`)."""
     api.register(app)  # also the auth routes and the permission middleware (ui.auth_login)
     app.add_middleware(SecurityHeaders)  # outside the permission middleware: refusals get them
+    alarms_api.register(app)
+    api_docs.register(app)  # /api/openapi.json and /api/docs (describes the routes above)
     pages.register_all()
     login_page.register()  # /login
     users_page.register()  # /users (organisers)

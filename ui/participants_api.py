@@ -58,6 +58,7 @@ from core.settings import get_settings
 from core.tokens import TokenSigner, load_signer
 from core.venue import venue_for
 from storage.catalog import query
+from ui import api_models
 from ui.api import BodyTooLarge, limited, read_body, redis_client, require_api_key
 from ui.lake_queries import LakeUnavailable, _connection
 
@@ -626,18 +627,47 @@ def _op_route(op: AdminOp) -> Callable[..., Any]:
 def register(app: FastAPI) -> None:
     """Add the participant routes (the literal `qr.zip` before `{pid}`, which would match it)."""
     tags = ["participants"]
-    app.add_api_route("/api/participants", post_participants, methods=["POST"], tags=tags)
-    app.add_api_route("/api/participants", get_participants, methods=["GET"], tags=tags)
-    app.add_api_route("/api/participants/qr.zip", get_qr_zip, methods=["GET"], tags=tags)
-    app.add_api_route("/api/participants/{pid}", get_participant, methods=["GET"], tags=tags)
+    app.add_api_route(
+        "/api/participants",
+        post_participants,
+        methods=["POST"],
+        tags=tags,
+        response_model=api_models.ImportOut,
+    )
+    app.add_api_route(
+        "/api/participants",
+        get_participants,
+        methods=["GET"],
+        tags=tags,
+        response_model=api_models.ParticipantList,
+    )
+    app.add_api_route(
+        "/api/participants/qr.zip",
+        get_qr_zip,
+        methods=["GET"],
+        tags=tags,
+        responses=api_models.binary("application/zip"),
+    )
+    app.add_api_route(
+        "/api/participants/{pid}",
+        get_participant,
+        methods=["GET"],
+        tags=tags,
+        response_model=api_models.ParticipantDetail,
+    )
     for kind in ("png", "svg"):
         app.add_api_route(
             f"/api/participants/{{pid}}/qr.{kind}", _qr_route(kind, True), methods=["GET"],
             tags=tags,
+            responses=api_models.binary("image/png" if kind == "png" else "image/svg+xml"),
         )  # fmt: skip
     for op in ("revoke", "reissue", "restore"):
         app.add_api_route(
-            f"/api/participants/{{pid}}/{op}", _op_route(op), methods=["POST"], tags=tags
+            f"/api/participants/{{pid}}/{op}",
+            _op_route(op),
+            methods=["POST"],
+            tags=tags,
+            response_model=api_models.ParticipantOpOut,
         )
     # Dashboard download links (no key: served like the pages; see the module docstring).
     app.add_api_route(

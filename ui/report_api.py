@@ -35,6 +35,7 @@ from core.records import CHECKIN_OUTCOMES
 from core.settings import get_settings
 from core.venue import Venue, venue_for
 from storage.reports import SECTIONS, Report, Section, attendance_report
+from ui import api_models
 from ui.api import require_api_key
 from ui.lake_queries import LakeUnavailable, _connection
 
@@ -405,8 +406,20 @@ async def dashboard_html() -> Response:
 
 def register(app: FastAPI) -> None:
     tags = ["reports"]
-    app.add_api_route("/api/reports/attendance.csv", api_csv, methods=["GET"], tags=tags)
-    app.add_api_route("/api/reports/attendance.json", api_json, methods=["GET"], tags=tags)
+    app.add_api_route(
+        "/api/reports/attendance.csv",
+        api_csv,
+        methods=["GET"],
+        tags=tags,
+        responses=api_models.binary("text/csv"),
+    )
+    app.add_api_route(
+        "/api/reports/attendance.json",
+        api_json,
+        methods=["GET"],
+        tags=tags,
+        response_model=api_models.ReportJson,
+    )
     app.add_api_route(
         "/reports/attendance.csv", dashboard_csv, methods=["GET"], include_in_schema=False
     )
