@@ -92,10 +92,12 @@ def test_checkins_and_participant_ops_with_non_finite_numbers_are_dead_lettered(
     ids = {}
     for data, field in bad.items():
         stream = keys.PARTICIPANTS_IN if b'"op"' in data else keys.CHECKINS_IN
-        ids[stack.r.xadd(stream, {"data": data})] = field
+        # Two streams may give the same entry id: the origin stream is part of the key.
+        ids[(stream.encode(), stack.r.xadd(stream, {"data": data}))] = field
 
-    def dead() -> dict[bytes, bytes] | None:
-        got = {f[b"origin_id"]: f[b"reason"] for _, f in stack.r.xrange(keys.CHECKINS_DEAD)}
+    def dead() -> dict[tuple[bytes, bytes], bytes] | None:
+        dead_letters = stack.r.xrange(keys.CHECKINS_DEAD)
+        got = {(f[b"origin"], f[b"origin_id"]): f[b"reason"] for _, f in dead_letters}
         return got if all(i in got for i in ids) else None
 
     reasons = wait_for(dead, 30, 0.1, "dead letters for the three entries")
