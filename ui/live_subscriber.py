@@ -23,9 +23,10 @@ A live model declares what it listens to and how a message changes it:
 
 The subscriber owns the rest: connecting, subscribing, seeding, the model's `connected` flag,
 and on any Redis failure a log line, a back-off (0.5 s doubling to 10 s) and a new connection
-that subscribes and seeds again. redis-py's own silent reconnect is switched off for this
-connection (`retry=0`): it would resubscribe without the seed, and a model would miss what was
-published while the connection was down without knowing it.
+that subscribes and seeds again. redis-py's retries stay off for this connection (`retry=0`,
+what `from_url` gives anyway, made explicit): with retries, redis-py reconnects a dropped
+subscription and resubscribes on its own, silently, and the model misses what was published in
+between without a seed to catch up (tests/test_live_subscriber.py kills the connection).
 
 The emitter fires `changed` when the model's `version` moved: at once after a quiet spell
 (leading edge, so a lone new alarm is not held back by the throttle), then at most `MAX_HZ`
