@@ -1,0 +1,55 @@
+"""The alarm rule kinds: each kind's handler, in one table (`KINDS`, kind name → handler).
+
+A rule kind is its model in `core.alarms` (what the venue file may say, validated at load) and
+its handler here (`base.Kind`: which observations it reads, how it matches and windows them,
+what the clock decides, what the alarm says). The engine (`flows.alarms_logic`) only looks the
+handler up by `rule.kind`. Why the models stay in `core.alarms`: every process (dashboard,
+run.py, simulators) parses the venue file through `core.venue`, and `core/` must not import
+`flows/`, while handlers need the flow's series, clocks and signals.
+
+Recipe: add an alarm rule kind (e.g. `stuck`: a value that has not changed for N s)
+
+1. `core/alarms.py`: the model, `class StuckRule(_Rule)` with `kind: Literal["stuck"]` and
+   its fields (validators for what the venue file may get wrong); add it to the `AlarmRule`
+   union. Set `has_value = False` if its signals carry no value (no escalation).
+2. `flows/alarm_kinds/stuck.py`: `class Stuck(Kind[StuckRule])` with `model`, `series` (a
+   dataclass: all the kind remembers per (rule, source); snapshots pickle it) and the methods
+   it needs: `stream` (default `events`), `observe` → a `Signal` or None, `watch`, `tick` (the
+   clock: windows closing, silence). Keep the decision a pure function the tests can call;
+   count each outcome as `cx.decisions["stuck:<outcome>"]`, report late data with
+   `cx.too_late`. A counting kind subclasses `windowed.Windowed` (matches/spec/message).
+3. `flows/alarm_kinds/__init__.py`: add `Stuck()` to `KINDS` below.
+
+Tests: a rule in `venue.example.yaml` style through `AlarmEngine` as `tests/test_alarm_rules.py`
+does (fire, hold, resolve, late data, a changed venue file). A model without a handler (or the
+reverse) stops the import here, and `tests/test_alarm_rules.py` checks the table.
+"""
+
+from __future__ import annotations
+
+from core.alarms import RULE_MODELS, rule_kind
+from flows.alarm_kinds.absence import Absence
+from flows.alarm_kinds.base import Context, Kind
+from flows.alarm_kinds.gate_congestion import GateCongestion
+from flows.alarm_kinds.raise_clear import RaiseClear
+from flows.alarm_kinds.rate import Rate
+from flows.alarm_kinds.refused_burst import RefusedBurst
+from flows.alarm_kinds.threshold import Threshold
+
+_HANDLERS: tuple[Kind, ...] = (
+    Threshold(),
+    Rate(),
+    Absence(),
+    RaiseClear(),
+    GateCongestion(),
+    RefusedBurst(),
+)
+KINDS: dict[str, Kind] = {rule_kind(h.model): h for h in _HANDLERS}
+
+if {k: h.model for k, h in KINDS.items()} != RULE_MODELS:
+    raise ImportError(
+        f"alarm rule kinds and handlers differ: models {sorted(RULE_MODELS)}, handlers "
+        f"{sorted(KINDS)} (flows/alarm_kinds/__init__.py lists one handler per kind)"
+    )
+
+__all__ = ["KINDS", "Context", "Kind"]
