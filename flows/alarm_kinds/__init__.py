@@ -16,8 +16,8 @@ Recipe: add an alarm rule kind (e.g. `stuck`: a value that has not changed for N
    dataclass: all the kind remembers per (rule, source); snapshots pickle it) and the methods
    it needs: `stream` (default `events`), `observe` → a `Signal` or None, `watch`, `tick` (the
    clock: windows closing, silence). Keep the decision a pure function the tests can call;
-   count each outcome as `cx.decisions["stuck:<outcome>"]`, report late data with
-   `cx.too_late`. A counting kind subclasses `windowed.Windowed` (matches/spec/message).
+   count each outcome with `cx.decided("stuck", outcome, ...)` (it reports `too_late` data
+   to the lake). A counting kind subclasses `windowed.Windowed` (matches/spec/message).
 3. `flows/alarm_kinds/__init__.py`: add `Stuck()` to `KINDS` below.
 
 Tests: a rule in `venue.example.yaml` style through `AlarmEngine` as `tests/test_alarm_rules.py`
@@ -44,12 +44,19 @@ _HANDLERS: tuple[Kind, ...] = (
     GateCongestion(),
     RefusedBurst(),
 )
-KINDS: dict[str, Kind] = {rule_kind(h.model): h for h in _HANDLERS}
 
-if {k: h.model for k, h in KINDS.items()} != RULE_MODELS:
-    raise ImportError(
-        f"alarm rule kinds and handlers differ: models {sorted(RULE_MODELS)}, handlers "
-        f"{sorted(KINDS)} (flows/alarm_kinds/__init__.py lists one handler per kind)"
-    )
+
+def table(handlers: tuple[Kind, ...], models: dict[str, type]) -> dict[str, Kind]:
+    """Kind name → handler; ImportError unless there is exactly one handler per model."""
+    kinds = {rule_kind(h.model): h for h in handlers}
+    if len(kinds) != len(handlers) or {k: h.model for k, h in kinds.items()} != models:
+        raise ImportError(
+            f"alarm rule models {sorted(models)} need one handler each, got "
+            f"{sorted(rule_kind(h.model) for h in handlers)} (flows/alarm_kinds/__init__.py)"
+        )
+    return kinds
+
+
+KINDS: dict[str, Kind] = table(_HANDLERS, RULE_MODELS)
 
 __all__ = ["KINDS", "Context", "Kind"]

@@ -43,8 +43,14 @@ class Context:
             s = self.series[key] = cls()
         return s
 
-    def too_late(self, rule_id: str, o: Obs, window: datetime | None = None) -> None:
-        """Report an observation that came too late to count (lake `late_records`)."""
+    def decided(
+        self, kind: str, decision: str, rule_id: str, o: Obs, window: datetime | None = None
+    ) -> bool:
+        """Count `kind:decision`; False for `too_late`, which is reported as late data (lake
+        `late_records`, with the observation's window if the kind counts in windows)."""
+        self.decisions[f"{kind}:{decision}"] += 1
+        if decision != "too_late":
+            return True
         self.late.append({
             "table_name": "alarms",
             "record_id": o.entry_id,
@@ -53,6 +59,7 @@ class Context:
             "window_start": window,
             "detected_at": self.now,
         })  # fmt: skip
+        return False
 
 
 class Kind(Generic[R]):

@@ -27,12 +27,8 @@ class RaiseClear(Kind[RaiseClearRule]):
         s = cx.series_of((rule.id, o.source), RaiseClearSeries)
         latched = (rule.id, o.source) in cx.latched
         decision = raise_clear_decide(s, raises, o.ts, latched, rule.rearm_s)
-        cx.decisions[f"raise_clear:{decision}"] += 1
-        if decision == "too_late":
-            cx.too_late(rule.id, o)
-            return None
         kind = _SIGNALS.get(decision)
-        if kind is None:
+        if not cx.decided("raise_clear", decision, rule.id, o) or kind is None:
             return None
         detail = o.payload.get("error") or o.payload.get("message")
         msg = f"{o.type} from {o.source}" + (f": {detail}" if detail else "")

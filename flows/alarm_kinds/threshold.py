@@ -29,12 +29,8 @@ class Threshold(Kind[ThresholdRule]):
             return None
         s = cx.series_of((rule.id, o.source), ThresholdSeries)
         decision = threshold_decide(rule, s, v, o.ts)
-        cx.decisions[f"threshold:{decision}"] += 1
-        if decision == "too_late":
-            cx.too_late(rule.id, o)
-            return None
         kind = _SIGNALS.get(decision)
-        if kind is None:
+        if not cx.decided("threshold", decision, rule.id, o) or kind is None:
             return None
         op = ">" if rule.above is not None else "<"
         msg = f"{rule.type} {rule.field} {v:g} {op} {rule.limit:g}" + (

@@ -41,13 +41,12 @@ class Windowed(Kind[R]):
         s = cx.series_of((rule.id, o.source), WindowSeries)
         wm = cx.clock.watermark(rule.lateness_s, cx.now)
         decision = window_observe(spec, s, o.ts, wm, o.dedupe)
-        cx.decisions[f"{rule.kind}:{decision}"] += 1
-        if decision == "too_late":
-            cx.too_late(rule.id, o, window_start(o.ts, spec.length))
+        window = window_start(o.ts, spec.length)
+        if not cx.decided(rule.kind, decision, rule.id, o, window):
             return None
         if decision not in ("fired", "held"):
             return None
-        n = s.open[window_start(o.ts, spec.length)]
+        n = s.open[window]
         kind = "fire" if decision == "fired" else "hold"
         msg = self.message(rule, o.source, n, spec)
         return Signal(kind, rule.id, o.source, o.ts, float(n), spec.limit, msg)
