@@ -11,18 +11,22 @@ Recipe: add an alarm rule kind (e.g. `stuck`: a value that has not changed for N
 
 1. `core/alarms.py`: the model, `class StuckRule(_Rule)` with `kind: Literal["stuck"]` and
    its fields (validators for what the venue file may get wrong); add it to the `AlarmRule`
-   union. Set `has_value = False` if its signals carry no value (no escalation).
+   union. Set `has_value: ClassVar[bool] = False` if its signals carry no value (then the
+   venue file may not escalate it).
 2. `flows/alarm_kinds/stuck.py`: `class Stuck(Kind[StuckRule])` with `model`, `series` (a
    dataclass: all the kind remembers per (rule, source); snapshots pickle it) and the methods
    it needs: `stream` (default `events`), `observe` → a `Signal` or None, `watch`, `tick` (the
    clock: windows closing, silence). Keep the decision a pure function the tests can call;
    count each outcome with `cx.decided("stuck", outcome, ...)` (it reports `too_late` data
    to the lake). A counting kind subclasses `windowed.Windowed` (matches/spec/message).
-3. `flows/alarm_kinds/__init__.py`: add `Stuck()` to `KINDS` below.
+3. `flows/alarm_kinds/__init__.py`: import it and add `Stuck()` to `_HANDLERS` below.
 
-Tests: a rule in `venue.example.yaml` style through `AlarmEngine` as `tests/test_alarm_rules.py`
-does (fire, hold, resolve, late data, a changed venue file). A model without a handler (or the
-reverse) stops the import here, and `tests/test_alarm_rules.py` checks the table.
+(The first six kinds keep their series and decisions in `flows.alarms_rules`: snapshots name
+a series class by its module, so moving them would break resuming from an older snapshot.)
+
+Tests: the kind's rules through `AlarmEngine` as `tests/test_alarm_rules.py` does (fire, hold,
+resolve, late data, a venue file changed between runs), and its bad rules in the venue file.
+A model without a handler (or the reverse) stops the import here (`tests/test_alarm_kinds.py`).
 """
 
 from __future__ import annotations
