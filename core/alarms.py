@@ -15,7 +15,7 @@ alarm that triggers again is a new alarm with seq + 1.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,7 +39,12 @@ REFUSED_STATUSES: tuple[str, ...] = tuple(
 
 
 class _Rule(BaseModel):
+    """What every rule kind shares. A kind is a subclass with `kind: Literal["<name>"]`, listed
+    in `AlarmRule`; its behaviour is `flows.alarm_kinds.<name>` (see that package's recipe)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: False for kinds whose signals carry no value (escalation is refused at load).
+    has_value: ClassVar[bool] = True
 
     id: RuleId
     name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -60,11 +65,35 @@ class _Rule(BaseModel):
             raise ValueError("give both escalate_at and escalate_to, or neither")
         if self.escalate_to is None:
             return self
-        if getattr(self, "kind", "") in ("absence", "raise_clear"):
+        if not self.has_value:
             raise ValueError(f"{getattr(self, 'kind', '')} rules have no value to escalate on")
         if SEVERITIES.index(self.escalate_to) >= SEVERITIES.index(self.severity):
             raise ValueError("escalate_to must be more severe than severity")
         return self
+
+    @property
+    def escalates_below(self) -> bool:
+        """True when lower values are worse (escalation then means below `escalate_at`)."""
+        return False
+
+    @property
+    def named_gates(self) -> list[str]:
+        """The gate ids the rule names (the venue checks that each exists)."""
+        return []
+
+
+class _GateRule(_Rule):
+    """A rule over gates' scans or verdicts (source = gate id); `gates` unset = every gate."""
+
+    gates: list[RuleId] | None = None
+    lateness_s: Seconds = 30.0
+
+    @property
+    def named_gates(self) -> list[str]:
+        return self.gates or []
+
+    def watches(self, gate_id: str) -> bool:
+        return self.gates is None or gate_id in self.gates
 
 
 class ThresholdRule(_Rule):
@@ -100,6 +129,10 @@ class ThresholdRule(_Rule):
     def clear_level(self) -> float:
         return self.clear_at if self.clear_at is not None else self.limit
 
+    @property
+    def escalates_below(self) -> bool:
+        return self.below is not None
+
     def breaches(self, v: float) -> bool:
         return v > self.above if self.above is not None else v < self.below  # type: ignore[operator]
 
@@ -127,6 +160,7 @@ class AbsenceRule(_Rule):
     only covers sources it has seen. `input: checkins` watches gates (by `gate_id`) instead."""
 
     kind: Literal["absence"]
+    has_value: ClassVar[bool] = False
     input: Literal["events", "checkins"] = "events"
     sources: Annotated[list[SourceGlob], Field(min_length=1, max_length=1000)]
     type: EventType = "*"
@@ -140,24 +174,23 @@ class RaiseClearRule(_Rule):
     alarm); closer ones are the same ongoing trouble (no re-raise: no flapping)."""
 
     kind: Literal["raise_clear"]
+    has_value: ClassVar[bool] = False
     raise_on: EventType
     clear_on: EventType
     source: SourceGlob = "*"
     rearm_s: Seconds = 60.0
 
 
-class GateCongestionRule(_Rule):
+class GateCongestionRule(_GateRule):
     """Scans per gate per minute (event time, `checkins:in`) above `factor` x the gate's
     `capacity_per_minute` for `for_minutes` minutes in a row; clears after `clear_minutes`
     minutes at or below `clear_factor` x capacity (hysteresis)."""
 
     kind: Literal["gate_congestion"]
-    gates: list[RuleId] | None = None
     factor: Annotated[float, Field(gt=0, le=1000)] = 1.0
     for_minutes: Annotated[int, Field(ge=1, le=1440)] = 1
     clear_factor: Annotated[float, Field(ge=0, le=1000)] | None = None
     clear_minutes: Annotated[int, Field(ge=1, le=1440)] = 1
-    lateness_s: Seconds = 30.0
 
     @model_validator(mode="after")
     def _hysteresis(self) -> GateCongestionRule:
@@ -166,27 +199,37 @@ class GateCongestionRule(_Rule):
         return self
 
 
-class RefusedBurstRule(_Rule):
+class RefusedBurstRule(_GateRule):
     """More than `count` refused scans at one gate in a `window_s` event-time window
     (`checkins:verdicts`; a verdict counts once per check-in, however often it is re-sent)."""
 
     kind: Literal["refused_burst"]
-    gates: list[RuleId] | None = None
     statuses: list[CheckinStatus] | None = None
     count: Annotated[int, Field(ge=0, le=10_000_000)]
     window_s: Annotated[int, Field(gt=0, le=86_400)] = 60
     clear_windows: Annotated[int, Field(ge=1, le=1000)] = 1
-    lateness_s: Seconds = 30.0
 
     @property
     def refused(self) -> frozenset[str]:
         return frozenset(self.statuses or REFUSED_STATUSES)
 
 
+#: The one list of rule kinds (the venue file's `kind:`); `flows.alarm_kinds` has a handler
+#: for each and checks so at import.
 AlarmRule = Annotated[
     ThresholdRule | RateRule | AbsenceRule | RaiseClearRule | GateCongestionRule | RefusedBurstRule,
     Field(discriminator="kind"),
 ]
+
+
+def rule_kind(model: type[BaseModel]) -> str:
+    """A rule model's kind name (its `kind` literal)."""
+    (name,) = get_args(model.model_fields["kind"].annotation)
+    return name
+
+
+#: Each kind's name → its model, derived from `AlarmRule`.
+RULE_MODELS: dict[str, type[_Rule]] = {rule_kind(m): m for m in get_args(get_args(AlarmRule)[0])}
 
 
 # --- records ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from core.alarms import AlarmRule, GateCongestionRule, RefusedBurstRule
+from core.alarms import AlarmRule
 from core.records import Id, reason_of
 
 EXAMPLE_VENUE = Path(__file__).resolve().parent.parent / "venue.example.yaml"
@@ -159,10 +159,9 @@ class Venue(_Strict):
         if dup:
             raise ValueError(f"duplicate alarm rule id(s): {', '.join(dup)}")
         for i, rule in enumerate(self.alarm_rules):
-            if isinstance(rule, GateCongestionRule | RefusedBurstRule) and rule.gates:
-                unknown = [g for g in rule.gates if g not in gate_ids]
-                if unknown:
-                    raise ValueError(f"alarm_rules.{i}.gates names unknown gate(s): {unknown}")
+            unknown = [g for g in rule.named_gates if g not in gate_ids]
+            if unknown:
+                raise ValueError(f"alarm_rules.{i}.gates names unknown gate(s): {unknown}")
 
     @cached_property
     def gate_index(self) -> dict[str, Gate]:
