@@ -59,7 +59,7 @@ def _flow_child(s: Settings, url: str, name: str, workers: int, logs: Path | Non
     )
 
 
-def _prepare_lake(s: Settings) -> None:
+def prepare_lake(s: Settings) -> None:
     """Import an old-layout lake once (rows counted before and after), then make sure every
     table exists, before any flow starts."""
     from storage.lake import ensure_lake
@@ -117,7 +117,7 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
     sup = Supervisor()
     sup.install_signal_handlers()
     url = _redis(s, sup)
-    _prepare_lake(s)
+    prepare_lake(s)
     _refresh_catalog(s)
     camera_notes: list[str] = []
     if demo:  # a real RTSP test camera for the venue's loopback cameras, if GStreamer is here

@@ -21,12 +21,15 @@ from deltalake import DeltaTable
 
 from connectors.lake_sink import LakeSink, LakeSinkState
 from core.processes import PROJECT_DIR
+from core.settings import Settings
+from run import prepare_lake
 from storage.catalog import delta_extension_path, refresh_catalog
 from storage.lake import (
     LakeWriter,
     OldLayoutError,
     as_lake,
     ensure_lake,
+    old_layout_tables,
     open_table,
 )
 from storage.lake_maintenance import ROW_GROUP_ROWS, history, maintain, table_status
@@ -259,3 +262,10 @@ def test_two_writers_in_threads_retry_conflicts(data_dir) -> None:
     assert event_rows(data_dir) == 150
     assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == 150
     shutil.rmtree(data_dir / "lake")
+
+
+def test_run_py_up_imports_an_old_layout_lake_before_the_flows_start(data_dir) -> None:
+    n = write_old_layout(data_dir / "lake")
+    prepare_lake(Settings(data_dir=data_dir))  # what `run.py up` / `demo` do first
+    assert event_rows(data_dir) == n
+    assert not old_layout_tables(data_dir / "lake")
