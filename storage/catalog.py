@@ -16,6 +16,7 @@ views in an in-memory connection (`connect_memory`). `versions` pins each table 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,7 @@ from storage.lake import INTERNAL_COLUMNS, Lake, as_lake, ensure_lake
 from storage.tables import TABLES
 
 Versions = Mapping[str, int]
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -207,10 +209,29 @@ def create_views(
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 
 
+def install_for_analysts() -> None:
+    """Install the packaged delta extension into this user's DuckDB extension directory
+    (`INSTALL '<file>'`, offline), so a plain `duckdb -readonly venue.duckdb` of the pinned
+    version autoloads it instead of trying to download it. Once; a failure only warns."""
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "SELECT installed FROM duckdb_extensions() WHERE extension_name = 'delta'"
+        ).fetchall()
+        if not (rows and rows[0][0]):
+            con.execute(f"INSTALL '{_quote(str(delta_extension_path()))}'")
+    except duckdb.Error as exc:
+        log.warning("delta extension not installed for analysts' DuckDB: %s", exc)
+    finally:
+        con.close()
+
+
 def refresh_catalog(catalog_path: Path, lake: Lake | Path) -> None:
-    """(Re)write the catalog file's views. Call when no process holds the file.
+    """(Re)write the catalog file's views and make the delta extension available to an
+    analyst's DuckDB. Call when no process holds the file.
 
     A file another DuckDB version wrote (2.0 before the pin) is replaced: it holds only views."""
+    install_for_analysts()
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(catalog_path), config=DUCKDB_CONFIG)
