@@ -432,7 +432,7 @@ class _Buffer:
     SNAPSHOT_INTERVAL_S) once the oldest buffered row is `flush_age` old; flush on stop."""
 
     def __init__(self, writer: Any, flush_rows: int, flush_age: float):
-        self.w, self.seq = writer, writer.next_seq_on_disk()
+        self.w, self.seq = writer, (writer.committed() or -1) + 1
         self.rows: list[dict[str, Any]] = []
         self.since: float | None = None
         self.flush_rows, self.flush_age = flush_rows, flush_age

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -261,7 +260,6 @@ def test_two_writers_in_threads_retry_conflicts(data_dir) -> None:
     t.join()
     assert event_rows(data_dir) == 150
     assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == 150
-    shutil.rmtree(data_dir / "lake")
 
 
 def test_run_py_up_imports_an_old_layout_lake_before_the_flows_start(data_dir) -> None:
