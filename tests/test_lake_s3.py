@@ -123,3 +123,23 @@ def test_two_writer_processes_on_one_s3_table(s3_env) -> None:
     assert count(s.lake) == 2 * flushes * n
     assert count(s.lake, "SELECT count(DISTINCT id) FROM events") == 2 * flushes * n
     assert LakeWriter(s.lake, "events", "p1").committed() == flushes - 1
+
+
+def test_run_py_query_and_lake_status_on_s3(s3_env) -> None:
+    lake = settings(s3_env).lake
+    LakeWriter(lake, "events", "p0").write(rows(7), 0)
+    env = child_env(settings(s3_env), "redis://127.0.0.1:1", **s3_env)
+
+    def run_py(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "run.py", *args], cwd=PROJECT_DIR, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    q = run_py("query", "SELECT count(*) AS n FROM events", "--json")
+    assert q.returncode == 0, q.stderr
+    assert json.loads(q.stdout) == [{"n": 7}]
+    st = run_py("lake", "status", "--json")
+    assert st.returncode == 0, st.stderr
+    assert next(t for t in json.loads(st.stdout) if t["table"] == "events")["rows"] == 7
+    # The catalog file names the S3 tables but holds no secret.
+    catalog = Path(s3_env["DATA_DIR"]) / "venue.duckdb"
+    assert SECRET.encode() not in catalog.read_bytes()
