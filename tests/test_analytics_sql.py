@@ -128,6 +128,19 @@ def test_selects_cannot_reach_outside_the_lake(lake: Path, tmp_path: Path, sql: 
     assert not (lake / "events" / "y.parquet").exists()
 
 
+def test_delta_scan_cannot_read_a_delta_table_outside_the_lake(lake: Path, tmp_path: Path) -> None:
+    """The delta extension reads the log itself, but the data files go through DuckDB's file
+    system, which refuses paths outside the lake."""
+    other = tmp_path / "elsewhere"
+    now = datetime.now(UTC)
+    row = {"id": "1-0", "stream": "s", "source": "x", "type": "GAS", "level": "INFO",
+           "payload": "hunter2", "ts": now, "received_at": now}  # fmt: skip
+    LakeWriter(other, "events", "p0").write([row], 0)
+    with pytest.raises(SqlError) as err:
+        run_sql(lake, f"SELECT payload FROM delta_scan('{other.resolve()}/events')")
+    assert "hunter2" not in str(err.value)
+
+
 def test_settings_are_locked_on_the_safe_connection(lake: Path) -> None:
     con = safe_connect(lake)
     try:
