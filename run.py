@@ -24,7 +24,15 @@ from pathlib import Path
 
 from core.lake_cli import add_parser as add_lake_parser
 from core.lake_cli import main as lake_main
-from core.processes import FLOWS, child_env, embedded_redis_child, flow_argv, spawn
+from core.processes import (
+    FLOWS,
+    apply_umask,
+    child_env,
+    embedded_redis_child,
+    flow_argv,
+    secure_data_dir,
+    spawn,
+)
 from core.settings import Settings
 from core.supervisor import Child, Supervisor
 from core.textout import format_table, jsonable
@@ -320,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_umask()  # before anything is created: this process and every child (DATA_UMASK)
+    if args.command in {"up", "demo", "flow", "ui"}:
+        secure_data_dir(Settings().data_dir)
     if args.command in {"up", "demo", "flow"}:
         _setup_logging()
     handlers = {

@@ -17,7 +17,7 @@ views in an in-memory connection (`connect_memory`). `versions` pins each table 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -98,15 +98,33 @@ def _quote(text: str) -> str:
     return text.replace("'", "''")
 
 
-def view_sql(lake: Lake | Path, versions: Versions | None = None) -> dict[str, str]:
-    """Name → SELECT for every view of the catalog (each table at `versions[t]` if given)."""
+def scan_sql(lake: Lake | Path, table: str, version: int | None = None) -> str:
+    """The FROM item that reads one lake table at its current (or given) version, without
+    the exactly-once bookkeeping columns (every view is built on these)."""
     lake = as_lake(lake)
-    hidden = ", ".join(INTERNAL_COLUMNS)
+    at = f", version => {int(version)}" if version is not None else ""
+    uri = _quote(lake.table_uri(table))
+    return f"(SELECT * EXCLUDE ({', '.join(INTERNAL_COLUMNS)}) FROM delta_scan('{uri}'{at}))"
+
+
+def view_sql(
+    lake: Lake | Path,
+    versions: Versions | None = None,
+    source: Callable[[str], str] | None = None,
+) -> dict[str, str]:
+    """Name → SELECT for every view of the catalog.
+
+    Each table is read at `versions[t]` if given (time travel). `source(table)` gives the FROM
+    item each view reads a lake table through (default: `scan_sql`). The analysts' sandbox
+    passes one that reads a pseudonymised copy of the tables holding personal columns, so
+    every view built on them (`participants`, `no_shows`, `checkins`, ...) inherits the
+    masking: nothing per view to keep in step.
+    """
 
     def scan(t: str) -> str:
-        at = f", version => {int(versions[t])}" if versions and t in versions else ""
-        uri = _quote(lake.table_uri(t))
-        return f"(SELECT * EXCLUDE ({hidden}) FROM delta_scan('{uri}'{at}))"
+        if source is not None:
+            return source(t)
+        return scan_sql(lake, t, versions.get(t) if versions else None)
 
     views = {name: f"SELECT * FROM {scan(name)}" for name in TABLES}
     # Window results arrive as partial counts (late corrections, re-emits after a resume);

@@ -179,6 +179,8 @@ ROUTES: tuple[Rule, ...] = (
     _page("/participants/{pid}/qr.svg", "participants.view"),
     _page("/reports/attendance.csv", "report.view"),
     _page("/reports/attendance.html", "report.view"),
+    # free SQL over the lake (analytics page's box, for scripts): login only, no keys
+    _r("POST", "/api/analytics/sql", "analytics.sql"),
     # events and activity: devices write, people read
     _r("POST", "/api/events", None, _DEVICE),
     _r("GET", "/api/events", "events.view", _ADMIN),
@@ -208,6 +210,14 @@ ROUTES: tuple[Rule, ...] = (
     _r("GET", "/api/cameras", "cameras.view", _ADMIN),
     _r("GET", "/api/cameras/{camera_id}", "cameras.view", _ADMIN),
     _r("POST", "/api/cameras/{camera_id}/{action}", None, _ADMIN),
+    # alarms (ui.alarms_api): people as on /alarms, or an admin key
+    _r("GET", "/api/alarms", "alarms.view", _ADMIN),
+    _r("GET", "/api/alarms/{alarm_id}", "alarms.view", _ADMIN),
+    _r("POST", "/api/alarms/{alarm_id}/ack", "alarms.ack", _ADMIN),
+    _r("POST", "/api/alarms/{alarm_id}/clear", "alarms.clear", _ADMIN),
+    # the HTTP API's own description (ui.api_docs)
+    _r("GET", "/api/openapi.json", LOGIN, _ADMIN),
+    _r("GET", "/api/docs", LOGIN, _ADMIN),
 )
 
 

@@ -11,7 +11,6 @@ holding the catalog's views, so the event loop never waits for a scan.
 
 from __future__ import annotations
 
-import json
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from pydantic_core import to_json
 
 from core import keys
 from core.auth_keys import ApiKey
-from core.records import ActivityIn, LogPost, field_errors
+from core.records import ActivityIn, LogPost, field_errors, stored_json
 from core.settings import get_settings
 from storage.catalog import connect_memory, query
 from ui.api import read_body, require_api_key
@@ -131,10 +130,10 @@ async def get_logs(
     items = []
     for r in rows:
         d = dict(zip(COLUMNS, r, strict=True))
-        d["metadata"] = json.loads(d["metadata"]) if d["metadata"] else {}
+        d["metadata"] = stored_json(d["metadata"]) if d["metadata"] else {}
         items.append(d)
     body = {"page": page, "size": size, "total": int(total), "items": items}
-    return JSONResponse(json.loads(to_json(body)))
+    return JSONResponse(stored_json(to_json(body, inf_nan_mode="null")))
 
 
 async def post_log(
