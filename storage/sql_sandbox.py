@@ -62,6 +62,8 @@ PERSONAL: dict[str, frozenset[str]] = {t.name: t.personal for t in TABLES.values
 KEY_FILE = "pseudonym.key"  #: under DATA_DIR, mode 0600
 SETUP_GRACE_S = 20.0  #: start-up and masking allowance on top of the query's time limit
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: What the dynamic loader reads to load the delta extension (its DT_NEEDED libraries).
+EXTENSION_LIBRARIES = ("/etc/ld.so.cache", "/lib", "/lib64", "/usr/lib", "/usr/lib64")
 
 
 # --- pseudonyms ---------------------------------------------------------------------------------
@@ -224,8 +226,9 @@ def child_main(req: dict) -> None:
         copies = None if key is None else pseudonymised_copies(lake, key, sql)
         del key
         dirs = allowed_dirs(lake, copies is not None)
-        # The delta extension's file is read at LOAD, below: allowed as a single file.
-        restrict_to_reading([*dirs, delta_extension_path(), *SYSTEM_FILES])
+        # The delta extension's file and the system libraries it links (libresolv, libstdc++:
+        # dlopen reads them at LOAD, below) may be read too; they hold no data.
+        restrict_to_reading([*dirs, delta_extension_path(), *EXTENSION_LIBRARIES, *SYSTEM_FILES])
         con = memory_connection(threads=1)
         load_delta(con)
         load_catalog(con, lake, copies)
