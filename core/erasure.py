@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 
 import redis
 
+from core import keys
 from core.participants import participant_digest, participant_index, send_ops
 from core.records import Participant, ParticipantOp
 from core.settings import Settings
@@ -176,7 +177,8 @@ def erase_in_redis(r: redis.Redis, values: set[str]) -> int:
     AOF. Returns the entries/values changed."""
     needles = needles_of(values)
     changed = 0
-    for key in r.scan_iter(count=_SCAN):
+    # Only this deployment's keys (REDIS_NAMESPACE): another's are not ours to change.
+    for key in r.scan_iter(match=f"{keys.PREFIX}*" if keys.PREFIX else None, count=_SCAN):
         kind = r.type(key)
         if kind == b"stream":
             start = "-"
