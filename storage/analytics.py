@@ -38,7 +38,13 @@ import duckdb
 
 from core import csv_safe
 from storage.catalog import create_views, memory_connection
-from storage.sql_sandbox import SandboxError, SandboxUnavailable, lock_down, run_confined
+from storage.sql_sandbox import (
+    SandboxError,
+    SandboxUnavailable,
+    lock_down,
+    run_confined,
+    time_limit,
+)
 
 MAX_ROWS = 5_000
 TIMEOUT_S = 10.0
@@ -190,25 +196,16 @@ def run_local(
     """Blocking: one of OUR queries (the ready-made ones) on a fresh safe connection here."""
     t0 = time.monotonic()
     con = safe_connect(lake_dir)
-    timed_out = threading.Event()
-
-    def stop() -> None:
-        timed_out.set()
-        con.interrupt()
-
-    timer = threading.Timer(timeout_s, stop)
-    timer.daemon = True
-    timer.start()
     try:
-        cur = con.execute(sql, params) if params is not None else con.execute(sql)
-        columns = [d[0] for d in cur.description] if cur.description else []
-        rows = cur.fetchmany(max_rows + 1) if columns else []
+        with time_limit(con, timeout_s) as timed_out:
+            cur = con.execute(sql, params) if params is not None else con.execute(sql)
+            columns = [d[0] for d in cur.description] if cur.description else []
+            rows = cur.fetchmany(max_rows + 1) if columns else []
     except duckdb.Error as exc:
         if timed_out.is_set():
             raise SqlError(f"the query took longer than {timeout_s:g} s and was stopped") from exc
         raise SqlError(f"{type(exc).__name__}: {exc}") from exc
     finally:
-        timer.cancel()
         con.close()
     return SqlResult(columns, rows[:max_rows], len(rows) > max_rows, time.monotonic() - t0)
 

@@ -45,7 +45,8 @@ import secrets
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,9 +244,10 @@ def child_main(req: dict) -> None:
     _answer(*_run(con, sql, max_rows, timeout_s))
 
 
-def _run(
-    con: duckdb.DuckDBPyConnection, sql: str, max_rows: int, timeout_s: float
-) -> tuple[dict, bytes]:
+@contextmanager
+def time_limit(con: duckdb.DuckDBPyConnection, timeout_s: float) -> Iterator[threading.Event]:
+    """Interrupt `con`'s query after `timeout_s`; the event yielded says whether it did (so a
+    `duckdb.Error` can be told apart as "took too long"). Free SQL and our own queries."""
     timed_out = threading.Event()
 
     def stop() -> None:
@@ -255,6 +257,22 @@ def _run(
     timer = threading.Timer(timeout_s, stop)
     timer.daemon = True
     timer.start()
+    try:
+        yield timed_out
+    finally:
+        timer.cancel()
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection, sql: str, max_rows: int, timeout_s: float
+) -> tuple[dict, bytes]:
+    with time_limit(con, timeout_s) as timed_out:
+        return _fetch(con, sql, max_rows, timed_out)
+
+
+def _fetch(
+    con: duckdb.DuckDBPyConnection, sql: str, max_rows: int, timed_out: threading.Event
+) -> tuple[dict, bytes]:
     try:
         cur = con.execute(sql)
         if not cur.description:
@@ -271,8 +289,6 @@ def _run(
         if timed_out.is_set():
             return {"ok": False, "error": "timeout"}, b""
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, b""
-    finally:
-        timer.cancel()
     table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, max_rows)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as w:

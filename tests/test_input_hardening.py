@@ -237,6 +237,7 @@ def test_free_sql_csv_download_is_neutralised(stack: Stack) -> None:
     res = run_sql(
         stack.data / "lake",
         "SELECT '=HYPERLINK(\"http://evil\",\"x\")' AS a, '@SUM(1)' AS b, -5 AS n, '-5' AS s",
+        key=None,
     )
     rows = list(csv.reader(io.StringIO(res.csv())))
     assert rows[1] == ['\'=HYPERLINK("http://evil","x")', "'@SUM(1)", "-5", "-5"]

@@ -156,3 +156,25 @@ def binary(*types: str) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route answering with a file of these media types."""
     schema = {"type": "string", "format": "binary"}
     return {200: {"content": {t: {"schema": schema} for t in types}, "description": "a file"}}
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its JSON body itself (to bound and refuse it
+    with its own reasons): the body's schema for the description."""
+    schema = {"schema": model.model_json_schema()}
+    return {"requestBody": {"required": True, "content": {"application/json": schema}}}
+
+
+class SqlIn(BaseModel):
+    """`POST /api/analytics/sql`: one SELECT (or EXPLAIN of one), at most 20,000 characters."""
+
+    sql: str
+
+
+class SqlOut(_Open):
+    """A free-SQL result: at most 5,000 rows (`truncated` says if more matched)."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool
+    elapsed_ms: float

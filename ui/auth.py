@@ -30,6 +30,7 @@ from core.auth_keys import KEY_KINDS, ApiKey, KeyKind, key_store
 from core.auth_settings import get_auth_settings
 from core.settings import get_settings
 from core.users import ROLES, Role, User, user_store
+from storage.sql_sandbox import pseudonym_key
 
 __all__ = [
     "PERMISSIONS",
@@ -89,6 +90,16 @@ def can(user: User | None, permission: str) -> bool:
     if user is None:
         return False
     return user.role in roles_for(permission)
+
+
+def personal_key(user: User | None) -> bytes | None:
+    """None (personal columns in clear, `storage.tables.Table.personal`) for roles that may see
+    participants' personal data; everyone else gets the deployment's pseudonym key, and reads
+    those columns as stable keyed pseudonyms (free SQL, `GET /logs`)."""
+    if can(user, "participants.view"):
+        return None
+    s = get_settings()
+    return pseudonym_key(s.data_dir, s.pseudonym_key)
 
 
 # --- the route matrix ---------------------------------------------------------------------------

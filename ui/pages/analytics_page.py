@@ -41,9 +41,8 @@ from storage.analytics import (
     run_ready,
     run_sql,
 )
-from storage.sql_sandbox import pseudonym_key
-from ui import theme
-from ui.auth import can, current_user
+from ui import api_models, theme
+from ui.auth import can, current_user, personal_key
 
 PALETTE = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41", "#546e7a"]
 #: Series that mean the same everywhere get the same colour as on the other pages.
@@ -160,15 +159,6 @@ def result_table(res: SqlResult) -> tuple[list[dict[str, Any]], list[dict[str, A
     return cols, rows
 
 
-def sql_key(user: User | None) -> bytes | None:
-    """None (personal columns in clear) only for roles that may see participants' personal
-    data; everyone else reads them pseudonymised with the deployment's key."""
-    if can(user, "participants.view"):
-        return None
-    s = get_settings()
-    return pseudonym_key(s.data_dir, s.pseudonym_key)
-
-
 async def run_free_sql(user: User | None, holder: str, sql: str) -> SqlResult | None:
     """Typed SQL for `user` (page or API): SqlBusy when `holder` (the browser session)
     already has one running or all slots are taken; SqlRefused / SqlError with the reason;
@@ -177,7 +167,7 @@ async def run_free_sql(user: User | None, holder: str, sql: str) -> SqlResult | 
         raise SqlRefused("your role may not run SQL")
     s = get_settings()
     with ADMISSION.slot(holder, s.sql_max_concurrent):
-        return await run.io_bound(run_sql, s.lake_dir, sql, key=sql_key(user))
+        return await run.io_bound(run_sql, s.lake_dir, sql, key=personal_key(user))
 
 
 def _session_id() -> str:
@@ -362,4 +352,12 @@ async def analytics_page() -> None:
 def register() -> None:
     """Register the page route (call before `ui.run`)."""
     ui.page("/analytics", title="Analytics")(analytics_page)
-    app.add_api_route("/api/analytics/sql", post_sql, methods=["POST"], tags=["analytics"])
+    app.add_api_route(
+        "/api/analytics/sql",
+        post_sql,
+        methods=["POST"],
+        tags=["analytics"],
+        response_model=api_models.SqlOut,
+        responses={c: {"model": api_models.Problem} for c in (400, 422, 429, 503)},
+        openapi_extra=api_models.json_body(api_models.SqlIn),
+    )
