@@ -4,7 +4,8 @@ up        Redis (embedded unless REDIS_URL is set), every flow, the dashboard
 demo      `up` plus simulated sensors, so a newcomer sees it live
 flow      one flow, supervised (restarted with recovery if it dies)
 ui        the dashboard alone
-query     SQL against the DuckDB catalog (table, or --json)
+query     SQL against the DuckDB catalog (table, or --json; --as-of TIME for time travel)
+lake      lake tables: maintain, status, history, migrate (`lake -h`)
 catalog   (re)create the catalog's views
 participants  import a CSV, revoke/reissue/restore, tokens, QR codes (`participants -h`)
 users     dashboard users and roles: add, list, remove, passwd, role (`users -h`)
@@ -18,10 +19,11 @@ import json
 import logging
 import os
 import sys
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 
+from core.lake_cli import add_parser as add_lake_parser
+from core.lake_cli import main as lake_main
 from core.processes import (
     FLOWS,
     apply_umask,
@@ -33,6 +35,7 @@ from core.processes import (
 )
 from core.settings import Settings
 from core.supervisor import Child, Supervisor
+from core.textout import format_table, jsonable
 
 log = logging.getLogger("venueflow")
 
@@ -64,11 +67,25 @@ def _flow_child(s: Settings, url: str, name: str, workers: int, logs: Path | Non
     )
 
 
+def prepare_lake(s: Settings) -> None:
+    """Import an old-layout lake once (rows counted before and after), then make sure every
+    table exists, before any flow starts."""
+    from storage.lake import ensure_lake
+    from storage.lake_migrate import migrate
+
+    if s.lake.local:
+        for name, (before, after) in migrate(s.lake_dir).items():
+            log.info(
+                "lake: imported %s from the old layout (%d rows, %d after)", name, before, after
+            )
+    ensure_lake(s.lake)
+
+
 def _refresh_catalog(s: Settings) -> None:
     from storage.catalog import refresh_catalog
 
     try:
-        refresh_catalog(s.catalog_path, s.lake_dir)
+        refresh_catalog(s.catalog_path, s.lake)
     except Exception as exc:  # an analyst holding the file open must not stop the system
         log.warning(
             "catalog %s not refreshed (%s); its views stay as they were", s.catalog_path, exc
@@ -108,6 +125,7 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
     sup = Supervisor()
     sup.install_signal_handlers()
     url = _redis(s, sup)
+    prepare_lake(s)
     _refresh_catalog(s)
     camera_notes: list[str] = []
     if demo:  # a real RTSP test camera for the venue's loopback cameras, if GStreamer is here
@@ -120,6 +138,15 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
             sup.add(child)
     for name in FLOWS:
         sup.add(_flow_child(s, url, name, args.workers, logs))
+    maintain_argv = [sys.executable, "run.py", "lake", "maintain", "--every"]
+    maintain_argv.append(str(s.lake_maintain_every_s))
+    sup.add(
+        Child(
+            "lake maintenance",
+            lambda: spawn(maintain_argv, child_env(s, url), logs / "lake-maintain.log"),
+            logs / "lake-maintain.log",
+        )
+    )
     sup.add(
         Child(
             "dashboard",
@@ -203,49 +230,44 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
-def _jsonable(v: object) -> object:
-    if isinstance(v, datetime | date):
-        return v.isoformat()
-    if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, bytes):
-        return v.decode(errors="replace")
-    return v
-
-
-def format_table(cols: list[str], rows: list[tuple]) -> str:
-    cells = [[("" if v is None else str(_jsonable(v))) for v in row] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(cols)]
-    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
-    sep = "  ".join("-" * w for w in widths)
-    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join([line, sep, *body, f"({len(rows)} row{'s' if len(rows) != 1 else ''})"])
-
-
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from storage.catalog import connect_catalog, query
+    from storage.catalog import connect_catalog, connect_memory, query
+    from storage.lake import OldLayoutError
+    from storage.lake_maintenance import versions_as_of
 
     s = Settings()
     try:
-        con = connect_catalog(s.catalog_path, s.lake_dir)
+        if args.as_of is not None:
+            con = connect_memory(s.lake, versions=versions_as_of(s.lake, args.as_of))
+        else:
+            con = connect_catalog(s.catalog_path, s.lake)
         cols, rows = query(con, args.sql)
-    except duckdb.Error as exc:
+    except (duckdb.Error, OldLayoutError) as exc:
         print(f"query failed: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps([{c: _jsonable(v) for c, v in zip(cols, r, strict=True)} for r in rows]))
+        print(json.dumps([{c: jsonable(v) for c, v in zip(cols, r, strict=True)} for r in rows]))
     else:
         print(format_table(cols, rows))
     return 0
+
+
+def _aware_time(text: str) -> datetime:
+    """An ISO 8601 time; without a zone it is UTC."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     from storage.catalog import refresh_catalog
 
     s = Settings()
-    refresh_catalog(s.catalog_path, s.lake_dir)
+    refresh_catalog(s.catalog_path, s.lake)
     print(f"catalog {s.catalog_path.resolve()} refreshed")
     return 0
 
@@ -288,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="SQL against the catalog (views: events, event_counts, ...)")
     q.add_argument("sql")
     q.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    q.add_argument(
+        "--as-of",
+        type=_aware_time,
+        help="read each table as it was at this time (ISO 8601, e.g. 2026-12-04T14:00:00Z)",
+    )
+    add_lake_parser(sub)
     sub.add_parser("catalog", help="(re)create the DuckDB catalog's views over the lake")
     from core.participants_cli import add_parser as add_participants_parser
 
@@ -312,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "ui": cmd_ui,
         "query": cmd_query,
         "catalog": cmd_catalog,
+        "lake": lake_main,
         "participants": cmd_participants,
         "users": cmd_users,
         "keys": cmd_keys,

@@ -86,8 +86,6 @@ TUNING = (
     "checkin_deciders",
     "lake_flush_rows",
     "lake_flush_age_s",
-    "lake_compact_after_s",
-    "lake_compact_min_files",
 )
 XREAD_COUNT = 1000  # RedisStreamSource's default
 IDLE_MS = 10  # RedisStreamSource's XREAD BLOCK once drained

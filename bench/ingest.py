@@ -293,25 +293,26 @@ def _subscribed(url: str, channel: str) -> tuple[redis.Redis, redis.client.PubSu
 
 
 class LakeCounter:
-    """Counts the rows of one lake table with DuckDB `read_parquet` over its glob."""
+    """Counts the rows of one lake table with DuckDB `delta_scan` (its committed version)."""
 
     def __init__(self, lake_dir: Path, table: str = "events"):
         import duckdb
 
-        from storage.lake import table_glob
+        from storage.catalog import load_delta, memory_connection
+        from storage.lake import as_lake
 
         self._duckdb = duckdb
-        self.con = duckdb.connect()
+        self.con = memory_connection()
         self.con.execute("SET threads = 1")  # keep the observer's CPU use small
-        self.glob = table_glob(lake_dir, table)
+        load_delta(self.con)
+        self.uri = as_lake(lake_dir).table_uri(table)
 
     def count(self) -> int:
         try:
-            return int(
-                self.con.execute("SELECT count(*) FROM read_parquet(?)", [self.glob]).fetchone()[0]
-            )
+            sql = "SELECT count(*) FROM delta_scan(?)"
+            return int(self.con.execute(sql, [self.uri]).fetchone()[0])
         except self._duckdb.Error:
-            return 0  # no file yet (the sink creates the table's folder when it starts)
+            return 0  # no table yet (the sink creates it when it starts)
 
     def close(self) -> None:
         self.con.close()
@@ -431,7 +432,7 @@ class _Buffer:
     SNAPSHOT_INTERVAL_S) once the oldest buffered row is `flush_age` old; flush on stop."""
 
     def __init__(self, writer: Any, flush_rows: int, flush_age: float):
-        self.w, self.seq = writer, writer.next_seq_on_disk()
+        self.w, self.seq = writer, (writer.committed() or -1) + 1
         self.rows: list[dict[str, Any]] = []
         self.since: float | None = None
         self.flush_rows, self.flush_age = flush_rows, flush_age

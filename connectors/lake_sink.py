@@ -1,18 +1,21 @@
-"""An exactly-once Bytewax sink into one lake table (see `storage.lake` for the file naming).
+"""An exactly-once Bytewax sink into one lake table (see `storage.lake` for the protocol).
 
 Items are `(key, rows)` where `rows` is a list of dicts matching the table's schema; the key
-picks the sink partition, and each partition owns its own numbered files.
+picks the sink partition, and each partition is one writer of the Delta table (writer id =
+the flow's prefix + `p<i>`).
 
-State kept in the snapshot: the next file number and the rows not yet written. Rows are written
-when `flush_rows` are buffered, once the oldest buffered row is `flush_age` old, or at a
-snapshot when more than `SNAPSHOT_KEEP_ROWS` are buffered (pickling many rows into every
-snapshot cost 20% of the flow's throughput) — so a quiet flow does not write a tiny file every
-epoch and a busy one keeps its snapshots small. On resume the partition deletes its files
-numbered at or above the saved number: the replay after the snapshot rewrites them.
+State kept in the snapshot: the next flush number and the rows not yet written. Rows are
+committed when `flush_rows` are buffered, once the oldest buffered row is `flush_age` old, or
+at a snapshot when more than `SNAPSHOT_KEEP_ROWS` are buffered (pickling many rows into every
+snapshot cost 20% of the flow's throughput) — so a quiet flow does not commit a tiny file every
+epoch and a busy one keeps its snapshots small. On resume, if the table has committed flushes
+at or after the saved number, the first flush replaces them in one commit (the replay after the
+snapshot rewrites those rows); nothing is deleted at resume time.
 
 Bytewax calls `snapshot()` only for partitions that received items in the period, so a flow
 sends `LakeSink.tick_items()` to every lake sink on each clock tick: rows buffered when input
-stops are still written within `flush_age`.
+stops are still written within `flush_age`. Maintenance (compaction, vacuum, checkpoints) is
+not the sink's job: `storage.lake_maintenance`, run by `run.py up` and `run.py lake maintain`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from storage.lake import LakeWriter
+from storage.lake import Lake, LakeWriter
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +47,6 @@ class LakeSinkState:
     pending: Rows = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Compaction:
-    """Merge files behind snapshots older than `after_s` (and at least 2 snapshots back, so
-    certainly committed) once a date folder has `min_files` files of < `small_rows` rows."""
-
-    after_s: float = 600.0
-    min_files: int = 10
-    small_rows: int = 50_000
-    every_s: float = 60.0
-
-
 class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
     def __init__(
         self,
@@ -63,24 +54,21 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
         state: LakeSinkState,
         flush_rows: int,
         flush_age: float,
-        compaction: Compaction,
+        replace_from: int | None,
     ):
         self._w = writer
         self._seq = state.next_seq
         self._pending: Rows = list(state.pending)
         self._since = time.monotonic() if self._pending else None
         self._flush_rows, self._flush_age = flush_rows, flush_age
-        self._compaction = compaction
-        self._snapshots: deque[tuple[float, int]] = deque()
+        self._replace_from = replace_from
         self._fresh = writer.fresh_marker.exists()
         self._started, self._snapshot_count = time.monotonic(), 0
-        self._safe = 0  # files numbered below this are behind a certainly committed snapshot
-        self._compacted_below = 0
-        self._last_compaction = time.monotonic()
 
     def _flush(self) -> None:
         if self._pending:
-            self._w.write(self._pending, self._seq)
+            self._w.write(self._pending, self._seq, self._replace_from)
+            self._replace_from = None
             self._seq += 1
             self._pending = []
             self._since = None
@@ -101,54 +89,32 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
         now = time.monotonic()
         if self._old(now) or len(self._pending) > SNAPSHOT_KEEP_ROWS:
             self._flush()
-        self._maybe_compact(now)
-        self._snapshots.append((now, self._seq))
         self._snapshot_count += 1
         if self._fresh and self._snapshot_count >= 3 and now - self._started > 30:
             self._w.fresh_marker.unlink(missing_ok=True)  # the first epochs are committed now
             self._fresh = False
         return LakeSinkState(self._seq, list(self._pending))
 
-    def _maybe_compact(self, now: float) -> None:
-        c = self._compaction
-        # Keep the two newest snapshots whatever their age: the newest may not be committed.
-        while len(self._snapshots) > 2 and now - self._snapshots[0][0] > c.after_s:
-            self._safe = self._snapshots.popleft()[1]
-        safe = self._safe
-        if safe <= self._compacted_below or now - self._last_compaction < c.every_s:
-            return
-        self._last_compaction = now
-        try:
-            n = self._w.compact(safe, c.min_files, c.small_rows)
-        except OSError as exc:  # disk trouble: leave the small files, they are still correct
-            log.warning("%s/%s: compaction failed: %s", self._w.table.name, self._w.part, exc)
-            return
-        self._compacted_below = safe
-        if n:
-            log.info("%s/%s: merged %d small files", self._w.table.name, self._w.part, n)
-
     def close(self) -> None:
-        # Clean shutdown (SIGINT/EOF): write what is buffered. Its number is >= the last
-        # snapshot's, so a resume from that snapshot deletes and rewrites it.
+        # Clean shutdown (SIGINT/EOF): commit what is buffered. Its number is >= the last
+        # snapshot's, so a resume from that snapshot replaces it.
         self._flush()
 
 
 class LakeSink(FixedPartitionedSink[Rows, LakeSinkState]):
     def __init__(
         self,
-        lake_dir: Path,
+        lake: Lake | Path,
         table: str,
         parts: int = 1,
         flush_rows: int = 50_000,
         flush_age: float = 10.0,
-        compaction: Compaction | None = None,
         prefix: str = "",
     ):
-        """`prefix` names this flow's files apart from another flow's in a shared table
+        """`prefix` names this flow's writers apart from another flow's in a shared table
         (both the events and the check-in flow write `late_records` and `dead_letters`)."""
-        self.lake_dir, self.table, self.parts = lake_dir, table, parts
+        self.lake, self.table, self.parts = lake, table, parts
         self.flush_rows, self.flush_age = flush_rows, flush_age
-        self.compaction = compaction or Compaction(small_rows=flush_rows)
         self.prefix = prefix
 
     def list_parts(self) -> list[str]:
@@ -166,46 +132,44 @@ class LakeSink(FixedPartitionedSink[Rows, LakeSinkState]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: LakeSinkState | None
     ) -> _LakePartition:
-        writer = LakeWriter(self.lake_dir, self.table, for_part)
+        writer = LakeWriter(self.lake, self.table, for_part)
+        committed = writer.committed()
         if resume_state is None:
-            state = LakeSinkState(self._fresh_start(writer))
+            state = LakeSinkState(0)
+            replace_from = self._fresh_start(writer, committed)
         else:
             state = resume_state
-            n = writer.discard_from(state.next_seq)
-            if n:
+            replace_from = None
+            if committed is not None and committed >= state.next_seq:
+                replace_from = state.next_seq
                 log.info(
-                    "%s/%s: resumed at file %d, discarded %d newer file(s) to rewrite",
+                    "%s/%s: resumed at flush %d; flushes %d..%d were committed after the "
+                    "snapshot and are replaced by the replay's first flush",
                     self.table,
                     for_part,
                     state.next_seq,
-                    n,
+                    state.next_seq,
+                    committed,
                 )
-        return _LakePartition(writer, state, self.flush_rows, self.flush_age, self.compaction)
+        return _LakePartition(writer, state, self.flush_rows, self.flush_age, replace_from)
 
-    def _fresh_start(self, writer: LakeWriter) -> int:
+    def _fresh_start(self, writer: LakeWriter, committed: int | None) -> int | None:
         """No snapshot to resume from: the sources start from the beginning of their input.
 
-        Files left by an earlier run that never committed a snapshot (killed in its first
-        seconds; the marker says so) are deleted, since that input is replayed now. Files
-        without the marker mean the recovery store was lost or deleted: keeping them would
-        duplicate whatever the replay rewrites, deleting them would lose what the input no
-        longer holds — so refuse to start and say what to do.
+        Rows of an earlier run that never committed a snapshot (killed in its first seconds;
+        the marker says so) are replaced by the first flush, since that input is replayed
+        now. Rows without the marker mean the recovery store was lost or deleted: keeping
+        them would duplicate whatever the replay rewrites, deleting them would lose what the
+        input no longer holds — so refuse to start and say what to do.
         """
-        writer.recover()
-        if writer.fresh_marker.exists() or not writer.own_files():
-            n = writer.discard_from(0)
-            if n:
-                log.info(
-                    "%s/%s: discarded %d file(s) of a run that never committed",
-                    self.table,
-                    writer.part,
-                    n,
-                )
-            writer.fresh_marker.touch()
-            return 0
+        marker = writer.fresh_marker
+        if committed is None or marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            return None if committed is None else 0
         raise RuntimeError(
-            f"lake table {self.table!r} holds files of sink part {writer.part!r} but the flow "
+            f"lake table {self.table!r} holds rows of writer {writer.writer!r} but the flow "
             "has no recovery state for it, so its input would be replayed into the lake "
-            "twice. Restore the flow's recovery directory, or move the table's folder "
-            f"({writer.dir}) aside to rebuild it from the input."
+            "twice. Restore the flow's recovery directory, or delete that writer's rows "
+            f"(DELETE WHERE _writer = '{writer.writer}') to rebuild them from the input."
         )

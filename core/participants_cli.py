@@ -194,6 +194,32 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    import getpass
+
+    from core.erasure import ErasureError, erase_participant
+
+    s = Settings()
+    r = connect(s)
+    if r is None:
+        return 2
+    by = args.by or f"cli:{getpass.getuser()}"
+    try:
+        res = erase_participant(s, r, args.id, by, args.wait)
+    except LookupError as exc:
+        _err(f"error: {exc}")
+        return 1
+    except ErasureError as exc:
+        _err(f"error: {exc}")
+        return 2
+    rows = ", ".join(f"{t} {n}" for t, n in res.lake_rows.items())
+    print(
+        f"{args.id}: personal data erased (lake rows: {rows}; Redis entries: "
+        f"{res.redis_entries}); recorded as erasure {res.erasure_id} by {by}"
+    )
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from core.participant_admin import mint_token
     from core.participants import participant_index
@@ -295,6 +321,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if name == "revoke":
             a.add_argument("--reason", help="shown at the gate (default: revoked by the organiser)")
         a.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the flow")
+    er = ps.add_parser(
+        "erase",
+        help="erase a participant's personal data everywhere (lake, Redis, recovery stores)",
+        description="Replaces name, e-mail and extra columns of the id in every lake table and "
+        "in Redis, revokes its token, vacuums the replaced files and records the erasure "
+        "(who, when, id) in the lake table `erasures`. Needs the check-in flow running.",
+    )
+    er.add_argument("id", help="participant id")
+    er.add_argument("--by", default=None, help="who asks (recorded; default: the OS user)")
+    er.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the flow")
     t = ps.add_parser("token", help="print a participant's current token")
     t.add_argument("id", help="participant id")
     ps.add_parser("public-key", help="print the public key (PEM) gates verify tokens with")
@@ -318,6 +354,7 @@ def main(args: argparse.Namespace) -> int:
         "reissue": cmd_admin,
         "restore": cmd_admin,
         "token": cmd_token,
+        "erase": cmd_erase,
         "public-key": cmd_public_key,
         "qr": cmd_qr,
     }

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.lake import Lake, lake_from_settings
+
 #: What `REDIS_NAMESPACE` may be: empty, or one segment of letters, digits, `_`, `.`, `-` (no
 #: `:`, and none of the glob characters `* ? [ ]` that would make a PSUBSCRIBE pattern reach
 #: into other deployments).
@@ -53,11 +55,26 @@ class Settings(BaseSettings):
     )
     window_s: int = Field(default=60, description="Length of the event-count windows.")
     snapshot_interval_s: int = Field(default=2, description="Bytewax snapshot/epoch interval.")
-    lake_compact_after_s: float = Field(
-        default=600.0, description="Small lake files behind snapshots this old are merged."
+    lake_uri: str = Field(
+        default="",
+        description="Where the lake's Delta tables live: empty for DATA_DIR/lake, or "
+        "s3://bucket/prefix for S3-compatible object storage.",
     )
-    lake_compact_min_files: int = Field(
-        default=10, description="Merge a date folder's small files once it has this many."
+    lake_s3_endpoint: str = Field(
+        default="", description="S3 endpoint URL for LAKE_URI (empty: AWS's own)."
+    )
+    lake_s3_region: str = Field(default="us-east-1", description="S3 region for LAKE_URI.")
+    lake_s3_access_key_id: str = Field(default="", description="S3 access key for LAKE_URI.")
+    lake_s3_secret_access_key: str = Field(default="", description="S3 secret for LAKE_URI.")
+    lake_maintain_every_s: float = Field(
+        default=300.0,
+        description="How often `run.py up` compacts, checkpoints and vacuums the lake tables.",
+    )
+    lake_vacuum_retention_h: int = Field(
+        default=24,
+        ge=0,
+        description="Files a compaction replaced are deleted after this many hours: longer than "
+        "any query runs (>= 1), and as far back as `query --as-of` can go.",
     )
     stream_retention_s: float = Field(
         default=3600.0,
@@ -136,6 +153,11 @@ class Settings(BaseSettings):
     @property
     def lake_dir(self) -> Path:
         return self.data_dir / "lake"
+
+    @property
+    def lake(self) -> Lake:
+        """The lake's location (local folder or LAKE_URI) with its storage options."""
+        return lake_from_settings(self)
 
     @property
     def catalog_path(self) -> Path:

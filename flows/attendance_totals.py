@@ -69,6 +69,13 @@ def add(st: Totals, out: Outcome) -> None:
         st.recent.appendleft({k: v[k] for k in RECENT_FIELDS})
     if out.verdicts or out.delta != (0, 0, 0):
         st.dirty = True
+    # A participant's new version renames their recent scans: an erased name must not stay in
+    # this state (its snapshots) or in `attendance:totals` (`core.erasure`).
+    for p in out.participant_rows:
+        for v in st.recent:
+            if v["participant_id"] == p["id"] and v["participant_name"] != p["name"]:
+                v["participant_name"] = p["name"]
+                st.dirty = True
 
 
 def document(st: Totals, venue: Venue, now: float) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Writing a flow's streams into lake tables, the same way in every flow.
 
 Each table gets a `LakeSink` (exactly once; see `connectors/lake_sink.py`) with the settings'
-flush and compaction rules, plus one empty item per clock beat: Bytewax snapshots a sink
-partition only in periods when it received items, so without the beats the last rows before
-a quiet period would wait for the next input to reach the lake.
+flush rules, plus one empty item per clock beat: Bytewax snapshots a sink partition only in
+periods when it received items, so without the beats the last rows before a quiet period would
+wait for the next input to reach the lake.
 """
 
 from __future__ import annotations
@@ -12,29 +12,24 @@ from collections.abc import Callable
 
 import bytewax.operators as op
 
-from connectors.lake_sink import Compaction, LakeSink
+from connectors.lake_sink import LakeSink
 from core.settings import Settings
+from storage.lake import lake_from_settings
 
 LakeOutput = Callable[[str, op.Stream, str], None]
 
 
 def lake_output(s: Settings, beats: op.Stream, prefix: str = "") -> LakeOutput:
     """`out(step_id, items, table)` writes `(key, rows)` items into `table`. `prefix` keeps
-    this flow's files apart from another flow's in a table both write."""
-    compaction = Compaction(
-        after_s=s.lake_compact_after_s,
-        min_files=s.lake_compact_min_files,
-        small_rows=s.lake_flush_rows,
-        every_s=min(60.0, s.lake_compact_after_s),
-    )
+    this flow's writers apart from another flow's in a table both write."""
+    lake = lake_from_settings(s)
 
     def out(step_id: str, items: op.Stream, table: str) -> None:
         sink = LakeSink(
-            s.lake_dir,
+            lake,
             table,
             flush_rows=s.lake_flush_rows,
             flush_age=s.lake_flush_age_s,
-            compaction=compaction,
             prefix=prefix,
         )
         ticks = op.flat_map(f"{step_id}_ticks", beats, lambda _t: sink.tick_items())

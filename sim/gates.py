@@ -951,7 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = GateSim(
         venue, signer, sender, [i for i in ids if i not in revoked_set], serials, revoked, args, rng
     )
-    inside, left = restore_from_lake(s.lake_dir)
+    inside, left = restore_from_lake(s.lake)
     sim.restore(inside, left)
     log.info(
         "event %s, gates %s; %d participants (%d revoked), %d inside and %d left before; "

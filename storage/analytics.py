@@ -37,7 +37,7 @@ from typing import Any, Literal
 import duckdb
 
 from core import csv_safe
-from storage.catalog import create_views
+from storage.catalog import create_views, memory_connection
 from storage.sql_sandbox import (
     SandboxError,
     SandboxUnavailable,
@@ -50,6 +50,8 @@ MAX_ROWS = 5_000
 TIMEOUT_S = 10.0
 MEMORY_LIMIT = "512MB"
 MAX_SQL_CHARS = 20_000
+#: Comments and blanks, then PRAGMA: refused like any PRAGMA, whatever type the parser gives.
+_LEADING_PRAGMA = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/)*pragma\b", re.I | re.S)
 ALLOWED_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
 
 
@@ -88,7 +90,7 @@ def safe_connect(lake_dir: Path, memory_limit: str = MEMORY_LIMIT) -> duckdb.Duc
     """An in-memory connection with the catalog's views that can read the lake folder only
     (the ready-made queries run here, in the dashboard: their SQL is ours, not typed)."""
     lake = lake_dir.resolve()
-    con = duckdb.connect(config={"threads": 1})
+    con = memory_connection(threads=1)
     try:
         create_views(con, lake)  # before locking: `create_views` makes the empty tables
         lock_down(con, [lake], memory_limit)
@@ -146,6 +148,8 @@ def _one_statement(text: str) -> duckdb.StatementType:
     if len(statements) != 1:
         raise SqlRefused(f"one statement at a time, please (got {len(statements)})")
     kind = statements[0].type
+    if _LEADING_PRAGMA.match(text):  # DuckDB 1.5 parses PRAGMA into a SELECT
+        kind = duckdb.StatementType.PRAGMA
     if kind not in ALLOWED_STATEMENTS:
         name = getattr(kind, "name", str(kind))
         raise SqlRefused(

@@ -1,43 +1,130 @@
-"""The DuckDB catalog: views over the Parquet lake, for analysts, `run.py query` and the UI.
+"""The DuckDB catalog: views over the lake's Delta tables, for analysts, `run.py query`, the UI.
 
-The `.duckdb` file holds only views (no data), so flows never open it: they write Parquet.
-It is (re)created by `refresh_catalog` when nothing reads it (at `run.py up`), and is otherwise
-opened read-only, which any number of processes may do at once. The dashboard does not open the
-file at all: it builds the same views in an in-memory connection (`connect_memory`).
+Every view reads its table through `delta_scan(...)` (DuckDB's delta extension, loaded from the
+PyPI package `duckdb-extension-delta` pinned in uv.lock — never downloaded), so a query reads
+one committed version of each table: never a missing file, a partial commit, or a count that
+goes backwards while a flow commits or maintenance compacts and vacuums. The bookkeeping
+columns of the exactly-once protocol (`_writer`, `_flush`) are hidden.
+
+The `.duckdb` file holds only views (no data), so flows never open it. It is (re)created by
+`refresh_catalog` when nothing reads it (at `run.py up`), and is otherwise opened read-only,
+which any number of processes may do at once; it is written by the pinned DuckDB (1.5.5), so
+the DuckDB 1.x CLI opens it. The dashboard does not open the file at all: it builds the same
+views in an in-memory connection (`connect_memory`). `versions` pins each table to a version
+(time travel: `run.py query --as-of`).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import duckdb
+import duckdb_extension_delta
+import duckdb_extension_httpfs
 
-from storage.lake import ensure_lake, table_glob
+from storage.lake import INTERNAL_COLUMNS, Lake, as_lake, ensure_lake
 from storage.tables import TABLES
 
-
-def scan_sql(lake_dir: Path, table: str) -> str:
-    """The FROM item that reads one lake table's files (every view is built on these)."""
-    return (
-        f"read_parquet('{table_glob(lake_dir, table)}', hive_partitioning = true, "
-        "union_by_name = true)"
-    )
+Versions = Mapping[str, int]
+log = logging.getLogger(__name__)
 
 
-def view_sql(lake_dir: Path, source: Callable[[str], str] | None = None) -> dict[str, str]:
+@cache
+def extension_path(package: ModuleType) -> Path:
+    """The extension file a `duckdb-extension-<name>` package ships for our DuckDB."""
+    root = Path(package.__file__ or "").parent
+    found = sorted(root.rglob(f"v{duckdb.__version__}/*.duckdb_extension"))
+    if not found:
+        raise RuntimeError(
+            f"{package.__name__} holds no extension for DuckDB {duckdb.__version__} under "
+            f"{root}: keep duckdb pinned to the version it is built for (uv sync --frozen)"
+        )
+    return found[0]
+
+
+def delta_extension_path() -> Path:
+    return extension_path(duckdb_extension_delta)
+
+
+#: Connection settings for every DuckDB connection that loads the delta extension. Checking
+#: the extension's signature hashes its 82 MB at every LOAD: 1.9-2.6 s per connection on this
+#: machine, 6 ms without. The file's integrity is already checked where it comes from: uv
+#: installs the package only if it matches its hash in uv.lock. LOAD itself stays refused to
+#: analysts (the free-SQL sandbox refuses the statement and disables external access).
+#: Extensions are never downloaded (no network at run time): an extension we do not ship fails.
+DUCKDB_CONFIG = {"allow_unsigned_extensions": True, "autoinstall_known_extensions": False}
+
+
+def memory_connection(**config: Any) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB connection that can load the delta extension quickly."""
+    return duckdb.connect(config={**DUCKDB_CONFIG, **config})
+
+
+def load_delta(con: duckdb.DuckDBPyConnection, lake: Lake | None = None) -> None:
+    """Load the delta extension from its package file; for a lake on S3 also httpfs (from its
+    package) and a temporary secret with the lake's S3 settings."""
+    con.execute(f"LOAD '{_quote(str(delta_extension_path()))}'")
+    if lake is not None and not lake.local:
+        con.execute(f"LOAD '{_quote(str(extension_path(duckdb_extension_httpfs)))}'")
+        con.execute(s3_secret_sql(lake))
+
+
+def s3_secret_sql(lake: Lake) -> str:
+    """A temporary DuckDB secret with the lake's S3 settings (never stored in a file)."""
+    o = lake.storage_options
+    endpoint = o.get("AWS_ENDPOINT_URL", "")
+    parts = [
+        "TYPE S3",
+        f"KEY_ID '{_quote(o.get('AWS_ACCESS_KEY_ID', ''))}'",
+        f"SECRET '{_quote(o.get('AWS_SECRET_ACCESS_KEY', ''))}'",
+        f"REGION '{_quote(o.get('AWS_REGION', 'us-east-1'))}'",
+    ]
+    if endpoint:
+        host = endpoint.split("://", 1)[-1].rstrip("/")
+        parts += [
+            f"ENDPOINT '{_quote(host)}'",
+            "URL_STYLE 'path'",
+            f"USE_SSL {'false' if endpoint.startswith('http://') else 'true'}",
+        ]
+    return f"CREATE OR REPLACE TEMPORARY SECRET venueflow_lake ({', '.join(parts)})"
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def scan_sql(lake: Lake | Path, table: str, version: int | None = None) -> str:
+    """The FROM item that reads one lake table at its current (or given) version, without
+    the exactly-once bookkeeping columns (every view is built on these)."""
+    lake = as_lake(lake)
+    at = f", version => {int(version)}" if version is not None else ""
+    uri = _quote(lake.table_uri(table))
+    return f"(SELECT * EXCLUDE ({', '.join(INTERNAL_COLUMNS)}) FROM delta_scan('{uri}'{at}))"
+
+
+def view_sql(
+    lake: Lake | Path,
+    versions: Versions | None = None,
+    source: Callable[[str], str] | None = None,
+) -> dict[str, str]:
     """Name → SELECT for every view of the catalog.
 
-    `source(table)` gives the FROM item each view reads a lake table through (default:
-    `scan_sql`). The analysts' sandbox passes one that reads a pseudonymised copy of the
-    tables holding personal columns, so every view built on them (`participants`,
-    `no_shows`, `checkins`, ...) inherits the masking: nothing per view to keep in step.
+    Each table is read at `versions[t]` if given (time travel). `source(table)` gives the FROM
+    item each view reads a lake table through (default: `scan_sql`). The analysts' sandbox
+    passes one that reads a pseudonymised copy of the tables holding personal columns, so
+    every view built on them (`participants`, `no_shows`, `checkins`, ...) inherits the
+    masking: nothing per view to keep in step.
     """
 
     def scan(t: str) -> str:
-        return source(t) if source is not None else scan_sql(lake_dir, t)
+        if source is not None:
+            return source(t)
+        return scan_sql(lake, t, versions.get(t) if versions else None)
 
     views = {name: f"SELECT * FROM {scan(name)}" for name in TABLES}
     # Window results arrive as partial counts (late corrections, re-emits after a resume);
@@ -130,52 +217,74 @@ def _attendance_views(scan: Any) -> dict[str, str]:
     return v
 
 
-def create_views(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> None:
-    ensure_lake(lake_dir)
-    for name, sql in view_sql(lake_dir).items():
+def create_views(
+    con: duckdb.DuckDBPyConnection, lake: Lake | Path, versions: Versions | None = None
+) -> None:
+    lake = as_lake(lake)
+    ensure_lake(lake)
+    load_delta(con, lake)
+    for name, sql in view_sql(lake, versions).items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 
 
-def refresh_catalog(catalog_path: Path, lake_dir: Path) -> None:
-    """(Re)write the catalog file's views. Call when no process holds the file."""
-    catalog_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(catalog_path))
+def install_for_analysts() -> None:
+    """Install the packaged delta extension into this user's DuckDB extension directory
+    (`INSTALL '<file>'`, offline), so a plain `duckdb -readonly venue.duckdb` of the pinned
+    version autoloads it instead of trying to download it. Once; a failure only warns."""
+    con = duckdb.connect()
     try:
-        create_views(con, lake_dir)
+        rows = con.execute(
+            "SELECT installed FROM duckdb_extensions() WHERE extension_name = 'delta'"
+        ).fetchall()
+        if not (rows and rows[0][0]):
+            con.execute(f"INSTALL '{_quote(str(delta_extension_path()))}'")
+    except duckdb.Error as exc:
+        log.warning("delta extension not installed for analysts' DuckDB: %s", exc)
     finally:
         con.close()
 
 
-def connect_catalog(catalog_path: Path, lake_dir: Path) -> duckdb.DuckDBPyConnection:
-    """Open the catalog read-only, creating it first if it does not exist yet."""
+def refresh_catalog(catalog_path: Path, lake: Lake | Path) -> None:
+    """(Re)write the catalog file's views and make the delta extension available to an
+    analyst's DuckDB. Call when no process holds the file.
+
+    A file another DuckDB version wrote (2.0 before the pin) is replaced: it holds only views."""
+    install_for_analysts()
+    catalog_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(catalog_path), config=DUCKDB_CONFIG)
+    except duckdb.SerializationException:
+        catalog_path.unlink()
+        Path(f"{catalog_path}.wal").unlink(missing_ok=True)
+        con = duckdb.connect(str(catalog_path), config=DUCKDB_CONFIG)
+    try:
+        create_views(con, lake)
+        if not as_lake(lake).local:  # the secret was temporary; the views stay
+            con.execute("DROP SECRET IF EXISTS venueflow_lake")
+    finally:
+        con.close()
+
+
+def connect_catalog(catalog_path: Path, lake: Lake | Path) -> duckdb.DuckDBPyConnection:
+    """Open the catalog read-only (delta extension loaded), creating it first if needed."""
     if not catalog_path.exists():
-        refresh_catalog(catalog_path, lake_dir)
-    return duckdb.connect(str(catalog_path), read_only=True)
-
-
-def connect_memory(lake_dir: Path, threads: int = 1) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with the catalog's views (for the dashboard's worker threads)."""
-    con = duckdb.connect(config={"threads": threads})
-    create_views(con, lake_dir)
+        refresh_catalog(catalog_path, lake)
+    con = duckdb.connect(str(catalog_path), read_only=True, config=DUCKDB_CONFIG)
+    load_delta(con, as_lake(lake))
     return con
 
 
-def query(
-    con: duckdb.DuckDBPyConnection, sql: str, params: Any = None, attempts: int = 5
-) -> tuple[list[str], list]:
-    """Run a query over the lake; return column names and rows.
+def connect_memory(
+    lake: Lake | Path, threads: int = 1, versions: Versions | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with the catalog's views (for the dashboard's worker threads)."""
+    con = memory_connection(threads=threads)
+    create_views(con, lake, versions)
+    return con
 
-    A Parquet file can vanish between DuckDB listing a folder and reading it (a flow merging
-    small files, or rewriting its newest ones after a resume); the query then simply lists
-    again — the lake is consistent at every instant, only the listing went stale.
-    """
-    for attempt in range(attempts):
-        try:
-            cur = con.execute(sql, params) if params is not None else con.execute(sql)
-            cols = [d[0] for d in cur.description] if cur.description else []
-            return cols, cur.fetchall()
-        except duckdb.IOException:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> tuple[list[str], list]:
+    """Run a query over the lake; return column names and rows."""
+    cur = con.execute(sql, params) if params is not None else con.execute(sql)
+    cols = [d[0] for d in cur.description] if cur.description else []
+    return cols, cur.fetchall()

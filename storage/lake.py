@@ -1,194 +1,309 @@
-"""Writing the Parquet lake: atomic, date-partitioned, idempotent under replay.
+"""The lake: one Delta Lake table (delta-rs, the `deltalake` package) per table of
+`storage.tables`, at `<lake>/<table>`, partitioned by the UTC date of the table's date column.
 
-Layout: `DATA_DIR/lake/<table>/date=YYYY-MM-DD/<part>-<seq>.parquet`.
+`<lake>` is `DATA_DIR/lake` by default, or `LAKE_URI=s3://bucket/prefix` (S3-compatible
+object storage; see `Lake.from_settings`). Measured reasons for the format are in
+`docs/lake.md` and `../shared/notes/lake-formats.md`.
 
-Why the names: a writer (one per sink partition) numbers its files with a sequence number that
-is saved in the Bytewax snapshot. After a crash the flow resumes from the last snapshot, so the
-writer deletes every file of its own numbered at or above the saved sequence and the replayed
-input rewrites them. The lake therefore never holds a row twice and never loses one.
-Files are written under a temporary name that the `*.parquet` glob does not match, then
-`os.replace`d, so a reader never sees a partial file. Small files behind long-committed
-snapshots are merged (`<part>-<first>-<last>.parquet`) so a long event does not leave tens of
-thousands of tiny files for every query to open.
+Exactly once, by transaction. Every writer (one per sink partition of a flow) has an id, and
+each row it writes carries that id and the writer's flush number (`_writer`, `_flush`; the
+catalog's views hide both). A flush is one Delta commit that also records a Delta application
+transaction `(app id = writer id, version = flush number)`, so "was flush N committed?" is
+answered by the table itself, and survives checkpoints, log cleanup and vacuum.
+
+After a crash the flow resumes from its last Bytewax snapshot, which holds the flush number N
+it had reached. If the table's committed version for the writer is >= N, flushes after that
+snapshot were committed and the replay will produce those rows again — possibly cut into
+different batches, since flushes happen by age as well as size. So the first flush after such
+a resume is an atomic delete-and-append: `write_deltalake(mode="overwrite",
+predicate="_writer = '<id>' AND _flush >= N")` replaces exactly the rows written after the
+snapshot in one commit. Readers never see a row twice, and nothing is deleted that the replay
+does not write again. A commit that conflicts with another writer or with maintenance is
+retried with backoff after refreshing the table; a retry first checks whether the flush did in
+fact commit (its version is the writer's committed one) and then skips it.
+
+Readers (DuckDB's `delta_scan`, see `storage.catalog`) read one committed version: no missing
+file, no partial commit, no count going backwards while maintenance runs.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import re
-from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from storage.tables import TABLES, Table
 
-EMPTY_PARTITION = "date=1970-01-01"
-_FILE_RE = re.compile(r"^(?P<part>[A-Za-z0-9_.]+)-(?P<seq>\d{10})(?:-(?P<last>\d{10}))?\.parquet$")
+log = logging.getLogger(__name__)
+
+#: The partition column every lake table has: the UTC date of its `date_column`.
+PARTITION = "date"
+#: Bookkeeping columns of the exactly-once protocol (hidden by the catalog's views).
+WRITER_COL, FLUSH_COL = "_writer", "_flush"
+INTERNAL_COLUMNS = (WRITER_COL, FLUSH_COL)
+_WRITER_RE = re.compile(r"[A-Za-z0-9_.]+")
+
+#: Log entries older than this go at each checkpoint (every 100 commits). The Delta default,
+#: 30 days, would keep ~1.3M log files per writer and table at one commit every 2 s.
+LOG_RETENTION = "interval 2 days"
+#: The table default for vacuum; `lake maintain` passes its own retention (>= 1 h default).
+DELETED_FILE_RETENTION = "interval 1 hours"
+CHECKPOINT_INTERVAL = 100
+
+T = TypeVar("T")
 
 
-def table_dir(lake_dir: Path, table: str) -> Path:
-    return lake_dir / table
+@dataclass(frozen=True)
+class Lake:
+    """Where the lake lives: `uri` is a local absolute path or `s3://bucket/prefix`;
+    `storage_options` are delta-rs's object-store options (endpoint, keys, region);
+    `state_dir` is a local folder for the writers' first-run markers."""
+
+    uri: str
+    state_dir: Path
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def local(self) -> bool:
+        return "://" not in self.uri
+
+    def table_uri(self, table: str) -> str:
+        if table not in TABLES:
+            raise KeyError(f"no lake table {table!r}")
+        return f"{self.uri.rstrip('/')}/{table}"
+
+    def options(self) -> dict[str, str] | None:
+        return dict(self.storage_options) or None
 
 
-def table_glob(lake_dir: Path, table: str) -> str:
-    return str(table_dir(lake_dir, table).resolve() / "*" / "*.parquet")
+def as_lake(lake: Lake | Path) -> Lake:
+    """A `Lake` for a local lake folder (what most callers and tests pass)."""
+    if isinstance(lake, Lake):
+        return lake
+    d = Path(lake).resolve()
+    return Lake(str(d), d / "_writers")
 
 
-def ensure_table(lake_dir: Path, table: Table) -> None:
-    """Create the table's folder with a zero-row file, so a glob over it always matches."""
-    d = table_dir(lake_dir, table.name) / EMPTY_PARTITION
-    f = d / "empty.parquet"
-    if not f.exists():
-        d.mkdir(parents=True, exist_ok=True)
-        _atomic_write(table.schema.empty_table(), f)
+def lake_from_settings(s: Any) -> Lake:
+    """The lake of a `Settings`: `LAKE_URI` (s3://...) with its S3 settings, else
+    `DATA_DIR/lake`."""
+    if not s.lake_uri:
+        return as_lake(s.lake_dir)
+    opts = {
+        "AWS_ENDPOINT_URL": s.lake_s3_endpoint,
+        "AWS_REGION": s.lake_s3_region,
+        "AWS_ACCESS_KEY_ID": s.lake_s3_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": s.lake_s3_secret_access_key,
+        "AWS_ALLOW_HTTP": "true" if (s.lake_s3_endpoint or "").startswith("http://") else "",
+    }
+    return Lake(
+        s.lake_uri.rstrip("/"),
+        s.data_dir.resolve() / "lake_writers",
+        {k: v for k, v in opts.items() if v},
+    )
 
 
-def ensure_lake(lake_dir: Path) -> None:
-    for t in TABLES.values():
-        ensure_table(lake_dir, t)
+def lake_schema(table: Table) -> pa.Schema:
+    """The Delta table's schema: the table's columns, the date partition, the writer columns."""
+    return (
+        table.schema.append(pa.field(PARTITION, pa.date32()))
+        .append(pa.field(WRITER_COL, pa.string()))
+        .append(pa.field(FLUSH_COL, pa.int64()))
+    )
 
 
-def _atomic_write(data: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(data, tmp, compression="zstd")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def table_configuration(table: Table) -> dict[str, str]:
+    """Delta table properties. Personal columns are kept out of file statistics (min/max in
+    the log would otherwise keep a copy of a name after its erasure)."""
+    stats = [c for c in lake_schema(table).names if c not in table.personal]
+    return {
+        "delta.logRetentionDuration": LOG_RETENTION,
+        "delta.deletedFileRetentionDuration": DELETED_FILE_RETENTION,
+        "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
+        "delta.dataSkippingStatsColumns": ",".join(stats),
+    }
 
 
-_EPOCH_DAY = date(1970, 1, 1)
+def stale_log(exc: BaseException) -> bool:
+    """Did an operation fail because log entries its table snapshot needs were cleaned up?
+
+    Log cleanup (ours, and delta-rs's own after each checkpoint) deletes entries older than
+    `delta.logRetentionDuration`; an open table whose version is older than that can no longer
+    catch up incrementally and must be reloaded from the newest checkpoint (seen with the
+    retention forced to 1 s: `Object at location .../00000000000000000034.json not found`)."""
+    return isinstance(exc, FileNotFoundError) or (
+        isinstance(exc, DeltaError) and "not found" in str(exc).lower()
+    )
 
 
-def _day_number(value: Any) -> int:
-    """UTC day since 1970 of an aware datetime (formatting a date string per row cost 2 µs)."""
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise TypeError(f"partition column holds {value!r}, not an aware datetime")
-    return int(value.timestamp() // 86400)
+def retrying(
+    what: str, fn: Callable[[], T], reload: Callable[[], None] | None = None, attempts: int = 30
+) -> T:
+    """Run a commit, retrying conflicts with backoff (5 ms doubling to 1 s), and reloading the
+    table (`reload`) when its snapshot fell behind the cleaned log. delta-rs itself already
+    retries plain appends that race (two writers: 58-79 of 500 commits)."""
+    delay = 0.005
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except (CommitFailedError, OSError, DeltaError) as exc:
+            stale = stale_log(exc)
+            if attempt == attempts - 1 or not (stale or isinstance(exc, CommitFailedError)):
+                raise
+            log.info("%s: %s (%s); retrying in %.0f ms", what, "stale" if stale else "conflict",
+                     exc, delay * 1e3)  # fmt: skip
+            if stale and reload is not None:
+                reload()
+        time.sleep(delay)
+        delay = min(1.0, delay * 2)
+    raise AssertionError("unreachable")
 
 
-@dataclass(frozen=True, slots=True)
-class OwnFile:
-    """A file of one writer: numbers `first..last` (equal unless it is a compacted file)."""
+def open_table(lake: Lake | Path, table: str, create: bool = True) -> DeltaTable:
+    """Open a lake table, creating it empty (with its properties) if it does not exist."""
+    lake = as_lake(lake)
+    uri = lake.table_uri(table)
+    try:
+        return DeltaTable(uri, storage_options=lake.options())
+    except TableNotFoundError:
+        if not create:
+            raise
+    if lake.local:
+        Path(uri).mkdir(parents=True, exist_ok=True)
+    try:
+        return DeltaTable.create(
+            uri,
+            schema=lake_schema(TABLES[table]),
+            partition_by=[PARTITION],
+            mode="ignore",
+            configuration=table_configuration(TABLES[table]),
+            storage_options=lake.options(),
+        )
+    except (CommitFailedError, DeltaError):  # another process created it at the same moment
+        return DeltaTable(uri, storage_options=lake.options())
 
-    path: Path
-    first: int
-    last: int
+
+class OldLayoutError(RuntimeError):
+    """The lake folder holds tables written before the lake became Delta tables."""
+
+
+def old_layout_tables(lake_dir: Path) -> list[str]:
+    """Tables under `lake_dir` in the old layout (`date=*/*.parquet`, no `_delta_log`)."""
+    return [
+        name
+        for name in TABLES
+        if (lake_dir / name).is_dir()
+        and not (lake_dir / name / "_delta_log").is_dir()
+        and any((lake_dir / name).glob("date=*/*.parquet"))
+    ]
+
+
+def ensure_lake(lake: Lake | Path) -> None:
+    """Create every lake table that does not exist yet (refusing an old-layout lake)."""
+    lake = as_lake(lake)
+    if lake.local:
+        old = old_layout_tables(Path(lake.uri))
+        if old:
+            raise OldLayoutError(
+                f"the lake {lake.uri} holds tables in the old numbered-Parquet layout "
+                f"({', '.join(old)}); import them once with: uv run run.py lake migrate"
+            )
+    for name in TABLES:
+        open_table(lake, name)
+
+
+def to_arrow(table: Table, rows: list[Mapping[str, Any]], writer: str, flush: int) -> pa.Table:
+    """Rows as the Delta table's Arrow table (date partition and writer columns added)."""
+    data = pa.Table.from_pylist(rows, schema=table.schema)
+    return with_lake_columns(table, data, writer, flush)
+
+
+def with_lake_columns(table: Table, data: pa.Table, writer: str, flush: int) -> pa.Table:
+    ts = data.column(table.date_column)
+    if ts.null_count:
+        raise TypeError(f"{table.name}.{table.date_column} holds nulls; it picks the partition")
+    day = pc.cast(pc.cast(ts, pa.timestamp("us", tz="UTC")), pa.date32())
+    n = data.num_rows
+    return (
+        data.append_column(pa.field(PARTITION, pa.date32()), day)
+        .append_column(pa.field(WRITER_COL, pa.string()), pa.array([writer] * n, pa.string()))
+        .append_column(pa.field(FLUSH_COL, pa.int64()), pa.array([flush] * n, pa.int64()))
+    )
 
 
 class LakeWriter:
-    """Writes numbered files for one (table, writer part); see the module docstring."""
+    """One writer of one table (a sink partition): commits flushes exactly once; see the
+    module docstring. Keeps its `DeltaTable` open (reloading it per commit cost ~250 ms on
+    S3)."""
 
-    def __init__(self, lake_dir: Path, table: str, part: str):
-        if not re.fullmatch(r"[A-Za-z0-9_.]+", part):
-            raise ValueError(f"writer part name {part!r} must be [A-Za-z0-9_.]+")
+    def __init__(self, lake: Lake | Path, table: str, writer: str):
+        if not _WRITER_RE.fullmatch(writer):
+            raise ValueError(f"writer id {writer!r} must be [A-Za-z0-9_.]+")
+        self.lake = as_lake(lake)
         self.table = TABLES[table]
-        self.dir = table_dir(lake_dir, table)
-        self.part = part
-        ensure_table(lake_dir, self.table)
+        self.writer = writer
+        self.dt = open_table(self.lake, table)
 
     @property
     def fresh_marker(self) -> Path:
         """Present while this writer's first run has not yet committed a snapshot."""
-        return self.dir / f".{self.part}.uncommitted"
+        return self.lake.state_dir / self.table.name / f"{self.writer}.uncommitted"
 
-    def _match(self, name: str) -> OwnFile | None:
-        m = _FILE_RE.match(name)
-        if not m or m["part"] != self.part:
-            return None
-        first = int(m["seq"])
-        return OwnFile(Path(name), first, int(m["last"]) if m["last"] else first)
+    def refresh(self) -> None:
+        """Catch up with commits since our version (reload if the log they need is gone)."""
+        try:
+            self.dt.update_incremental()
+        except (OSError, DeltaError) as exc:
+            if not stale_log(exc):
+                raise
+            self.reload()
 
-    def own_files(self) -> list[OwnFile]:
-        """This writer's visible files."""
-        out = []
-        for f in self.dir.glob("*/*.parquet"):
-            own = self._match(f.name)
-            if own:
-                out.append(OwnFile(f, own.first, own.last))
-        return out
+    def reload(self) -> None:
+        self.dt = open_table(self.lake, self.table.name)
 
-    def _hidden(self, suffix: str) -> list[tuple[Path, OwnFile]]:
-        out = []
-        for f in self.dir.glob(f"*/.*{suffix}"):
-            own = self._match(f.name[1 : -len(suffix)])
-            if own:
-                out.append((f, own))
-        return out
+    def committed(self) -> int | None:
+        """The newest flush number committed by this writer (None: none yet)."""
+        retrying(f"{self.table.name}/{self.writer}", self.refresh, self.reload)
+        return self.dt.transaction_version(self.writer)
 
-    def next_seq_on_disk(self) -> int:
-        """The first unused sequence number (used when there is no snapshot to resume from)."""
-        return max((f.last + 1 for f in self.own_files()), default=0)
+    def _props(self, flush: int) -> CommitProperties:
+        return CommitProperties(app_transactions=[Transaction(app_id=self.writer, version=flush)])
 
-    def recover(self) -> None:
-        """Finish what a crash interrupted: drop temp files, complete interrupted compactions."""
-        for f, _ in self._hidden(".tmp"):
-            f.unlink(missing_ok=True)
-        for intent, target in self._hidden(".compacting"):
-            for f in self.own_files():
-                if f.path.parent == intent.parent and target.first <= f.first <= target.last:
-                    f.path.unlink()
-            os.replace(intent, intent.parent / target.path.name)
+    def write(
+        self, rows: list[Mapping[str, Any]], flush: int, replace_from: int | None = None
+    ) -> None:
+        """Commit `rows` as flush number `flush`. With `replace_from`, the same commit first
+        deletes this writer's rows of flushes >= `replace_from` (the resume case)."""
+        self.write_arrow(to_arrow(self.table, rows, self.writer, flush), flush, replace_from)
 
-    def discard_from(self, seq: int) -> int:
-        """Delete this writer's files numbered >= seq (the replay rewrites them); count them."""
-        self.recover()
-        n = 0
-        for f in self.own_files():
-            if f.first >= seq:
-                f.path.unlink(missing_ok=True)
-                n += 1
-            elif f.last >= seq:  # cannot happen: only files behind old snapshots are compacted
-                raise RuntimeError(f"{f.path} spans resume point {seq}; refusing to guess")
-        return n
+    def write_arrow(self, data: pa.Table, flush: int, replace_from: int | None = None) -> None:
+        first = [True]
 
-    def write(self, rows: list[Mapping[str, Any]], seq: int) -> list[Path]:
-        """Write rows as file number `seq`, one file per date partition they touch."""
-        by_day: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
-        col = self.table.date_column
-        for r in rows:
-            by_day[_day_number(r[col])].append(r)
-        written = []
-        for day, part_rows in sorted(by_day.items()):
-            d = self.dir / f"date={_EPOCH_DAY + timedelta(days=day)}"
-            d.mkdir(parents=True, exist_ok=True)
-            path = d / f"{self.part}-{seq:010d}.parquet"
-            _atomic_write(pa.Table.from_pylist(part_rows, schema=self.table.schema), path)
-            written.append(path)
-        return written
+        def commit() -> None:
+            if not first[0]:
+                self.refresh()
+                if self.dt.transaction_version(self.writer) == flush:
+                    return  # the failed attempt did commit after all
+            first[0] = False
+            if replace_from is None:
+                write_deltalake(self.dt, data, mode="append", commit_properties=self._props(flush))
+            else:
+                pred = f"{WRITER_COL} = '{self.writer}' AND {FLUSH_COL} >= {int(replace_from)}"
+                write_deltalake(
+                    self.dt,
+                    data,
+                    mode="overwrite",
+                    predicate=pred,
+                    commit_properties=self._props(flush),
+                )
 
-    def compact(self, below: int, min_files: int, small_rows: int) -> int:
-        """Merge small files numbered < `below` into one per date folder; return files merged.
-
-        Only call with `below` from a snapshot that is certainly committed: those files can
-        never be discarded by a resume. The merge is crash-safe: the merged file is written
-        hidden, renamed to a `.compacting` intent, the sources are deleted, then it is renamed
-        into view; `recover()` finishes an interrupted one. Readers may briefly miss those
-        rows (between the deletes and the rename) but never see them twice.
-        """
-        by_dir: dict[Path, list[OwnFile]] = defaultdict(list)
-        for f in self.own_files():
-            if f.last < below and pq.ParquetFile(f.path).metadata.num_rows < small_rows:
-                by_dir[f.path.parent].append(f)
-        merged = 0
-        for d, files in by_dir.items():
-            if len(files) < min_files:
-                continue
-            files.sort(key=lambda f: f.first)
-            first, last = files[0].first, files[-1].last
-            name = f"{self.part}-{first:010d}-{last:010d}.parquet"
-            data = pa.concat_tables(
-                [pq.read_table(f.path, schema=self.table.schema) for f in files]
-            )
-            intent = d / f".{name}.compacting"
-            _atomic_write(data, intent)
-            for f in files:
-                f.path.unlink()
-            os.replace(intent, d / name)
-            merged += len(files)
-        return merged
+        retrying(f"{self.table.name}/{self.writer}", commit, self.reload)

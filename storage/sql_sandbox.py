@@ -53,7 +53,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from storage.catalog import scan_sql, view_sql
+from storage.catalog import delta_extension_path, load_delta, memory_connection, scan_sql, view_sql
 from storage.lake import ensure_lake
 from storage.landlock import SYSTEM_FILES, SandboxUnavailable, restrict_to_reading
 from storage.tables import TABLES
@@ -63,6 +63,8 @@ PERSONAL: dict[str, frozenset[str]] = {t.name: t.personal for t in TABLES.values
 KEY_FILE = "pseudonym.key"  #: under DATA_DIR, mode 0600
 SETUP_GRACE_S = 20.0  #: start-up and masking allowance on top of the query's time limit
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: What the dynamic loader reads to load the delta extension (its DT_NEEDED libraries).
+EXTENSION_LIBRARIES = ("/etc/ld.so.cache", "/lib", "/lib64", "/usr/lib", "/usr/lib64")
 
 
 # --- pseudonyms ---------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def tables_to_mask(sql: str, views: dict[str, str]) -> set[str]:
 
 def masked_source(lake: Path) -> dict[str, str]:
     """The analysts' catalog: every view, reading personal tables through `masked_<table>`."""
-    return view_sql(lake, lambda t: masked_table(t) if t in PERSONAL else scan_sql(lake, t))
+    return view_sql(lake, source=lambda t: masked_table(t) if t in PERSONAL else scan_sql(lake, t))
 
 
 def pseudonymised_copies(lake: Path, key: bytes, sql: str) -> dict[str, pa.Table]:
@@ -141,8 +143,9 @@ def pseudonymised_copies(lake: Path, key: bytes, sql: str) -> dict[str, pa.Table
     needed = sorted(tables_to_mask(sql, masked_source(lake)))
     if not needed:
         return {}
-    con = duckdb.connect(config={"threads": 1})
+    con = memory_connection(threads=1)
     try:
+        load_delta(con)
         con.execute("SET TimeZone = 'UTC'")
         con.create_function(
             "vf_pseudonym", lambda v: pseudonym(key, v), [duckdb.sqltype("VARCHAR")], "VARCHAR"
@@ -224,8 +227,11 @@ def child_main(req: dict) -> None:
         copies = None if key is None else pseudonymised_copies(lake, key, sql)
         del key
         dirs = allowed_dirs(lake, copies is not None)
-        restrict_to_reading([*dirs, *SYSTEM_FILES])  # this thread + DuckDB's, started below
-        con = duckdb.connect(config={"threads": 1})
+        # The delta extension's file and the system libraries it links (libresolv, libstdc++:
+        # dlopen reads them at LOAD, below) may be read too; they hold no data.
+        restrict_to_reading([*dirs, delta_extension_path(), *EXTENSION_LIBRARIES, *SYSTEM_FILES])
+        con = memory_connection(threads=1)
+        load_delta(con)
         load_catalog(con, lake, copies)
         del copies
         lock_down(con, dirs, str(req["memory_limit"]))

@@ -23,6 +23,9 @@ class Table:
     #: so. Analysts see them pseudonymised, erasure clears them, and they are kept out of
     #: file statistics so no copy of them survives outside the rows themselves.
     personal: frozenset[str] = frozenset()
+    #: The column holding the participant id the personal columns belong to (erasure finds a
+    #: person's rows by it); None when the table's personal data is not tied to a participant.
+    subject: str | None = None
 
 
 EVENTS = Table(
@@ -120,6 +123,7 @@ CHECKINS = Table(
     ),
     "ts",
     personal=frozenset({"participant_name"}),
+    subject="participant_id",
 )
 
 #: Partial per-minute counts of scans per (gate, direction, status), on event time; a revision
@@ -164,6 +168,7 @@ PARTICIPANTS = Table(
     ),
     "updated_at",
     personal=frozenset({"name", "email", "extra"}),
+    subject="id",
 )
 
 #: Per-camera capture statistics, one row per (camera, window) part: counters are additive, so
@@ -244,6 +249,22 @@ ALARMS = Table(
     "at",
 )
 
+#: Erasures of a person's data (`run.py participants erase`): who, when, which id and how
+#: many rows of which tables — never the erased values.
+ERASURES = Table(
+    "erasures",
+    pa.schema(
+        [
+            ("erasure_id", pa.string()),
+            ("participant_id", pa.string()),
+            ("by", pa.string()),
+            ("at", TS),
+            ("rows", pa.string()),  # JSON: table → rows whose personal columns were cleared
+        ]
+    ),
+    "at",
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -257,5 +278,6 @@ TABLES: dict[str, Table] = {
         CAMERA_STATS,
         REQUEST_LOGS,
         ALARMS,
+        ERASURES,
     )
 }

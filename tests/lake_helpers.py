@@ -1,9 +1,13 @@
-"""Reading the real lake from tests (DuckDB over the Parquet files the flows wrote)."""
+"""Reading the real lake from tests (DuckDB over the Delta tables the flows wrote), and
+running its maintenance as `run.py up` does."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+from core.processes import spawn
 from storage.catalog import connect_memory, query
 
 
@@ -40,3 +44,23 @@ def windows_match_events(data_dir: Path, window_s: int) -> list[tuple]:
         WHERE r.n IS DISTINCT FROM c.count
         """,
     )
+
+
+class Maintainer:
+    """`run.py lake maintain --every S` as a real process (what `run.py up` supervises)."""
+
+    def __init__(self, env: dict[str, str], log: Path, every: float = 0.5, retention_h: int = 1):
+        self.env, self.log = env, log
+        self.argv = [sys.executable, "run.py", "lake", "maintain", "--every", str(every)]
+        self.argv += ["--retention-hours", str(retention_h)]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Maintainer:
+        self.proc = spawn(self.argv, self.env, self.log)
+        return self
+
+    def kill(self) -> None:
+        """kill -9."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

@@ -7,14 +7,15 @@ import random
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 
 from core import keys
+from core.processes import child_env
 from core.records import StoredEvent
+from storage.lake_maintenance import history, maintain
 from tests.conftest import API_KEY, FlowProcess, wait_for
-from tests.lake_helpers import event_rows, rows, scalar, windows_match_events
+from tests.lake_helpers import Maintainer, event_rows, rows, scalar, windows_match_events
 
 
 def ev(i: int, **kw) -> dict:
@@ -69,14 +70,15 @@ def test_three_inputs_store_every_event_once_and_windows_sum(events_flow, app_pr
 
 def test_kill_9_during_load_loses_and_duplicates_nothing(flow_env, r, data_dir):
     """200k events while the flow is killed with SIGKILL at random points and restarted —
-    with lake compaction running as often as it may, so crashes also land in the middle of it."""
+    with lake maintenance (compaction, checkpoints, vacuum) running as often as it may and
+    killed too, so crashes also land in the middle of it."""
     env = {
         **flow_env,
-        "LAKE_COMPACT_AFTER_S": "1",
-        "LAKE_COMPACT_MIN_FILES": "2",
         "LAKE_FLUSH_ROWS": "20000",
     }
     events_flow = FlowProcess("events", env, data_dir / "flow.log").start()
+    menv = child_env(events_flow.settings, flow_env["REDIS_URL"], **env)
+    maintainer = Maintainer(menv, data_dir / "maintain.log", every=0.5).start()
     try:
         n = 200_000
         rng = random.Random(7)
@@ -95,8 +97,10 @@ def test_kill_9_during_load_loses_and_duplicates_nothing(flow_env, r, data_dir):
         while kills < 4:
             time.sleep(rng.uniform(0.8, 3.0))
             events_flow.kill()
+            maintainer.kill()
             kills += 1
             events_flow.start()
+            maintainer.start()
         producer.join(120)
         assert done.is_set()
 
@@ -120,18 +124,16 @@ def test_kill_9_during_load_loses_and_duplicates_nothing(flow_env, r, data_dir):
         assert twice == []
         assert events_flow.alive(), events_flow.log_tail()
 
-        def merged() -> list[Path]:
-            return [
-                p for p in (data_dir / "lake").glob("*/date=2*/*.parquet") if p.stem.count("-") == 2
-            ]
-
-        # Compaction runs on the flow's ticks once files are behind a snapshot 1 s old: it may
-        # finish just after the counts above, so wait for it, then count again.
-        wait_for(merged, 30, 0.5, "compaction to have merged files")
+        # Compaction ran (and was killed) during the load; once more, with vacuum of every
+        # replaced file, while the flow runs: then count again.
+        lake = events_flow.settings.lake
+        assert "OPTIMIZE" in {h["operation"] for h in history(lake, "events")}
+        maintain(lake, retention_h=0)
         assert event_rows(data_dir) == n
         assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == n
     finally:
         events_flow.kill()
+        maintainer.kill()
 
 
 def test_redis_restart_loses_nothing_and_flow_survives(redis_server, events_flow, r, data_dir):

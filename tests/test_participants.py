@@ -318,3 +318,15 @@ def test_api_import_qr_revoke_checkin_and_the_page(stack: Stack, page: Page) -> 
     expect(dialog.get_by_test_id("dialog-status")).to_have_text("revoked", timeout=15_000)
     assert stack.r.hget(keys.PARTICIPANTS_INDEX, "a-7") is not None
     assert http.get("/api/participants/a-7").json()["status"] == "revoked"
+    # Erase (organiser): the confirmation, then the lake holds no name and records who did it.
+    dialog.get_by_test_id("erase").click()
+    page.get_by_test_id("erase-confirm").click()
+    expect(page.get_by_text("personal data erased")).to_be_visible(timeout=60_000)
+    assert stack.query("SELECT name, email FROM participants WHERE id = 'a-7'") == [
+        {"name": "(erased)", "email": None}
+    ]
+    (e,) = stack.query("SELECT \"by\" FROM erasures WHERE participant_id = 'a-7'")
+    assert e["by"] == "ui:organiser"
+    assert b"Frank Page" not in b"".join(
+        p.read_bytes() for p in (stack.data / "lake" / "participants").rglob("*") if p.is_file()
+    )

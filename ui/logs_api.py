@@ -67,7 +67,7 @@ def lake_query(lake_dir: Path, sql: str, params: list[Any]) -> tuple[list[str], 
 
 
 async def lake_rows(sql: str, params: list[Any]) -> tuple[list[str], list[tuple]]:
-    result = await run.io_bound(lake_query, get_settings().lake_dir, sql, params)
+    result = await run.io_bound(lake_query, get_settings().lake, sql, params)
     if result is None:
         raise LakeUnavailable("the app is shutting down")
     return result

@@ -103,7 +103,7 @@ def setup(settings: Settings) -> None:
 
     async def _start() -> None:
         await live.start(redis_url)
-        await attendance_live.start(redis_url, settings.lake_dir)
+        await attendance_live.start(redis_url, settings.lake)
         await video_api.start(settings)
 
     async def _stop() -> None:

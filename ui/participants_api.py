@@ -350,7 +350,7 @@ def query_one(lake_dir: Path, pid: str) -> dict[str, Any]:
 async def fetch_participants(
     q: str | None = None, status: str | None = None, page: int = 1, size: int = 20
 ) -> dict[str, Any]:
-    res = await run.io_bound(query_participants, get_settings().lake_dir, q, status, page, size)
+    res = await run.io_bound(query_participants, get_settings().lake, q, status, page, size)
     if res is None:
         raise LakeUnavailable("the app is shutting down")
     return res
@@ -364,7 +364,7 @@ async def index_entry(pid: str) -> dict | None:
 async def participant_detail(pid: str) -> dict[str, Any] | None:
     """Lake row + `participants:index` state + scans; None if neither knows the id."""
     entry = await index_entry(pid)
-    lake = await run.io_bound(query_one, get_settings().lake_dir, pid)
+    lake = await run.io_bound(query_one, get_settings().lake, pid)
     if lake is None:
         raise LakeUnavailable("the app is shutting down")
     if entry is None and lake["participant"] is None:

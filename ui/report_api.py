@@ -52,7 +52,7 @@ def build_report(lake_dir: Path) -> Report:
 
 
 async def load_report() -> Report:
-    rep = await run.io_bound(build_report, get_settings().lake_dir)
+    rep = await run.io_bound(build_report, get_settings().lake)
     if rep is None:
         raise LakeUnavailable("the app is shutting down")
     return rep

@@ -131,7 +131,7 @@ def _kpi(title: str, test_id: str) -> ui.label:
 
 
 async def events_page() -> None:
-    lake_dir = get_settings().lake_dir
+    lake_dir = get_settings().lake
     state: dict[str, Any] = {"version": -1, "types": (), "history_version": -1}
 
     with theme.frame("Events", "/events"):

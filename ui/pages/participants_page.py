@@ -20,12 +20,14 @@ from nicegui import events, run, ui
 from redis.exceptions import RedisError
 
 from core import keys
+from core.erasure import ErasureError, erase_participant
 from core.participants import ParsedCsv, parse_csv
 from core.qr import qr_svg
 from core.records import CHECKIN_OUTCOMES
+from core.settings import get_settings
 from ui import theme
 from ui.api import redis_client
-from ui.auth import permitted
+from ui.auth import current_user, permitted
 from ui.lake_queries import LakeUnavailable
 from ui.participants_api import (
     MAX_IMPORT_BYTES,
@@ -34,6 +36,7 @@ from ui.participants_api import (
     fetch_participants,
     import_parsed,
     participant_detail,
+    sync_redis,
 )
 
 PAGE_SIZE = 25
@@ -363,7 +366,44 @@ async def participants_page() -> None:
                     ui.button(
                         "Reissue", icon="autorenew", on_click=lambda: act(pid, "reissue")
                     ).props('outline data-testid="reissue"')
+                    ui.button(
+                        "Erase personal data", icon="delete_forever", on_click=lambda: erase(pid)
+                    ).props('outline color=negative data-testid="erase"')
             ui.button("Close", on_click=dialog.close).props("flat").classes("self-end")
+
+    async def erase(pid: str) -> None:
+        """Erase after a confirmation: name, e-mail and extra columns everywhere (see
+        `core.erasure`); recorded with the organiser's name."""
+        if not permitted("participants.manage"):
+            return
+        user = current_user()
+        with ui.dialog() as confirm, ui.card():
+            ui.label(
+                f"Erase {pid}'s name, e-mail and extra columns from the lake and Redis, and "
+                "revoke the ticket? This cannot be undone."
+            )
+            with ui.row().classes("justify-end w-full"):
+                ui.button("Cancel", on_click=lambda: confirm.submit(False)).props("flat")
+                ui.button("Erase", on_click=lambda: confirm.submit(True)).props(
+                    'color=negative data-testid="erase-confirm"'
+                )
+        if not await confirm:
+            return
+        ui.notify(f"Erasing {pid}… (about 10 s)")
+        try:
+            res = await run.io_bound(
+                erase_participant,
+                get_settings(),
+                sync_redis(),
+                pid,
+                f"ui:{user.username if user else '?'}",
+            )
+        except (LookupError, ErasureError, RedisError, OSError) as exc:
+            ui.notify(f"erasure failed: {exc}", type="negative")
+            return
+        ui.notify(f"{pid}: personal data erased (erasure {res.erasure_id})", type="positive")
+        dialog.close()
+        ui.timer(1.0, reload, once=True)
 
     async def act(pid: str, op: str, reason: str | None = None) -> None:
         if not permitted("participants.manage"):

@@ -1,0 +1,114 @@
+"""Readers see committed versions while flows commit and maintenance compacts, vacuums and
+cleans the log as often as it can; two writer processes on one table count exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+
+from core import keys
+from core.processes import PROJECT_DIR, child_env
+from core.settings import Settings
+from storage.catalog import connect_memory
+from storage.lake import LakeWriter, open_table
+from tests.conftest import FlowProcess, wait_for
+from tests.lake_helpers import Maintainer, event_rows, scalar
+
+
+class ReaderLoop(threading.Thread):
+    """`count(*)` and a group-by every 50 ms on one connection, as the dashboard does."""
+
+    def __init__(self, lake_dir):
+        super().__init__(daemon=True)
+        self.con = connect_memory(lake_dir)
+        self.counts: list[int] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                n = self.con.execute("SELECT count(*) FROM events").fetchone()[0]
+                groups = self.con.execute(
+                    "SELECT type, level, count(*) FROM events GROUP BY ALL"
+                ).fetchall()
+                if sum(g[2] for g in groups) < n:  # a later version can only have more
+                    self.errors.append(f"group-by summed {sum(g[2] for g in groups)} < {n}")
+                self.counts.append(n)
+            except Exception as exc:
+                self.errors.append(repr(exc))
+            time.sleep(0.05)
+
+
+def test_reader_loop_during_load_and_forced_maintenance(flow_env, r, data_dir) -> None:
+    env = {**flow_env, "LAKE_FLUSH_ROWS": "5000"}
+    flow = FlowProcess("events", env, data_dir / "flow.log").start()
+    wait_for(lambda: (data_dir / "lake" / "events" / "_delta_log").is_dir(), 60, 0.2, "table")
+    # Log entries expire at once, so every checkpoint also deletes the log before it.
+    for t in ("events", "event_counts"):
+        open_table(data_dir / "lake", t).alter.set_table_properties(
+            {"delta.logRetentionDuration": "interval 1 seconds", "delta.checkpointInterval": "10"}
+        )
+    menv = child_env(flow.settings, flow_env["REDIS_URL"], **env)
+    maintainer = Maintainer(menv, data_dir / "maintain.log", every=0.1).start()
+    reader = ReaderLoop(data_dir / "lake")
+    reader.start()
+    try:
+        n = 200_000
+        ev = json.dumps({"source": "s", "type": "GAS", "level": "INFO", "payload": {}})
+        now = datetime.now(UTC).isoformat()
+        for start in range(0, n, 2000):
+            pipe = r.pipeline(transaction=False)
+            for i in range(start, start + 2000):
+                doc = json.loads(ev) | {"ts": now, "type": ("GAS", "TEMP")[i % 2]}
+                pipe.xadd(keys.EVENTS_IN, {"data": json.dumps(doc)})
+            pipe.execute()
+            time.sleep(0.02)
+        wait_for(lambda: reader.counts and reader.counts[-1] >= n, 180, 0.5, "200k rows seen")
+        time.sleep(1)
+    finally:
+        reader.stop.set()
+        reader.join(10)
+        maintainer.kill()
+        flow.kill()
+    assert reader.errors == []
+    assert all(a <= b for a, b in zip(reader.counts, reader.counts[1:], strict=False))
+    assert reader.counts[-1] == n and len(reader.counts) > 50
+    assert event_rows(data_dir) == n
+    assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == n
+    # Maintenance did run during the reads: compactions, checkpoints, an expired log.
+    log = data_dir / "lake" / "events" / "_delta_log"
+    assert any(log.glob("*.checkpoint.parquet"))
+    assert not (log / f"{0:020d}.json").exists()
+    assert "compacted" in (data_dir / "maintain.log").read_text()
+
+
+def test_two_writer_processes_on_one_table_count_exactly(data_dir) -> None:
+    lake = data_dir / "lake"
+    flushes, rows = 40, 500
+    env = child_env(_settings(data_dir), "redis://127.0.0.1:1")
+    maintainer = Maintainer(env, data_dir / "maintain.log", every=0.2).start()
+    argv = [sys.executable, "-m", "bench.lake", "writer", str(lake)]
+    try:
+        procs = [
+            subprocess.Popen([*argv, w, str(flushes), str(rows)], cwd=PROJECT_DIR, env=env,
+                             stdout=subprocess.PIPE, text=True)
+            for w in ("p0", "p1")
+        ]  # fmt: skip
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        maintainer.kill()
+    assert [p.returncode for p in procs] == [0, 0]
+    assert all(len(json.loads(o)) == flushes for o in outs)
+    assert event_rows(data_dir) == 2 * flushes * rows
+    assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == 2 * flushes * rows
+    assert LakeWriter(lake, "events", "p0").committed() == flushes - 1
+    assert LakeWriter(lake, "events", "p1").committed() == flushes - 1
+
+
+def _settings(data_dir) -> Settings:
+    return Settings(data_dir=data_dir)
