@@ -87,3 +87,19 @@ def decider_offsets_key(shard: int) -> str:
 def decided_key(shard: int) -> str:
     """Stream: the batches of outcomes one decider shard committed (pickled)."""
     return f"checkins:decided:{shard}"
+
+# --- notifications (see notify/ and docs/notifications.md) --------------------------------------
+ALARMS_TRANSITIONS = "alarms:transitions"  # stream: every alarm transition, once (notifier input)
+ALARMS_TRANSITIONS_MAXLEN = 100_000  # approximate trim; the lake `alarms` keeps all
+NOTIFY_CURSOR = "notify:cursor"  # string: the last alarms:transitions entry the notifier planned
+NOTIFY_JOBS = "notify:jobs"  # hash: notification id → Job JSON (the outbox: due, not yet done)
+NOTIFY_DUE = "notify:due"  # sorted set: notification id → when its next attempt is due (epoch s)
+NOTIFY_INFLIGHT = "notify:inflight"  # hash: notification id → attempt started (epoch s)
+NOTIFY_DONE = "notify:done"  # sorted set: notification id → when it finished (de-dup, 7 days)
+NOTIFY_ESCALATIONS = "notify:escalations"  # sorted set: escalation key → next step due (epoch s)
+NOTIFY_ESCALATION_STATE = "notify:escalation"  # hash: escalation key → Escalation JSON
+NOTIFY_HEALTH = "notify:health"  # hash: target name → TargetHealth JSON
+NOTIFY_ATTEMPTS = "notify:attempts"  # stream: every attempt (→ lake `notifications`)
+NOTIFY_SUBSCRIPTIONS = "notify:subscriptions"  # hash: username → Subscription JSON
+NOTIFY_LOCK = "notify:lock"  # string (with TTL): the one running notifier's token
+ALARMS_TRANSITIONS_SEEN = "alarms:transitions:seen"  # sorted set: transitions already written

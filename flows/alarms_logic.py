@@ -35,7 +35,15 @@ from core.records import reason_of
 from core.venue import Venue
 from flows.alarms_clock import Clock
 from flows.alarms_inputs import CommandIn, Input, Obs
-from flows.alarms_lifecycle import Life, RuleInfo, Signal, flush, live_message, on_command
+from flows.alarms_lifecycle import (
+    Life,
+    RuleInfo,
+    Signal,
+    flush,
+    live_message,
+    on_command,
+    transition_command,
+)
 from flows.alarms_lifecycle import on_signal as lifecycle_signal
 from flows.alarms_lifecycle import resync as lifecycle_resync
 from flows.alarms_rules import (
@@ -293,6 +301,7 @@ class AlarmEngine:
             out.redis.append(
                 ("PUBLISH", keys.LIVE_ALARMS, live_message(change.transition, change.doc))
             )
+            out.redis.append(transition_command(change))
 
     def _command(self, st: AlarmsState, c: CommandIn, now: datetime, out: Outcome) -> None:
         try:
@@ -311,6 +320,7 @@ class AlarmEngine:
             out.redis.append(
                 ("PUBLISH", keys.LIVE_ALARMS, live_message(change.transition, change.doc))
             )
+            out.redis.append(transition_command(change))
 
     def _dead(self, reason: str, c: CommandIn, out: Outcome) -> None:
         out.decisions["command:dead"] += 1
