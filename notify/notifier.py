@@ -91,7 +91,9 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 _REFRESH_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0
 """
 _DROP_LOCK_OF = """
@@ -128,6 +130,7 @@ class Notifier:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        await asyncio.to_thread(warm_up)  # before the lock: it can take seconds under load
         await self._take_lock()
         for name, raw in (await self.r.hgetall(keys.NOTIFY_HEALTH)).items():
             with contextlib.suppress(ValueError):
@@ -138,7 +141,6 @@ class Notifier:
                 "%d notification(s) were being sent when the notifier stopped; sending them "
                 "again (receivers de-duplicate on their id)", inflight,
             )  # fmt: skip
-        await asyncio.to_thread(warm_up)
         log.info(
             "notifier up: %d target(s), %d route(s)", len(self.n.targets), len(self.n.routes)
         )
