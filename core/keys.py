@@ -88,6 +88,7 @@ def decided_key(shard: int) -> str:
     """Stream: the batches of outcomes one decider shard committed (pickled)."""
     return f"checkins:decided:{shard}"
 
+
 # --- notifications (see notify/ and docs/notifications.md) --------------------------------------
 ALARMS_TRANSITIONS = "alarms:transitions"  # stream: every alarm transition, once (notifier input)
 ALARMS_TRANSITIONS_MAXLEN = 100_000  # approximate trim; the lake `alarms` keeps all

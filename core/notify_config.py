@@ -96,23 +96,44 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
+_TOKEN = re.compile(r"^PLACEHOLDER\d+X$")
+
+
+def _masked(url: str) -> tuple[str, list[str]]:
+    """`url` with each placeholder replaced by a plain token (`{env:A}` holds a `:` that would
+    look like a password separator), and the placeholders to put back."""
+    found: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        found.append(m.group(0))
+        return f"PLACEHOLDER{len(found) - 1}X"
+
+    return PLACEHOLDER.sub(sub, url), found
+
+
+def _unmasked(text: str, found: list[str]) -> str:
+    for i, ph in enumerate(found):
+        text = text.replace(f"PLACEHOLDER{i}X", ph)
+    return text
+
+
 def _literal_secret(url: str) -> str | None:
     """Why `url` holds a secret in clear, or None. Placeholders are fine."""
-    if PLACEHOLDER.fullmatch(url.strip()):
+    masked, _ = _masked(url.strip())
+    if _TOKEN.match(masked):
         return None
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(masked)
     except ValueError:
         return "not a URL"
     if not parts.scheme:
         return "not a URL (no scheme://)"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo = netloc.rsplit("@", 1)[0]
-        if ":" in userinfo and not PLACEHOLDER.fullmatch(userinfo.split(":", 1)[1]):
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        if ":" in userinfo and not _TOKEN.match(userinfo.split(":", 1)[1]):
             return "the password is written in the URL; use {env:NAME} or {file:/path}"
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if k.lower() in SECRET_PARAMS and v and not PLACEHOLDER.fullmatch(v):
+        if k.lower() in SECRET_PARAMS and v and not _TOKEN.match(v):
             return f"?{k}= is written in the URL; use {{env:NAME}} or {{file:/path}}"
     return None
 
@@ -120,8 +141,11 @@ def _literal_secret(url: str) -> str | None:
 def redact(url: str) -> str:
     """A URL fit for a page or a log: placeholders kept (they are names, not secrets), any
     literal password or secret query value masked."""
+    masked, found = _masked(url.strip())
+    if _TOKEN.match(masked):
+        return url.strip()
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(masked)
     except ValueError:
         return "<invalid URL>"
     netloc = parts.netloc
@@ -129,14 +153,14 @@ def redact(url: str) -> str:
         userinfo, host = netloc.rsplit("@", 1)
         if ":" in userinfo:
             user, pw = userinfo.split(":", 1)
-            userinfo = f"{user}:{pw if PLACEHOLDER.fullmatch(pw) else '***'}"
+            userinfo = f"{user}:{pw if _TOKEN.match(pw) else '***'}"
         netloc = f"{userinfo}@{host}"
     query = "&".join(
-        f"{k}={'***' if k.lower() in SECRET_PARAMS and not PLACEHOLDER.fullmatch(v) else v}"
+        f"{k}={'***' if k.lower() in SECRET_PARAMS and not _TOKEN.match(v) else v}"
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     )
     out = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else parts.path
-    return out + (f"?{query}" if query else "")
+    return _unmasked(out + (f"?{query}" if query else ""), found)
 
 
 def parse_span(span: str) -> tuple[time, time | None]:

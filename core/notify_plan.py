@@ -217,10 +217,16 @@ def escalation_step(
     what = f"escalation-{level}"
     jobs = [
         Job(
-            id=notification_id(esc.alarm.alarm_id, what, t, to.name), kind="escalation",
-            transition="escalation", level=level, target=t, route=to.name, alarm=esc.alarm,
-            by="escalation", created_at=now,
-        )  # fmt: skip
+            id=notification_id(esc.alarm.alarm_id, what, t, to.name),
+            kind="escalation",
+            transition="escalation",
+            level=level,
+            target=t,
+            route=to.name,
+            alarm=esc.alarm,
+            by="escalation",
+            created_at=now,
+        )
         for t in to.targets
     ]
     nxt = None

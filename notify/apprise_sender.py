@@ -62,9 +62,7 @@ def _send(url: str, title: str, text: str, used: list[str]) -> None:
         ap = apprise.Apprise()
         if not ap.add(url):
             why = "; ".join(_local.buf[-2:])
-            raise SendError(
-                "Apprise does not accept this URL" + (f": {why}" if why else ""), used
-            )
+            raise SendError("Apprise does not accept this URL" + (f": {why}" if why else ""), used)
         if not ap.notify(title=title, body=text, body_format=apprise.NotifyFormat.TEXT):
             why = "; ".join(_local.buf[-3:]) or "Apprise reported a failure"
             raise SendError(why, used)

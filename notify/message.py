@@ -32,7 +32,7 @@ def link(job: Job, link_base: str) -> str:
 def _value(job: Job) -> str:
     a = job.alarm
     if a is None or a.value is None:
-        return "–"
+        return "-"
     v = f"{a.value:g}"
     return v + (f" (threshold {a.threshold:g})" if a.threshold is not None else "")
 
@@ -70,9 +70,13 @@ def text(job: Job, link_base: str) -> str:
         f"Raised at: {a.raised_at.isoformat()} (count {a.count})",
     ]
     if a.acked_by:
-        lines.append(f"Acknowledged by {a.acked_by} at {a.acked_at.isoformat() if a.acked_at else ''}")
+        lines.append(
+            f"Acknowledged by {a.acked_by} at {a.acked_at.isoformat() if a.acked_at else ''}"
+        )
     if a.cleared_by:
-        lines.append(f"Cleared by {a.cleared_by} at {a.cleared_at.isoformat() if a.cleared_at else ''}")
+        lines.append(
+            f"Cleared by {a.cleared_by} at {a.cleared_at.isoformat() if a.cleared_at else ''}"
+        )
     if a.comment:
         lines.append(f"Comment: {a.comment}")
     lines += ["", f"Open: {link(job, link_base)}", f"Notification id: {job.id}"]

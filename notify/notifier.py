@@ -141,9 +141,7 @@ class Notifier:
                 "%d notification(s) were being sent when the notifier stopped; sending them "
                 "again (receivers de-duplicate on their id)", inflight,
             )  # fmt: skip
-        log.info(
-            "notifier up: %d target(s), %d route(s)", len(self.n.targets), len(self.n.routes)
-        )
+        log.info("notifier up: %d target(s), %d route(s)", len(self.n.targets), len(self.n.routes))
         loops = [self._plan_loop, self._dispatch_loop, self._escalation_loop, self._keep_lock]
         workers = [asyncio.create_task(self._forever(f)) for f in loops]
         await self.stopping.wait()
@@ -151,7 +149,9 @@ class Notifier:
             t.cancel()
         # attempts under way finish (bounded by their timeouts) so their outcome is recorded
         if self.tasks:
-            await asyncio.wait(self.tasks, timeout=max([t.timeout_s for t in self.n.targets] + [10]))
+            await asyncio.wait(
+                self.tasks, timeout=max([t.timeout_s for t in self.n.targets] + [10])
+            )
         for s in self.senders.values():
             await s.close()
         with contextlib.suppress(redis.RedisError):
@@ -168,7 +168,9 @@ class Notifier:
             except asyncio.CancelledError:
                 raise
             except (redis.RedisError, OSError) as exc:
-                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", step.__name__, exc, delay)
+                log.warning(
+                    "%s: Redis unavailable (%s); retrying in %.1fs", step.__name__, exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except SystemExit:
@@ -215,9 +217,7 @@ class Notifier:
     async def _plan_loop(self) -> None:
         cursor = await self.r.get(keys.NOTIFY_CURSOR)
         start = (
-            cursor.decode()
-            if cursor
-            else f"{int((time.time() - FIRST_START_LOOKBACK_S) * 1000)}-0"
+            cursor.decode() if cursor else f"{int((time.time() - FIRST_START_LOOKBACK_S) * 1000)}-0"
         )
         reply = await self.r.xread({keys.ALARMS_TRANSITIONS: start}, count=200, block=500)
         if not reply:
@@ -239,7 +239,8 @@ class Notifier:
             for job in p.jobs:
                 await self._enqueue(
                     keys=[keys.NOTIFY_JOBS, keys.NOTIFY_DUE, keys.NOTIFY_DONE],
-                    args=[job.id, job.model_dump_json(), now], client=pipe,
+                    args=[job.id, job.model_dump_json(), now],
+                    client=pipe,
                 )
                 planned += 1
             for sk in p.skipped:
@@ -287,7 +288,8 @@ class Notifier:
             for job in jobs:
                 await self._enqueue(
                     keys=[keys.NOTIFY_JOBS, keys.NOTIFY_DUE, keys.NOTIFY_DONE],
-                    args=[job.id, job.model_dump_json(), now], client=pipe,
+                    args=[job.id, job.model_dump_json(), now],
+                    client=pipe,
                 )
             level = esc.level + 1 if jobs else esc.level
             step = Job(

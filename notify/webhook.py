@@ -122,9 +122,7 @@ class WebhookSender:
         except httpx.HTTPError as exc:
             raise SendError(f"{type(exc).__name__}: {exc}", used) from None
         if not 200 <= resp.status_code < 300:
-            raise SendError(
-                f"HTTP {resp.status_code} {resp.reason_phrase}", used, resp.status_code
-            )
+            raise SendError(f"HTTP {resp.status_code} {resp.reason_phrase}", used, resp.status_code)
         return resp.status_code
 
     async def close(self) -> None:

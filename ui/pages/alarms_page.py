@@ -23,6 +23,7 @@ from storage.analytics import RANGES, since_for
 from ui import alarms_live, theme
 from ui.auth import can, current_user
 from ui.logs_api import LakeUnavailable, lake_rows
+from ui.pages import notifications_page
 
 HISTORY_ROWS = 200
 TRANSITIONS = ("raised", "acknowledged", "cleared", "escalated")
@@ -155,7 +156,10 @@ def _cell(v: Any) -> Any:
     return "" if v is None else v
 
 
-async def alarms_page() -> None:
+async def alarms_page(alarm: str | None = None) -> None:
+    """`?alarm=<id>` (the link in every notification) narrows the history and the
+    notifications to that alarm."""
+    alarm = (alarm or "").strip()[:400] or None  # only ever a bound SQL parameter
     user = current_user()
     may_ack, may_clear = can(user, "alarms.ack"), can(user, "alarms.clear")
     state: dict[str, Any] = {"version": -1, "rows": None, "opts": None}
@@ -227,6 +231,18 @@ async def alarms_page() -> None:
                 pagination=25,
             ).classes("w-full")
             history.props('dense flat bordered wrap-cells data-testid="alarm-history"')
+
+        with ui.card().classes("w-full").props("flat bordered"):
+            with ui.row().classes("w-full items-end gap-4"):
+                ui.label(
+                    "Notifications (lake: notifications) — every attempt, held back by quiet "
+                    "hours, and escalation step" + (f" of {alarm}" if alarm else "")
+                ).classes("font-medium")
+                ui.space()
+                ui.button(icon="refresh", on_click=lambda: load_notes()).props("flat dense")
+            notes_info = ui.label("").classes("text-sm text-gray-500")
+            notes = notifications_page.attempts_table()
+            notes.props('dense flat bordered wrap-cells data-testid="alarm-notifications"')
 
     comment_dialog = ui.dialog()
     with comment_dialog, ui.card().classes("min-w-96"):
@@ -315,8 +331,14 @@ async def alarms_page() -> None:
     for sel in (sev_sel, status_sel, source_sel, rule_sel):
         sel.on_value_change(lambda: refresh(force=True))
 
+    async def load_notes() -> None:
+        await notifications_page.load_attempts(notes, notes_info, alarm)
+
     async def load_history() -> None:
         clauses, params = ['"at" >= ?'], [since_for(range_sel.value)]
+        if alarm:
+            clauses.append("alarm_id = ?")
+            params.append(alarm)
         for col, widget in (("rule_id", h_rule), ("source", h_source)):
             if (widget.value or "").strip():
                 clauses.append(f"{col} = ?")
@@ -353,6 +375,8 @@ async def alarms_page() -> None:
     alarms_live.changed.subscribe(refresh)
     ui.timer(0, load_history, once=True)
     ui.timer(15.0, load_history)
+    ui.timer(0, load_notes, once=True)
+    ui.timer(15.0, load_notes)
 
 
 def register() -> None:
