@@ -110,7 +110,7 @@ def test_subscriptions_pick_severities_rules_and_transitions() -> None:
             rules=["gas*"],
             severities=["CRITICAL"],
             send_on=["raised"],
-        ),  # fmt: skip
+        ),
         Subscription(username="carl", address="carl@example.com", enabled=False),
     ]
     p = plan(NOTIFY, subs, msg(alarm("CRITICAL")), ZONE, 0)
