@@ -130,7 +130,8 @@ class Notifier:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await asyncio.to_thread(warm_up)  # before the lock: it can take seconds under load
+        if self.n.targets or self.n.mail_url:  # before the lock: it takes seconds under load
+            await asyncio.to_thread(warm_up)
         await self._take_lock()
         for name, raw in (await self.r.hgetall(keys.NOTIFY_HEALTH)).items():
             with contextlib.suppress(ValueError):

@@ -13,10 +13,11 @@ Every button checks its permission again on the server when clicked.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
-from nicegui import ui
+from nicegui import background_tasks, ui
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -27,6 +28,7 @@ from core.notify_plan import Subscription, TargetHealth, address_problem
 from core.records import reason_of
 from core.settings import get_settings
 from core.venue import venue_for
+from notify.apprise_sender import warm_up
 from notify.senders import send_test, user_destination
 from ui import theme
 from ui.api import redis_client
@@ -105,6 +107,8 @@ async def notifications_page() -> None:
         ui.notify(f"Redis unavailable: {exc}", type="negative")
     current = Subscription.model_validate_json(raw) if raw else None
     rule_ids = sorted({"*", *(rule.id for rule in venue.alarm_rules)})
+    # load Apprise's plugins now, off the event loop, so a test click does not wait for them
+    background_tasks.create(asyncio.to_thread(warm_up), name="apprise-warm-up")
 
     with theme.frame("Notifications", "/notifications"):
         with ui.card().classes("w-full").props('flat bordered data-testid="my-subscription"'):
