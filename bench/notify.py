@@ -13,7 +13,7 @@ then is retried with backoff). A producer XADDs `--rate` ev/s in the background 
 mix: half GAS readings below the limit from 50 sensors). Each trigger is a GAS reading of 150
 ppm from a new source; `time.time()` is taken just before its XADD.
 
-**Ours**: when each live target's receiver has verified the webhook for that alarm (trigger ×
+**Ours**: when each live target's receiver has verified the webhook for that alarm (triggers x
 live targets samples). **Baseline** (same run, same triggers): a plain redis-py subscriber
 receiving the flow's `raised` message on `live:alarms` — the floor under the notifier (flow +
 Redis). The last line is `ratio=<ours p50 / baseline p50>`. Goal: p99 < 2 s for live targets.
@@ -222,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     ours, base = res["ours"], res["baseline"]
 
     def line(name: str, v: list[float]) -> str:
+        top = max(v) if v else float("nan")
         return (f"{name:9} n={len(v):5}  p50={pct(v, 0.5):8.1f} ms  p90={pct(v, 0.9):8.1f} ms  "
-                f"p99={pct(v, 0.99):8.1f} ms  max={max(v) if v else float('nan'):8.1f} ms")  # fmt: skip
+                f"p99={pct(v, 0.99):8.1f} ms  max={top:8.1f} ms")  # fmt: skip
 
     print(f"background {res['rate']:.0f} ev/s; {args.live} live + {args.dead} dead targets; "
           f"{args.triggers} alarms; missing {res['missing']}; bad signatures "
