@@ -8,6 +8,7 @@ timestamp changes), so a receiver may compare or store it as it likes.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -37,7 +38,15 @@ def _value(job: Job) -> str:
     return v + (f" (threshold {a.threshold:g})" if a.threshold is not None else "")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
 def title(job: Job) -> str:
+    """One line (a source or message with a line break must not add e-mail headers)."""
+    return _CONTROL.sub(" ", _title(job))
+
+
+def _title(job: Job) -> str:
     a = job.alarm
     if job.kind == "test" or a is None:
         return f"[TEST] Venueflow test notification to {job.target}"

@@ -232,3 +232,10 @@ def test_message_names_severity_rule_source_value() -> None:
     assert body["link"] == "https://venue.example/alarms?alarm=gas%7Cgas-hall%7C1"
     assert body["labels"] == {"alertname": "gas", "rule": "gas", "source": "gas-hall",
                               "severity": "CRITICAL"}  # fmt: skip
+
+
+def test_a_title_is_one_line_whatever_the_source_says() -> None:
+    evil = alarm(source="gas\r\nBcc: victim@example.com", message="x\ny")
+    job = plan(NOTIFY, [], msg(evil), ZONE, 0).jobs[0]
+    assert "\n" not in message.title(job) and "\r" not in message.title(job)
+    assert "gas Bcc: victim@example.com" in message.title(job)
