@@ -5,6 +5,7 @@ redaction, and the Standard Webhooks signature (the spec's own test vector)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,6 +18,7 @@ from core.notify_plan import (
     TargetHealth,
     TransitionMsg,
     address_problem,
+    attempt_row,
     escalation_step,
     health_after,
     plan,
@@ -25,7 +27,10 @@ from core.notify_plan import (
 from core.venue import VenueError, parse_venue
 from notify import message
 from notify.webhook import BadSignature, sign, signature, verify
+from storage.catalog import connect_memory, query
+from storage.lake import LakeWriter
 from tests.alarm_helpers import VENUE_HEAD
+from ui.pages.alarms_page import history_query
 
 UTC0 = datetime(2026, 11, 22, 23, 30, tzinfo=UTC)  # 23:30 UTC
 ZONE = ZoneInfo("UTC")
@@ -239,3 +244,33 @@ def test_a_title_is_one_line_whatever_the_source_says() -> None:
     job = plan(NOTIFY, [], msg(evil), ZONE, 0).jobs[0]
     assert "\n" not in message.title(job) and "\r" not in message.title(job)
     assert "gas Bcc: victim@example.com" in message.title(job)
+
+
+def test_alarm_history_says_when_it_escalated(tmp_path: Path) -> None:
+    """The alarm page's history query over a real lake (Parquet + DuckDB): the alarm's
+    transitions and the notifier's escalation steps, newest first, filtered by alarm id."""
+    lake = tmp_path / "lake"
+    a = alarm()
+    LakeWriter(lake, "alarms", "t").write(
+        [{"alarm_id": a.alarm_id, "rule_id": "gas", "rule_name": "Gas high", "kind": "threshold",
+          "source": "gas-hall", "severity": "CRITICAL", "transition": "raised",
+          "status": "ACTIVE_UNACK", "by": "rule", "role": None, "comment": None, "at": UTC0,
+          "event_ts": UTC0, "value": 150.0, "count": 1, "message": "m", "revision": 1}], 0,
+    )  # fmt: skip
+    esc = Escalation(key="k", alarm=a, route="crit", to="leads", due=0, repeat_s=None)
+    jobs, _, _ = escalation_step(NOTIFY, esc, "ACTIVE_UNACK", UTC0.timestamp() + 600)
+    step = jobs[0].model_copy(update={"target": "lead"})
+    other = step.model_copy(update={"alarm": alarm(source="gas-other")})
+    LakeWriter(lake, "notifications", "t").write(
+        [attempt_row(step, "escalated", UTC0.timestamp() + 600).model_dump(),
+         attempt_row(other, "escalated", UTC0.timestamp() + 600).model_dump()], 0,
+    )  # fmt: skip
+    sql, params = history_query(UTC0 - timedelta(days=1), {"alarm_id": a.alarm_id})
+    con = connect_memory(lake)
+    got = query(con, sql, params)[1]
+    assert [(r[1], r[6], r[8]) for r in got] == [
+        ("escalation 1", "notifier", "not acknowledged: notified route leads (lead)"),
+        ("raised", "rule", None),
+    ]
+    sql, params = history_query(UTC0 - timedelta(days=1), {"alarm_id": a.alarm_id}, "raised")
+    assert [r[1] for r in query(con, sql, params)[1]] == ["raised"]

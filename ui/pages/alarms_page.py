@@ -148,6 +148,36 @@ def _open_slot(may_ack: bool, may_clear: bool) -> str:
     )
 
 
+def history_query(
+    since: datetime, filters: dict[str, str], transition: str = ""
+) -> tuple[str, list[Any]]:
+    """The history table's query: the lake's `alarms` transitions and, unless a transition is
+    picked, the notifier's escalation steps (lake `notifications`, `result = 'escalated'`) as
+    rows `escalation <level>` by `notifier` — so the history says when nobody acknowledged.
+    Values only ever as bound parameters."""
+    clauses, params = ['"at" >= ?'], [since]
+    for col in ("alarm_id", "rule_id", "source"):
+        if filters.get(col):
+            clauses.append(f"{col} = ?")
+            params.append(filters[col])
+    where = " AND ".join(clauses)
+    cols = ", ".join(f'"{k}"' for k, _ in HISTORY_COLUMNS)  # `by`, `at`: SQL words
+    sql = f"SELECT {cols}, revision FROM alarms WHERE {where}"
+    all_params = list(params)
+    if transition:
+        sql += " AND transition = ?"
+        all_params.append(transition)
+    else:
+        sql += (
+            " UNION ALL SELECT \"at\", 'escalation ' || level, severity, rule_id, source, "
+            "NULL, 'notifier', NULL, 'not acknowledged: notified route ' || route || ' (' || "
+            "target || ')', NULL, NULL, NULL, alarm_id, 0 "
+            f"FROM notifications WHERE result = 'escalated' AND {where}"
+        )
+        all_params += params
+    return f'{sql} ORDER BY "at" DESC, revision DESC LIMIT {HISTORY_ROWS}', all_params
+
+
 def _cell(v: Any) -> Any:
     if isinstance(v, datetime):
         return v.strftime("%Y-%m-%d %H:%M:%S")
@@ -335,22 +365,12 @@ async def alarms_page(alarm: str | None = None) -> None:
         await notifications_page.load_attempts(notes, notes_info, alarm)
 
     async def load_history() -> None:
-        clauses, params = ['"at" >= ?'], [since_for(range_sel.value)]
-        if alarm:
-            clauses.append("alarm_id = ?")
-            params.append(alarm)
-        for col, widget in (("rule_id", h_rule), ("source", h_source)):
-            if (widget.value or "").strip():
-                clauses.append(f"{col} = ?")
-                params.append(widget.value.strip())
-        if h_transition.value:
-            clauses.append("transition = ?")
-            params.append(h_transition.value)
-        cols = ", ".join(f'"{k}"' for k, _ in HISTORY_COLUMNS)  # `by`, `at`: SQL words
-        sql = (
-            f"SELECT {cols} FROM alarms WHERE {' AND '.join(clauses)} "
-            f'ORDER BY "at" DESC, revision DESC LIMIT {HISTORY_ROWS}'
-        )
+        filters = {
+            "rule_id": (h_rule.value or "").strip(),
+            "source": (h_source.value or "").strip(),
+            "alarm_id": alarm or "",
+        }
+        sql, params = history_query(since_for(range_sel.value), filters, h_transition.value or "")
         try:
             _, rows = await lake_rows(sql, params)
         except LakeUnavailable as exc:
@@ -359,7 +379,7 @@ async def alarms_page(alarm: str | None = None) -> None:
         history.rows = [
             {
                 "key": f"{i}",
-                **{k: _cell(v) for (k, _), v in zip(HISTORY_COLUMNS, r, strict=True)},
+                **{k: _cell(v) for (k, _), v in zip(HISTORY_COLUMNS, r[:-1], strict=True)},
             }
             for i, r in enumerate(rows)
         ]
