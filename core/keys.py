@@ -103,4 +103,5 @@ NOTIFY_HEALTH = "notify:health"  # hash: target name → TargetHealth JSON
 NOTIFY_ATTEMPTS = "notify:attempts"  # stream: every attempt (→ lake `notifications`)
 NOTIFY_SUBSCRIPTIONS = "notify:subscriptions"  # hash: username → Subscription JSON
 NOTIFY_LOCK = "notify:lock"  # string (with TTL): the one running notifier's token
+NOTIFIER_HEARTBEAT = "notifier"  # its heartbeat is heartbeat_key("notifier"), like a flow's
 ALARMS_TRANSITIONS_SEEN = "alarms:transitions:seen"  # sorted set: transitions already written

@@ -81,7 +81,6 @@ DONE_KEEP_S = 7 * 86_400
 FIRST_START_LOOKBACK_S = 600  # no cursor yet: transitions of the last 10 minutes still count
 LOCK_TTL_MS = 10_000
 ATTEMPTS_MAXLEN = 1_000_000
-HEARTBEAT = "notifier"
 
 #: Put a notification in the outbox unless it is already there or done (same id = same one).
 _ENQUEUE = """
@@ -202,7 +201,9 @@ class Notifier:
             self.stopping.set()
             return
         await self.r.set(
-            keys.heartbeat_key(HEARTBEAT), dumps({"at": time.time(), "pid": os.getpid()}), ex=5
+            keys.heartbeat_key(keys.NOTIFIER_HEARTBEAT),
+            dumps({"at": time.time(), "pid": os.getpid()}),
+            ex=5,
         )
         await asyncio.sleep(2.0)
 
