@@ -223,8 +223,6 @@ class Notifier:
         )
         reply = await self.r.xread({keys.ALARMS_TRANSITIONS: start}, count=200, block=500)
         if not reply:
-            if not cursor:
-                return
             return
         entries = reply[0][1]
         subs = await self._subscriptions()
