@@ -16,6 +16,7 @@ loopback that verify the Standard Webhooks signature.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -264,17 +265,26 @@ def test_failing_target_raises_its_own_alarm(
 ) -> None:
     (ok,) = _receivers(1)
     dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    hang = socket.socket()  # accepts connections (kernel backlog), never answers
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)
     venue = write_notify_venue(tmp_path / "venue.yaml", GAS_RULE, f"""
   failing_after: 2
   targets:
+    - {{name: hangs, url: "http://127.0.0.1:{hang.getsockname()[1]}/x",
+       secret: "{{env:TEST_HOOK_SECRET}}", timeout_s: 60}}
     - {{name: fine, url: "{ok.url}", secret: "{{env:TEST_HOOK_SECRET}}"}}
     - {{name: broken, url: "{dead}", secret: "{{env:TEST_HOOK_SECRET}}", timeout_s: 2}}
   routes:
-    - {{name: all, targets: [fine, broken]}}
+    - {{name: all, targets: [hangs, fine, broken]}}
 """)  # fmt: skip
     stack = Stack(flow_env, data_dir, venue).start(r)
     try:
         r.xadd(keys.EVENTS_IN, {"data": gas("gas-y", 150)})
+        # a target that never answers holds nobody up: the fine one has its webhook while the
+        # hanging attempt (planned first) is still in flight
+        wait_for(lambda: ok.bodies(), 60, what="the working target's webhook")
+        assert r.hexists(keys.NOTIFY_INFLIGHT, "gas|gas-y|1/raised-1/hangs/all")
         aid = "notifications-failing|notify-broken|1"
         alarm = wait_for(lambda: (a := r.hget(keys.ALARMS_ACTIVE, aid)) and json.loads(a), 60,
                          what="the notifications-failing alarm")  # fmt: skip
@@ -296,6 +306,7 @@ def test_failing_target_raises_its_own_alarm(
     finally:
         stack.stop()
         ok.stop()
+        hang.close()
 
 
 def test_kill_9_mid_burst_delivers_everything_once(
