@@ -80,6 +80,7 @@ log = logging.getLogger("venueflow.notifier")
 DONE_KEEP_S = 7 * 86_400
 FIRST_START_LOOKBACK_S = 600  # no cursor yet: transitions of the last 10 minutes still count
 LOCK_TTL_MS = 10_000
+STOP_GRACE_S = 8.0
 ATTEMPTS_MAXLEN = 1_000_000
 
 #: Put a notification in the outbox unless it is already there or done (same id = same one).
@@ -141,17 +142,18 @@ class Notifier:
                 "%d notification(s) were being sent when the notifier stopped; sending them "
                 "again (receivers de-duplicate on their id)", inflight,
             )  # fmt: skip
+        for t in self.n.targets:  # made now: a client's set-up must not delay the first alarm
+            self._sender(t)
         log.info("notifier up: %d target(s), %d route(s)", len(self.n.targets), len(self.n.routes))
         loops = [self._plan_loop, self._dispatch_loop, self._escalation_loop, self._keep_lock]
         workers = [asyncio.create_task(self._forever(f)) for f in loops]
         await self.stopping.wait()
         for t in workers:
             t.cancel()
-        # attempts under way finish (bounded by their timeouts) so their outcome is recorded
+        # attempts under way get a few seconds to finish and record their outcome (the
+        # supervisor kills after 20 s; what is cut off is simply sent again at the next start)
         if self.tasks:
-            await asyncio.wait(
-                self.tasks, timeout=max([t.timeout_s for t in self.n.targets] + [10])
-            )
+            await asyncio.wait(self.tasks, timeout=STOP_GRACE_S)
         for s in self.senders.values():
             await s.close()
         with contextlib.suppress(redis.RedisError):
