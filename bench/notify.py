@@ -58,6 +58,7 @@ class Receivers:
 
             class H(BaseHTTPRequestHandler):
                 idx = i
+                protocol_version = "HTTP/1.1"  # keep-alive, as real receivers do
 
                 def do_POST(self) -> None:
                     body = self.rfile.read(int(self.headers.get("content-length", 0)))
@@ -69,11 +70,13 @@ class Receivers:
                         with outer.lock:
                             outer.bad += 1
                         self.send_response(401)
+                        self.send_header("content-length", "0")
                         self.end_headers()
                         return
                     with outer.lock:
                         outer.got.setdefault((self.idx, doc["alarm"]["id"]), t)
                     self.send_response(204)
+                    self.send_header("content-length", "0")
                     self.end_headers()
 
                 def log_message(self, *a: Any) -> None:
