@@ -32,7 +32,6 @@ from core.shutdown import install_stop_handlers
 from flows.lake_output import lake_output as flow_lake_output
 
 FLOW_NAME = "notifications"
-NOTIFY_DEAD = "notify:dead"
 
 
 def parse_attempts(b: StreamBatch) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
