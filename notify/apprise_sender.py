@@ -3,9 +3,13 @@ Opsgenie, Matrix, `json://` webhooks … — every service Apprise knows, by its
 
 Apprise is synchronous, so each target gets its own small thread pool (`concurrency`
 threads): a hanging SMTP server ties up only its own target's threads, and `deliver`'s
-timeout frees the notifier from waiting on it. Apprise reports failures through its logger
-and a boolean; a per-thread log capture turns those messages into the attempt's error (with
-secrets scrubbed).
+timeout frees the notifier from waiting on it. The URL's plugin is called directly
+(`Apprise.instantiate(url).notify(...)`): through an `Apprise` object it runs in Apprise's
+own thread pool, where our capture cannot tell whose messages are whose. Apprise reports
+failures through its logger and a boolean; a per-thread capture turns its warnings and the
+exception it logs at debug level (`Socket Exception: SMTP AUTH extension not supported by
+server.`) into the attempt's error, with secrets scrubbed. The `apprise` logger does not
+propagate: nothing of it reaches our logs except what an attempt records.
 """
 
 from __future__ import annotations
@@ -28,12 +32,17 @@ class _PerThread(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         buf = getattr(_local, "buf", None)
-        if buf is not None and record.levelno >= logging.WARNING:
-            buf.append(record.getMessage())
+        if buf is None:
+            return
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING or "xception" in text or "rror" in text:
+            buf.append(text)
 
 
-_handler = _PerThread()
-logging.getLogger("apprise").addHandler(_handler)
+_logger = logging.getLogger("apprise")
+_logger.addHandler(_PerThread())
+_logger.setLevel(logging.DEBUG)  # the exception text is a debug message
+_logger.propagate = False
 
 
 _warm = threading.Lock()
@@ -68,11 +77,11 @@ class AppriseSender:
 def _send(url: str, title: str, text: str, used: list[str]) -> None:
     _local.buf = []
     try:
-        ap = apprise.Apprise()
-        if not ap.add(url):
+        plugin = apprise.Apprise.instantiate(url)
+        if plugin is None:
             why = "; ".join(_local.buf[-2:])
             raise SendError("Apprise does not accept this URL" + (f": {why}" if why else ""), used)
-        if not ap.notify(title=title, body=text, body_format=apprise.NotifyFormat.TEXT):
+        if not plugin.notify(title=title, body=text, body_format=apprise.NotifyFormat.TEXT):
             why = "; ".join(_local.buf[-3:]) or "Apprise reported a failure"
             raise SendError(why, used)
     finally:

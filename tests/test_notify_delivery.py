@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -351,17 +352,19 @@ def test_kill_9_mid_burst_delivers_everything_once(
         b.stop()
 
 
-def test_run_py_notify_test(tmp_path: Path, data_dir: Path) -> None:
+def test_run_py_notify_test(tmp_path: Path, data_dir: Path, smtp: SmtpReceiver) -> None:
     (hook,) = _receivers(1)
+    password = "s3cret-pw/with@odd:chars"
     dead = f"http://127.0.0.1:{free_port()}/x"
     venue = write_notify_venue(tmp_path / "venue.yaml", GAS_RULE, f"""
   targets:
     - {{name: hook, url: "{hook.url}", secret: "{{env:TEST_HOOK_SECRET}}"}}
     - {{name: dead, url: "{dead}", secret: "{{env:TEST_HOOK_SECRET}}", timeout_s: 2}}
     - {{name: nosecret, url: "{hook.url}", secret: "{{env:NOT_SET_ANYWHERE}}"}}
+    - {{name: mail-auth, url: "mailto://alarms:{{env:TEST_SMTP_PASSWORD}}@127.0.0.1:{smtp.port}?from=alarms@venueflow.example.com&to=ops@example.com"}}
 """)  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "VENUE_CONFIG": str(venue), "DATA_DIR": str(data_dir),
-           "TEST_HOOK_SECRET": SECRET}  # fmt: skip
+           "TEST_HOOK_SECRET": SECRET, "TEST_SMTP_PASSWORD": password}  # fmt: skip
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "run.py", "notify", *args], env=env,
@@ -377,6 +380,13 @@ def test_run_py_notify_test(tmp_path: Path, data_dir: Path) -> None:
         missing = run("test", "nosecret")
         assert missing.returncode == 1
         assert "environment variable NOT_SET_ANYWHERE is not set" in missing.stdout
+        # the SMTP server offers no login: the attempt fails, and says so without the password
+        auth = run("test", "mail-auth")
+        assert auth.returncode == 1, auth.stdout
+        assert auth.stdout.startswith("failed: mail-auth: Connection error while submitting")
+        assert "SMTP AUTH extension not supported by server" in auth.stdout
+        assert password not in auth.stdout + auth.stderr
+        assert quote(password, safe="") not in auth.stdout + auth.stderr
         listed = run("list")
         assert "hook" in listed.stdout and "signed webhook" in listed.stdout
         assert SECRET not in listed.stdout + ok.stdout + bad.stdout
