@@ -23,7 +23,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from core.processes import FLOWS, child_env, embedded_redis_child, flow_argv, spawn
+from core.processes import (
+    FLOWS,
+    apply_umask,
+    child_env,
+    embedded_redis_child,
+    flow_argv,
+    secure_data_dir,
+    spawn,
+)
 from core.settings import Settings
 from core.supervisor import Child, Supervisor
 
@@ -311,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_umask()  # before anything is created: this process and every child (DATA_UMASK)
+    if args.command in {"up", "demo", "flow", "ui"}:
+        secure_data_dir(Settings().data_dir)
     if args.command in {"up", "demo", "flow"}:
         _setup_logging()
     handlers = {

@@ -92,8 +92,8 @@ TUNING = (
 XREAD_COUNT = 1000  # RedisStreamSource's default
 IDLE_MS = 10  # RedisStreamSource's XREAD BLOCK once drained
 MASTER_DB = 1
-MASTER_PARTICIPANTS = "bench:participants"
-MASTER_CHECKINS = "bench:checkins"
+MASTER_PARTICIPANTS = keys.name("bench:participants")
+MASTER_CHECKINS = keys.name("bench:checkins")
 SENTINELS = 200
 EVENT_RATE = 1000  # preloaded check-ins per second of event time (a busy venue)
 EVENT_ID = "bench-2026"
@@ -335,7 +335,13 @@ def baseline_worker() -> int:
     from core.tokens import load_verifier
     from core.venue import venue_for
     from flows.attendance_totals import totals_step
-    from flows.checkins_logic import outcome_dead_letters, parse_input, step, verdict_commands
+    from flows.checkins_logic import (
+        NonceBook,
+        outcome_dead_letters,
+        parse_input,
+        step,
+        verdict_commands,
+    )
 
     s = get_settings()
     install_stop_handlers()
@@ -346,6 +352,7 @@ def baseline_worker() -> int:
     out = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     last = {keys.CHECKINS_IN: "0-0", keys.PARTICIPANTS_IN: "0-0"}
     states: dict[str, Any] = {}
+    nonces = NonceBook()  # what each nonce names, as the deciders keep it
     totals = None
     next_tick = next_beat = 0.0
     drained = False
@@ -365,7 +372,8 @@ def baseline_worker() -> int:
             if not entries:
                 continue
             last[k] = entries[-1][0]
-            parsed = parse_input(StreamBatch(k, entries), verifier, s.max_checkin_bytes)
+            batch = StreamBatch(k, entries)
+            parsed = parse_input(batch, verifier, s.max_checkin_bytes, nonces=nonces)
             cmds += parsed.dead
             for item_key, item in parsed.items:
                 st, outcome = step(states.get(item_key), item, venue)

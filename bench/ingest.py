@@ -494,7 +494,7 @@ def baseline_worker(block_ms: int) -> int:
     }
     counter = TumblingCounter(length, lateness)
     win_state = None
-    last = dict.fromkeys(s.stream_keys, "0-0")
+    last = dict.fromkeys(keys.event_streams(s), "0-0")
     ps_seq = 0
     next_snap = time.monotonic() + s.snapshot_interval_s
     next_beat = 0.0

@@ -1,6 +1,7 @@
 """Live video: capture → viewer latency, fps per viewer and CPU, against the floor.
 
     uv run python -m bench.video [--rounds 3] [--seconds 12] [--fps 15]
+    uv run python -m bench.video --idle --seconds 20   # the idle cost only (no camera running)
 
 A real RTSP test camera (`sim/rtsp_server.py`, 640x480, H.264, the send time drawn into the
 pixels), the real video flow (Bytewax, recovery on, as run.py starts it: each camera's
@@ -48,6 +49,7 @@ import psutil
 import redis
 import yaml
 
+from core import keys
 from core.embedded_redis import start_embedded_redis
 from core.processes import PROJECT_DIR, child_env, flow_argv, spawn
 from core.settings import Settings
@@ -277,7 +279,7 @@ class Stack:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                states = [json.loads(v)["state"] for v in self.r.hvals("video:status")]
+                states = [json.loads(v)["state"] for v in self.r.hvals(keys.VIDEO_STATUS)]
                 streaming = len(states) == len(self.cams) and set(states) == {"streaming"}
                 key = {"X-API-Key": os.environ["API_KEYS"]}
                 ok = httpx.get(f"{self.base}/api/cameras", headers=key).status_code == 200
@@ -433,12 +435,12 @@ def run_config(stack: Stack, cams: list[str], viewers: int, seconds: float) -> d
     gens = Cpu([stack.rtsp.pid, *(_chromium_pids() - before), *([pool.pid] if pool else [])])
     ours.start()
     gens.start()
-    stats0 = {c: json.loads(stack.r.hget("video:status", c)) for c in cams}
-    numsub = dict(stack.r.pubsub_numsub(*[f"video:{c}" for c in cams]))
+    stats0 = {c: json.loads(stack.r.hget(keys.VIDEO_STATUS, c)) for c in cams}
+    numsub = dict(stack.r.pubsub_numsub(*[keys.video_channel(c) for c in cams]))
     time.sleep(max(0.0, t_end - time.time()))
     cpu_ours, cpu_gen = ours.stop(), gens.stop()
     split = {f"cpu_{k}": parts[k].stop() for k in names}
-    stats1 = {c: json.loads(stack.r.hget("video:status", c)) for c in cams}
+    stats1 = {c: json.loads(stack.r.hget(keys.VIDEO_STATUS, c)) for c in cams}
     th.join()
     light = []
     if pool is not None:
@@ -568,7 +570,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=int, default=15)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
+    p.add_argument(
+        "--idle", action="store_true", help="only the idle cost: CPU of a flow with no capture"
+    )
     args = p.parse_args(argv)
+    if args.idle:
+        return idle(Path(tempfile.mkdtemp(prefix="bench-video-idle-")), args.seconds)
     if args.role == "_viewers":
         return role_viewers(args)
     if args.role == "_baseline":
@@ -594,6 +601,49 @@ def main(argv: list[str] | None = None) -> int:
         f"{base['cpu_ours']:.1f}% of a core (ratio {ours20['cpu_ours'] / base['cpu_ours']:.2f})"
     )
     print(f"ratio={ours20['glass_p50'] / base['glass_p50']:.3f}")
+    return 0
+
+
+def idle_cpu(work: Path, flow: str, seconds: float) -> float:
+    """CPU seconds (user + system) of the `flow` process over `seconds` once settled, with one
+    camera in the venue file that is not started (autostart off)."""
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "data"
+    redis_proc, url = start_embedded_redis(data)
+    venue = {
+        "event": {"id": "bench", "name": "bench", "start": "2026-01-01T00:00:00+00:00",
+                  "end": "2030-01-01T00:00:00+00:00"},
+        "gates": [{"id": "g", "name": "g"}],
+        "cameras": [{"id": "cam-1", "name": "cam-1", "rtsp_url": "rtsp://127.0.0.1:9/none",
+                     "autostart": False}],
+    }  # fmt: skip
+    (work / "venue.yaml").write_text(yaml.safe_dump(venue))
+    env = {"REDIS_URL": url, "DATA_DIR": str(data), "VENUE_CONFIG": str(work / "venue.yaml")}
+    os.environ.update(env)
+    s = Settings()
+    proc = spawn(flow_argv(s, flow), child_env(s, url, **env), work / "flow.log")
+    try:
+        time.sleep(8)  # started, first snapshots written
+        p = psutil.Process(proc.pid)
+        before = sum(p.cpu_times()[:2])
+        time.sleep(seconds)
+        return sum(p.cpu_times()[:2]) - before
+    finally:
+        for q in (proc, redis_proc):
+            q.send_signal(signal.SIGINT)
+            q.wait(20)
+
+
+def idle(work: Path, seconds: float) -> int:
+    """`--idle`: the video flow with its only camera stopped against the floor, the events flow
+    (which waits in `XREAD BLOCK`) idle in the same run."""
+    floor = idle_cpu(work / "events", "events", seconds)
+    ours = idle_cpu(work / "video", "video", seconds)
+    print(
+        f"idle over {seconds:.0f} s: video flow {ours:.2f} s CPU = {ours / seconds * 100:.1f} % "
+        f"of a core; events flow (floor) {floor:.2f} s = {floor / seconds * 100:.1f} %"
+    )
+    print(f"ratio={ours / max(floor, 0.01):.2f}")
     return 0
 
 

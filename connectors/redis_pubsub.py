@@ -1,15 +1,24 @@
-"""A Bytewax source over a Redis pub/sub channel — AT-MOST-ONCE by nature.
+"""A Bytewax source over a Redis pub/sub channel — AT-MOST-ONCE by nature — and the bridge
+that turns its messages into stream entries.
 
-Pub/sub keeps nothing: a message published while the flow is down, or between its last
-snapshot and a crash, is gone. Use it only for publishers that cannot `XADD` (design card:
-channel `events:publish`). Only worker 0 subscribes, so `-w N` does not multiply messages.
-Messages get IDs `ps-<ms>-<n>` (no stream ID exists) and are emitted as `StreamBatch`es so the
-flow treats both inputs the same.
+Pub/sub keeps nothing: a message published while the events flow is down is gone. Use it only
+for publishers that cannot `XADD` (design card: channel `events:publish`). Only worker 0
+subscribes, so `-w N` does not multiply messages. Messages get IDs `ps-<ms>-<n>` and are
+emitted as `StreamBatch`es.
+
+The events flow does not process them itself: `bridge_commands` XADDs each message, bytes
+unchanged, to the event stream its source shards to (`events:in` by default), so there is ONE
+door into the flows. Every other flow that reads events (the alarm rules) then sees a
+published event exactly as an `XADD` one: the same validation, dead letters, lake row
+(`stream` = the stream it was bridged to) and alarms. The source is stateless (nothing to
+replay after a crash), so the bridge adds no duplicates; once XADDed an event is stored
+exactly once like any other.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,9 +27,31 @@ import redis
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from connectors.redis_streams import StreamBatch
+from core.records import event_stream_for
 from core.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
+
+
+def _source_of(data: bytes | None) -> str | None:
+    """The `source` of a published event, if readable (else None: the first stream, where the
+    events flow dead-letters the message with the reason, as for any bad XADD)."""
+    if not data:
+        return None
+    try:
+        ev = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    src = ev.get("source") if isinstance(ev, dict) else None
+    return src if isinstance(src, str) else None
+
+
+def bridge_commands(batch: StreamBatch, streams: list[str]) -> list[tuple[str | bytes, ...]]:
+    """Redis commands XADDing each published message to its event stream, bytes unchanged."""
+    return [
+        ("XADD", event_stream_for(_source_of(data), streams), "*", "data", data or b"")
+        for _, data in batch.entries
+    ]
 
 
 class _PubSubPartition(StatelessSourcePartition[StreamBatch]):

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.records import CheckinStatus, Level, SourceTime
+from core.records import CHECKIN_OUTCOMES, CheckinStatus, Level, SourceTime
 
 Severity = Literal["CRITICAL", "MAJOR", "MINOR", "WARNING"]
 SEVERITIES: tuple[Severity, ...] = ("CRITICAL", "MAJOR", "MINOR", "WARNING")
@@ -33,16 +33,8 @@ Seconds = Annotated[float, Field(ge=0, le=86_400)]
 
 #: Verdicts that count as a refused token for `refused_burst` unless a rule lists its own:
 #: every status but `accepted` and `duplicate` (a person scanned twice is no attack signal).
-REFUSED_STATUSES: tuple[str, ...] = (
-    "reentry_not_allowed",
-    "exit_without_entry",
-    "unknown_token",
-    "invalid_signature",
-    "revoked",
-    "wrong_event",
-    "unknown_gate",
-    "wrong_direction",
-    "gate_closed",
+REFUSED_STATUSES: tuple[str, ...] = tuple(
+    s for s in CHECKIN_OUTCOMES if s not in ("accepted", "duplicate")
 )
 
 

@@ -1,4 +1,5 @@
-"""Settings of logins and sessions (environment or `.env`, like `core.settings`).
+"""Settings of logins, sessions, cross-site checks and file modes (environment or `.env`,
+like `core.settings`).
 
 Kept apart from `core.settings` so the flows' settings stay about flows; every process reads
 the same environment, so `run.py` passes these on without knowing them.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.auth_origin import parse_allowed
 
 
 class AuthSettings(BaseSettings):
@@ -34,6 +37,25 @@ class AuthSettings(BaseSettings):
         "LOGIN_IP_WINDOW_S before the address is refused until the window passes."
     )  # fmt: skip
     login_ip_window_s: float = Field(default=600.0, description="See LOGIN_IP_MAX_FAILURES.")
+    allowed_origins: str = Field(
+        default="", description="Comma-separated origins (`https://host[:port]`) trusted as this "
+        "site's own besides the request's Host: set it when a reverse proxy rewrites Host."
+    )  # fmt: skip
+    data_umask: str = Field(
+        default="077", pattern=r"^0?[0-7]{3}$", description="umask of every Venueflow process "
+        "(octal): 077 = files under DATA_DIR only for the service user; 027 = group-readable "
+        "(lake, venue.duckdb) for an analysts' group. Secrets stay 0600 whatever it is."
+    )  # fmt: skip
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        parse_allowed(value)  # a bad entry stops the start, with the reason
+        return value
+
+    @property
+    def umask(self) -> int:
+        return int(self.data_umask, 8) | 0o007  # never anything for "others"
 
 
 @lru_cache

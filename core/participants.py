@@ -34,6 +34,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "category": ("category", "ticket_type", "type"),
 }
 CHUNK = 2_000
+#: Bad rows an import reports with line and reason; beyond these it only counts them. 50 MB of
+#: bad rows made a 134 MB JSON answer and +530 MB of dashboard memory before (issue 10).
+MAX_REPORTED_BAD = 1_000
 
 
 def participant_digest(p: Participant) -> str:
@@ -49,9 +52,19 @@ class BadRow:
 
 @dataclass
 class ParsedCsv:
+    """Good participants, the first `MAX_REPORTED_BAD` bad rows, and how many were bad."""
+
     participants: list[Participant] = field(default_factory=list)
     bad: list[BadRow] = field(default_factory=list)
     rows: int = 0
+    bad_total: int = 0
+
+    def add_bad(self, line: int, reason: str | Callable[[], str]) -> None:
+        """Count a bad row; keep its line and reason while fewer than `MAX_REPORTED_BAD` are
+        kept (`reason` may be a function, then only called for a kept row)."""
+        self.bad_total += 1
+        if len(self.bad) < MAX_REPORTED_BAD:
+            self.bad.append(BadRow(line, reason if isinstance(reason, str) else reason()))
 
 
 def parse_csv(data: str | bytes) -> ParsedCsv:
@@ -94,17 +107,17 @@ def parse_csv(data: str | bytes) -> ParsedCsv:
             continue
         out.rows += 1
         if len(row) > len(header):
-            out.bad.append(BadRow(line, f"{len(row)} fields, the header has {len(header)}"))
+            out.add_bad(line, f"{len(row)} fields, the header has {len(header)}")
             continue
         doc: dict[str, object] = {f: row[i] for i, f in mapping.items() if i < len(row)}
         doc["extra"] = {n: row[i] for i, n in extra_cols.items() if i < len(row) and row[i]}
         try:
             p = Participant.model_validate(doc)
         except ValidationError as exc:
-            out.bad.append(BadRow(line, reason_of(exc)))
+            out.add_bad(line, lambda exc=exc: reason_of(exc))
             continue
         if p.id in first_line:
-            out.bad.append(BadRow(line, f"duplicate id {p.id!r}, first on line {first_line[p.id]}"))
+            out.add_bad(line, f"duplicate id {p.id!r}, first on line {first_line[p.id]}")
             continue
         first_line[p.id] = line
         out.participants.append(p)
@@ -116,7 +129,8 @@ class ImportResult:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
-    bad: list[BadRow] = field(default_factory=list)
+    bad: list[BadRow] = field(default_factory=list)  # the first MAX_REPORTED_BAD
+    bad_total: int = 0  # every bad row
     applied: bool = False  # the flow had applied every change when we stopped waiting
 
     @property
@@ -129,6 +143,7 @@ class ImportResult:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "bad": [{"line": b.line, "reason": b.reason} for b in self.bad],
+            "bad_total": self.bad_total,
             "applied": self.applied,
         }
 
@@ -186,9 +201,12 @@ def import_participants(
     bad: Iterable[BadRow] = (),
     wait: float = 60.0,
     progress: Progress | None = None,
+    bad_total: int | None = None,
 ) -> ImportResult:
-    """Send new and changed participants to the check-in flow; wait up to `wait` s for it."""
+    """Send new and changed participants to the check-in flow; wait up to `wait` s for it.
+    `bad` are the reported bad rows, `bad_total` how many there were (default: `len(bad)`)."""
     res = ImportResult(bad=list(bad))
+    res.bad_total = len(res.bad) if bad_total is None else bad_total
     todo = list(participants)
     digests = [participant_digest(p) for p in todo]
     current = _index(r, [p.id for p in todo])

@@ -108,6 +108,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 2
     for b in parsed.bad:
         _err(f"line {b.line}: {b.reason}")
+    if parsed.bad_total > len(parsed.bad):
+        _err(
+            f"... and {parsed.bad_total - len(parsed.bad)} more bad rows "
+            f"(the first {len(parsed.bad)} are listed)"
+        )
     s = Settings()
     r = connect(s)
     if r is None:
@@ -122,7 +127,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     bar = ProgressBar(enabled=not args.quiet)
     started = time.monotonic()
     try:
-        res = import_participants(r, parsed.participants, parsed.bad, wait=wait, progress=bar)
+        res = import_participants(
+            r, parsed.participants, parsed.bad, wait=wait, progress=bar, bad_total=parsed.bad_total
+        )
     except (RedisError, OSError) as exc:
         bar.close()
         _err(f"error: Redis failed during the import: {exc}")
@@ -132,7 +139,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     took = time.monotonic() - started
     print(
         f"imported: {res.new} new, {res.updated} updated, {res.unchanged} unchanged, "
-        f"{len(res.bad)} bad rows  ({parsed.rows} rows read, {took:.1f} s)"
+        f"{res.bad_total} bad rows  ({parsed.rows} rows read, {took:.1f} s)"
     )
     if res.sent == 0:
         print("nothing to send: the check-in flow already holds every row as it is")

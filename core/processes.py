@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.auth_settings import get_auth_settings
 from core.settings import Settings
 from core.supervisor import Child
 
@@ -30,6 +31,31 @@ RECOVERY_PARTS = 1
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+def data_umask() -> int:
+    """The umask every Venueflow process runs with (`DATA_UMASK`, default 077): what they
+    create under DATA_DIR (lake files, venue.duckdb, Redis's files, recovery stores, logs,
+    sessions) is then private to the service user, or group-readable with 027. Measured before
+    it was set: the whole tree came out world-readable (0644 files, 0755 folders)."""
+    return get_auth_settings().umask
+
+
+def apply_umask() -> int:
+    """Set `data_umask()` for this process (and so for everything it starts); the old one."""
+    return os.umask(data_umask())
+
+
+def secure_data_dir(data_dir: Path) -> Path:
+    """Create DATA_DIR if needed and take away what the umask forbids from the folder itself
+    (a DATA_DIR made by an older version, or by hand, may be 0755): a folder others cannot
+    enter protects everything beneath it, whatever the files' own modes."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    mode = 0o777 & ~data_umask()
+    current = data_dir.stat().st_mode & 0o777
+    if current & ~mode:
+        data_dir.chmod(current & mode)
+    return data_dir
+
+
 def recovery_dir(s: Settings, name: str) -> Path:
     return s.recovery_dir / name
 
@@ -44,6 +70,7 @@ def ensure_recovery(s: Settings, name: str) -> Path:
             check=True,
             cwd=PROJECT_DIR,
             stdout=subprocess.DEVNULL,
+            umask=data_umask(),
         )
     return d
 
@@ -81,6 +108,7 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path | None = None) ->
             stdout=out or None,
             stderr=subprocess.STDOUT if out else None,
             preexec_fn=_die_with_parent,
+            umask=data_umask(),  # also when a test or a benchmark spawns it, not run.py
         )
     finally:
         if out:
@@ -93,6 +121,7 @@ def child_env(s: Settings, redis_url: str, **extra: str) -> dict[str, str]:
     env.update(
         REDIS_URL=redis_url,
         DATA_DIR=str(s.data_dir.resolve()),
+        REDIS_NAMESPACE=s.redis_namespace,
         PYTHONPATH=str(PROJECT_DIR),
         PYTHONUNBUFFERED="1",
     )

@@ -12,7 +12,6 @@ that very command (`--zip -`) as a child process, so the app's event loop never 
 from __future__ import annotations
 
 import contextlib
-import csv
 import ctypes
 import io
 import json
@@ -29,7 +28,7 @@ from typing import BinaryIO, Literal
 
 import redis
 
-from core import keys
+from core import csv_safe, keys
 from core.qr import qr_png, qr_svg
 from core.settings import Settings
 from core.tokens import load_signer
@@ -139,7 +138,7 @@ Progress = Callable[[int, int], None]
 
 def _index_csv(rows: list[tuple[str, str, str, str]]) -> bytes:
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = csv_safe.writer(buf)  # a name like `=HYPERLINK(...)` stays text
     w.writerow(INDEX_COLUMNS)
     w.writerows(rows)
     return buf.getvalue().encode()

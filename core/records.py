@@ -6,7 +6,10 @@ and the Bytewax flows validate with exactly the same rules.
 
 from __future__ import annotations
 
+import json
+import math
 import re
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -21,7 +24,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import to_json
+from pydantic_core import PydanticCustomError, to_json
+
+from core import keys
 
 Level = Literal["INFO", "WARN", "ERROR", "CRITICAL"]
 LEVELS: tuple[str, ...] = ("INFO", "WARN", "ERROR", "CRITICAL")
@@ -49,11 +54,80 @@ def _not_in_future(ts: datetime) -> datetime:
 SourceTime = Annotated[datetime, AfterValidator(_utc), AfterValidator(_not_in_future)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
+#: The one pattern for ids that reach Redis keys, channels, lake partitions, alarm ids and CSV
+#: cells: gate, camera, room and event source ids (in records and in the venue file). A letter
+#: or digit first (so an id can never start a spreadsheet formula, a path like `..`, or an
+#: option like `-x`), then letters, digits, `_`, `.` and `-`; at most 64 characters. No `:`
+#: (the Redis key separator), `|` (the alarm id separator), `/`, `*` (glob) or spaces.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
+def non_finite_path(value: Any, path: str = "") -> str | None:
+    """Where in a JSON-like value (dicts, lists, scalars) a NaN or ±Infinity float sits
+    (`"a.b.2"`; `""` for the value itself), or None when every number is finite.
+
+    JSON has no NaN or Infinity, but Python's and pydantic's parsers accept the tokens (and
+    `1e999` overflows to inf); a stored NaN later made every JSON answer that held it fail
+    (`GET /api/events` and `GET /logs` answered 500, issue 10)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = non_finite_path(v, f"{path}.{k}" if path else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def all_finite(value: Any) -> bool:
+    """True when no float in a JSON-like value is NaN or ±Infinity. The events flow runs this
+    on every payload, so it is a flat loop building no paths (`non_finite_path` says where,
+    only for a refused value)."""
+    stack = [value]
+    pop, isfinite = stack.pop, math.isfinite
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is float:
+            if not isfinite(v):
+                return False
+        elif t is dict:
+            stack.extend(v.values())
+        elif t is list or t is tuple:
+            stack.extend(v)
+    return True
+
+
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    where = None if all_finite(value) else non_finite_path(value)
+    if where is not None:
+        raise PydanticCustomError(
+            "finite_number",
+            "Input should be a finite number at {where} (NaN and Infinity are not JSON)",
+            {"where": where},
+        )
+    return value
+
+
+#: A JSON object that came from outside: any depth, but every number finite. Every input
+#: record uses it for its free-form part (`payload`, `metadata`), so the HTTP API and the flows
+#: refuse NaN/Infinity the same way (422 naming the field, or a dead letter with the reason).
+JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_finite_json)]
+
+#: Config of every input record: unknown fields refused, floats must be finite.
+INPUT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 
 class UiClickPayload(BaseModel):
     """Payload of a browser `ui.click` event (seed 004)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     page: Name
     target: Annotated[str, Field(min_length=1, max_length=512)]
     x: Annotated[float, Field(ge=0, le=100_000)]
@@ -64,7 +138,7 @@ class UiClickPayload(BaseModel):
 class UiKeydownPayload(BaseModel):
     """Payload of a browser `ui.keydown` event (seed 004)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     page: Name
     key: Annotated[str, Field(min_length=1, max_length=32)]
     session: Name
@@ -84,11 +158,11 @@ class Event(BaseModel):
     lie more than `MAX_CLOCK_SKEW` in the future (a wrong clock would open far-future windows).
     """
 
-    model_config = ConfigDict(extra="forbid")
-    source: Name
+    model_config = INPUT
+    source: Id
     type: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
     level: Level
-    payload: dict[str, JsonValue] = Field(default_factory=dict)
+    payload: JsonObject = Field(default_factory=dict)
     ts: SourceTime | None = None
 
     @model_validator(mode="after")
@@ -170,20 +244,10 @@ CHECKIN_OUTCOMES: dict[str, str] = {
     "unknown_gate": "no such gate in the venue file",
     "wrong_direction": "this gate may not scan in that direction",
     "gate_closed": "the gate is closed at this time",
+    "nonce_conflict": "this nonce already names another scan (another ticket, gate or direction)",
 }
-CheckinStatus = Literal[
-    "accepted",
-    "duplicate",
-    "reentry_not_allowed",
-    "exit_without_entry",
-    "unknown_token",
-    "invalid_signature",
-    "revoked",
-    "wrong_event",
-    "unknown_gate",
-    "wrong_direction",
-    "gate_closed",
-]
+#: The same list as a type (derived: one definition).
+CheckinStatus = Literal[tuple(CHECKIN_OUTCOMES)]  # type: ignore[valid-type]
 Direction = Literal["in", "out"]
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 Nonce = Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
@@ -198,8 +262,8 @@ class CheckIn(BaseModel):
     through; the server's verdict then may flag it.
     """
 
-    model_config = ConfigDict(extra="forbid")
-    gate_id: Name
+    model_config = INPUT
+    gate_id: Id
     token: Annotated[str, Field(min_length=1, max_length=1024)]
     ts: SourceTime | None = None
     device_id: Name | None = None
@@ -240,7 +304,7 @@ class Verdict(BaseModel):
 class Participant(BaseModel):
     """A registered participant (one CSV row). Columns other than these go to `extra`."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:\-]+$")]
     name: Annotated[str, Field(min_length=1, max_length=200)]
     email: Annotated[str | None, Field(max_length=254)] = None
@@ -265,7 +329,7 @@ class ParticipantOp(BaseModel):
     """An entry of `participants:in`: create/update (`upsert`), `revoke` (the token is refused
     from now on), `reissue` (a new token; the old one is refused as revoked) or `restore`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     op: Literal["upsert", "revoke", "reissue", "restore"]
     participant: Participant | None = None
     id: str | None = None
@@ -314,6 +378,23 @@ def parse_event(raw: bytes | str, max_bytes: int) -> Event:
     return _event_json.validate_json(raw)
 
 
+def _null(_: str) -> None:
+    return None
+
+
+def _finite_or_null(text: str) -> float | None:
+    f = float(text)
+    return f if math.isfinite(f) else None
+
+
+def stored_json(raw: str | bytes) -> Any:
+    """JSON read back from Redis or the lake for an answer: `NaN`, `Infinity` and overflowing
+    numbers (`1e999`) become null. Inputs refuse them (`JsonObject`), but a row written before
+    that, or by hand, must not make a read API answer 500 (it did: issue 10). ValueError if
+    `raw` is not JSON."""
+    return json.loads(raw, parse_constant=_null, parse_float=_finite_or_null)
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON; datetimes as ISO 8601 (pydantic's encoder, like every other record)."""
     return to_json(obj).decode()
@@ -323,13 +404,17 @@ def dumps(obj: Any) -> str:
 
 CameraState = Literal["idle", "connecting", "streaming", "reconnecting", "error", "stopped"]
 CaptureAction = Literal["start", "stop", "status"]
-ObjectId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+ObjectId = Id  # camera and room ids
 ClientId = Annotated[str, Field(min_length=1, max_length=128)]
 Ip = Annotated[str, Field(max_length=64)]
 UserAgent = Annotated[str, Field(max_length=512)]
 ActivityName = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 ]
+
+
+#: `reply_to` must be a key under this deployment's `video:reply:` (never another key).
+_REPLY_TO = "^" + re.escape(keys.VIDEO_REPLY_PREFIX) + r"[A-Za-z0-9_.:\-]{1,128}$"
 
 
 class CaptureCommand(BaseModel):
@@ -342,15 +427,15 @@ class CaptureCommand(BaseModel):
     activity log `request_logs` with the command.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     action: CaptureAction
     camera_id: ObjectId | None = None
-    reply_to: Annotated[str, Field(pattern=r"^video:reply:[A-Za-z0-9_.:\-]{1,128}$")] | None = None
+    reply_to: Annotated[str, Field(pattern=_REPLY_TO)] | None = None
     client_id: ClientId | None = None
     ip: Ip | None = None
     user_agent: UserAgent | None = None
     room_id: ObjectId | None = None
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     ts: SourceTime | None = None
 
     @model_validator(mode="after")
@@ -435,7 +520,7 @@ class ActivityIn(BaseModel):
     what clients send. The video flow stores each as a `request_logs` row (capture commands
     are logged from `video:commands` directly, so they are never logged twice)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     event: ActivityName
     ts: SourceTime | None = None
     client_id: ClientId | None = None
@@ -443,19 +528,19 @@ class ActivityIn(BaseModel):
     user_agent: UserAgent | None = None
     room_id: ObjectId | None = None
     camera_id: ObjectId | None = None
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class LogPost(BaseModel):
     """The body of `POST /logs`; the server adds the caller's IP and user agent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT
     event: ActivityName
     ts: SourceTime | None = None
     client_id: ClientId | None = None
     room_id: ObjectId | None = None
     camera_id: ObjectId | None = None
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class RequestLog(BaseModel):
@@ -497,3 +582,15 @@ class RoomMember(BaseModel):
     last_seen: UtcDatetime
     ip: Ip | None = None
     user_agent: UserAgent | None = None
+
+
+def event_stream_for(source: str | None, streams: list[str]) -> str:
+    """The stream an event of `source` is XADDed to: sharded by source across EVENT_STREAMS
+    (default just `events:in`), so one source keeps one order. Every door uses it (HTTP, and
+    the pub/sub bridge); an event without a readable source goes to the first stream, where
+    the events flow dead-letters it with the reason."""
+    if not streams:
+        return keys.EVENTS_IN
+    if len(streams) == 1 or not source:
+        return streams[0]
+    return streams[zlib.crc32(source.encode()) % len(streams)]

@@ -12,6 +12,11 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: What `REDIS_NAMESPACE` may be: empty, or one segment of letters, digits, `_`, `.`, `-` (no
+#: `:`, and none of the glob characters `* ? [ ]` that would make a PSUBSCRIBE pattern reach
+#: into other deployments).
+REDIS_NAMESPACE_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})?$"
+
 
 class Settings(BaseSettings):
     """The public settings of the design card, plus a few tuning knobs with safe defaults."""
@@ -21,6 +26,12 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="Redis to use. Unset: run.py starts an embedded redis-server under DATA_DIR.",
+    )
+    redis_namespace: str = Field(
+        default="",
+        pattern=REDIS_NAMESPACE_PATTERN,
+        description="Puts every Redis key and channel of this deployment under "
+        "`<namespace>:`, so that deployments can share one Redis server (empty: none).",
     )
     data_dir: Path = Path("./data")
     host: str = "127.0.0.1"
@@ -95,6 +106,18 @@ class Settings(BaseSettings):
         le=64,
         description="Decider processes of the check-in flow, each owning a share of the "
         "participants. Fixed once the flow has run (its state is cut in this many shares).",
+    )
+    sql_max_concurrent: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Free-SQL queries (analytics page and POST /api/analytics/sql) running at "
+        "once in the whole dashboard; each session may have one. More: refused as busy (429).",
+    )
+    pseudonym_key: str | None = Field(
+        default=None,
+        description="Key of the analysts' pseudonyms of personal columns; unset: a random key "
+        "kept in DATA_DIR/pseudonym.key (mode 0600). Changing it changes every pseudonym.",
     )
     health_flows: str = Field(
         default="",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -84,6 +85,11 @@ def _split(token: str) -> tuple[bytes, bytes, TokenClaims] | TokenProblem:
         # so no altered string can ever pass as a ticket.
         return TokenProblem("invalid_signature", "altered encoding")
     return payload, sig, TokenClaims(parts[0], parts[1], int(parts[2]))
+
+
+def fingerprint(token: str) -> str:
+    """A short, non-reversible name for a token (the lake and verdicts never hold tokens)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def peek(token: str) -> TokenClaims | None:

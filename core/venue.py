@@ -20,11 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.alarms import AlarmRule, GateCongestionRule, RefusedBurstRule
 from core.notify_config import FAILING_RULE_ID, Notifications
-from core.records import reason_of
+from core.records import Id, reason_of
 
 EXAMPLE_VENUE = Path(__file__).resolve().parent.parent / "venue.example.yaml"
 
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 _HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 

@@ -46,8 +46,9 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     install_stop_handlers()
     url = s.effective_redis_url
     engine = AlarmEngine(venue_for(s.venue_config))
-    event_streams = frozenset(s.stream_keys)
-    streams = [keys.ALARMS_COMMANDS, *s.stream_keys, keys.CHECKINS_IN, keys.CHECKINS_VERDICTS]
+    in_streams = keys.event_streams(s)
+    event_streams = frozenset(in_streams)
+    streams = [keys.ALARMS_COMMANDS, *in_streams, keys.CHECKINS_IN, keys.CHECKINS_VERDICTS]
 
     flow = Dataflow(FLOW_NAME)
     batches = op.input("in", flow, RedisMergedStreamSource(url, streams, retention=0))

@@ -19,6 +19,8 @@ one core; one process reached 7,300 check-ins/s, two 11,100.
    (`connectors.redis_merged_streams`), from this shard's committed offsets;
 2. `parse_input` + `step` — the same single decision function as before — per item;
 3. one `MULTI … EXEC` per batch: the changed participant states (`checkins:decider:<shard>:state`),
+   the nonces first used in it (`checkins:decider:<shard>:nonces`: a nonce names one scan,
+   whichever participant it comes with — `checkins_logic.NonceBook`),
    every verdict (`checkins:verdict:<gate>`, `verdict:<nonce>`, `checkins:verdicts`), dead
    letters, the batch of outcomes for the Bytewax part (`checkins:decided:<shard>`), and the
    offsets.
@@ -52,7 +54,14 @@ from core.settings import get_settings
 from core.shutdown import install_stop_handlers, stop_requested
 from core.tokens import TokenVerifier, load_verifier
 from core.venue import Venue, venue_for
-from flows.checkins_logic import Decided, outcome_dead_letters, parse_input, step, verdict_commands
+from flows.checkins_logic import (
+    Decided,
+    NonceBook,
+    outcome_dead_letters,
+    parse_input,
+    step,
+    verdict_commands,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +89,8 @@ class CheckinDecider:
         self._state_key = keys.decider_state_key(shard)
         self._offsets_key = keys.decider_offsets_key(shard)
         self._decided_key = keys.decided_key(shard)
+        self._nonces_key = keys.decider_nonces_key(shard)
+        self._nonces = NonceBook()
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._states: dict[str, Any] = {}
         self._reader: Any = None
@@ -140,7 +151,15 @@ class CheckinDecider:
                 states[k.decode()] = pickle.loads(v)
             if cursor == 0:
                 break
+        stored: dict[bytes, bytes] = {}
+        cursor = 0
+        while True:
+            cursor, chunk = self._r.hscan(self._nonces_key, cursor, count=5000)
+            stored.update(chunk)
+            if cursor == 0:
+                break
         self._states = states
+        self._nonces = NonceBook.load(stored)
         self._reader = RedisMergedStreamSource(
             self._url,
             INPUTS,
@@ -184,7 +203,9 @@ class CheckinDecider:
         cmds: list[tuple] = []
         changed: dict[str, Any] = {}
         for batch in batches:
-            parsed = parse_input(batch, self._verifier, self._max_bytes, self._shard, self._shards)
+            parsed = parse_input(
+                batch, self._verifier, self._max_bytes, self._shard, self._shards, self._nonces
+            )
             cmds += parsed.dead
             decided.dead_rows += parsed.dead_rows
             for key, item in parsed.items:
@@ -217,6 +238,11 @@ class CheckinDecider:
         gone = [k for k, st in changed.items() if st is None]
         if gone:
             pipe.hdel(self._state_key, *gone)
+        added, expired = self._nonces.take_changes()
+        if added:
+            pipe.hset(self._nonces_key, mapping=added)
+        if expired:
+            pipe.hdel(self._nonces_key, *expired)
         for c in cmds:
             pipe.execute_command(*c)
         if decided.outcomes or decided.dead_rows:

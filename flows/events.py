@@ -4,8 +4,9 @@ Run it with `uv run run.py flow events` (recovery on; see run.py) or
 `python -m bytewax.run flows.events:flow -r DIR -s 2 -b 0`.
 
 ```
-streams (resumable) ─┐                ┌─▶ events (lake, exactly once)
-pubsub (at-most-once)┴─▶ parse batch ─┼─▶ dead letters (events:dead + lake dead_letters)
+pubsub (at-most-once) ─▶ XADD to events:in (the bridge: one door into the flows)
+streams (resumable) ──▶ parse batch ──┬─▶ events (lake, exactly once)
+                                      ├─▶ dead letters (events:dead + lake dead_letters)
                                       ├─▶ events:new / events:recent / live:events
                                       └─▶ pre-aggregate ─▶ event-time windows ─┬─▶ event_counts
                                                                     late ──────┴─▶ late_records
@@ -21,7 +22,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from connectors.heartbeat import HeartbeatSource
-from connectors.redis_pubsub import RedisPubSubSource
+from connectors.redis_pubsub import RedisPubSubSource, bridge_commands
 from connectors.redis_sink import RedisCommandSink
 from connectors.redis_streams import RedisStreamSource
 from core import keys
@@ -50,11 +51,16 @@ def build_flow(s: Settings | None = None) -> Dataflow:
 
     flow = Dataflow(FLOW_NAME)
     streams = op.input(
-        "streams", flow, RedisStreamSource(url, s.stream_keys, retention=s.stream_retention_s)
+        "streams",
+        flow,
+        RedisStreamSource(url, keys.event_streams(s), retention=s.stream_retention_s),
     )
+    # PUBLISHed events enter through the streams too (see connectors.redis_pubsub): the alarm
+    # flow, which reads the streams, sees them exactly as XADDed ones.
     pubsub = op.input("pubsub", flow, RedisPubSubSource(url, keys.EVENTS_PUBLISH))
-    batches = op.merge("batches", streams, pubsub)
-    parsed = op.map("parse", batches, lambda b: (b.stream, parse_batch(b, s.max_event_bytes)))
+    bridged = op.map("bridge", pubsub, lambda b: bridge_commands(b, keys.event_streams(s)))
+    op.output("bridge_out", bridged, RedisCommandSink(url))
+    parsed = op.map("parse", streams, lambda b: (b.stream, parse_batch(b, s.max_event_bytes)))
 
     beats = op.input("heartbeat", flow, HeartbeatSource())
 

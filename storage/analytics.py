@@ -1,32 +1,34 @@
 """The analytics page's queries: ready-made ones with a chart each, and free SQL for analysts.
 
-Both run on a *locked-down* in-memory DuckDB connection (`safe_connect`) holding the
-catalog's views over the lake, so an analyst can read the lake and nothing else:
+Free SQL (typed by a person) passes two independent fences:
 
-- exactly one statement, and only `SELECT` (incl. `FROM t`, `WITH`, `DESCRIBE`, `SHOW`,
-  `SUMMARIZE`, `VALUES`, set operations) or `EXPLAIN`. `COPY`, `ATTACH`, `DETACH`, `EXPORT`,
-  `INSTALL`, `LOAD`, `SET`, `PRAGMA`, `CALL`, `CREATE`, `INSERT`, `USE`, `CHECKPOINT`, `PIVOT`
-  (a multi-statement) ... are refused before anything runs. This check matters even with the
-  settings below: file access has to stay open for the lake folder itself, and a `COPY ... TO`
-  into that folder would be a write into the system of record;
-- `enable_external_access = false` with `allowed_directories = [<lake>]`: no file outside the
-  lake can be read (`read_csv('/etc/passwd')`, `glob('/*')`, `../` tricks are refused by
-  DuckDB), no database attached, no extension loaded; extension auto-install/auto-load off;
-  no temp directory (nothing spills to disk), a memory limit, one thread;
-- `lock_configuration = true` last: no statement can undo any of it;
-- a fresh connection per query: nothing an analyst does survives into the next query;
-- a row limit (`fetchmany(limit + 1)`, so "truncated" is known) and a time limit
-  (`interrupt()` from a timer thread); errors come back as `SqlError` with DuckDB's message.
+- `check_sql`, before anything runs: exactly one statement, and only `SELECT` (incl. `FROM t`,
+  `WITH`, `DESCRIBE`, `SHOW`, `SUMMARIZE`, `VALUES`, set operations) or `EXPLAIN [ANALYZE]` of
+  one such SELECT (whatever follows EXPLAIN is checked as a statement of its own: `EXPLAIN
+  ANALYZE COPY ... TO` runs the COPY). `COPY`, `ATTACH`, `EXPORT`, `INSTALL`, `LOAD`, `SET`,
+  `PRAGMA`, `CALL`, `CREATE`, `INSERT`, `PIVOT` ... are refused with the reason;
+- `storage.sql_sandbox.run_confined`: the query runs in a fresh child process that the kernel
+  (Landlock) forbids to write, create or delete any file anywhere, in every thread, and to read
+  outside the lake (for analysts: outside the tables without personal columns; they read
+  pseudonymised copies of the others). DuckDB is locked down there too (`lock_down`). This
+  fence holds whatever the parser check misses.
+
+Ready-made queries (our SQL, not typed) run here on `safe_connect`: the same DuckDB lockdown,
+fresh per query. Both have a row limit (`MAX_ROWS`, "truncated" is known) and a time limit
+(`TIMEOUT_S`, DuckDB's `interrupt()`). `ADMISSION` lets each browser session run one free
+query at a time and `SQL_MAX_CONCURRENT` in all; more is refused as busy, never queued.
 
 No UI imports here: the page calls these functions through `run.io_bound`.
 """
 
 from __future__ import annotations
 
-import csv
 import io
+import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +36,15 @@ from typing import Any, Literal
 
 import duckdb
 
+from core import csv_safe
 from storage.catalog import create_views
+from storage.sql_sandbox import (
+    SandboxError,
+    SandboxUnavailable,
+    lock_down,
+    run_confined,
+    time_limit,
+)
 
 MAX_ROWS = 5_000
 TIMEOUT_S = 10.0
@@ -62,9 +72,10 @@ class SqlResult:
         return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
 
     def csv(self) -> str:
-        """The result as CSV text (header + rows; None as empty, times ISO 8601)."""
+        """The result as CSV text (header + rows; None as empty, times ISO 8601; a text cell
+        that a spreadsheet would run as a formula is neutralised by `core.csv_safe`)."""
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csv_safe.writer(buf)
         w.writerow(self.columns)
         for r in self.rows:
             w.writerow(
@@ -74,40 +85,60 @@ class SqlResult:
 
 
 def safe_connect(lake_dir: Path, memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with the catalog's views that can read the lake folder only."""
+    """An in-memory connection with the catalog's views that can read the lake folder only
+    (the ready-made queries run here, in the dashboard: their SQL is ours, not typed)."""
     lake = lake_dir.resolve()
     con = duckdb.connect(config={"threads": 1})
     try:
         create_views(con, lake)  # before locking: `create_views` makes the empty tables
-        allowed = str(lake).rstrip("/") + "/"
-        for stmt in (
-            "SET TimeZone = 'UTC'",
-            "SET autoinstall_known_extensions = false",
-            "SET autoload_known_extensions = false",
-            "SET temp_directory = ''",
-            f"SET memory_limit = '{memory_limit}'",
-            f"SET allowed_directories = ['{_quote(allowed)}']",
-            "SET enable_external_access = false",
-            "SET lock_configuration = true",
-        ):
-            con.execute(stmt)
+        lock_down(con, [lake], memory_limit)
     except BaseException:
         con.close()
         raise
     return con
 
 
-def _quote(text: str) -> str:
-    return text.replace("'", "''")
+_EXPLAIN = re.compile(r"EXPLAIN\b", re.IGNORECASE)
+_ANALYZE = re.compile(r"ANALY[SZ]E\b", re.IGNORECASE)
+_COMMENTS = re.compile(r"\s+|--[^\n]*(?:\n|$)|/\*.*?\*/", re.DOTALL)
+
+
+def _skip_space(text: str) -> str:
+    """`text` without leading whitespace and comments."""
+    while m := _COMMENTS.match(text):
+        if not m.group():
+            break
+        text = text[m.end() :]
+    return text
 
 
 def check_sql(sql: str) -> str:
-    """The statement if it is one SELECT/EXPLAIN; else SqlRefused with the reason."""
+    """The statement if it is one SELECT, or EXPLAIN [ANALYZE] of one SELECT; else SqlRefused
+    with the reason. Whatever follows EXPLAIN is checked like a statement of its own (an
+    `EXPLAIN ANALYZE COPY ... TO` runs the COPY). The sandbox holds even if this check misses
+    something (`storage.sql_sandbox`); the check gives the analyst a clear reason first."""
     text = (sql or "").strip()
     if not text:
         raise SqlRefused("the query is empty")
     if len(text) > MAX_SQL_CHARS:
         raise SqlRefused(f"the query is longer than {MAX_SQL_CHARS:,} characters")
+    kind = _one_statement(text)
+    if kind == duckdb.StatementType.EXPLAIN:
+        rest = _skip_space(text)
+        m = _EXPLAIN.match(rest)
+        if m is None:
+            raise SqlRefused("EXPLAIN could not be read; write `EXPLAIN [ANALYZE] SELECT ...`")
+        rest = _skip_space(rest[m.end() :])
+        if m := _ANALYZE.match(rest):
+            rest = _skip_space(rest[m.end() :])
+        if rest.startswith("("):
+            raise SqlRefused("EXPLAIN options are not supported; write `EXPLAIN [ANALYZE] SELECT`")
+        if _one_statement(rest) != duckdb.StatementType.SELECT:
+            raise SqlRefused("EXPLAIN [ANALYZE] is allowed only of a SELECT")
+    return text
+
+
+def _one_statement(text: str) -> duckdb.StatementType:
     try:
         statements = duckdb.extract_statements(text)
     except duckdb.Error as exc:
@@ -121,41 +152,105 @@ def check_sql(sql: str) -> str:
             f"only read-only queries (SELECT, WITH, FROM, DESCRIBE, EXPLAIN) are allowed, "
             f"not {name}"
         )
-    return text
+    return kind
 
 
 def run_sql(
+    lake_dir: Path,
+    sql: str,
+    *,
+    key: bytes | None,
+    max_rows: int = MAX_ROWS,
+    timeout_s: float = TIMEOUT_S,
+) -> SqlResult:
+    """Blocking (call via io_bound): an analyst's query, checked, then run in a fresh confined
+    child process (`storage.sql_sandbox`). `key`: pseudonymise personal columns with it
+    (analysts); None shows them in clear (only for roles that may see participants)."""
+    text = check_sql(sql)
+    t0 = time.monotonic()
+    try:
+        res = run_confined(
+            lake_dir, text, key=key, max_rows=max_rows, timeout_s=timeout_s,
+            memory_limit=MEMORY_LIMIT,
+        )  # fmt: skip
+    except SandboxUnavailable as exc:
+        raise SqlRefused(str(exc)) from exc
+    except SandboxError as exc:
+        if exc.timeout:
+            raise SqlError(f"the query took longer than {timeout_s:g} s and was stopped") from exc
+        raise SqlError(str(exc)) from exc
+    return SqlResult(res.columns, res.rows, res.truncated, time.monotonic() - t0)
+
+
+def run_local(
     lake_dir: Path,
     sql: str,
     params: dict[str, Any] | list[Any] | None = None,
     max_rows: int = MAX_ROWS,
     timeout_s: float = TIMEOUT_S,
 ) -> SqlResult:
-    """Blocking: run one read-only query on a fresh safe connection (call via io_bound)."""
-    text = check_sql(sql)
+    """Blocking: one of OUR queries (the ready-made ones) on a fresh safe connection here."""
     t0 = time.monotonic()
     con = safe_connect(lake_dir)
-    timed_out = threading.Event()
-
-    def stop() -> None:
-        timed_out.set()
-        con.interrupt()
-
-    timer = threading.Timer(timeout_s, stop)
-    timer.daemon = True
-    timer.start()
     try:
-        cur = con.execute(text, params) if params is not None else con.execute(text)
-        columns = [d[0] for d in cur.description] if cur.description else []
-        rows = cur.fetchmany(max_rows + 1) if columns else []
+        with time_limit(con, timeout_s) as timed_out:
+            cur = con.execute(sql, params) if params is not None else con.execute(sql)
+            columns = [d[0] for d in cur.description] if cur.description else []
+            rows = cur.fetchmany(max_rows + 1) if columns else []
     except duckdb.Error as exc:
         if timed_out.is_set():
             raise SqlError(f"the query took longer than {timeout_s:g} s and was stopped") from exc
         raise SqlError(f"{type(exc).__name__}: {exc}") from exc
     finally:
-        timer.cancel()
         con.close()
     return SqlResult(columns, rows[:max_rows], len(rows) > max_rows, time.monotonic() - t0)
+
+
+# --- one query in flight per session, a few in all --------------------------------------------
+
+
+class SqlBusy(RuntimeError):
+    """Not run: this session already has a query running, or all slots are taken."""
+
+
+class SqlAdmission:
+    """Free-SQL admission: at most one query in flight per holder (a browser session) and
+    `limit` in all, so one analyst tab cannot occupy every worker thread with 10 s queries.
+    Refuses at once (no queue): the caller answers "busy" and the user retries."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+
+    def enter(self, holder: str, limit: int) -> None:
+        with self._lock:
+            if holder in self._running:
+                raise SqlBusy(
+                    "busy: a query of yours is still running; wait for it to finish "
+                    f"(at most {TIMEOUT_S:g} s)"
+                )
+            if len(self._running) >= limit:
+                raise SqlBusy(
+                    f"busy: {limit} queries are running (the most at once); try again in a "
+                    "few seconds"
+                )
+            self._running.add(holder)
+
+    def leave(self, holder: str) -> None:
+        with self._lock:
+            self._running.discard(holder)
+
+    @contextmanager
+    def slot(self, holder: str, limit: int) -> Iterator[None]:
+        self.enter(holder, limit)
+        try:
+            yield
+        finally:
+            self.leave(holder)
+
+
+#: The dashboard's one admission (page and API share it).
+ADMISSION = SqlAdmission()
 
 
 # --- ready-made queries ---------------------------------------------------------------------
@@ -315,4 +410,4 @@ def run_ready(
     """Blocking: one ready-made query over the chosen time range (same safe connection)."""
     q = READY[key]
     params = {"since": since_for(range_label)} if "since" in q.params else None
-    return run_sql(lake_dir, q.sql, params, timeout_s=timeout_s)
+    return run_local(lake_dir, q.sql, params, timeout_s=timeout_s)

@@ -9,6 +9,7 @@ file at all: it builds the same views in an in-memory connection (`connect_memor
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,25 @@ from storage.lake import ensure_lake, table_glob
 from storage.tables import TABLES
 
 
-def view_sql(lake_dir: Path) -> dict[str, str]:
-    """Name → SELECT for every view of the catalog."""
+def scan_sql(lake_dir: Path, table: str) -> str:
+    """The FROM item that reads one lake table's files (every view is built on these)."""
+    return (
+        f"read_parquet('{table_glob(lake_dir, table)}', hive_partitioning = true, "
+        "union_by_name = true)"
+    )
+
+
+def view_sql(lake_dir: Path, source: Callable[[str], str] | None = None) -> dict[str, str]:
+    """Name → SELECT for every view of the catalog.
+
+    `source(table)` gives the FROM item each view reads a lake table through (default:
+    `scan_sql`). The analysts' sandbox passes one that reads a pseudonymised copy of the
+    tables holding personal columns, so every view built on them (`participants`,
+    `no_shows`, `checkins`, ...) inherits the masking: nothing per view to keep in step.
+    """
 
     def scan(t: str) -> str:
-        return (
-            f"read_parquet('{table_glob(lake_dir, t)}', hive_partitioning = true, "
-            "union_by_name = true)"
-        )
+        return source(t) if source is not None else scan_sql(lake_dir, t)
 
     views = {name: f"SELECT * FROM {scan(name)}" for name in TABLES}
     # Window results arrive as partial counts (late corrections, re-emits after a resume);

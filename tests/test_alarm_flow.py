@@ -242,3 +242,28 @@ def test_kill_9_mid_burst_loses_and_duplicates_nothing(
     assert dict(latest) == {aid: s for aid, (s, _) in state.items()}
     assert flow.alive()
     assert flow.stop() == 0
+
+
+def test_published_event_reaches_the_alarm_rules(
+    r: redis.Redis, events_flow: FlowProcess, flow_env: dict[str, str], data_dir: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Issue 10 item 15: an event sent by `PUBLISH events:publish` was stored but never seen
+    by the alarm rules. Now the events flow bridges it into `events:in`, the one door."""
+    flow = _flow(flow_env, data_dir, tmp_path).start()
+    try:
+        wait_for(lambda: r.get(keys.heartbeat_key("alarms")), 60, what="the alarm flow to run")
+        wait_for(lambda: r.pubsub_numsub(keys.EVENTS_PUBLISH)[0][1] >= 1, 60, what="subscribed")
+        r.publish(keys.EVENTS_PUBLISH, _gas("gas-pub", 150, datetime.now(UTC)))
+        alarm = wait_for(lambda: _hash(r).get("gas|gas-pub|1"), 30, what="the alarm raised")
+        assert alarm["status"] == "ACTIVE_UNACK" and alarm["count"] == 1
+        # Stored once, through the stream (the same row as an XADDed event would have).
+        got = wait_for(
+            lambda: rows(data_dir, "select stream from events where source = 'gas-pub'"),
+            30,
+            what="the lake row",
+        )
+        assert got == [("events:in",)]
+    finally:
+        flow.stop()
+        assert events_flow.stop() == 0

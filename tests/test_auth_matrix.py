@@ -31,6 +31,7 @@ PARAMS = {
     "nonce": "no-such-nonce",
     "action": "status",
     "path": "gate_scan.js",
+    "alarm_id": "gas|nowhere|1",
 }
 PREFIXES = {
     "/_nicegui/*": f"/_nicegui/{nicegui.__version__}/static/nicegui.css",

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core import keys
 from core.records import CheckIn, ParticipantOp
 from core.tokens import TokenSigner, TokenVerifier, load_signer
 from core.venue import parse_venue
@@ -132,7 +133,10 @@ def test_unchanged_upsert_changes_nothing(signer: TokenSigner) -> None:
 
 def test_revoking_an_unknown_participant_is_a_dead_letter() -> None:
     state, out = apply_op(None, ParticipantOp(op="revoke", id="nobody"), "5-0", T0)
-    assert state is None and out.dead == [("revoke: no participant with id 'nobody'", "5-0")]
+    assert state is None
+    assert out.dead == [
+        ("revoke: no participant with id 'nobody'", keys.PARTICIPANTS_IN, "5-0", None)
+    ]
 
 
 # --- forged and altered tokens (property-based) ---------------------------------------------

@@ -24,7 +24,7 @@ from connectors.redis_streams import StreamBatch
 from core import keys
 from core.tokens import load_signer, load_verifier
 from core.venue import load_venue
-from flows.checkins_logic import parse_input, step
+from flows.checkins_logic import NonceBook, parse_input, step
 from storage.catalog import connect_memory, query
 from tests.attendance_helpers import EVENT_ID, add_participants, wait_participants, write_venue
 from tests.conftest import FlowProcess, RedisServer, _pings, wait_for
@@ -69,9 +69,11 @@ def _expected(
     verifier = load_verifier(data_dir)
     states: dict[str, object] = {}
     expected_rows: dict[tuple[str, int], str] = {}
+    nonces = NonceBook()  # what each nonce names, as the deciders keep it
     for stream in (keys.PARTICIPANTS_IN, keys.CHECKINS_IN):
         entries = [(eid.decode(), f.get(b"data")) for eid, f in r.xrange(stream)]
-        for key, item in parse_input(StreamBatch(stream, entries), verifier, 4096).items:
+        batch = StreamBatch(stream, entries)
+        for key, item in parse_input(batch, verifier, 4096, nonces=nonces).items:
             states[key], out = step(states.get(key), item, venue)  # type: ignore[arg-type]
             for v in out.verdicts:
                 if not v["replayed"]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-import zlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -20,14 +19,15 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 from redis.exceptions import RedisError
+from starlette.types import Message
 
 from core import keys
 from core.auth_keys import ApiKey
 from core.keys import NOTIFIER_HEARTBEAT
 from core.processes import FLOWS as FLOW_MODULES
-from core.records import LEVELS, Event, field_errors
+from core.records import LEVELS, Event, event_stream_for, field_errors, stored_json
 from core.settings import Settings, get_settings
-from ui import auth
+from ui import api_models, auth
 from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events, newest_first
 
 log = logging.getLogger(__name__)
@@ -135,19 +135,39 @@ def require_api_key(request: Request) -> ApiKey:
     return got
 
 
-async def read_body(request: Request, limit: int, what: str = "event body") -> bytes:
-    """The body, refused with 413 as soon as it exceeds `limit` (never buffered beyond it)."""
-    too_big = {"detail": f"{what} is larger than the limit of {limit} bytes"}
+class BodyTooLarge(_Refusal):
+    """413: the request body is (or declares to be) larger than the route's limit."""
+
+    def __init__(self, what: str, limit: int):
+        super().__init__(413, {"detail": f"{what} is larger than the limit of {limit} bytes"})
+
+
+def limited(request: Request, limit: int, what: str = "request body") -> Request:
+    """The same request whose body raises `BodyTooLarge` as soon as more than `limit` bytes
+    have arrived: bytes are counted as they stream in (chunked uploads declare no length), so
+    whatever reads it — `read_body`, or Starlette's multipart parser, which spools file parts
+    to a temporary file — never reads, buffers or writes more than `limit` bytes. Before this
+    the multipart route wrote a whole 1 GB chunked upload to disk, then answered 413."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise _Refusal(413, too_big)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Refusal(413, too_big)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise BodyTooLarge(what, limit)
+    size = 0
+
+    async def receive() -> Message:
+        nonlocal size
+        msg = await request.receive()
+        if msg["type"] == "http.request":
+            size += len(msg.get("body", b""))
+            if size > limit:
+                raise BodyTooLarge(what, limit)
+        return msg
+
+    return Request(request.scope, receive)
+
+
+async def read_body(request: Request, limit: int, what: str = "event body") -> bytes:
+    """The body, refused with 413 as soon as it exceeds `limit` (never buffered beyond it)."""
+    return b"".join([chunk async for chunk in limited(request, limit, what).stream()])
 
 
 def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
@@ -158,9 +178,7 @@ def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
 
 def _stream_for(ev: Event, streams: list[str]) -> str:
     """Shard by source across EVENT_STREAMS (default just `events:in`); one source, one order."""
-    if len(streams) <= 1:
-        return streams[0] if streams else keys.EVENTS_IN
-    return streams[zlib.crc32(ev.source.encode()) % len(streams)]
+    return event_stream_for(ev.source, streams)
 
 
 async def post_event(
@@ -181,7 +199,7 @@ async def post_event(
     request_id = str(uuid.uuid4())
     try:
         entry_id = await redis_client().xadd(
-            _stream_for(ev, settings.stream_keys),
+            _stream_for(ev, keys.event_streams(settings)),
             {"data": ev.model_dump_json(exclude_none=True)},
         )
     except (RedisError, OSError, TimeoutError) as exc:
@@ -212,7 +230,7 @@ async def _from_cache(size: int) -> list[dict[str, Any]] | None:
     items = []
     for doc in raw:
         try:
-            items.append(json.loads(doc))
+            items.append(stored_json(doc))
         except ValueError:
             continue
     return newest_first(items)[:size]
@@ -275,10 +293,27 @@ async def get_events(
 def register(app: FastAPI) -> None:
     """Add the routes to NiceGUI's FastAPI app (call before `ui.run`)."""
     app.add_exception_handler(_Refusal, _refusal_handler)
-    app.add_api_route("/health", health, methods=["GET"], tags=["health"])
-    app.add_api_route("/api/health", health, methods=["GET"], tags=["health"])
-    app.add_api_route("/api/events", post_event, methods=["POST"], status_code=202, tags=["events"])
-    app.add_api_route("/api/events", get_events, methods=["GET"], tags=["events"])
+    app.add_api_route(
+        "/health", health, methods=["GET"], tags=["health"], response_model=api_models.Health
+    )
+    app.add_api_route(
+        "/api/health", health, methods=["GET"], tags=["health"], response_model=api_models.Health
+    )
+    app.add_api_route(
+        "/api/events",
+        post_event,
+        methods=["POST"],
+        status_code=202,
+        tags=["events"],
+        response_model=api_models.Accepted,
+    )
+    app.add_api_route(
+        "/api/events",
+        get_events,
+        methods=["GET"],
+        tags=["events"],
+        response_model=api_models.EventList,
+    )
     from ui import checkins_api  # here, not at the top: it imports this module
 
     checkins_api.register(app)  # gates: scans, verdicts, the tokens' public key

@@ -36,6 +36,8 @@ import redis.asyncio as aioredis
 from nicegui import Event, run
 
 from core import keys
+from core.records import CheckIn
+from core.tokens import fingerprint
 from ui.background import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -239,29 +241,48 @@ model = AttendanceModel()
 
 # --- verdict waiters ------------------------------------------------------------------------
 
-_waiters: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
+#: A scan as its verdict names it: (gate, nonce, direction, ticket fingerprint). A verdict
+#: answers a waiting scan only if all four match: the same nonce at another gate, in the other
+#: direction or with another ticket is another scan (refused as `nonce_conflict`), and its
+#: verdict must never reach this one's sender (a gate-bound key would read another gate's).
+ScanId = tuple[str, str, str, str]
+
+_waiters: dict[ScanId, set[asyncio.Future[dict[str, Any]]]] = {}
 
 
-def expect_verdict(nonce: str) -> asyncio.Future[dict[str, Any]]:
-    """Register interest in `nonce`'s verdict. Call BEFORE sending the check-in, so the
+def scan_id(checkin: CheckIn) -> ScanId:
+    return (checkin.gate_id, checkin.nonce, checkin.direction, fingerprint(checkin.token))
+
+
+def _verdict_scan(v: dict[str, Any]) -> ScanId:
+    return (
+        str(v.get("gate_id")),
+        str(v.get("nonce")),
+        str(v.get("direction")),
+        str(v.get("token_fp")),
+    )
+
+
+def expect_verdict(scan: ScanId) -> asyncio.Future[dict[str, Any]]:
+    """Register interest in a scan's verdict. Call BEFORE sending the check-in, so the
     verdict cannot be published in between; pass the future to `wait_verdict`."""
     fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-    _waiters.setdefault(nonce, set()).add(fut)
+    _waiters.setdefault(scan, set()).add(fut)
     return fut
 
 
-def forget_verdict(nonce: str, fut: asyncio.Future[dict[str, Any]]) -> None:
-    futs = _waiters.get(nonce)
+def forget_verdict(scan: ScanId, fut: asyncio.Future[dict[str, Any]]) -> None:
+    futs = _waiters.get(scan)
     if futs is not None:
         futs.discard(fut)
         if not futs:
-            del _waiters[nonce]
+            del _waiters[scan]
     if not fut.done():
         fut.cancel()
 
 
 def _resolve(v: dict[str, Any]) -> None:
-    for fut in _waiters.pop(str(v.get("nonce")), ()):
+    for fut in _waiters.pop(_verdict_scan(v), ()):
         if not fut.done():
             fut.set_result(v)
 
@@ -271,36 +292,39 @@ async def _stored(r: aioredis.Redis, nonce: str) -> bytes | None:
 
 
 async def wait_verdict(
-    nonce: str,
+    scan: ScanId,
     timeout: float,
     *,
     r: aioredis.Redis | None = None,
     future: asyncio.Future[dict[str, Any]] | None = None,
     stale: bytes | None = None,
 ) -> dict[str, Any] | None:
-    """The verdict JSON for `nonce`, or None if none came within `timeout` seconds.
+    """The verdict JSON for `scan` (see `ScanId`), or None if none came within `timeout` s.
 
-    Answered by the first message with that nonce on any `checkins:verdict:*` channel, or by
-    `verdict:<nonce>` (read right after registering and every `_POLL_S`, in case the verdict
-    was there already or its message was missed during a reconnect). A stored value equal to
-    `stale` — what the key held before the check-in was sent, i.e. an earlier scan's verdict
-    for a retried nonce — does not count: the flow's replay answer is awaited instead.
+    Answered by the first message for that very scan on a `checkins:verdict:*` channel, or by
+    `verdict:<nonce>` if it holds that scan's verdict (read right after registering and every
+    `_POLL_S`, in case the verdict was there already or its message was missed during a
+    reconnect). A stored value equal to `stale` — what the key held before the check-in was
+    sent, i.e. an earlier scan's verdict for a retried nonce — does not count: the flow's
+    replay answer is awaited instead.
     """
     if r is None:
         from ui.api import redis_client
 
         r = redis_client()
     own = future is None
-    fut = future if future is not None else expect_verdict(nonce)
+    fut = future if future is not None else expect_verdict(scan)
     deadline = time.monotonic() + max(0.0, timeout)
     try:
         while True:
             if fut.done():
                 return fut.result()
-            raw = await _stored(r, nonce)
+            raw = await _stored(r, scan[1])
             if raw is not None and raw != stale:
                 with contextlib.suppress(ValueError):
-                    return json.loads(raw)
+                    doc = json.loads(raw)
+                    if isinstance(doc, dict) and _verdict_scan(doc) == scan:
+                        return doc
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -308,7 +332,7 @@ async def wait_verdict(
                 return await asyncio.wait_for(asyncio.shield(fut), min(left, _POLL_S))
     finally:
         if own:
-            forget_verdict(nonce, fut)
+            forget_verdict(scan, fut)
 
 
 # --- the subscriber -----------------------------------------------------------------------
@@ -327,7 +351,7 @@ def handle_message(channel: str, data: bytes | str) -> None:
         model.set_totals(doc)
     elif channel == keys.LIVE_ATTENDANCE_COUNTS:
         model.add_window(doc)
-    elif channel.startswith("checkins:verdict:"):
+    elif channel.startswith(keys.VERDICT_CHANNEL_PREFIX):
         _resolve(doc)
         model.add_verdict(doc)
 

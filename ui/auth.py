@@ -30,6 +30,7 @@ from core.auth_keys import KEY_KINDS, ApiKey, KeyKind, key_store
 from core.auth_settings import get_auth_settings
 from core.settings import get_settings
 from core.users import ROLES, Role, User, user_store
+from storage.sql_sandbox import pseudonym_key
 
 __all__ = [
     "PERMISSIONS",
@@ -91,6 +92,16 @@ def can(user: User | None, permission: str) -> bool:
     if user is None:
         return False
     return user.role in roles_for(permission)
+
+
+def personal_key(user: User | None) -> bytes | None:
+    """None (personal columns in clear, `storage.tables.Table.personal`) for roles that may see
+    participants' personal data; everyone else gets the deployment's pseudonym key, and reads
+    those columns as stable keyed pseudonyms (free SQL, `GET /logs`)."""
+    if can(user, "participants.view"):
+        return None
+    s = get_settings()
+    return pseudonym_key(s.data_dir, s.pseudonym_key)
 
 
 # --- the route matrix ---------------------------------------------------------------------------
@@ -182,6 +193,8 @@ ROUTES: tuple[Rule, ...] = (
     _page("/participants/{pid}/qr.svg", "participants.view"),
     _page("/reports/attendance.csv", "report.view"),
     _page("/reports/attendance.html", "report.view"),
+    # free SQL over the lake (analytics page's box, for scripts): login only, no keys
+    _r("POST", "/api/analytics/sql", "analytics.sql"),
     # events and activity: devices write, people read
     _r("POST", "/api/events", None, _DEVICE),
     _r("GET", "/api/events", "events.view", _ADMIN),
@@ -211,6 +224,14 @@ ROUTES: tuple[Rule, ...] = (
     _r("GET", "/api/cameras", "cameras.view", _ADMIN),
     _r("GET", "/api/cameras/{camera_id}", "cameras.view", _ADMIN),
     _r("POST", "/api/cameras/{camera_id}/{action}", None, _ADMIN),
+    # alarms (ui.alarms_api): people as on /alarms, or an admin key
+    _r("GET", "/api/alarms", "alarms.view", _ADMIN),
+    _r("GET", "/api/alarms/{alarm_id}", "alarms.view", _ADMIN),
+    _r("POST", "/api/alarms/{alarm_id}/ack", "alarms.ack", _ADMIN),
+    _r("POST", "/api/alarms/{alarm_id}/clear", "alarms.clear", _ADMIN),
+    # the HTTP API's own description (ui.api_docs)
+    _r("GET", "/api/openapi.json", LOGIN, _ADMIN),
+    _r("GET", "/api/docs", LOGIN, _ADMIN),
 )
 
 

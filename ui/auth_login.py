@@ -6,11 +6,21 @@ address, the user agent and the name tried), as do logouts and the organiser's c
 users and API keys (`auth.user.*`, `auth.key.*`). Redis being down never blocks a login: the
 record is then only in the dashboard's log.
 
-HTTP routes (for scripts and tests; the browser uses `/login`):
-- `POST /api/auth/login` `{"username", "password"}` → 200 `{"username", "role"}` and the
-  session cookie; 401 wrong name or password; 429 + `Retry-After` while locked out;
-- `POST /api/auth/logout`; `GET /api/auth/me` (who am I, what may I do);
+HTTP routes (the `/login` page and the user menu call them from the browser too):
+- `POST /api/auth/login` `{"username", "password"}` (`Content-Type: application/json`, else
+  415: a plain HTML form of another site cannot post it) → 200 `{"username", "role"}` and a
+  NEW session cookie; 401 wrong name or password; 429 + `Retry-After` while locked out;
+- `POST /api/auth/logout` (also a new, empty session cookie); `GET /api/auth/me` (who am I,
+  what may I do);
 - `GET /api/auth/routes` (organiser): every route of the running app with its rule.
+
+Session fixation: NiceGUI keys `app.storage.user` by the `id` in its signed session cookie,
+and hands that id out to anyone who opens a page. A login therefore never upgrades the id it
+arrived with: `fresh_session` gives the browser a new id (set in this response's cookie),
+moves the storage's other contents there and empties the old one, so a cookie captured or
+planted before the login stays logged out; logout does the same, so the logged-in cookie is
+dead afterwards. That is why logging in and out happen over HTTP (a NiceGUI event handler
+runs over the page's WebSocket and cannot set a cookie).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import uuid
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +43,7 @@ from core.auth_throttle import LoginThrottle
 from core.records import field_errors
 from core.settings import get_settings
 from core.users import MAX_PASSWORD, User, user_store
+from ui import api_models
 from ui.auth import (
     PERMISSIONS,
     can,
@@ -94,13 +106,12 @@ class LoginResult:
     retry_after: float = 0.0
 
 
-async def login(
-    storage: MutableMapping[str, Any], username: str, password: str, caller: Caller
-) -> LoginResult:
-    """Check a name and password (throttled), start the session, log the attempt."""
+async def login(username: str, password: str, caller: Caller) -> LoginResult:
+    """Check a name and password (throttled) and log the attempt; the caller starts the
+    session (in a fresh one: `fresh_session`)."""
     name = (username or "").strip().lower()[:64]
     ip = caller.ip or "unknown"
-    wait = throttle().retry_after(name, ip)
+    wait = throttle().begin(name, ip)  # counted now, before the ~100 ms check (parallel guesses)
     if wait > 0:
         secs = math.ceil(wait)
         await audit("auth.login.locked", caller, username=name, retry_after_s=secs)
@@ -108,7 +119,11 @@ async def login(
             None, 429, f"too many failed logins; try again in {secs} s", retry_after=wait
         )
     store = user_store(get_settings().data_dir)
-    user = await asyncio.to_thread(store.verify, name, password[: MAX_PASSWORD + 1])
+    try:
+        user = await asyncio.to_thread(store.verify, name, password[: MAX_PASSWORD + 1])
+    except BaseException:
+        throttle().abandon(name, ip)
+        raise
     if user is None:
         lock = throttle().failure(name, ip)
         await audit(
@@ -119,16 +134,36 @@ async def login(
             detail += f"; too many failed logins, locked for {math.ceil(lock)} s"
         return LoginResult(None, 401, detail)
     throttle().success(name, ip)
-    start_session(storage, user)
     await audit("auth.login.success", caller, username=user.username, role=user.role)
     return LoginResult(user, 200, "ok")
 
 
-async def logout(storage: MutableMapping[str, Any], caller: Caller) -> str | None:
-    name = end_session(storage)
+async def logout(storage: MutableMapping[str, Any] | None, caller: Caller) -> str | None:
+    name = end_session(storage) if storage is not None else None
     if name:
         await audit("auth.logout", caller, username=name)
     return name
+
+
+async def fresh_session(request: Request) -> MutableMapping[str, Any]:
+    """Give the browser of `request` a new session id (the response carries the new signed
+    cookie) and return its storage. What the old storage held, except the login, moves to the
+    new one; the old one is emptied (NiceGUI then deletes its file), so the old cookie opens
+    nothing."""
+    from nicegui import app
+
+    storages = app.storage._users  # NiceGUI has no public call to rekey a user's storage
+    old_id = request.session.get("id")
+    old = storages.get(old_id) if old_id else None
+    new_id = str(uuid.uuid4())
+    await app.storage._create_user_storage(new_id)
+    new = storages[new_id]
+    if old is not None:
+        carry = {k: v for k, v in old.items() if k != "auth"}
+        old.clear()
+        new.update(carry)
+    request.session["id"] = new_id
+    return new
 
 
 # --- HTTP routes ----------------------------------------------------------------------------------
@@ -139,30 +174,45 @@ class LoginBody(BaseModel):
     password: str
 
 
-def _storage() -> MutableMapping[str, Any]:
+def _storage() -> MutableMapping[str, Any] | None:
     from nicegui import app
 
-    return app.storage.user
+    try:
+        return app.storage.user
+    except (RuntimeError, AssertionError, KeyError):
+        return None
+
+
+def is_json(content_type: str | None) -> bool:
+    """`application/json` (parameters such as `charset` allowed), nothing else."""
+    return (content_type or "").split(";", 1)[0].strip().lower() == "application/json"
 
 
 async def post_login(request: Request) -> JSONResponse:
     from ui.api import read_body  # not at the top: ui.api registers this module
 
+    if not is_json(request.headers.get("content-type")):
+        return JSONResponse(
+            {"detail": "the login body must be JSON (Content-Type: application/json)"}, 415
+        )
     raw = await read_body(request, MAX_LOGIN_BYTES, "login body")  # 413 beyond it
     try:
         body = LoginBody.model_validate_json(raw)
     except ValidationError as exc:
         errors = [{**e, "field": e["field"] or "body"} for e in field_errors(exc)]
         return JSONResponse({"detail": "invalid login", "errors": errors}, 422)
-    res = await login(_storage(), body.username, body.password, Caller.of(request))
+    res = await login(body.username, body.password, Caller.of(request))
     if res.user is None:
         headers = {"Retry-After": str(math.ceil(res.retry_after))} if res.status == 429 else {}
         return JSONResponse({"detail": res.detail}, res.status, headers=headers)
+    start_session(await fresh_session(request), res.user)
     return JSONResponse({"username": res.user.username, "role": res.user.role})
 
 
 async def post_logout(request: Request) -> JSONResponse:
-    return JSONResponse({"logged_out": await logout(_storage(), Caller.of(request))})
+    name = await logout(_storage(), Caller.of(request))
+    await fresh_session(request)
+    return JSONResponse({"logged_out": name})
 
 
 async def get_me() -> JSONResponse:
@@ -217,8 +267,28 @@ def register(app: FastAPI) -> None:
     from ui.auth_middleware import AuthMiddleware
 
     tags = ["auth"]
-    app.add_api_route("/api/auth/login", post_login, methods=["POST"], tags=tags)
-    app.add_api_route("/api/auth/logout", post_logout, methods=["POST"], tags=tags)
-    app.add_api_route("/api/auth/me", get_me, methods=["GET"], tags=tags)
-    app.add_api_route("/api/auth/routes", get_routes, methods=["GET"], tags=tags)
+    app.add_api_route(
+        "/api/auth/login",
+        post_login,
+        methods=["POST"],
+        tags=tags,
+        response_model=api_models.LoginOut,
+    )
+    app.add_api_route(
+        "/api/auth/logout",
+        post_logout,
+        methods=["POST"],
+        tags=tags,
+        response_model=api_models.LogoutOut,
+    )
+    app.add_api_route(
+        "/api/auth/me", get_me, methods=["GET"], tags=tags, response_model=api_models.MeOut
+    )
+    app.add_api_route(
+        "/api/auth/routes",
+        get_routes,
+        methods=["GET"],
+        tags=tags,
+        response_model=list[api_models.RouteRow],
+    )
     app.add_middleware(AuthMiddleware)

@@ -13,6 +13,13 @@ from nicegui import app, ui
 from ui.auth import can, current_user, rule_for
 from ui.auth_login import Caller, logout
 
+LOGOUT_JS = """
+try {
+  const r = await fetch('/api/auth/logout', {method: 'POST', credentials: 'same-origin'});
+  return r.status;
+} catch (e) { return 0; }
+"""
+
 
 class _Nav(Protocol):
     path: str
@@ -40,8 +47,14 @@ def user_menu() -> None:
         return
 
     async def do_logout() -> None:
-        request = ui.context.client.request
-        await logout(app.storage.user, Caller.of(request))
+        # The browser posts the logout, so that its response can set a new, empty session
+        # cookie (`ui.auth_login.fresh_session`); should that fail, the login ends here.
+        try:
+            status = await ui.run_javascript(LOGOUT_JS, timeout=10)
+        except TimeoutError:
+            status = None
+        if status != 200:
+            await logout(app.storage.user, Caller.of(ui.context.client.request))
         ui.navigate.to("/login?reason=logged+out")
 
     with ui.button(icon="account_circle").props(

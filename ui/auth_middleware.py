@@ -11,6 +11,10 @@ buffers the endless MJPEG responses. It sits inside NiceGUI's session middleware
   WebSockets are refused at the handshake; a role without the permission gets 403 with why;
 - a route that the matrix does not list is refused for everyone (403): routes added later
   cannot slip through unchecked. Paths that are no route at all pass on to the 404.
+
+Before all of that, a state-changing request (not GET/HEAD/OPTIONS) or a WebSocket handshake
+that a browser sends for a page of another origin is refused with 403 (`core.auth_origin`):
+whatever the route, public ones (login, logout) and NiceGUI's own socket included.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import MutableMapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.auth_origin import SAFE_METHODS, parse_allowed, refusal
+from core.auth_settings import get_auth_settings
 from ui.auth import Denied, Rule, check_api_key, roles_for, rule_for, session_user
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,13 @@ class AuthMiddleware:
         method = "WS" if scope["type"] == "websocket" else scope["method"]
         path = scope["path"]
         what = f"{'WebSocket' if method == 'WS' else method} {path}"
+        cross = None
+        if method not in SAFE_METHODS:
+            cross = refusal(method, _headers(scope), _allowed_origins())
+        if cross is not None:
+            log.warning("refused %s: %s", what, cross)
+            await self._deny(scope, receive, send, None, Denied(403, cross))
+            return
         rule = rule_for(method, path)
         if rule is None:
             if _is_route(scope):
@@ -134,6 +148,18 @@ class AuthMiddleware:
 
 def _login_url(query: dict[str, str]) -> bytes:
     return ("/login?" + urlencode(query, quote_via=quote)).encode("latin-1")
+
+
+def _allowed_origins() -> frozenset[tuple[str, str]]:
+    return _parse_allowed(get_auth_settings().allowed_origins)
+
+
+_parse_allowed = lru_cache(maxsize=4)(parse_allowed)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name (the last of repeated ones)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

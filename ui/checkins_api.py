@@ -4,12 +4,16 @@ verdict up, fetch the public key that lets a gate verify tickets offline.
 Like event ingest, the API only validates and `XADD`s to `checkins:in`; the check-in flow
 decides (`flows.checkins_logic.decide`) and publishes the verdict on
 `checkins:verdict:<gate>` and under `verdict:<nonce>`. `POST /api/checkins` waits up to `wait`
-seconds for that verdict (a future registered with `ui.attendance_live` *before* the XADD, so
-it cannot slip by) and answers 200 with it, else 202 "pending" — the scan is durable in Redis
+seconds for that scan's verdict (a future registered with `ui.attendance_live` *before* the
+XADD, so it cannot slip by; matched on gate, nonce, direction and ticket) and answers 200 with
+it, else 202 "pending" — the scan is durable in Redis
 either way and its verdict can be fetched later by nonce. The gate page sends its scans through
-the very same function, `submit_checkin`.
+the very same function, `submit_checkin`. A nonce names one scan: its reuse with another
+ticket, gate or direction is answered 409 `nonce_conflict` (never with the first verdict, which
+stands), and a gate-bound key never reads another gate's verdict.
 
-    POST /api/checkins?wait=2      CheckIn JSON → 200 verdict | 202 pending | 401 | 413 | 422 | 503
+    POST /api/checkins?wait=2      CheckIn JSON → 200 verdict | 202 pending | 409 nonce_conflict
+                                   | 401 | 403 | 413 | 422 | 503
     POST /api/checkins/batch       [CheckIn, ...] (≤ 5000) → 202 {"ids", "count"} | 422 | 413
     GET  /api/checkins/{nonce}     → 200 verdict | 404
     GET  /api/tokens/public-key    → the Ed25519 public key (PEM), no key needed
@@ -32,7 +36,7 @@ from core.auth_keys import ApiKey
 from core.records import CheckIn, field_errors
 from core.settings import Settings, get_settings
 from core.tokens import PUBLIC_NAME, key_dir, load_verifier
-from ui import attendance_live
+from ui import api_models, attendance_live
 from ui.api import _redis_reason, read_body, redis_client, require_api_key
 from ui.auth import gate_refusal
 
@@ -67,17 +71,16 @@ async def submit_checkin(checkin: CheckIn, wait: float = DEFAULT_WAIT_S) -> Subm
         return Submitted(
             _decode(await r.xadd(keys.CHECKINS_IN, {"data": data})), checkin.nonce, None
         )
-    fut = attendance_live.expect_verdict(checkin.nonce)  # before the XADD: no race
+    scan = attendance_live.scan_id(checkin)
+    fut = attendance_live.expect_verdict(scan)  # before the XADD: no race
     try:
         # A retried nonce already has a verdict stored: the flow answers it again (replayed),
         # and that answer, not the stored one, is what this request waits for.
         stale = await r.get(keys.verdict_key(checkin.nonce))
         entry_id = _decode(await r.xadd(keys.CHECKINS_IN, {"data": data}))
-        verdict = await attendance_live.wait_verdict(
-            checkin.nonce, wait, r=r, future=fut, stale=stale
-        )
+        verdict = await attendance_live.wait_verdict(scan, wait, r=r, future=fut, stale=stale)
     finally:
-        attendance_live.forget_verdict(checkin.nonce, fut)
+        attendance_live.forget_verdict(scan, fut)
     return Submitted(entry_id, checkin.nonce, verdict)
 
 
@@ -168,7 +171,8 @@ async def post_checkin(
         log.warning("POST /api/checkins: %s", _redis_reason(exc))
         return _unavailable(exc)
     if sent.verdict is not None:
-        return JSONResponse(sent.verdict, status_code=200)
+        conflict = sent.verdict.get("status") == "nonce_conflict"
+        return JSONResponse(sent.verdict, status_code=409 if conflict else 200)
     return JSONResponse({"id": sent.id, "nonce": sent.nonce, "status": "pending"}, status_code=202)
 
 
@@ -281,13 +285,33 @@ async def get_public_key(settings: Annotated[Settings, Depends(get_settings)]) -
 
 def register(app: FastAPI) -> None:
     """Add the check-in routes (called from `ui.api.register`)."""
-    app.add_api_route("/api/checkins", post_checkin, methods=["POST"], tags=["checkins"])
+    app.add_api_route(
+        "/api/checkins",
+        post_checkin,
+        methods=["POST"],
+        tags=["checkins"],
+        response_model=api_models.CheckinPending,
+        responses={200: {"model": api_models.Verdict}},
+    )
     app.add_api_route(
         "/api/checkins/batch",
         post_checkin_batch,
         methods=["POST"],
         status_code=202,
         tags=["checkins"],
+        response_model=api_models.CheckinBatchOut,
     )
-    app.add_api_route("/api/checkins/{nonce}", get_checkin, methods=["GET"], tags=["checkins"])
-    app.add_api_route("/api/tokens/public-key", get_public_key, methods=["GET"], tags=["checkins"])
+    app.add_api_route(
+        "/api/checkins/{nonce}",
+        get_checkin,
+        methods=["GET"],
+        tags=["checkins"],
+        response_model=api_models.Verdict,
+    )
+    app.add_api_route(
+        "/api/tokens/public-key",
+        get_public_key,
+        methods=["GET"],
+        tags=["checkins"],
+        responses=api_models.binary("application/x-pem-file"),
+    )

@@ -13,7 +13,6 @@ Why this shape:
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ import duckdb
 from nicegui import run
 from pydantic_core import to_json
 
+from core.records import stored_json
 from storage.catalog import connect_memory, query
 
 COLUMNS = ("id", "stream", "source", "type", "level", "payload", "ts", "received_at")
@@ -83,9 +83,9 @@ def public_rows(rows: list[tuple]) -> list[dict[str, Any]]:
     docs = []
     for r in rows:
         d = dict(zip(COLUMNS, r, strict=True))
-        d["payload"] = json.loads(d["payload"]) if d["payload"] else {}
+        d["payload"] = stored_json(d["payload"]) if d["payload"] else {}
         docs.append(d)
-    return json.loads(to_json(docs))
+    return stored_json(to_json(docs, inf_nan_mode="null"))
 
 
 def query_events(lake_dir: Path, q: EventQuery) -> EventPage:

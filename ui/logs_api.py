@@ -11,7 +11,6 @@ holding the catalog's views, so the event loop never waits for a scan.
 
 from __future__ import annotations
 
-import json
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -26,13 +25,17 @@ from pydantic_core import to_json
 
 from core import keys
 from core.auth_keys import ApiKey
-from core.records import ActivityIn, LogPost, field_errors
+from core.records import ActivityIn, LogPost, field_errors, stored_json
 from core.settings import get_settings
 from storage.catalog import connect_memory, query
+from storage.sql_sandbox import pseudonym
+from storage.tables import REQUEST_LOGS
 from ui.api import read_body, require_api_key
+from ui.auth import current_user, personal_key
 from ui.video_rooms import RedisDown, xadd_json
 
 MAX_LOG_BYTES = 16 * 1024
+PERSONAL = sorted(REQUEST_LOGS.personal)  #: pseudonymised for callers without personal access
 COLUMNS = (
     "id", "origin", "ts", "event", "client_id", "ip", "user_agent", "room_id", "camera_id",
     "metadata", "received_at",
@@ -88,7 +91,15 @@ async def get_logs(
     until: Annotated[datetime | None, Query()] = None,
 ) -> JSONResponse:
     """Activity newest first (ts, then id). `event` ending in `.` or `*` matches a prefix
-    (`room.` → room.join, room.leave, ...). `since`/`until` are ISO 8601 times."""
+    (`room.` → room.join, room.leave, ...). `since`/`until` are ISO 8601 times. Callers who
+    may not see personal data (analysts) get its columns as pseudonyms, as in free SQL, and
+    cannot filter by them."""
+    user = current_user()  # None for an admin key, which sees personal data in clear
+    key = personal_key(user) if user is not None else None
+    if key is not None and ip:
+        return JSONResponse(
+            {"detail": "filtering by ip needs access to personal data (participants.view)"}, 403
+        )
     clauses: list[str] = []
     params: list[Any] = []
     values = {"event": event, "room_id": room_id, "camera_id": camera_id}
@@ -131,10 +142,13 @@ async def get_logs(
     items = []
     for r in rows:
         d = dict(zip(COLUMNS, r, strict=True))
-        d["metadata"] = json.loads(d["metadata"]) if d["metadata"] else {}
+        d["metadata"] = stored_json(d["metadata"]) if d["metadata"] else {}
+        if key is not None:
+            for col in PERSONAL:
+                d[col] = pseudonym(key, d[col])
         items.append(d)
     body = {"page": page, "size": size, "total": int(total), "items": items}
-    return JSONResponse(json.loads(to_json(body)))
+    return JSONResponse(stored_json(to_json(body, inf_nan_mode="null")))
 
 
 async def post_log(

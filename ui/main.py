@@ -12,9 +12,11 @@ import secrets
 from pathlib import Path
 
 from nicegui import app, ui
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.processes import apply_umask, secure_data_dir
 from core.settings import Settings, get_settings
-from ui import api, attendance_live, live, pages, theme, video_api
+from ui import alarms_api, api, api_docs, attendance_live, live, pages, theme, video_api
 from ui.pages import login_page, users_page
 
 log = logging.getLogger("ui")
@@ -52,9 +54,46 @@ def use_session_dir(settings: Settings) -> None:
     Storage.path = path
 
 
+#: Sent with every HTTP response. No other site may frame us (clickjacking: the modern
+#: `frame-ancestors` and the older `X-Frame-Options`); browsers must not guess content types
+#: (an upload served as text cannot run as a script); our URLs (room ids, filters) are not
+#: passed on to other sites in `Referer`.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+
+
+class SecurityHeaders:
+    """Adds `SECURITY_HEADERS` to every HTTP response (a pure ASGI middleware: the endless
+    MJPEG streams pass unbuffered; the auth middleware's refusals get them too)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in have]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def setup(settings: Settings) -> None:
     """Register routes, pages and the live tasks on NiceGUI's app (before `ui.run`)."""
     api.register(app)  # also the auth routes and the permission middleware (ui.auth_login)
+    app.add_middleware(SecurityHeaders)  # outside the permission middleware: refusals get them
+    alarms_api.register(app)
+    api_docs.register(app)  # /api/openapi.json and /api/docs (describes the routes above)
     pages.register_all()
     login_page.register()  # /login
     users_page.register()  # /users (organisers)
@@ -81,7 +120,9 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    apply_umask()  # started by hand too (`python -m ui.main`), not only by run.py
     settings = get_settings()
+    secure_data_dir(settings.data_dir)
     use_session_dir(settings)
     setup(settings)
     log.info("Venueflow dashboard on http://%s:%d", settings.host, settings.port)

@@ -58,7 +58,8 @@ from core.settings import get_settings
 from core.tokens import TokenSigner, load_signer
 from core.venue import venue_for
 from storage.catalog import query
-from ui.api import redis_client, require_api_key
+from ui import api_models
+from ui.api import BodyTooLarge, limited, read_body, redis_client, require_api_key
 from ui.lake_queries import LakeUnavailable, _connection
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,10 @@ def parse_json_participants(raw: bytes | str) -> ParsedCsv:
         try:
             p = Participant.model_validate(item)
         except ValidationError as exc:
-            out.bad.append(BadRow(i, reason_of(exc)))
+            out.add_bad(i, lambda exc=exc: reason_of(exc))
             continue
         if p.id in first:
-            out.bad.append(BadRow(i, f"duplicate id {p.id!r}, first as item {first[p.id]}"))
+            out.add_bad(i, f"duplicate id {p.id!r}, first as item {first[p.id]}")
             continue
         first[p.id] = i
         out.participants.append(p)
@@ -145,51 +146,54 @@ def _kind_of(content_type: str, filename: str = "") -> Literal["csv", "json"] | 
     return None
 
 
-async def _bounded_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    too_big = UploadError(413, f"the upload is larger than {MAX_IMPORT_BYTES} bytes")
-    if declared and declared.isdigit() and int(declared) > MAX_IMPORT_BYTES:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_IMPORT_BYTES:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
+#: Room for the multipart envelope (boundaries, part headers) on top of the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
 
 
 async def read_upload(request: Request) -> ParsedCsv:
-    """JSON (object or list), a CSV body (text/csv) or a multipart upload with one file."""
+    """JSON (object or list), a CSV body (text/csv) or a multipart upload with one file.
+
+    Bytes are counted while the body streams (`ui.api.limited`): an upload over the limit is
+    refused with 413 after at most the limit has been read — chunked uploads included — and a
+    multipart file is never spooled to disk beyond it."""
     ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() == "multipart/form-data":
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_IMPORT_BYTES + 65536:
-            raise UploadError(413, f"the upload is larger than {MAX_IMPORT_BYTES} bytes")
-        try:
-            form = await request.form(max_files=1, max_fields=20)
-        except Exception as exc:  # multipart parser errors carry their reason
-            raise UploadError(422, f"bad multipart body: {exc}") from None
-        try:
-            files = [v for v in form.values() if isinstance(v, UploadFile)]
-            if not files:
-                raise UploadError(422, "the multipart body has no file")
-            f = files[0]
-            data = await f.read(MAX_IMPORT_BYTES + 1)
-            if len(data) > MAX_IMPORT_BYTES:
-                raise UploadError(413, f"the upload is larger than {MAX_IMPORT_BYTES} bytes")
-            kind = _kind_of(f.content_type or "", f.filename or "") or "csv"
-        finally:
-            await form.close()
-        return await parse_off_loop(data, kind)
-    kind = _kind_of(ctype) if ctype else "json"
-    if kind is None:
-        raise UploadError(
-            415,
-            f"unsupported Content-Type {ctype!r}: send application/json, text/csv or a "
-            "multipart/form-data file upload",
-        )
-    return await parse_off_loop(await _bounded_body(request), kind)
+    try:
+        if ctype.split(";")[0].strip().lower() == "multipart/form-data":
+            body = limited(request, MAX_IMPORT_BYTES + MULTIPART_OVERHEAD, "the upload")
+            data, kind = await _multipart_file(body)
+            return await parse_off_loop(data, kind)
+        kind = _kind_of(ctype) if ctype else "json"
+        if kind is None:
+            raise UploadError(
+                415,
+                f"unsupported Content-Type {ctype!r}: send application/json, text/csv or a "
+                "multipart/form-data file upload",
+            )
+        return await parse_off_loop(await read_body(request, MAX_IMPORT_BYTES, "the upload"), kind)
+    except BodyTooLarge as exc:
+        raise UploadError(413, str(exc)) from None
+
+
+async def _multipart_file(request: Request) -> tuple[bytes, Literal["csv", "json"]]:
+    try:
+        form = await request.form(max_files=1, max_fields=20)
+    except BodyTooLarge:
+        raise
+    except Exception as exc:  # multipart parser errors carry their reason
+        raise UploadError(422, f"bad multipart body: {exc}") from None
+    try:
+        files = [v for v in form.values() if isinstance(v, UploadFile)]
+        if not files:
+            raise UploadError(422, "the multipart body has no file")
+        f = files[0]
+        data = await f.read(MAX_IMPORT_BYTES + 1)
+        if len(data) > MAX_IMPORT_BYTES:
+            raise UploadError(
+                413, f"the upload is larger than the limit of {MAX_IMPORT_BYTES} bytes"
+            )
+        return data, _kind_of(f.content_type or "", f.filename or "") or "csv"
+    finally:
+        await form.close()
 
 
 # --- running an import ------------------------------------------------------------------------
@@ -205,7 +209,9 @@ def run_import(parsed: ParsedCsv, wait: float, progress: Progress | None = None)
     """Blocking: the import (call on a worker thread)."""
     r = sync_redis()
     try:
-        return import_participants(r, parsed.participants, parsed.bad, wait, progress)
+        return import_participants(
+            r, parsed.participants, parsed.bad, wait, progress, bad_total=parsed.bad_total
+        )
     finally:
         r.close()
 
@@ -245,12 +251,22 @@ async def post_participants(
         return JSONResponse({"detail": str(exc), "errors": []}, status_code=exc.status)
     if not parsed.participants:
         detail = (
-            f"no valid participant: {len(parsed.bad)} bad rows"
-            if parsed.bad
+            f"no valid participant: {parsed.bad_total} bad rows"
+            + (
+                f" (the first {len(parsed.bad)} listed)"
+                if len(parsed.bad) < parsed.bad_total
+                else ""
+            )
+            if parsed.bad_total
             else "no participants in the upload"
         )
         return JSONResponse(
-            {"detail": detail, "errors": _errors(parsed.bad), "rows": parsed.rows},
+            {
+                "detail": detail,
+                "errors": _errors(parsed.bad),
+                "error_count": parsed.bad_total,
+                "rows": parsed.rows,
+            },
             status_code=422,
         )
     try:
@@ -611,18 +627,47 @@ def _op_route(op: AdminOp) -> Callable[..., Any]:
 def register(app: FastAPI) -> None:
     """Add the participant routes (the literal `qr.zip` before `{pid}`, which would match it)."""
     tags = ["participants"]
-    app.add_api_route("/api/participants", post_participants, methods=["POST"], tags=tags)
-    app.add_api_route("/api/participants", get_participants, methods=["GET"], tags=tags)
-    app.add_api_route("/api/participants/qr.zip", get_qr_zip, methods=["GET"], tags=tags)
-    app.add_api_route("/api/participants/{pid}", get_participant, methods=["GET"], tags=tags)
+    app.add_api_route(
+        "/api/participants",
+        post_participants,
+        methods=["POST"],
+        tags=tags,
+        response_model=api_models.ImportOut,
+    )
+    app.add_api_route(
+        "/api/participants",
+        get_participants,
+        methods=["GET"],
+        tags=tags,
+        response_model=api_models.ParticipantList,
+    )
+    app.add_api_route(
+        "/api/participants/qr.zip",
+        get_qr_zip,
+        methods=["GET"],
+        tags=tags,
+        responses=api_models.binary("application/zip"),
+    )
+    app.add_api_route(
+        "/api/participants/{pid}",
+        get_participant,
+        methods=["GET"],
+        tags=tags,
+        response_model=api_models.ParticipantDetail,
+    )
     for kind in ("png", "svg"):
         app.add_api_route(
             f"/api/participants/{{pid}}/qr.{kind}", _qr_route(kind, True), methods=["GET"],
             tags=tags,
+            responses=api_models.binary("image/png" if kind == "png" else "image/svg+xml"),
         )  # fmt: skip
     for op in ("revoke", "reissue", "restore"):
         app.add_api_route(
-            f"/api/participants/{{pid}}/{op}", _op_route(op), methods=["POST"], tags=tags
+            f"/api/participants/{{pid}}/{op}",
+            _op_route(op),
+            methods=["POST"],
+            tags=tags,
+            response_model=api_models.ParticipantOpOut,
         )
     # Dashboard download links (no key: served like the pages; see the module docstring).
     app.add_api_route(

@@ -15,7 +15,6 @@ are the dashboard's links, guarded like its pages (a login with `report.view`).
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 import math
@@ -30,11 +29,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from nicegui import run
 from pydantic_core import to_json
 
+from core import csv_safe
 from core.auth_keys import ApiKey
 from core.records import CHECKIN_OUTCOMES
 from core.settings import get_settings
 from core.venue import Venue, venue_for
 from storage.reports import SECTIONS, Report, Section, attendance_report
+from ui import api_models
 from ui.api import require_api_key
 from ui.lake_queries import LakeUnavailable, _connection
 
@@ -93,7 +94,7 @@ def local(v: datetime | None, ven: Venue, seconds: bool = False) -> str:
 
 def report_csv(rep: Report, ven: Venue, section: str | None = None) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf)  # CRLF line ends: what spreadsheets expect
+    w = csv_safe.writer(buf)  # CRLF line ends; formula-like cells neutralised
     if section is not None:
         sec = rep[section]
         w.writerow(sec.columns)
@@ -405,8 +406,20 @@ async def dashboard_html() -> Response:
 
 def register(app: FastAPI) -> None:
     tags = ["reports"]
-    app.add_api_route("/api/reports/attendance.csv", api_csv, methods=["GET"], tags=tags)
-    app.add_api_route("/api/reports/attendance.json", api_json, methods=["GET"], tags=tags)
+    app.add_api_route(
+        "/api/reports/attendance.csv",
+        api_csv,
+        methods=["GET"],
+        tags=tags,
+        responses=api_models.binary("text/csv"),
+    )
+    app.add_api_route(
+        "/api/reports/attendance.json",
+        api_json,
+        methods=["GET"],
+        tags=tags,
+        response_model=api_models.ReportJson,
+    )
     app.add_api_route(
         "/reports/attendance.csv", dashboard_csv, methods=["GET"], include_in_schema=False
     )

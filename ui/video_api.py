@@ -34,6 +34,7 @@ from core.auth_keys import ApiKey
 from core.records import FRAME_HEADER_SIZE
 from core.settings import Settings
 from core.venue import VenueError, venue_for
+from ui import api_models
 from ui.api import redis_client, require_api_key
 from ui.video_hub import hub
 from ui.video_rooms import (
@@ -257,11 +258,26 @@ def register(app: FastAPI) -> None:
     app.add_api_route("/video/player.js", player_js, methods=["GET"], include_in_schema=False)
     app.add_api_route("/video/{camera_id}.mjpeg", mjpeg, methods=["GET"], tags=["video"])
     app.add_api_route("/video/{camera_id}.jpg", snapshot, methods=["GET"], tags=["video"])
-    app.add_api_route("/api/cameras", list_cameras, methods=["GET"], tags=["video"])
-    app.add_api_route("/api/cameras/{camera_id}", get_camera, methods=["GET"], tags=["video"])
     app.add_api_route(
-        "/api/cameras/{camera_id}/{action}", post_command, methods=["POST"], tags=["video"]
+        "/api/cameras",
+        list_cameras,
+        methods=["GET"],
+        tags=["video"],
+        response_model=list[api_models.CameraItem],
     )
+    app.add_api_route(
+        "/api/cameras/{camera_id}",
+        get_camera,
+        methods=["GET"],
+        tags=["video"],
+        response_model=api_models.CameraItem,
+    )
+    app.add_api_route(
+        "/api/cameras/{camera_id}/{action}", post_command, methods=["POST"], tags=["video"],
+        status_code=202, response_model=api_models.CaptureQueued,
+        responses={200: {"model": api_models.CaptureStatusReply},
+                   **{c: {"model": api_models.Problem} for c in (404, 503, 504)}},
+    )  # fmt: skip
 
 
 async def start(settings: Settings) -> None:

@@ -42,7 +42,6 @@ LINGER_S = 10.0
 RING = 4  # messages a feed keeps
 CATCH_UP = 2  # a viewer at most this many frames behind gets the next one, else the newest
 MAX_HZ = 4.0
-CONTROL_CHANNEL = "video:hub"  # keeps the subscription connection alive with no camera watched
 
 #: Fired (without arguments) at most MAX_HZ times a second; read `model` in the handler.
 changed: Event[[]] = Event()
@@ -220,8 +219,8 @@ class VideoHub:
         model.version += 1
 
     def _handle(self, channel: str, data: bytes) -> None:
-        if channel.startswith("video:") and channel != CONTROL_CHANNEL:
-            feed = self.feeds.get(channel[6:])
+        if (camera_id := keys.camera_of_channel(channel)) is not None:
+            feed = self.feeds.get(camera_id)
             if feed is not None:
                 feed.push(data)
         elif channel == keys.LIVE_CAMERAS:
@@ -246,7 +245,7 @@ class VideoHub:
             )
             ps = r.pubsub(ignore_subscribe_messages=True)
             try:
-                channels = [CONTROL_CHANNEL, keys.LIVE_CAMERAS, keys.LIVE_ROOMS]
+                channels = [keys.VIDEO_HUB, keys.LIVE_CAMERAS, keys.LIVE_ROOMS]
                 channels += [keys.video_channel(c) for c in self.feeds if self.feeds[c].refs]
                 await ps.subscribe(*channels)
                 self._subscribed = {c for c in self.feeds if self.feeds[c].refs}

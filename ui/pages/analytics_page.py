@@ -1,36 +1,48 @@
-"""The Analytics page (`/analytics`): ready-made DuckDB queries with charts, and free SQL.
+"""The Analytics page (`/analytics`): ready-made DuckDB queries with charts, and free SQL;
+and the same free SQL for scripts, `POST /api/analytics/sql`.
 
-Every query — ready-made or typed — runs through `storage.analytics` on a fresh, locked-down
-in-memory DuckDB connection holding the catalog's views (read-only, lake folder only, one
-SELECT, row and time limits; see that module), on a worker thread (`run.io_bound`) so the event
-loop never waits for a scan. The free SQL box is only rendered for roles with `analytics.sql`,
-and the handler checks that permission again before running anything. Results show as a table
-with a CSV download; an error shows DuckDB's own message.
+Ready-made queries run through `storage.analytics.run_ready` on a fresh, locked-down in-memory
+DuckDB connection here. Typed SQL (`run_free_sql`, shared by the page and the API) is checked,
+then run in a fresh child process the kernel forbids to write (`storage.sql_sandbox`), with
+personal columns pseudonymised unless the user may see participants (`participants.view`:
+organisers), and at most one query in flight per browser session and `SQL_MAX_CONCURRENT` in
+all (`storage.analytics.ADMISSION`; over that: "busy", HTTP 429). Blocking work runs on a
+worker thread (`run.io_bound`) so the event loop never waits. The free SQL box is only rendered
+for roles with `analytics.sql`, and the handler checks that permission again before running
+anything. Results show as a table with a CSV download; an error shows DuckDB's own message.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from nicegui import run, ui
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from nicegui import app, run, ui
 
 from core.settings import get_settings
+from core.users import User
 from storage.analytics import (
+    ADMISSION,
     MAX_ROWS,
+    MAX_SQL_CHARS,
     RANGES,
     READY,
     TIMEOUT_S,
     Chart,
+    SqlBusy,
     SqlError,
     SqlRefused,
     SqlResult,
     run_ready,
     run_sql,
 )
-from ui import theme
-from ui.auth import can, current_user
+from ui import api_models, theme
+from ui.auth import can, current_user, personal_key
 
 PALETTE = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41", "#546e7a"]
 #: Series that mean the same everywhere get the same colour as on the other pages.
@@ -121,6 +133,12 @@ def _cell(v: Any) -> Any:
     return str(v)
 
 
+def _json_cell(v: Any) -> Any:
+    """`_cell` for JSON: NaN and infinities (valid DOUBLE values) as text, not a 500."""
+    v = _cell(v)
+    return str(v) if isinstance(v, float) and not math.isfinite(v) else v
+
+
 def result_table(res: SqlResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Columns and rows for `ui.table` (names made unique: SQL allows duplicates)."""
     names: list[str] = []
@@ -141,8 +159,59 @@ def result_table(res: SqlResult) -> tuple[list[dict[str, Any]], list[dict[str, A
     return cols, rows
 
 
+async def run_free_sql(user: User | None, holder: str, sql: str) -> SqlResult | None:
+    """Typed SQL for `user` (page or API): SqlBusy when `holder` (the browser session)
+    already has one running or all slots are taken; SqlRefused / SqlError with the reason;
+    None if the app is shutting down."""
+    if not can(user, "analytics.sql"):
+        raise SqlRefused("your role may not run SQL")
+    s = get_settings()
+    with ADMISSION.slot(holder, s.sql_max_concurrent):
+        return await run.io_bound(run_sql, s.lake_dir, sql, key=personal_key(user))
+
+
+def _session_id() -> str:
+    """The browser session (NiceGUI's browser id, the same for the page and the API)."""
+    return str(app.storage.browser["id"])
+
+
+async def post_sql(request: Request) -> JSONResponse:
+    """`POST /api/analytics/sql` `{"sql": "..."}` → `{columns, rows, truncated, elapsed_ms}`;
+    400 refused / 422 failed / 429 busy, each with `detail`."""
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        body = None
+    sql = body.get("sql") if isinstance(body, dict) else None
+    if not isinstance(sql, str):
+        return JSONResponse({"detail": 'send JSON {"sql": "SELECT ..."}'}, status_code=422)
+    if len(sql) > MAX_SQL_CHARS:
+        return JSONResponse(
+            {"detail": f"the query is longer than {MAX_SQL_CHARS:,} characters"}, status_code=400
+        )
+    try:
+        res = await run_free_sql(current_user(), _session_id(), sql)
+    except SqlBusy as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "2"})
+    except SqlRefused as exc:
+        return JSONResponse({"detail": f"refused: {exc}"}, status_code=400)
+    except SqlError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+    if res is None:
+        return JSONResponse({"detail": "the dashboard is shutting down"}, status_code=503)
+    return JSONResponse(
+        {
+            "columns": res.columns,
+            "rows": [[_json_cell(v) for v in r] for r in res.rows],
+            "truncated": res.truncated,
+            "elapsed_ms": round(res.elapsed_s * 1000),
+        }
+    )
+
+
 async def analytics_page() -> None:
     lake_dir = get_settings().lake_dir
+    session_id = _session_id()
     may_sql = can(current_user(), "analytics.sql")
     cards: dict[str, tuple[ui.echart, ui.label]] = {}
     last: dict[str, SqlResult] = {}
@@ -191,6 +260,12 @@ async def analytics_page() -> None:
                     "gate_totals, no_shows, camera_stats, alarms, dead_letters, request_logs, "
                     f"... At most {MAX_ROWS:,} rows and {TIMEOUT_S:g} s; no files, no "
                     "ATTACH/COPY/INSTALL/SET. Times are UTC."
+                    + (
+                        ""
+                        if can(current_user(), "participants.view")
+                        else " Personal columns (names, e-mails, IPs, ...) show as stable "
+                        "pseudonyms p_…: joins and counts work on them."
+                    )
                 ).classes("text-xs text-gray-500")
                 sql_box = ui.codemirror(EXAMPLE_SQL, language="SQL").classes("w-full h-48")
                 sql_box.props('data-testid="sql-input"')
@@ -243,12 +318,16 @@ async def analytics_page() -> None:
             info.text = f"{len(res.rows)} rows · {res.elapsed_s * 1000:.0f} ms"
 
     async def run_free() -> None:
-        if not can(current_user(), "analytics.sql"):  # the server decides, not the page
+        user = current_user()
+        if not can(user, "analytics.sql"):  # the server decides, not the page
             sql_error.text = "Your role may not run SQL."
             return
         sql_error.text, sql_info.text = "", "running…"
         try:
-            res = await run.io_bound(run_sql, lake_dir, sql_box.value or "")
+            res = await run_free_sql(user, session_id, sql_box.value or "")
+        except SqlBusy as exc:
+            sql_error.text, sql_info.text = f"Busy: {exc}", ""
+            return
         except SqlRefused as exc:
             sql_error.text, sql_info.text = f"Refused: {exc}", ""
             return
@@ -273,3 +352,12 @@ async def analytics_page() -> None:
 def register() -> None:
     """Register the page route (call before `ui.run`)."""
     ui.page("/analytics", title="Analytics")(analytics_page)
+    app.add_api_route(
+        "/api/analytics/sql",
+        post_sql,
+        methods=["POST"],
+        tags=["analytics"],
+        response_model=api_models.SqlOut,
+        responses={c: {"model": api_models.Problem} for c in (400, 422, 429, 503)},
+        openapi_extra=api_models.json_body(api_models.SqlIn),
+    )

@@ -9,13 +9,12 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from fastapi.responses import RedirectResponse
-from nicegui import Client, app, ui
+from nicegui import Client, ui
 
 from core.settings import get_settings
 from core.users import user_store
 from ui import theme
 from ui.auth import current_user
-from ui.auth_login import Caller, login
 
 REASONS = {
     "expired": "Your session has expired; please log in again.",
@@ -42,6 +41,30 @@ FIRST_RUN = (
     "```\nuv run run.py users add NAME --role organiser\n```\n\n"
     "It asks for the password twice; then log in here."
 )
+
+
+#: The browser itself posts the login (`POST /api/auth/login`), so that the response can give
+#: it a new session cookie (`ui.auth_login.fresh_session`); the values are read from the two
+#: inputs (element ids filled in), never sent back down the page's socket.
+LOGIN_JS = """
+const value = (id) => {
+  const el = getHtmlElement(id);  // Quasar puts the element id on the <input> itself
+  return (el.tagName === 'INPUT' ? el : el.querySelector('input')).value;
+};
+try {
+  const r = await fetch('/api/auth/login', {
+    method: 'POST', credentials: 'same-origin', headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({username: value(%d), password: value(%d)}),
+  });
+  let body = {};
+  try { body = await r.json(); } catch (e) {}
+  let detail = body.detail;
+  if (typeof detail !== 'string') detail = 'login refused (' + r.status + ')';
+  return {status: r.status, detail: detail};
+} catch (e) {
+  return {status: 0, detail: 'the server did not answer; try again'};
+}
+"""
 
 
 async def login_page(client: Client, next: str = "/", reason: str | None = None):
@@ -75,13 +98,14 @@ async def login_page(client: Client, next: str = "/", reason: str | None = None)
             return
         button.disable()
         try:
-            res = await login(
-                app.storage.user, name.value, password.value, Caller.of(client.request)
-            )
+            res = await ui.run_javascript(LOGIN_JS % (name.id, password.id), timeout=30)
+        except TimeoutError:
+            res = {"status": 0, "detail": "the server did not answer; try again"}
         finally:
             button.enable()
-        if res.user is None:
-            error.text = res.detail[:1].upper() + res.detail[1:] + "."
+        if not isinstance(res, dict) or res.get("status") != 200:
+            detail = str((res or {}).get("detail") or "login failed")
+            error.text = detail[:1].upper() + detail[1:] + "."
             error.set_visibility(True)
             password.value = ""
             return

@@ -239,7 +239,7 @@ async def participants_page() -> None:
             show_bad(parsed.bad)
             if not parsed.participants:
                 result_lbl.text = (
-                    f"{e.file.name}: no valid participant ({len(parsed.bad)} bad rows)"
+                    f"{e.file.name}: no valid participant ({parsed.bad_total} bad rows)"
                     if parsed.bad
                     else f"{e.file.name}: no participants in the file"
                 )
