@@ -392,3 +392,34 @@ def test_run_py_notify_test(tmp_path: Path, data_dir: Path, smtp: SmtpReceiver) 
         assert SECRET not in listed.stdout + ok.stdout + bad.stdout
     finally:
         hook.stop()
+
+
+def test_notifications_stay_in_their_redis_namespace(
+    r: redis.Redis, flow_env: dict[str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    """With REDIS_NAMESPACE every key the alarm flow, the notifier and the notifications flow
+    use for notifications lies under it (two deployments can share one Redis)."""
+    (hook,) = _receivers(1)
+    venue = write_notify_venue(tmp_path / "venue.yaml", GAS_RULE, f"""
+  targets:
+    - {{name: hook, url: "{hook.url}", secret: "{{env:TEST_HOOK_SECRET}}"}}
+  routes:
+    - {{name: all, targets: [hook]}}
+""")  # fmt: skip
+    stack = Stack({**flow_env, "REDIS_NAMESPACE": "vf-b"}, data_dir, venue)
+    try:
+        stack.alarms.start()
+        stack.lake.start()
+        stack.notifier.start()
+        wait_for(lambda: r.get("vf-b:notify:lock"), 60, what="the notifier in its namespace")
+        wait_for(lambda: r.get("vf-b:flow:alarms:heartbeat"), 60, what="the alarm flow")
+        r.xadd("vf-b:events:in", {"data": gas("gas-ns", 150)})
+        wait_for(lambda: hook.bodies(), 60, what="the webhook")
+        assert hook.bodies()[0]["alarm"]["id"] == "gas|gas-ns|1"
+        wait_for(lambda: r.exists("vf-b:notify:done"), 30, what="the attempt recorded")
+        names = [k.decode() for k in r.scan_iter(count=1000)]
+        assert "vf-b:alarms:transitions" in names and "vf-b:notify:attempts" in names
+        assert [k for k in names if not k.startswith("vf-b:")] == []
+    finally:
+        stack.stop()
+        hook.stop()
