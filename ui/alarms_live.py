@@ -1,15 +1,14 @@
 """Live alarms in the dashboard: one Redis subscriber, one model, one throttled event; and the
 person actions (acknowledge, clear) sent to the alarm flow.
 
-Same pattern as `ui.live` (measured: never push to browsers per message). ONE subscriber task
-listens to `live:alarms` (`{"transition": ..., "alarm": <Alarm JSON>}` per change). On every
-(re)connect it subscribes FIRST and then reads the `alarms:active` hash (every alarm not both
-cleared and acknowledged), so nothing published in between is missed; messages that repeat what
-the seed already holds are dropped (acknowledged, cleared, count only move forward). ONE emitter
-task fires `changed` at most `MAX_HZ` times a second when the model moved (and once a second
-anyway, so ages keep ticking); a change after a quiet spell is emitted at once (leading edge),
-so a new alarm is not held back by the throttle. Pages and the CRITICAL banner subscribe and
-read `model`.
+`subscriber` (the `ui.live_subscriber.LiveSubscriber` every live model shares) listens to
+`live:alarms` (`{"transition": ..., "alarm": <Alarm JSON>}` per change). On every (re)connect
+it subscribes FIRST and then reads the `alarms:active` hash (every alarm not both cleared and
+acknowledged), so nothing published in between is missed; messages that repeat what the seed
+already holds are dropped (acknowledged, cleared, count only move forward). `changed` fires at
+most 4 times a second when the model moved (and once a second anyway, so ages keep ticking); a
+change after a quiet spell is emitted at once, so a new alarm is not held back by the throttle.
+Pages and the CRITICAL banner subscribe and read `model`.
 
 Actions go through the `alarms:commands` stream (the flow applies each exactly once, by
 `command_id`). The permission is checked HERE, on the server, whatever the page showed: a
@@ -18,11 +17,7 @@ hidden button is a convenience, the refusal is the rule.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -30,16 +25,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from nicegui import Event
 from redis.exceptions import RedisError
 
 from core import keys
 from core.alarms import AlarmCommand
-from ui.background import BackgroundTasks
+from ui.live_subscriber import LiveSubscriber, json_object, json_objects, parse_utc
 
 log = logging.getLogger(__name__)
 
-MAX_HZ = 4.0
 KEEP_TRANSITIONS = 200
 _GONE = 5_000  # alarm ids remembered after they left the active set (stale replays ignored)
 
@@ -48,19 +41,6 @@ STATUSES = ("ACTIVE_UNACK", "ACTIVE_ACK", "CLEARED_UNACK", "CLEARED_ACK")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 Action = Literal["ack", "clear"]
 PERMISSION: dict[str, str] = {"ack": "alarms.ack", "clear": "alarms.clear"}
-
-#: Fired (without arguments) at most MAX_HZ times a second; read `model` in the handler.
-changed: Event[[]] = Event()
-
-
-def _ts(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        ts = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def _progress(alarm: dict[str, Any]) -> tuple[bool, bool, int]:
@@ -182,7 +162,7 @@ class AlarmsModel:
             key=lambda a: (
                 not is_unacked(a),
                 SEVERITY_RANK.get(str(a.get("severity")), 9),
-                -(_ts(a.get("raised_at")) or far).timestamp(),
+                -(parse_utc(a.get("raised_at")) or far).timestamp(),
             ),
         )
 
@@ -210,110 +190,25 @@ class AlarmsModel:
 model = AlarmsModel()
 
 
-def handle_message(data: bytes | str) -> None:
+def handle_message(channel: str, data: bytes | str) -> None:
     """Fold one `live:alarms` message into the model; bad messages are logged, never raised."""
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        log.warning("%s: message is not JSON; ignored", keys.LIVE_ALARMS)
+    if (doc := json_object(channel, data)) is None:
         return
-    if not isinstance(doc, dict) or not isinstance(doc.get("alarm"), dict):
-        log.warning("%s: message without an alarm; ignored", keys.LIVE_ALARMS)
+    if not isinstance(doc.get("alarm"), dict):
+        log.warning("%s: message without an alarm; ignored", channel)
         return
     model.apply(str(doc.get("transition") or "changed"), doc["alarm"])
 
 
 async def _seed(r: aioredis.Redis) -> None:
-    raw = await r.hgetall(keys.ALARMS_ACTIVE)
-    alarms = []
-    for v in raw.values():
-        with contextlib.suppress(ValueError):
-            doc = json.loads(v)
-            if isinstance(doc, dict):
-                alarms.append(doc)
-    model.seed(alarms)
+    model.seed(json_objects((await r.hgetall(keys.ALARMS_ACTIVE)).values()))
 
 
-async def subscribe_forever(url: str) -> None:
-    """Subscribe to `live:alarms` (then seed); on any Redis failure log, back off, reconnect."""
-    delay = 0.5
-    while True:
-        r = aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=10)
-        ps = r.pubsub(ignore_subscribe_messages=True)
-        try:
-            await ps.subscribe(keys.LIVE_ALARMS)
-            await _seed(r)
-            if not model.connected:
-                log.info("alarms: subscribed to %s", keys.LIVE_ALARMS)
-            model.connected, delay = True, 0.5
-            model.version += 1
-            _poke()
-            async for msg in ps.listen():
-                if msg.get("type") == "message":
-                    before = model.version
-                    handle_message(msg["data"])
-                    if model.version != before:
-                        _poke()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # never crash the app: Redis may come back
-            if model.connected:
-                model.connected = False
-                model.version += 1
-                _poke()
-            log.warning("alarms: Redis subscription lost (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await ps.aclose()
-            with contextlib.suppress(Exception):
-                await r.aclose()
-
-
-_wake: asyncio.Event | None = None  # set when the model moved (made in `start`)
-
-
-def _poke() -> None:
-    if _wake is not None:
-        _wake.set()
-
-
-async def emit_forever() -> None:
-    """Fire `changed` when the model moved — at once if the last emit is 1/MAX_HZ old, else at
-    the end of that interval (a leading-edge throttle: never more than MAX_HZ a second, but a
-    lone new alarm is not held back up to 250 ms) — and once a second anyway."""
-    assert _wake is not None
-    last_change = 0.0  # the 1 Hz tick does not count: pages see no new version and skip it
-    while True:
-        try:
-            await asyncio.wait_for(_wake.wait(), timeout=1.0)
-        except TimeoutError:
-            changed.emit()
-            continue
-        wait = 1 / MAX_HZ - (time.monotonic() - last_change)
-        if wait > 0:
-            await asyncio.sleep(wait)
-        _wake.clear()
-        last_change = time.monotonic()
-        changed.emit()
-
-
-_tasks = BackgroundTasks()
-
-
-async def start(url: str) -> None:
-    """Start the subscriber and the emitter (from `app.on_startup`)."""
-    global _wake
-    if _tasks.running:
-        return
-    _wake = asyncio.Event()
-    _tasks.spawn(subscribe_forever(url), "alarms-subscriber")
-    _tasks.spawn(emit_forever(), "alarms-emitter")
-
-
-async def stop() -> None:
-    await _tasks.cancel_all()
+subscriber = LiveSubscriber(
+    "alarms", model, handle_message, channels=[keys.LIVE_ALARMS], seed=_seed
+)
+changed = subscriber.changed  # fired (no arguments) when `model` moved, throttled: read it then
+start, stop = subscriber.start, subscriber.stop  # from `app.on_startup` / `app.on_shutdown`
 
 
 # --- person actions -----------------------------------------------------------------------

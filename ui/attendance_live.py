@@ -1,7 +1,6 @@
 """Live attendance in the dashboard: one Redis subscriber, one model, one throttled event.
 
-Same pattern as `ui.live` (measured: never push to browsers per message). ONE subscriber task
-listens to
+`subscriber` (the `ui.live_subscriber.LiveSubscriber` every live model shares) listens to
 
 - `live:attendance` — the check-in flow's totals document (≤ 4 Hz; also kept in
   `attendance:totals`, which seeds the model on every (re)connect);
@@ -11,12 +10,12 @@ listens to
 
 The arrivals chart shows closed windows where they exist (exact; late corrections added) and,
 for minutes not closed yet, an estimate counted from the verdicts seen, so it moves at once
-instead of a couple of minutes later when the flow's allowed lateness has passed. On the first
-connect the closed minutes of the last hour are read from the lake, so a restarted dashboard
-does not start with an empty chart.
+instead of a couple of minutes later when the flow's allowed lateness has passed. At start
+the closed minutes of the last hour are read from the lake once, so a restarted dashboard does
+not start with an empty chart.
 
-ONE emitter task fires `changed` at most `MAX_HZ` times a second when the model moved (and at
-1 Hz anyway, so gate load bars and ages keep ticking). Pages subscribe and read `model`.
+`changed` fires at most 4 times a second when the model moved (and at 1 Hz anyway, so gate load
+bars and ages keep ticking). Pages subscribe and read `model`.
 """
 
 from __future__ import annotations
@@ -33,24 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from nicegui import Event, run
+from nicegui import run
 
 from core import keys
 from core.records import CheckIn
 from core.tokens import fingerprint
-from ui.background import BackgroundTasks
+from ui.live_subscriber import LiveSubscriber, json_object, json_objects, minute_floor, parse_utc
 
 log = logging.getLogger(__name__)
 
-MAX_HZ = 4.0
 KEEP_MINUTES = 60
 GATE_HISTORY = 10  # verdicts kept per gate (the gate page's history)
 _SEEN = 50_000  # (nonce, revision) pairs remembered, to count each verdict once
 VERDICT_PATTERN = keys.verdict_channel("*")
 _POLL_S = 0.5  # wait_verdict also reads `verdict:<nonce>` this often (a missed message)
-
-#: Fired (without arguments) at most MAX_HZ times a second; read `model` in the handler.
-changed: Event[[]] = Event()
 
 #: Statuses shown amber: the ticket is fine, the movement is not (everything else but
 #: `accepted` is a refusal, shown red).
@@ -64,21 +59,6 @@ def verdict_tone(status: str | None) -> str:
     if status in WARNING_STATUSES:
         return "warning"
     return "refused"
-
-
-def _minute(ts: datetime) -> datetime:
-    return ts.replace(second=0, microsecond=0)
-
-
-def _parse_ts(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        ts = value
-    else:
-        try:
-            ts = datetime.fromisoformat(str(value))
-        except ValueError:
-            return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def _is_arrival(direction: Any, status: Any) -> bool:
@@ -124,7 +104,7 @@ class AttendanceModel:
         """A closed (or late-corrected) minute window from `live:attendance_counts`."""
         if not _is_arrival(row.get("direction"), row.get("status")):
             return
-        m = _parse_ts(row.get("window_start"))
+        m = parse_utc(row.get("window_start"))
         if m is None:
             return
         gate = str(row.get("gate_id"))
@@ -142,7 +122,7 @@ class AttendanceModel:
     def seed_windows(self, rows: list[tuple[datetime, str, int]]) -> None:
         """Closed minutes from the lake (minute, gate, accepted entries incl. late ones)."""
         for m, gate, n in rows:
-            mm = _parse_ts(m)
+            mm = parse_utc(m)
             if mm is not None and gate not in self.closed.get(mm, {}):
                 self.closed.setdefault(mm, {})[gate] = int(n)
         self._prune()
@@ -152,7 +132,7 @@ class AttendanceModel:
         key = (str(v.get("nonce")), int(v.get("revision") or 0))
         if key in self._seen:
             return
-        ts = _parse_ts(v.get("ts"))
+        ts = parse_utc(v.get("ts"))
         gate = str(v.get("gate_id"))
         # A revision overturns the status of an earlier scan: undo what that one counted.
         if key[1] > 0:
@@ -164,7 +144,7 @@ class AttendanceModel:
                     break
         counted = None
         if ts is not None and _is_arrival(v.get("direction"), v.get("status")):
-            m = _minute(ts)
+            m = minute_floor(ts)
             self.estimate.setdefault(m, Counter())[gate] += 1
             counted = (gate, m)
         self._seen[key] = counted
@@ -177,7 +157,7 @@ class AttendanceModel:
             self._remember_gate(v)
         far = datetime.min.replace(tzinfo=UTC)
         for gate, q in self.gate_recent.items():
-            ordered = sorted(q, key=lambda v: _parse_ts(v.get("decided_at")) or far, reverse=True)
+            ordered = sorted(q, key=lambda v: parse_utc(v.get("decided_at")) or far, reverse=True)
             self.gate_recent[gate] = deque(ordered, maxlen=GATE_HISTORY)
         self.version += 1
 
@@ -193,7 +173,7 @@ class AttendanceModel:
             q.appendleft(v)
 
     def _prune(self) -> None:
-        oldest = _minute(datetime.now(UTC)) - timedelta(minutes=KEEP_MINUTES + 5)
+        oldest = minute_floor(datetime.now(UTC)) - timedelta(minutes=KEEP_MINUTES + 5)
         for d in (self.closed, self.late, self.estimate):
             for m in [m for m in d if m < oldest]:
                 del d[m]
@@ -220,7 +200,7 @@ class AttendanceModel:
     ) -> tuple[list[str], dict[str, list[int]]]:
         """Minute labels (HH:MM UTC) of the last `minutes` minutes; arrivals per gate."""
         gates = gates if gates is not None else self.gate_ids()
-        now = _minute(datetime.now(UTC))
+        now = minute_floor(datetime.now(UTC))
         ms = [now - timedelta(minutes=i) for i in range(minutes - 1, -1, -1)]
         series = {g: [self.arrivals(m, g) for m in ms] for g in gates}
         return [m.strftime("%H:%M") for m in ms], series
@@ -340,12 +320,7 @@ async def wait_verdict(
 
 def handle_message(channel: str, data: bytes | str) -> None:
     """Fold one pub/sub message into the model; bad messages are logged, never raised."""
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        log.warning("%s: message is not JSON; ignored", channel)
-        return
-    if not isinstance(doc, dict):
+    if (doc := json_object(channel, data)) is None:
         return
     if channel == keys.LIVE_ATTENDANCE:
         model.set_totals(doc)
@@ -375,7 +350,7 @@ def _lake_minutes(lake_dir: Path, since: datetime) -> list[tuple[datetime, str, 
 
 
 async def _seed_lake(lake_dir: Path) -> None:
-    since = _minute(datetime.now(UTC)) - timedelta(minutes=KEEP_MINUTES)
+    since = minute_floor(datetime.now(UTC)) - timedelta(minutes=KEEP_MINUTES)
     try:
         rows = await run.io_bound(_lake_minutes, lake_dir, since)
     except Exception as exc:  # the lake is an extra: never stop the live view for it
@@ -389,80 +364,33 @@ async def _seed(r: aioredis.Redis) -> None:
     raw = await r.get(keys.ATTENDANCE_TOTALS)
     if raw is None:
         return
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return
-    if isinstance(doc, dict):
+    for doc in json_objects([raw]):
         model.set_totals(doc)
         model.seed_gate_history([v for v in doc.get("recent") or [] if isinstance(v, dict)])
 
 
-async def subscribe_forever(url: str, lake_dir: Path | None = None) -> None:
-    """Subscribe to the attendance channels; on any Redis failure log, back off, reconnect."""
-    delay = 0.5
-    lake_seeded = lake_dir is None
-    while True:
-        r = aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=10)
-        ps = r.pubsub(ignore_subscribe_messages=True)
-        try:
-            await ps.subscribe(keys.LIVE_ATTENDANCE, keys.LIVE_ATTENDANCE_COUNTS)
-            await ps.psubscribe(VERDICT_PATTERN)
-            await _seed(r)
-            if not model.connected:
-                log.info(
-                    "attendance: subscribed to %s, %s, %s",
-                    keys.LIVE_ATTENDANCE,
-                    keys.LIVE_ATTENDANCE_COUNTS,
-                    VERDICT_PATTERN,
-                )
-            model.connected, delay = True, 0.5
-            model.version += 1
-            if not lake_seeded and lake_dir is not None:
-                lake_seeded = True
-                asyncio.get_running_loop().create_task(_seed_lake(lake_dir))
-            async for msg in ps.listen():
-                if msg.get("type") in ("message", "pmessage"):
-                    ch = msg["channel"]
-                    handle_message(ch.decode() if isinstance(ch, bytes) else ch, msg["data"])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # never crash the app: Redis may come back
-            if model.connected:
-                model.connected = False
-                model.version += 1
-            log.warning("attendance: Redis subscription lost (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await ps.aclose()
-            with contextlib.suppress(Exception):
-                await r.aclose()
-
-
-async def emit_forever() -> None:
-    """Fire `changed` at most MAX_HZ times a second when the model moved, and at 1 Hz anyway."""
-    last_version, last_emit = -1, 0.0
-    while True:
-        await asyncio.sleep(1 / MAX_HZ)
-        now = time.monotonic()
-        if model.version != last_version or now - last_emit >= 1.0:
-            last_version, last_emit = model.version, now
-            changed.emit()
-
-
-_tasks = BackgroundTasks()
+subscriber = LiveSubscriber(
+    "attendance",
+    model,
+    handle_message,
+    channels=[keys.LIVE_ATTENDANCE, keys.LIVE_ATTENDANCE_COUNTS],
+    patterns=[VERDICT_PATTERN],
+    seed=_seed,
+)
+changed = subscriber.changed  # fired (no arguments) when `model` moved, throttled: read it then
 
 
 async def start(url: str, lake_dir: Path | None = None) -> None:
-    """Start the subscriber and the emitter (from `app.on_startup`)."""
-    _tasks.spawn(subscribe_forever(url, lake_dir), "attendance-subscriber")
-    _tasks.spawn(emit_forever(), "attendance-emitter")
+    """Start the subscriber and the emitter (from `app.on_startup`) and the lake history read."""
+    if subscriber.running:
+        return
+    await subscriber.start(url)
+    if lake_dir is not None:
+        subscriber.spawn(_seed_lake(lake_dir), "attendance-lake-seed")
 
 
 async def stop() -> None:
-    await _tasks.cancel_all()
+    await subscriber.stop()
     for futs in list(_waiters.values()):
         for fut in futs:
             if not fut.done():

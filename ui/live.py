@@ -1,10 +1,10 @@
-"""The dashboard's live state: one Redis subscriber, one in-memory model, one throttled event.
+"""The dashboard's live events: one in-memory model of the events flow's live outputs.
 
-Measured (docs/notes on NiceGUI): pushing to browsers per event collapses the server at a few
-hundred events/s, so the app holds ONE subscriber task for all clients, folds messages into
-`LiveModel`, and ONE emitter task fires `changed` at most `MAX_HZ` times a second when the model
-moved (and once a second anyway, so ages on pages keep ticking). Pages subscribe to `changed`
-and read the model; NiceGUI unsubscribes them when their client goes away.
+`subscriber` (a `ui.live_subscriber.LiveSubscriber`, the mechanism every live model shares)
+listens to `live:events` (micro-batches of stored events) and `live:event_counts` (closed
+windows), folds them into `model`, and fires `changed` at most 4 times a second when the
+model moved (and once a second anyway, so ages on pages keep ticking). Pages subscribe to
+`changed` and read the model.
 
 On (re)connect the model is seeded from `events:recent` after subscribing, so a page opened
 mid-stream shows the present at once and nothing falls in between; duplicates (the flow's live
@@ -13,9 +13,6 @@ outputs are at-least-once, and the seed overlaps the first messages) are dropped
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections import Counter, OrderedDict, deque
@@ -24,35 +21,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
-from nicegui import Event
 
 from core import keys
 from core.records import LEVELS
-from ui.background import BackgroundTasks
+from ui.live_subscriber import LiveSubscriber, json_object, json_objects, minute_floor, parse_utc
 
 log = logging.getLogger(__name__)
 
-MAX_HZ = 4.0
 KEEP_EVENTS = 200
 KEEP_MINUTES = 60
 KEEP_WINDOWS = 200
 KEEP_TYPES = 200  # filter options: the most recently seen types (a bad source cannot flood it)
 _SEEN_IDS = 20_000
-
-#: Fired (without arguments) at most MAX_HZ times a second; read `model` in the handler.
-changed: Event[[]] = Event()
-
-
-def _minute(ts: datetime) -> datetime:
-    return ts.replace(second=0, microsecond=0)
-
-
-def _parse_ts(value: Any) -> datetime | None:
-    try:
-        ts = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 @dataclass
@@ -101,19 +81,19 @@ class LiveModel:
         for ev in reversed(new):  # oldest first, so the newest ends up at the left
             self.recent.appendleft(ev)
             self._see_type(str(ev.get("type")))
-            ts = _parse_ts(ev.get("ts"))
+            ts = parse_utc(ev.get("ts"))
             if ts is not None and minutes is None:
-                self.per_minute.setdefault(_minute(ts), Counter())[str(ev.get("level"))] += 1
-            got = _parse_ts(ev.get("received_at"))
+                self.per_minute.setdefault(minute_floor(ts), Counter())[str(ev.get("level"))] += 1
+            got = parse_utc(ev.get("received_at"))
             if got is not None and (self.last_received_at is None or got > self.last_received_at):
                 self.last_received_at = got
         for item in minutes or []:
             try:
-                m, lv, n = _parse_ts(item[0]), str(item[1]), int(item[2])
+                m, lv, n = parse_utc(item[0]), str(item[1]), int(item[2])
             except (TypeError, ValueError, IndexError):
                 continue
             if m is not None:
-                self.per_minute.setdefault(_minute(m), Counter())[lv] += n
+                self.per_minute.setdefault(minute_floor(m), Counter())[lv] += n
         if live:
             dups = len(events) - len(new)
             n = max((total or 0) - dups, len(new))
@@ -150,7 +130,7 @@ class LiveModel:
         return start, str(rows[0].get("window_end")), sum(int(w.get("count", 0)) for w in rows)
 
     def _prune(self) -> None:
-        oldest = _minute(datetime.now(UTC)) - timedelta(minutes=KEEP_MINUTES - 1)
+        oldest = minute_floor(datetime.now(UTC)) - timedelta(minutes=KEEP_MINUTES - 1)
         for m in [m for m in self.per_minute if m < oldest]:
             del self.per_minute[m]
         cutoff = time.monotonic() - 60
@@ -179,7 +159,7 @@ class LiveModel:
 
     def chart(self) -> tuple[list[str], dict[str, list[int]]]:
         """Minute labels (HH:MM UTC) of the last 60 minutes and counts per level, by event ts."""
-        now = _minute(datetime.now(UTC))
+        now = minute_floor(datetime.now(UTC))
         minutes = [now - timedelta(minutes=i) for i in range(KEEP_MINUTES - 1, -1, -1)]
         series = {lv: [self.per_minute.get(m, Counter())[lv] for m in minutes] for lv in LEVELS}
         return [m.strftime("%H:%M") for m in minutes], series
@@ -190,83 +170,26 @@ model = LiveModel()
 
 def handle_message(channel: str, data: bytes | str) -> None:
     """Fold one pub/sub message into the model; bad messages are logged, never raised."""
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        log.warning("%s: message is not JSON; ignored", channel)
+    if (doc := json_object(channel, data)) is None:
         return
-    if channel == keys.LIVE_EVENTS and isinstance(doc, dict):
+    if channel == keys.LIVE_EVENTS:
         events = doc.get("events") or []
         total = doc.get("total")
         minutes = doc.get("minutes") if isinstance(doc.get("minutes"), list) else None
         model.add_events(
             events, int(total) if isinstance(total, int) else None, live=True, minutes=minutes
         )
-    elif channel == keys.LIVE_EVENT_COUNTS and isinstance(doc, dict):
+    elif channel == keys.LIVE_EVENT_COUNTS:
         model.add_window(doc)
 
 
 async def _seed(r: aioredis.Redis) -> None:
     raw = await r.lrange(keys.EVENTS_RECENT, 0, keys.RECENT_SIZE - 1)
-    events = []
-    for doc in raw:
-        with contextlib.suppress(ValueError):
-            events.append(json.loads(doc))
-    model.add_events(events, None, live=False)
+    model.add_events(json_objects(raw), None, live=False)
 
 
-async def subscribe_forever(url: str) -> None:
-    """Subscribe to the live channels; on any Redis failure log, back off and reconnect."""
-    delay = 0.5
-    while True:
-        r = aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=10)
-        ps = r.pubsub(ignore_subscribe_messages=True)
-        try:
-            await ps.subscribe(keys.LIVE_EVENTS, keys.LIVE_EVENT_COUNTS)
-            await _seed(r)
-            if not model.connected:
-                log.info("live: subscribed to %s, %s", keys.LIVE_EVENTS, keys.LIVE_EVENT_COUNTS)
-            model.connected, delay = True, 0.5
-            model.version += 1
-            async for msg in ps.listen():
-                if msg.get("type") == "message":
-                    ch = msg["channel"]
-                    handle_message(ch.decode() if isinstance(ch, bytes) else ch, msg["data"])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # never crash the app: Redis may come back
-            if model.connected:
-                model.connected = False
-                model.version += 1
-            log.warning("live: Redis subscription lost (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await ps.aclose()
-            with contextlib.suppress(Exception):
-                await r.aclose()
-
-
-async def emit_forever() -> None:
-    """Fire `changed` at most MAX_HZ times a second when the model moved, and at 1 Hz anyway."""
-    last_version, last_emit = -1, 0.0
-    while True:
-        await asyncio.sleep(1 / MAX_HZ)
-        now = time.monotonic()
-        if model.version != last_version or now - last_emit >= 1.0:
-            last_version, last_emit = model.version, now
-            changed.emit()
-
-
-_tasks = BackgroundTasks()
-
-
-async def start(url: str) -> None:
-    """Start the subscriber and the emitter (from `app.on_startup`)."""
-    _tasks.spawn(subscribe_forever(url), "live-subscriber")
-    _tasks.spawn(emit_forever(), "live-emitter")
-
-
-async def stop() -> None:
-    await _tasks.cancel_all()
+subscriber = LiveSubscriber(
+    "live", model, handle_message, channels=[keys.LIVE_EVENTS, keys.LIVE_EVENT_COUNTS], seed=_seed
+)
+changed = subscriber.changed  # fired (no arguments) when `model` moved, throttled: read it then
+start, stop = subscriber.start, subscriber.stop  # from `app.on_startup` / `app.on_shutdown`

@@ -12,8 +12,10 @@ Why this shape (go2rtc/Frigate's rule: one camera connection, any number of view
   buffer or delays anyone else.
 - The reader loop does nothing but hand messages to feeds (status messages are small and rare),
   so a burst of frames never backs up Redis's output buffer for this client.
-- Status, rooms and members are folded into `model`; ONE task fires `changed` at most `MAX_HZ`
-  times a second for all pages together (the pattern measured in notes/nicegui.md).
+- Status, rooms and members are folded into `model`. The subscription, its seed (statuses, rooms
+  and members, read again after every reconnect), the reconnect and `changed` (at most 4 times
+  a second for all pages together) are the `ui.live_subscriber.LiveSubscriber` every live model
+  shares; its emitter also unsubscribes cameras nobody watched for `LINGER_S`.
 """
 
 from __future__ import annotations
@@ -29,22 +31,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from nicegui import Event
 from pydantic import ValidationError
 
 from core import keys
 from core.records import Room, RoomMember
-from ui.background import BackgroundTasks
+from ui.live_subscriber import LiveSubscriber
 
 log = logging.getLogger(__name__)
 
 LINGER_S = 10.0
 RING = 4  # messages a feed keeps
 CATCH_UP = 2  # a viewer at most this many frames behind gets the next one, else the newest
-MAX_HZ = 4.0
-
-#: Fired (without arguments) at most MAX_HZ times a second; read `model` in the handler.
-changed: Event[[]] = Event()
 
 
 class Feed:
@@ -137,13 +134,16 @@ class VideoHub:
     """Feeds per camera over one Redis pub/sub connection; status, rooms and members."""
 
     def __init__(self) -> None:
-        self.url = ""
         self.camera_ids: list[str] = []
         self.feeds: dict[str, Feed] = {}
-        self._ps: aioredis.client.PubSub | None = None
-        self._r: aioredis.Redis | None = None
-        self._tasks = BackgroundTasks()
-        self._subscribed: set[str] = set()
+        self.live = LiveSubscriber(
+            "video-hub",
+            model,
+            self._handle,
+            channels=[keys.VIDEO_HUB, keys.LIVE_CAMERAS, keys.LIVE_ROOMS],
+            seed=self._seed,
+            on_tick=self._unsubscribe_idle,
+        )
 
     # --- viewers -------------------------------------------------------------------------------
 
@@ -155,12 +155,7 @@ class VideoHub:
         feed = self.feeds[camera_id]
         feed.refs += 1
         feed.release_at = None
-        if camera_id not in self._subscribed and self._ps is not None:
-            self._subscribed.add(camera_id)
-            try:
-                await self._ps.subscribe(keys.video_channel(camera_id))
-            except Exception as exc:  # the reader loop resubscribes when Redis is back
-                log.warning("video: cannot subscribe to %s (%s)", camera_id, exc)
+        await self.live.add_channel(keys.video_channel(camera_id))
         return feed
 
     def release(self, camera_id: str) -> None:
@@ -180,11 +175,9 @@ class VideoHub:
         for cam, feed in self.feeds.items():
             if feed.refs == 0 and feed.release_at is not None and now >= feed.release_at:
                 feed.release_at = None
-                if cam in self._subscribed and self._ps is not None:
-                    self._subscribed.discard(cam)
+                if self.live.subscribed_to(keys.video_channel(cam)):
                     feed.clear()
-                    with contextlib.suppress(Exception):
-                        await self._ps.unsubscribe(keys.video_channel(cam))
+                    await self.live.remove_channel(keys.video_channel(cam))
 
     # --- the reader ----------------------------------------------------------------------------
 
@@ -205,7 +198,7 @@ class VideoHub:
 
     async def reload_room(self, room_id: str) -> None:
         """Re-read one room and its members (after a `live:rooms` message)."""
-        r = self._r
+        r = self.live.redis
         if r is None:
             return
         raw = await r.hget(keys.ROOMS, room_id)
@@ -219,6 +212,7 @@ class VideoHub:
         model.version += 1
 
     def _handle(self, channel: str, data: bytes) -> None:
+        """Frames go to their camera's feed as they are; the rest is folded into `model`."""
         if (camera_id := keys.camera_of_channel(channel)) is not None:
             feed = self.feeds.get(camera_id)
             if feed is not None:
@@ -235,72 +229,24 @@ class VideoHub:
                 room_id = str(json.loads(data)["room_id"])
             except (ValueError, KeyError, TypeError):
                 return
-            asyncio.get_running_loop().create_task(self.reload_room(room_id))
-
-    async def _read_forever(self) -> None:
-        delay = 0.5
-        while True:
-            r = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=2, health_check_interval=10
-            )
-            ps = r.pubsub(ignore_subscribe_messages=True)
-            try:
-                channels = [keys.VIDEO_HUB, keys.LIVE_CAMERAS, keys.LIVE_ROOMS]
-                channels += [keys.video_channel(c) for c in self.feeds if self.feeds[c].refs]
-                await ps.subscribe(*channels)
-                self._subscribed = {c for c in self.feeds if self.feeds[c].refs}
-                self._r, self._ps = r, ps
-                await self._seed(r)
-                if not model.connected:
-                    log.info("video hub: subscribed (%d camera(s) known)", len(self.feeds))
-                model.connected, delay = True, 0.5
-                while True:
-                    msg = await ps.get_message(timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
-                        ch = msg["channel"]
-                        self._handle(ch.decode() if isinstance(ch, bytes) else ch, msg["data"])
-                    elif msg is None:
-                        await self._unsubscribe_idle()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis went away: back off, reconnect, resubscribe
-                self._ps = None
-                if model.connected:
-                    model.connected = False
-                    model.version += 1
-                log.warning("video hub: Redis lost (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await ps.aclose()
-                with contextlib.suppress(Exception):
-                    await r.aclose()
-
-    async def _emit_forever(self) -> None:
-        last_version, last_emit = -1, 0.0
-        while True:
-            await asyncio.sleep(1 / MAX_HZ)
-            await self._unsubscribe_idle()
-            now = time.monotonic()
-            if model.version != last_version or now - last_emit >= 1.0:
-                last_version, last_emit = model.version, now
-                changed.emit()
+            self.live.spawn(self.reload_room(room_id), f"reload-room-{room_id}")
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, url: str, camera_ids: list[str]) -> None:
-        self.url, self.camera_ids = url, list(camera_ids)
+        if self.live.running:
+            return
+        self.camera_ids = list(camera_ids)
         self.feeds = {c: Feed(c) for c in camera_ids}
-        self._tasks.spawn(self._read_forever(), "video-hub-reader")
-        self._tasks.spawn(self._emit_forever(), "video-hub-emitter")
+        await self.live.start(url)
 
     def add_task(self, coro: Any, name: str) -> None:
         """Run a background task for as long as the hub runs (presence refresh)."""
-        self._tasks.spawn(coro, name)
+        self.live.spawn(coro, name)
 
     async def stop(self) -> None:
-        await self._tasks.cancel_all()
+        await self.live.stop()
 
 
 hub = VideoHub()
+changed = hub.live.changed  # fired (no arguments) when `model` moved, throttled: read it then
