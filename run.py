@@ -10,6 +10,7 @@ catalog   (re)create the catalog's views
 participants  import a CSV, revoke/reissue/restore, tokens, QR codes (`participants -h`)
 users     dashboard users and roles: add, list, remove, passwd, role (`users -h`)
 keys      API keys for devices, gates and scripts: add, list, revoke (`keys -h`)
+notify    notification targets: list, test TARGET (`notify -h`)
 """
 
 from __future__ import annotations
@@ -145,6 +146,15 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
             "lake maintenance",
             lambda: spawn(maintain_argv, child_env(s, url), logs / "lake-maintain.log"),
             logs / "lake-maintain.log",
+        )
+    )
+    sup.add(
+        Child(
+            "notifier",
+            lambda: spawn(
+                [sys.executable, "-m", "notify.notifier"], child_env(s, url), logs / "notifier.log"
+            ),
+            logs / "notifier.log",
         )
     )
     sup.add(
@@ -290,6 +300,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return keys_main(args)
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    from notify.cli import main as notify_main
+
+    return notify_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -323,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     from core.auth_cli import add_parsers as add_auth_parsers
 
     add_auth_parsers(sub)
+    from notify.cli import add_parser as add_notify_parser
+
+    add_notify_parser(sub)
     return p
 
 
@@ -344,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "participants": cmd_participants,
         "users": cmd_users,
         "keys": cmd_keys,
+        "notify": cmd_notify,
     }
     return handlers[args.command](args)
 

@@ -153,3 +153,31 @@ def decider_nonces_key(shard: int) -> str:
 def decided_key(shard: int) -> str:
     """Stream: the batches of outcomes one decider shard committed (pickled)."""
     return name(f"checkins:decided:{shard}")
+
+
+# --- notifications (see notify/ and docs/notifications.md) --------------------------------------
+ALARMS_TRANSITIONS = name(
+    "alarms:transitions"
+)  # stream: every alarm transition, once (notifier input)
+ALARMS_TRANSITIONS_MAXLEN = 100_000  # approximate trim; the lake `alarms` keeps all
+NOTIFY_CURSOR = name(
+    "notify:cursor"
+)  # string: the last alarms:transitions entry the notifier planned
+NOTIFY_JOBS = name(
+    "notify:jobs"
+)  # hash: notification id → Job JSON (the outbox: due, not yet done)
+NOTIFY_DUE = name(
+    "notify:due"
+)  # sorted set: notification id → when its next attempt is due (epoch s)
+NOTIFY_INFLIGHT = name("notify:inflight")  # hash: notification id → attempt started (epoch s)
+NOTIFY_DONE = name("notify:done")  # sorted set: notification id → when it finished (de-dup, 7 days)
+NOTIFY_ESCALATIONS = name(
+    "notify:escalations"
+)  # sorted set: escalation key → next step due (epoch s)
+NOTIFY_ESCALATION_STATE = name("notify:escalation")  # hash: escalation key → Escalation JSON
+NOTIFY_HEALTH = name("notify:health")  # hash: target name → TargetHealth JSON
+NOTIFY_ATTEMPTS = name("notify:attempts")  # stream: every attempt (→ lake `notifications`)
+NOTIFY_SUBSCRIPTIONS = name("notify:subscriptions")  # hash: username → Subscription JSON
+NOTIFY_LOCK = name("notify:lock")  # string (with TTL): the one running notifier's token
+NOTIFIER_HEARTBEAT = "notifier"  # its heartbeat is heartbeat_key("notifier"), like a flow's
+ALARMS_TRANSITIONS_SEEN = name("alarms:transitions:seen")  # sorted set: transitions already written

@@ -24,6 +24,7 @@ FLOWS: dict[str, str] = {
     "checkins": "flows.checkins:flow",
     "video": "flows.video:flow",
     "alarms": "flows.alarms:flow",
+    "notifications": "flows.notifications:flow",
 }
 
 RECOVERY_PARTS = 1

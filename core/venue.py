@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.alarms import AlarmRule
+from core.notify_config import FAILING_RULE_ID, Notifications
 from core.records import Id, reason_of
 
 EXAMPLE_VENUE = Path(__file__).resolve().parent.parent / "venue.example.yaml"
@@ -136,9 +137,15 @@ class Venue(_Strict):
     cameras: list[Camera] = Field(default_factory=list)
     #: Alarm rules evaluated by the alarm flow (see core/alarms.py for each kind).
     alarm_rules: list[AlarmRule] = Field(default_factory=list)
+    #: Where alarms are sent (core/notify_config.py; docs/notifications.md).
+    notifications: Notifications = Notifications()
 
     @model_validator(mode="after")
     def _consistent(self) -> Venue:
+        n = self.notifications
+        if (n.targets or n.mail_url) and all(r.id != FAILING_RULE_ID for r in self.alarm_rules):
+            # frozen model: set once here, before anything reads it
+            object.__setattr__(self, "alarm_rules", [*self.alarm_rules, n.failing_rule()])
         for what, items in (("gate", self.gates), ("camera", self.cameras)):
             ids = [i.id for i in items]
             dup = {i for i in ids if ids.count(i) > 1}

@@ -27,7 +27,15 @@ from core.venue import Venue
 from flows.alarm_kinds import KINDS, Context, Kind
 from flows.alarms_clock import Clock
 from flows.alarms_inputs import CommandIn, Input, Obs
-from flows.alarms_lifecycle import Life, RuleInfo, Signal, flush, live_message, on_command
+from flows.alarms_lifecycle import (
+    Life,
+    RuleInfo,
+    Signal,
+    flush,
+    live_message,
+    on_command,
+    transition_command,
+)
 from flows.alarms_lifecycle import on_signal as lifecycle_signal
 from flows.alarms_lifecycle import resync as lifecycle_resync
 from flows.dead_letters import dead_letter
@@ -126,6 +134,7 @@ class AlarmEngine:
             out.redis.append(
                 ("PUBLISH", keys.LIVE_ALARMS, live_message(change.transition, change.doc))
             )
+            out.redis.append(transition_command(change))
 
     def _command(self, st: AlarmsState, c: CommandIn, now: datetime, out: Outcome) -> None:
         try:
@@ -144,6 +153,7 @@ class AlarmEngine:
             out.redis.append(
                 ("PUBLISH", keys.LIVE_ALARMS, live_message(change.transition, change.doc))
             )
+            out.redis.append(transition_command(change))
 
     def _dead(self, reason: str, c: CommandIn, out: Outcome) -> None:
         out.decisions["command:dead"] += 1

@@ -265,6 +265,34 @@ ERASURES = Table(
     "at",
 )
 
+#: Notifications (issue 12): one row per attempt to send one (delivered / failed / gave_up),
+#: per notification a route's quiet hours held back (`quiet_hours`), and per escalation step
+#: (`escalated`, `escalation_stopped`). `notification_id` is what receivers de-duplicate on;
+#: `latency_ms` the attempt's duration; `error` never holds a secret (scrubbed).
+NOTIFICATIONS = Table(
+    "notifications",
+    pa.schema(
+        [
+            ("notification_id", pa.string()),
+            ("alarm_id", pa.string()),
+            ("rule_id", pa.string()),
+            ("source", pa.string()),
+            ("severity", pa.string()),
+            ("transition", pa.string()),
+            ("level", pa.int32()),
+            ("target", pa.string()),
+            ("route", pa.string()),
+            ("attempt", pa.int32()),
+            ("result", pa.string()),
+            ("status_code", pa.int32()),
+            ("latency_ms", pa.float64()),
+            ("error", pa.string()),
+            ("at", TS),
+        ]
+    ),
+    "at",
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -279,5 +307,6 @@ TABLES: dict[str, Table] = {
         REQUEST_LOGS,
         ALARMS,
         ERASURES,
+        NOTIFICATIONS,
     )
 }

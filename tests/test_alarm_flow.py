@@ -224,6 +224,13 @@ def test_kill_9_mid_burst_loses_and_duplicates_nothing(
     )
     assert len(got) == len(history), "a transition was written twice"
     assert {(a, rev): (t, s) for a, rev, t, s in got} == history
+    # the notifier's input, alarms:transitions, holds every transition exactly once too
+    stream = [json.loads(f[b"data"]) for _, f in r.xrange(keys.ALARMS_TRANSITIONS)]
+    seen = [(m["alarm"]["alarm_id"], m["revision"]) for m in stream]
+    assert len(seen) == len(set(seen)), "a transition was written twice to alarms:transitions"
+    assert {
+        k: (m["transition"], m["alarm"]["status"]) for k, m in zip(seen, stream, strict=True)
+    } == history
 
     def hash_state() -> dict:
         return {aid: (a["status"], a["count"]) for aid, a in _hash(r).items()}

@@ -226,13 +226,15 @@ async def test_a_route_missing_from_the_matrix_is_refused_for_everyone() -> None
 PAGES = {
     "organiser": {
         "/", "/events", "/attendance", "/alarms", "/analytics", "/gate", "/participants",
-        "/report", "/cameras", "/rooms", "/rooms/{room_id}", "/users",
+        "/report", "/cameras", "/rooms", "/rooms/{room_id}", "/users", "/notifications",
     },
     "operator": {
         "/", "/events", "/attendance", "/alarms", "/gate", "/cameras", "/rooms",
-        "/rooms/{room_id}",
+        "/rooms/{room_id}", "/notifications",
     },
-    "analyst": {"/", "/events", "/attendance", "/alarms", "/analytics", "/report"},
+    "analyst": {
+        "/", "/events", "/attendance", "/alarms", "/analytics", "/report", "/notifications",
+    },
 }  # fmt: skip
 ACTIONS = {
     "alarms.ack": {"organiser", "operator"},
@@ -242,6 +244,8 @@ ACTIONS = {
     "gate.scan": {"organiser", "operator"},
     "participants.manage": {"organiser"},
     "users.manage": {"organiser"},
+    "notify.subscribe": {"organiser", "operator", "analyst"},
+    "notify.manage": {"organiser"},
 }
 
 

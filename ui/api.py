@@ -23,6 +23,7 @@ from starlette.types import Message
 
 from core import keys
 from core.auth_keys import ApiKey
+from core.keys import NOTIFIER_HEARTBEAT
 from core.processes import FLOWS as FLOW_MODULES
 from core.records import LEVELS, Event, event_stream_for, field_errors, stored_json
 from core.settings import Settings, get_settings
@@ -31,8 +32,9 @@ from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events, newest_fi
 
 log = logging.getLogger(__name__)
 
-#: Flows whose heartbeat /health reports: every flow run.py runs.
-FLOWS: tuple[str, ...] = tuple(FLOW_MODULES)
+#: Processes whose heartbeat /health reports: every flow run.py runs, and the notifier (an
+#: alarm that cannot reach anyone is an outage too).
+FLOWS: tuple[str, ...] = (*FLOW_MODULES, NOTIFIER_HEARTBEAT)
 
 _redis: aioredis.Redis | None = None
 

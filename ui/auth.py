@@ -71,6 +71,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "participants.view": _ORG,  # /participants, QR downloads (personal data)
     "participants.manage": _ORG,  # import, revoke, reissue, restore
     "users.manage": _ORG,  # /users: users, roles, passwords, API keys
+    "notify.subscribe": _ALL,  # /notifications: one's own subscription, a test to oneself
+    "notify.manage": _ORG,  # notification targets' health, tests, every attempt
 }
 
 PUBLIC = "public"  #: a Rule.perm: no login needed
@@ -184,6 +186,7 @@ ROUTES: tuple[Rule, ...] = (
     _page("/rooms", "rooms.view"),
     _page("/rooms/{room_id}", "rooms.view"),
     _page("/users", "users.manage"),
+    _page("/notifications", "notify.subscribe"),
     # the pages' downloads (browser links: served like the pages)
     _page("/participants/qr.zip", "participants.view"),
     _page("/participants/{pid}/qr.png", "participants.view"),

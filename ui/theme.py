@@ -56,6 +56,7 @@ NAV: list[NavItem] = [
     NavItem("Cameras", "/cameras", "videocam"),
     NavItem("Rooms", "/rooms", "meeting_room"),
     NavItem("Analytics", "/analytics", "query_stats"),
+    NavItem("Notify", "/notifications", "campaign"),
 ]
 
 

@@ -7,6 +7,7 @@ from ui.pages import (
     cameras_page,
     events_page,
     gate_page,
+    notifications_page,
     overview_page,
     participants_page,
     report_page,
@@ -54,3 +55,4 @@ def register_all() -> None:
     report_page.register()
     cameras_page.register()
     rooms_page.register()
+    notifications_page.register()

@@ -23,6 +23,7 @@ from storage.analytics import RANGES, since_for
 from ui import alarms_live, theme
 from ui.auth import can, current_user
 from ui.logs_api import LakeUnavailable, lake_rows
+from ui.pages import notifications_page
 
 HISTORY_ROWS = 200
 TRANSITIONS = ("raised", "acknowledged", "cleared", "escalated")
@@ -147,6 +148,36 @@ def _open_slot(may_ack: bool, may_clear: bool) -> str:
     )
 
 
+def history_query(
+    since: datetime, filters: dict[str, str], transition: str = ""
+) -> tuple[str, list[Any]]:
+    """The history table's query: the lake's `alarms` transitions and, unless a transition is
+    picked, the notifier's escalation steps (lake `notifications`, `result = 'escalated'`) as
+    rows `escalation <level>` by `notifier` — so the history says when nobody acknowledged.
+    Values only ever as bound parameters."""
+    clauses, params = ['"at" >= ?'], [since]
+    for col in ("alarm_id", "rule_id", "source"):
+        if filters.get(col):
+            clauses.append(f"{col} = ?")
+            params.append(filters[col])
+    where = " AND ".join(clauses)
+    cols = ", ".join(f'"{k}"' for k, _ in HISTORY_COLUMNS)  # `by`, `at`: SQL words
+    sql = f"SELECT {cols}, revision FROM alarms WHERE {where}"
+    all_params = list(params)
+    if transition:
+        sql += " AND transition = ?"
+        all_params.append(transition)
+    else:
+        sql += (
+            " UNION ALL SELECT \"at\", 'escalation ' || level, severity, rule_id, source, "
+            "NULL, 'notifier', NULL, 'not acknowledged: notified route ' || route || ' (' || "
+            "target || ')', NULL, NULL, NULL, alarm_id, 0 "
+            f"FROM notifications WHERE result = 'escalated' AND {where}"
+        )
+        all_params += params
+    return f'{sql} ORDER BY "at" DESC, revision DESC LIMIT {HISTORY_ROWS}', all_params
+
+
 def _cell(v: Any) -> Any:
     if isinstance(v, datetime):
         return v.strftime("%Y-%m-%d %H:%M:%S")
@@ -155,7 +186,10 @@ def _cell(v: Any) -> Any:
     return "" if v is None else v
 
 
-async def alarms_page() -> None:
+async def alarms_page(alarm: str | None = None) -> None:
+    """`?alarm=<id>` (the link in every notification) narrows the history and the
+    notifications to that alarm."""
+    alarm = (alarm or "").strip()[:400] or None  # only ever a bound SQL parameter
     user = current_user()
     may_ack, may_clear = can(user, "alarms.ack"), can(user, "alarms.clear")
     state: dict[str, Any] = {"version": -1, "rows": None, "opts": None}
@@ -227,6 +261,18 @@ async def alarms_page() -> None:
                 pagination=25,
             ).classes("w-full")
             history.props('dense flat bordered wrap-cells data-testid="alarm-history"')
+
+        with ui.card().classes("w-full").props("flat bordered"):
+            with ui.row().classes("w-full items-end gap-4"):
+                ui.label(
+                    "Notifications (lake: notifications) — every attempt, held back by quiet "
+                    "hours, and escalation step" + (f" of {alarm}" if alarm else "")
+                ).classes("font-medium")
+                ui.space()
+                ui.button(icon="refresh", on_click=lambda: load_notes()).props("flat dense")
+            notes_info = ui.label("").classes("text-sm text-gray-500")
+            notes = notifications_page.attempts_table()
+            notes.props('dense flat bordered wrap-cells data-testid="alarm-notifications"')
 
     comment_dialog = ui.dialog()
     with comment_dialog, ui.card().classes("min-w-96"):
@@ -315,20 +361,16 @@ async def alarms_page() -> None:
     for sel in (sev_sel, status_sel, source_sel, rule_sel):
         sel.on_value_change(lambda: refresh(force=True))
 
+    async def load_notes() -> None:
+        await notifications_page.load_attempts(notes, notes_info, alarm)
+
     async def load_history() -> None:
-        clauses, params = ['"at" >= ?'], [since_for(range_sel.value)]
-        for col, widget in (("rule_id", h_rule), ("source", h_source)):
-            if (widget.value or "").strip():
-                clauses.append(f"{col} = ?")
-                params.append(widget.value.strip())
-        if h_transition.value:
-            clauses.append("transition = ?")
-            params.append(h_transition.value)
-        cols = ", ".join(f'"{k}"' for k, _ in HISTORY_COLUMNS)  # `by`, `at`: SQL words
-        sql = (
-            f"SELECT {cols} FROM alarms WHERE {' AND '.join(clauses)} "
-            f'ORDER BY "at" DESC, revision DESC LIMIT {HISTORY_ROWS}'
-        )
+        filters = {
+            "rule_id": (h_rule.value or "").strip(),
+            "source": (h_source.value or "").strip(),
+            "alarm_id": alarm or "",
+        }
+        sql, params = history_query(since_for(range_sel.value), filters, h_transition.value or "")
         try:
             _, rows = await lake_rows(sql, params)
         except LakeUnavailable as exc:
@@ -337,7 +379,7 @@ async def alarms_page() -> None:
         history.rows = [
             {
                 "key": f"{i}",
-                **{k: _cell(v) for (k, _), v in zip(HISTORY_COLUMNS, r, strict=True)},
+                **{k: _cell(v) for (k, _), v in zip(HISTORY_COLUMNS, r[:-1], strict=True)},
             }
             for i, r in enumerate(rows)
         ]
@@ -353,6 +395,8 @@ async def alarms_page() -> None:
     alarms_live.changed.subscribe(refresh)
     ui.timer(0, load_history, once=True)
     ui.timer(15.0, load_history)
+    ui.timer(0, load_notes, once=True)
+    ui.timer(15.0, load_notes)
 
 
 def register() -> None:
