@@ -226,9 +226,8 @@ def test_every_http_route_is_in_the_contract(app_routes: set[str]) -> None:
 
 
 def slug(heading: str) -> str:
-    """GitHub's anchor for a heading."""
-    text = re.sub(r"[`*_]{1,2}(?=\S)|(?<=\S)[`*]{1,2}", "", heading.strip())
-    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces → -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 def anchors(path: Path) -> set[str]:
