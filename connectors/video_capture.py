@@ -15,11 +15,12 @@ stops it on commands, watches it, reports its status and statistics, keeps its o
 the snapshot); the live pixels go straight from the camera's threads to Redis.
 
 Why generations: a camera that freezes with its connection open makes `grab()` block for
-several read timeouts, and that capture never recovers even when the camera resumes (measured,
-see notes/video.md). `release()` from another thread while `grab()` blocks is unsafe, so the
-watchdog (`check()`, called by the partition) *abandons* the stuck thread instead: it starts a
-new generation with a new connection, and the old thread releases its capture and exits as soon
-as its blocking call returns. Every thread only ever touches its own `VideoCapture`.
+several read timeouts, and that capture never recovers even when the camera resumes (measured
+with a frozen test camera, as `tests/test_video_flow.py` freezes one). `release()` from another
+thread while `grab()` blocks is unsafe, so the watchdog (`check()`, called by the partition)
+*abandons* the stuck thread instead: it starts a new generation with a new connection, and the
+old thread releases its capture and exits as soon as its blocking call returns. Every thread
+only ever touches its own `VideoCapture`.
 
 States: `idle` (never started) → `connecting` → `streaming`; a lost stream → `reconnecting`;
 `error_after` failed attempts in a row → `error` (with the reason; retries go on with backoff

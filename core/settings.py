@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         description="Signs dashboard sessions. Unset: a random one is kept in DATA_DIR/ui.",
     )
 
-    # Tuning, documented in the README.
+    # Tuning, documented in docs/operating.md.
     event_streams: str = Field(
         default="events:in",
         description="Comma-separated stream keys the events flow reads (shard by adding keys).",

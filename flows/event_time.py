@@ -2,7 +2,8 @@
 
 Why not Bytewax's `fold_window`: its clock and window state live per key, and a key whose
 windows have all closed forgets its watermark — so an event that is hours late for that key
-re-opens an old window instead of being reported late (measured; see shared/notes). Here one
+re-opens an old window instead of being reported late (measured in the prototype: after a
+downtime, windows already emitted came out a second time as partial counts). Here one
 watermark serves all keys of the operator, so lateness means the same thing for everyone.
 
 The watermark follows Bytewax's EventClock: the largest event time seen, minus the allowed

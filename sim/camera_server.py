@@ -1,7 +1,7 @@
 """`run.py demo`'s test cameras: a supervised `sim/rtsp_server.py` per loopback port that the
 venue file's cameras point at (`rtsp://127.0.0.1:8554/test` in the shipped example).
 
-The server needs GStreamer's RTSP server under Debian's `/usr/bin/python3` (see the README);
+The server needs GStreamer's RTSP server under Debian's `/usr/bin/python3` (see `docs/video.md`);
 when that is missing, or the port is taken, the demo runs without it and says why — the camera
 then shows `error` with the reason on the Cameras page, which is what a real outage looks like.
 """

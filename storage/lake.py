@@ -2,8 +2,7 @@
 `storage.tables`, at `<lake>/<table>`, partitioned by the UTC date of the table's date column.
 
 `<lake>` is `DATA_DIR/lake` by default, or `LAKE_URI=s3://bucket/prefix` (S3-compatible
-object storage; see `Lake.from_settings`). Measured reasons for the format are in
-`docs/lake.md` and `../shared/notes/lake-formats.md`.
+object storage; see `Lake.from_settings`). Why Delta: `docs/lake.md` ("Why Delta").
 
 Exactly once, by transaction. Every writer (one per sink partition of a flow) has an id, and
 each row it writes carries that id and the writer's flush number (`_writer`, `_flush`; the

@@ -6,7 +6,7 @@ within the retention references; a checkpoint is written before `_last_checkpoin
 it). A compaction that conflicts with a writer's commit is retried with backoff
 (`storage.lake.retrying`); one that still fails leaves the small files, which are correct.
 
-Measured reasons (../shared/notes/lake-formats.md):
+Measured reasons (in the lake prototype; operating notes in `docs/lake.md`):
 - `optimize.compact` writes row groups of `ROW_GROUP_ROWS` (DuckDB reads one row group per
   thread; the default wrote one 1M-row group, so one thread);
 - the log is checkpointed and entries older than `delta.logRetentionDuration` (2 days) are

@@ -90,7 +90,7 @@ class Stack:
         )
 
     def query(self, sql: str) -> list[dict[str, Any]]:
-        """`uv run run.py query SQL --json`, exactly as the README tells an analyst."""
+        """`uv run run.py query SQL --json`, exactly as docs/analysts.md tells an analyst."""
         out = self.run_py("query", sql, "--json")
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)

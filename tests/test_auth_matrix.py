@@ -221,7 +221,7 @@ async def test_a_route_missing_from_the_matrix_is_refused_for_everyone() -> None
     assert (await get("/api/also-not-a-route"))[0] == 404
 
 
-#: The documented table (README "Roles"): which pages each role opens. Pinned here so that an
+#: The documented table (docs/security.md "Roles"): which pages each role opens. Pinned so that an
 #: edit of the matrix that changes who sees what fails a test instead of passing silently.
 PAGES = {
     "organiser": {

@@ -25,7 +25,7 @@ from tests.ui_fixtures import chromium
 
 
 def test_every_report_query_is_documented_verbatim() -> None:
-    """The README quotes the module docstring; it must hold the SQL the report runs."""
+    """docs/gates.md sends analysts to the module docstring: it must hold the report's SQL."""
     doc = " ".join((reports.__doc__ or "").split())
     for s in SECTIONS.values():
         assert s.sql in doc, s.key
@@ -180,7 +180,7 @@ def test_report_numbers_equal_run_py_query(stack: Stack) -> None:
     assert [n["id"] for n in from_csv["no_shows"]] == ["r-D", "r-E"]
     [flag] = from_csv["flagged"]
     assert (flag["participant_id"], flag["status"], flag["gate_id"]) == ("r-A", "duplicate", "side")
-    # README's own example, literally.
+    # docs/gates.md's own example, literally.
     assert readme_example == sorted(from_csv["gate_totals"], key=lambda g: g["gate_id"])
 
     # One section alone, for scripts; the API needs the key, the dashboard link a login.
