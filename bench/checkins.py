@@ -1,19 +1,24 @@
-"""Check-in benchmark: the check-in flow against a plain redis-py loop making the same decisions.
+"""Check-in benchmark: the check-in flow (+ its deciders) against the floor, same check-ins.
 
-    uv run python -m bench.checkins --rounds 3
+    uv run python -m bench.checkins --rounds 3          # 50,000 participants, 200,000 check-ins
     uv run python -m bench.checkins --checkins 50000 --participants 10000 --latency-seconds 10
-    uv run python -m bench.checkins --profile /tmp/checkins.pyspy   # + where the flow's time goes
+    uv run python -m bench.checkins --profile /tmp/checkins.pyspy   # + where ours spends its time
+    uv run python -m bench.checkins --help               # --workers, --deciders, --flow, ...
 
 One run starts its own redis-server (never the shared one) and measures, on the same data:
 
-* ours: `python -m bytewax.run flows.checkins:flow` started exactly as run.py starts it
+* **ours**: `python -m bytewax.run flows.checkins:flow` started exactly as run.py starts it
   (`flow_argv` + `spawn` + `child_env`, recovery on, default settings except DATA_DIR,
-  REDIS_URL and VENUE_CONFIG), `-w --workers`;
-* baseline: a redis-py loop in a subprocess (`--baseline-worker`) making the SAME decision with
-  the SAME functions: XREAD `checkins:in`/`participants:in` batches → `parse_input` → `step()`
-  per item with a dict of states → `verdict_commands` + `totals_step` → one pipeline of
-  PUBLISH/SET per batch. No Bytewax, and no lake (the flow also writes the lake, the minute
-  windows and dead letters: the baseline is the decision alone).
+  REDIS_URL and VENUE_CONFIG), `-w --workers`, with the decider processes it starts;
+* **the floor** (`--floor-worker`, in this file): the same check-in decision in the plain
+  loop a strong engineer would write — XREAD COUNT 1000 of `checkins:in` / `participants:in`
+  → `orjson.loads` → the scan's rules (dead letter with a named reason) → the nonce seen
+  before? (replay the verdict / `nonce_conflict`) → Ed25519 signature check with
+  `cryptography` (verified tokens cached) → event, gate, direction, opening hours → a dict of
+  participant state (serial, revoked at, entered, inside) → the verdict: PUBLISH to the gate,
+  SET `verdict:<nonce>`, XADD `checkins:verdicts`, one pipeline per batch; totals
+  (`attendance:totals`) ≤ 4 Hz. No Bytewax, no lake, no minute windows, no recovery:
+  state lives in the process (a restart would have to re-read the streams).
 
 Setup: N participants (`sim.gates.synthetic_participants`, a few revoked) and M check-ins are
 generated once into Redis DB 1 (`bench:participants`, `bench:checkins`). Each run starts from an
@@ -22,19 +27,20 @@ participant is applied (`participants:index`), then `COPY bench:checkins checkin
 so the clock starts with all M check-ins waiting and the process warm (start-up excluded). The
 run is done when the verdicts of the last 200 check-ins exist (`verdict:<nonce>`); the totals
 (`attendance:totals`) must then equal the statuses the generator expects, for ours and the
-baseline alike (the same decisions, counted once).
+floor alike (the same decisions, counted once). CPU per check-in counts every process
+involved: the measured process and its children (ours: the deciders) plus redis-server.
 
 Latency: a producer XADDs at --rate (1,000/s) for --latency-seconds, a subscriber on
 `checkins:verdict:*` measures XADD → verdict per scan (send time kept per nonce).
 
-The last line is `ratio=<ours check-ins/s / baseline check-ins/s>` (medians over --rounds,
+Output: both side by side (check-ins/s, CPU µs per check-in, peak RSS), then the summary line
+ending with `ratio=<floor CPU per check-in / ours CPU per check-in>` (medians over --rounds,
 order alternated).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -43,10 +49,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,20 +60,27 @@ from typing import Any
 
 import redis
 
-from bench.ingest import (
+from bench.harness import (
     BenchError,
     MachineCpu,
-    _machine,
+    Run,
+    busy_warning,
     children_cpu,
-    log_tail,
-    machine_info,
+    fail,
+    machine_line,
     median,
+    mib,
     pct,
-    proc_cpu,
-    proc_hwm_mib,
-    software_info,
+    print_header,
+    run_bench,
+    side_by_side,
     start_redis,
+    stop,
+    stop_redis,
+    summary,
     table,
+    tree_cpu,
+    tree_hwm_mib,
     wait_aof_idle,
 )
 from core import keys
@@ -296,120 +309,284 @@ def preload(
     return gen, revoked, sentinels, size, (end_ms - start_ms) / 1000
 
 
-def _tree(pid: int) -> list[int]:
-    """The process and its live descendants (ours runs the decider as a child process)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in task.read_text().split()]
-    return out
-
-
-def tree_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process and its live children."""
-    cpus = [proc_cpu(p) for p in _tree(pid)]
-    return None if cpus[0] is None else sum(c or 0.0 for c in cpus)
-
-
-def tree_hwm_mib(pid: int) -> float | None:
-    """Sum of the peak resident memory of a process and its live children."""
-    hwms = [proc_hwm_mib(p) for p in _tree(pid)]
-    return None if hwms[0] is None else sum(h or 0.0 for h in hwms)
-
-
 # --------------------------------------------------------------------------------------------
-# The baseline: the same decision in a plain loop (runs as a subprocess: --baseline-worker)
+# The floor: the same decision in a plain loop (runs as a subprocess: --floor-worker)
+
+_NONCE_RE = re.compile(r"[A-Za-z0-9_.:\-]{8,128}")
+_CHECKIN_FIELDS = frozenset(
+    ("gate_id", "token", "ts", "device_id", "method", "direction", "nonce", "offline")
+)
+_METHODS = frozenset(("qr_scan", "manual", "beacon"))
 
 
-def baseline_worker() -> int:
-    """XREAD → parse_input → step() per item → verdict_commands + totals → one pipeline."""
-    from connectors.redis_streams import StreamBatch
-    from core.records import dumps
+def _checkin_reason(c: Any, id_match: Callable[[str], Any]) -> str | None:
+    """The rules of a scan (`CheckIn`), each refusal with a named reason."""
+    if type(c) is not dict:
+        return "body: not a JSON object"
+    if not c.keys() <= _CHECKIN_FIELDS:
+        return f"{sorted(c.keys() - _CHECKIN_FIELDS)[0]}: extra field not permitted"
+    g, tok, nonce = c.get("gate_id"), c.get("token"), c.get("nonce")
+    if type(g) is not str or not id_match(g):
+        return "gate_id: missing, or not an id"
+    if type(tok) is not str or not 0 < len(tok) <= 1024:
+        return "token: missing, or not 1-1024 characters"
+    if type(nonce) is not str or not _NONCE_RE.fullmatch(nonce):
+        return "nonce: missing, or not 8-128 of [A-Za-z0-9_.:-]"
+    if c.get("direction", "in") not in ("in", "out"):
+        return "direction: not 'in' or 'out'"
+    if c.get("method", "qr_scan") not in _METHODS:
+        return "method: not qr_scan, manual or beacon"
+    d = c.get("device_id")
+    if d is not None and (type(d) is not str or not 0 < len(d) <= 128):
+        return "device_id: not 1-128 characters"
+    if type(c.get("offline", False)) is not bool:
+        return "offline: not a boolean"
+    return None
+
+
+def floor_worker() -> int:
+    """XREAD both streams → orjson → rules → Ed25519 verify (cached per token) → decide
+    against a dict of participants → SET + PUBLISH + XADD per verdict, totals ≤ 4 Hz."""
+    import base64
+    import hashlib
+
+    import orjson
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
+    from core.records import CHECKIN_OUTCOMES, ID_PATTERN
     from core.settings import get_settings
     from core.shutdown import install_stop_handlers, stop_requested
-    from core.tokens import load_verifier
+    from core.tokens import PUBLIC_NAME, key_dir
     from core.venue import venue_for
-    from flows.attendance_totals import totals_step
-    from flows.checkins_logic import (
-        NonceBook,
-        outcome_dead_letters,
-        parse_input,
-        step,
-        verdict_commands,
-    )
 
     s = get_settings()
     install_stop_handlers()
     venue = venue_for(s.venue_config)
-    verifier = load_verifier(s.data_dir)
-    url = s.effective_redis_url
-    src = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-    out = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    zone, event_id = venue.event.zone, venue.event.id
+    rules = venue.checkin_rules
+    key = serialization.load_pem_public_key((key_dir(s.data_dir) / PUBLIC_NAME).read_bytes())
+    r = redis.Redis.from_url(s.effective_redis_url, socket_timeout=5, socket_connect_timeout=5)
+    id_match = re.compile(ID_PATTERN).match
     last = {keys.CHECKINS_IN: "0-0", keys.PARTICIPANTS_IN: "0-0"}
-    states: dict[str, Any] = {}
-    nonces = NonceBook()  # what each nonce names, as the deciders keep it
-    totals = None
-    next_tick = next_beat = 0.0
+    # participant id → [name, serial, revoked_at (datetime|None), entered, inside]
+    people: dict[str, list[Any]] = {}
+    verified: dict[str, tuple[str, str, int] | str] = {}
+    nonces: dict[str, tuple[tuple[str, str, str], dict[str, Any]]] = {}
+    statuses: Counter[str] = Counter()
+    inside = 0
+    dirty = False
+    next_tick = 0.0
     drained = False
+
+    def check_token(token: str) -> tuple[str, str, int] | str:
+        hit = verified.get(token)
+        if hit is not None:
+            return hit
+        head, dot, tail = token.partition(".")
+        got: tuple[str, str, int] | str
+        try:
+            payload = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))
+            sig = base64.urlsafe_b64decode(tail + "=" * (-len(tail) % 4))
+            ev, pid, serial = payload.decode().split("\x1f")
+            claims = (ev, pid, int(serial))
+            if not (dot and ev and pid and serial.isdigit() and len(serial) <= 9):
+                raise ValueError
+        except ValueError:
+            return "unknown_token"  # not cached: garbage is cheap to refuse again
+        canonical = base64.urlsafe_b64encode(payload).rstrip(b"=").decode() == head
+        if (
+            len(sig) != 64
+            or not canonical
+            or base64.urlsafe_b64encode(sig).rstrip(b"=").decode() != tail
+        ):
+            got = "invalid_signature"
+        else:
+            try:
+                key.verify(sig, payload)
+                got = claims
+            except InvalidSignature:
+                got = "invalid_signature"
+        if len(verified) >= 100_000:
+            verified.clear()
+        verified[token] = got
+        return got
+
+    def decide(
+        c: dict[str, Any], eid: str, received: datetime
+    ) -> tuple[str, str | None, str | None]:
+        """(status, participant id, name) of a new scan; updates the participant."""
+        nonlocal inside
+        claims = check_token(c["token"])
+        if type(claims) is str:
+            return claims, None, None
+        ev, pid, serial = claims
+        if ev != event_id:
+            return "wrong_event", pid, None
+        gate_id, direction = c["gate_id"], c.get("direction", "in")
+        gate = venue.gate(gate_id)
+        if gate is None:
+            return "unknown_gate", pid, None
+        if not venue.may_scan(gate_id, direction):
+            return "wrong_direction", pid, None
+        ts = c["_ts"]
+        if not gate.is_open(ts, zone):
+            return "gate_closed", pid, None
+        p = people.get(pid)
+        if p is None:
+            return "unknown_token", pid, None
+        name, cur, revoked_at, entered, is_in = p
+        if serial < cur or (revoked_at is not None and ts >= revoked_at):
+            return "revoked", pid, name
+        if serial > cur:
+            return "unknown_token", pid, name
+        if direction == "in":
+            if (
+                not entered
+                or rules.allow_multiple_entries
+                or (not is_in and rules.allow_entry_after_exit)
+            ):
+                p[3] = p[4] = True
+                inside += 0 if is_in else 1
+                return "accepted", pid, name
+            return ("duplicate" if is_in else "reentry_not_allowed"), pid, name
+        if is_in:
+            p[4] = False
+            inside -= 1
+            return "accepted", pid, name
+        return "exit_without_entry", pid, name
+
+    def dead(cmds: list[tuple], reason: str, stream: str, eid: str, data: bytes | None) -> None:
+        cmds.append(
+            ("XADD", keys.CHECKINS_DEAD, "MAXLEN", "~", keys.DEAD_MAXLEN, "*", "reason", reason,
+             "origin", stream, "origin_id", eid, "data", data or b"")
+        )  # fmt: skip
+
+    def verdict_out(cmds: list[tuple], v: dict[str, Any], store: bool = True) -> None:
+        doc = orjson.dumps(v)
+        cmds.append(("PUBLISH", keys.verdict_channel(v["gate_id"]), doc))
+        if store:
+            cmds.append(("SET", keys.verdict_key(v["nonce"]), doc, "EX", keys.VERDICT_TTL_S))
+            cmds.append(
+                ("XADD", keys.CHECKINS_VERDICTS, "MAXLEN", "~", keys.CHECKINS_VERDICTS_MAXLEN,
+                 "*", "data", doc)
+            )  # fmt: skip
+
     while not stop_requested():
-        mono = time.monotonic()
-        cmds: list[tuple] = []
-        if mono >= next_beat:
-            beat = dumps({"at": datetime.now(UTC), "pid": os.getpid()})
-            cmds.append(("SET", keys.heartbeat_key(FLOW), beat, "EX", 5))
-            next_beat = mono + 1.0
-        # The source's rule: read without BLOCK while entries flow, wait in Redis once drained.
-        reply = src.xread(last, count=XREAD_COUNT, block=IDLE_MS if drained else None)
+        reply = r.xread(last, count=XREAD_COUNT, block=IDLE_MS if drained else None)
         drained = not reply
-        for key, raw in reply or []:
-            k = key.decode() if isinstance(key, bytes) else key
-            entries = [(eid.decode(), f.get(b"data")) for eid, f in raw]
-            if not entries:
-                continue
-            last[k] = entries[-1][0]
-            batch = StreamBatch(k, entries)
-            parsed = parse_input(batch, verifier, s.max_checkin_bytes, nonces=nonces)
-            cmds += parsed.dead
-            for item_key, item in parsed.items:
-                st, outcome = step(states.get(item_key), item, venue)
-                if st is None:
-                    states.pop(item_key, None)
-                else:
-                    states[item_key] = st
-                cmds += verdict_commands(outcome)
-                cmds += [c for c, _ in outcome_dead_letters(outcome)]
-                totals, _ = totals_step(totals, outcome, venue)
-        if mono >= next_tick:  # the flow's live tick: totals at most 4 times a second
-            totals, emitted = totals_step(totals, None, venue)
-            for batch in emitted:
-                cmds += batch
-            next_tick = mono + 0.25
+        cmds: list[tuple] = []
+        now = datetime.now(UTC)
+        for skey, entries in reply or []:
+            stream = skey.decode()
+            for eid_b, fields in entries:
+                eid = eid_b.decode()
+                data = fields.get(b"data")
+                received = datetime.fromtimestamp(int(eid.partition("-")[0]) / 1000, UTC)
+                try:
+                    doc = orjson.loads(data) if data else None
+                except orjson.JSONDecodeError as exc:
+                    dead(cmds, f"body: {exc}", stream, eid, data)
+                    continue
+                if stream == keys.PARTICIPANTS_IN:
+                    op = doc.get("op") if type(doc) is dict else None
+                    part = doc.get("participant") if op == "upsert" else None
+                    pid = part.get("id") if type(part) is dict else doc.get("id") if op else None
+                    if type(pid) is not str or not pid:
+                        dead(cmds, "participant op without an id", stream, eid, data)
+                        continue
+                    p = people.get(pid)
+                    if op == "upsert":
+                        name = part.get("name")
+                        if p is None:
+                            people[pid] = p = [name, 0, None, False, False]
+                        p[0] = name
+                    elif p is None:
+                        dead(cmds, f"{op}: no participant with id {pid!r}", stream, eid, data)
+                        continue
+                    elif op == "revoke":
+                        p[2] = p[2] or received
+                    elif op == "restore":
+                        p[2] = None
+                    elif op == "reissue":
+                        p[1] += 1
+                    else:
+                        dead(cmds, f"op: unknown {op!r}", stream, eid, data)
+                        continue
+                    idx = {"serial": p[1], "revoked": p[2] is not None, "name": p[0]}
+                    cmds.append(("HSET", keys.PARTICIPANTS_INDEX, pid, orjson.dumps(idx)))
+                    continue
+                reason = _checkin_reason(doc, id_match)
+                ts = received
+                if reason is None and doc.get("ts") is not None:
+                    try:
+                        ts = datetime.fromisoformat(doc["ts"])
+                        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+                    except (TypeError, ValueError):
+                        reason = "ts: not an ISO 8601 time"
+                if reason is not None:
+                    dead(cmds, reason, stream, eid, data)
+                    continue
+                doc["_ts"] = ts
+                use = (doc["token"], doc["gate_id"], doc.get("direction", "in"))
+                seen = nonces.get(doc["nonce"])
+                if seen is not None:
+                    first, v = seen
+                    if first == use:  # a retried upload: the verdict it got, counted once
+                        verdict_out(cmds, {**v, "replayed": True, "decided_at": now}, False)
+                    else:
+                        status = "nonce_conflict"
+                        answer = {**v, "status": status, "reason": CHECKIN_OUTCOMES[status]}
+                        answer |= {"checkin_id": eid, "gate_id": use[1], "direction": use[2]}
+                        verdict_out(cmds, answer, False)
+                        dead(cmds, f"{status}: nonce {doc['nonce']!r}", stream, eid, data)
+                    continue
+                status, pid, name = decide(doc, eid, received)
+                statuses[status] += 1
+                dirty = True
+                offline = bool(doc.get("offline", False))
+                v = {
+                    "checkin_id": eid,
+                    "nonce": doc["nonce"],
+                    "gate_id": doc["gate_id"],
+                    "direction": use[2],
+                    "status": status,
+                    "reason": CHECKIN_OUTCOMES[status],
+                    "participant_id": pid
+                    if name is not None or status != "unknown_token"
+                    else None,
+                    "participant_name": name,
+                    "ts": ts,
+                    "received_at": received,
+                    "decided_at": now,
+                    "method": doc.get("method", "qr_scan"),
+                    "device_id": doc.get("device_id"),
+                    "offline": offline,
+                    "flagged": offline and status != "accepted",
+                    "revision": 0,
+                    "replayed": False,
+                    "token_fp": hashlib.sha256(doc["token"].encode()).hexdigest()[:16],
+                }
+                nonces[doc["nonce"]] = (use, v)
+                verdict_out(cmds, v)
+            if entries:
+                last[stream] = entries[-1][0].decode()
+        mono = time.monotonic()
+        if dirty and mono >= next_tick:  # totals at most 4 times a second
+            doc = {"inside": inside, "statuses": dict(statuses), "updated_at": now}
+            cmds.append(("SET", keys.ATTENDANCE_TOTALS, orjson.dumps(doc)))
+            dirty, next_tick = False, mono + 0.25
         if cmds:
-            pipe = out.pipeline(transaction=False)
+            pipe = r.pipeline(transaction=False)
             for c in cmds:
                 pipe.execute_command(*c)
             pipe.execute(raise_on_error=False)
-    src.close()
-    out.close()
+    r.close()
     return 0
 
 
 # --------------------------------------------------------------------------------------------
-# Running ours or the baseline
-
-
-@dataclass
-class Run:
-    kind: str
-    data_dir: Path
-    proc: subprocess.Popen
-    log: Path
-    argv: list[str]
-    t0: float
-    ru0: float
+# Running ours or the floor
 
 
 @dataclass
@@ -434,7 +611,7 @@ def copy_to_db0(r1: redis.Redis, src: str, dst: str) -> None:
 
 
 def start(b: Bench, kind: str, phase: str) -> Run:
-    """A fresh DB 0 with the participants waiting, then ours or the baseline."""
+    """A fresh DB 0 with the participants waiting, then ours or the floor."""
     b.r0.flushdb()
     copy_to_db0(b.r1, MASTER_PARTICIPANTS, keys.PARTICIPANTS_IN)
     wait_aof_idle(b.r0)
@@ -456,29 +633,12 @@ def start(b: Bench, kind: str, phase: str) -> Run:
                 target = path.stem
             argv[argv.index(FLOWS[FLOW])] = f"{target}:{attr}"
     else:
-        argv = [sys.executable, "-m", "bench.checkins", "--baseline-worker"]
+        argv = [sys.executable, "-m", "bench.checkins", "--floor-worker"]
     env = child_env(s, b.url, **extra)
     log = b.workdir / f"{phase}.log"
     ru0 = children_cpu()
     t0 = time.perf_counter()
     return Run(kind, data_dir, spawn(argv, env, log), log, argv, t0, ru0)
-
-
-def stop(run: Run, timeout: float = 60) -> int:
-    if run.proc.poll() is None:
-        run.proc.send_signal(signal.SIGINT)
-    try:
-        return run.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        run.proc.kill()
-        return run.proc.wait(10)
-
-
-def fail(run: Run, what: str) -> BenchError:
-    if run.proc.poll() is None:
-        run.proc.kill()
-        run.proc.wait(10)
-    return BenchError(f"{run.kind}: {what}\n--- {run.log} ---\n{log_tail(run.log)}")
 
 
 def wait_participants(b: Bench, run: Run, timeout: float = 600) -> float:
@@ -595,6 +755,7 @@ def throughput(
         "cps": n / (t_done - t_start),
         "cpu_s": cpu,
         "us_per": 1e6 * cpu / n,
+        "us_per_all": 1e6 * (cpu + machine["redis_s"]) / n,
         "rss": hwm,
         "machine": machine,
         "totals_ok": got == want,
@@ -814,9 +975,10 @@ def fmt_tp(x: dict[str, Any]) -> dict[str, str]:
         "done": f"{x['done_s']:.2f} s",
         "cps": f"{x['cps']:,.0f}",
         "cpu": f"{x['cpu_s']:.2f} s = {x['us_per']:.0f} µs/check-in",
-        "rss": "?" if x["rss"] is None else f"{x['rss']:.0f} MiB",
+        "rss": mib(x["rss"]),
         "redis": f"{x['machine']['redis_s']:.2f} s",
-        "machine": _machine(x["machine"]),
+        "cpu_all": f"{x['us_per_all']:.0f} µs/check-in",
+        "machine": machine_line(x["machine"]),
         "totals": ("yes" if x["totals_ok"] else f"NO: {x['statuses']}")
         + f" (at {x['totals_s']:.2f} s)",
         "rc": str(x["rc"]),
@@ -833,6 +995,7 @@ TP_ROWS = (
     ("CPU of the process (+ children) for them", "cpu"),
     ("peak RSS of the process (+ children)", "rss"),
     ("redis-server CPU meanwhile", "redis"),
+    ("CPU per check-in, all processes (ratio=)", "cpu_all"),
     ("machine CPU, avg cores busy", "machine"),
     ("totals = expected statuses", "totals"),
     ("exit code after SIGINT", "rc"),
@@ -847,7 +1010,7 @@ def fmt_lat(x: dict[str, Any]) -> dict[str, str]:
         "pcts": " / ".join(f"{ms[p]:.1f}" for p in (50, 95, 99, 100)) if ms else "none",
         "over": f"{x['over_20']:,} ({100 * x['over_20'] / max(1, x['received']):.1f} %)",
         "cpu": f"{x['cpu_pct']:.0f} % of a core",
-        "machine": _machine(x["machine"]),
+        "machine": machine_line(x["machine"]),
         "rc": str(x["rc"]),
     }
 
@@ -870,9 +1033,9 @@ LAT_ROWS = (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.checkins",
-        description="Check-ins/s and verdict latency of the check-in flow against a plain "
-        "redis-py loop making the same decisions, on a private redis-server. "
-        "Last line: ratio=<ours/baseline>.",
+        description="Check-ins/s, CPU per check-in and verdict latency of the check-in flow "
+        "against the floor (a plain loop making the same decisions), on a private "
+        "redis-server. Last line: ratio=<floor CPU per check-in / ours>.",
     )
     p.add_argument("--checkins", type=int, default=200_000, help="check-ins preloaded (200,000)")
     p.add_argument("--participants", type=int, default=50_000, help="participants (50,000)")
@@ -884,7 +1047,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--timeline",
         metavar="PREFIX",
-        help="latency: write each scan's send time and latency to PREFIX.<ours|baseline>.csv",
+        help="latency: write each scan's send time and latency to PREFIX.<ours|floor>.csv",
     )
     p.add_argument("--seed", type=int, default=1, help="random seed of the test data (1)")
     p.add_argument("--workdir", type=Path, help="where to put Redis and the runs (a temp dir)")
@@ -907,9 +1070,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--flow",
         help="run this flow as ours instead of flows.checkins:flow (module:attr or "
-        "path/to/file.py:attr), to measure a change against the same baseline",
+        "path/to/file.py:attr), to measure a change against the same floor",
     )
-    p.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.checkins < SENTINELS or args.participants < 10:
         p.error(f"--checkins must be ≥ {SENTINELS} and --participants ≥ 10")
@@ -918,33 +1081,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.baseline_worker:
-        return baseline_worker()
+    if args.floor_worker:
+        return floor_worker()
     if args.snapshot_interval is not None:
         OVERRIDES["snapshot_interval_s"] = args.snapshot_interval
     if args.deciders is not None:
         OVERRIDES["checkin_deciders"] = args.deciders
 
-    def on_term(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
     started = time.perf_counter()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="venueflow-bench-checkins-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        return _bench(args, workdir, started)
-    finally:
-        if not args.keep and args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_bench(
+        lambda work: _bench(args, work, started),
+        args.workdir,
+        args.keep,
+        "venueflow-bench-checkins-",
+    )
 
 
 def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
-    m = machine_info()
-    print("Venueflow check-in benchmark (bench/checkins.py)", flush=True)
-    print(f"machine   {m['cpus']}, {m['model']}, {m['mem']}, Linux {m['kernel']}")
-    print(f"software  {software_info()}")
-    print(f"load      /proc/loadavg at start: {Path('/proc/loadavg').read_text().strip()}")
+    print_header("Venueflow check-in benchmark (bench/checkins.py): ours against the floor")
     venue = workdir / "venue.yaml"
     venue.write_text(VENUE_YAML)
     signer = load_signer(workdir / "signer")
@@ -992,9 +1146,9 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
             args.workers, args.flow,
         )  # fmt: skip
 
-        tp: dict[str, list[dict[str, Any]]] = {"ours": [], "baseline": []}
+        tp: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": []}
         for rnd in range(args.rounds):
-            order = ("ours", "baseline") if rnd % 2 == 0 else ("baseline", "ours")
+            order = ("ours", "floor") if rnd % 2 == 0 else ("floor", "ours")
             for kind in order:
                 print(f"throughput round {rnd + 1}: {kind} ...", flush=True)
                 prof = args.profile if (kind == "ours" and rnd == 0) else None
@@ -1011,7 +1165,7 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
 
         lat: dict[str, dict[str, Any]] = {}
         if not args.no_latency:
-            for kind in ("ours", "baseline"):
+            for kind in ("ours", "floor"):
                 print(
                     f"latency: {kind}, {args.rate:,.0f} check-ins/s for "
                     f"{args.latency_seconds:.0f} s ...",
@@ -1021,11 +1175,7 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         r0.close()
         r1.close()
     finally:
-        redis_proc.terminate()
-        try:
-            redis_proc.wait(30)
-        except subprocess.TimeoutExpired:
-            redis_proc.kill()
+        stop_redis(redis_proc)
 
     report(args, tp, lat, started)
     return 0
@@ -1050,32 +1200,25 @@ def report(
     lat: dict[str, dict[str, Any]],
     started: float,
 ) -> None:
-    print(
-        f"\n== Throughput: {args.checkins:,} check-ins, {args.participants:,} participants "
-        "applied first (start-up excluded) =="
-    )
-    cols = ["", f"ours (Bytewax flow, -w {args.workers})", "baseline (redis-py loop)"]
-    rows = []
+    names = {
+        "ours": f"ours (Bytewax flow -w {args.workers} + deciders)",
+        "floor": "floor (plain loop, --floor-worker)",
+    }
     for rnd in range(args.rounds):
-        o, bl = fmt_tp(tp["ours"][rnd]), fmt_tp(tp["baseline"][rnd])
-        if args.rounds > 1:
-            rows.append([f"round {rnd + 1}", "", ""])
-        rows += [[label, o[k], bl[k]] for label, k in TP_ROWS]
-    print(table(cols, rows))
-
+        title = (
+            f"Throughput: {args.checkins:,} check-ins, {args.participants:,} participants "
+            "applied first (start-up excluded)"
+        )
+        title += f" (round {rnd + 1})" if args.rounds > 1 else ""
+        cols = [fmt_tp(tp["ours"][rnd]), fmt_tp(tp["floor"][rnd])]
+        print(side_by_side(title, [names["ours"], names["floor"]], TP_ROWS, cols))
     if lat:
-        print(
-            f"\n== Latency: {args.rate:,.0f} check-ins/s for {args.latency_seconds:.0f} s, "
-            "XADD checkins:in → verdict on checkins:verdict:<gate> =="
+        title = (
+            f"Latency: {args.rate:,.0f} check-ins/s for {args.latency_seconds:.0f} s, "
+            "XADD checkins:in → verdict on checkins:verdict:<gate>"
         )
-        f = {k: fmt_lat(v) for k, v in lat.items()}
-        names = {"ours": "ours (Bytewax flow)", "baseline": "baseline (redis-py loop)"}
-        print(
-            table(
-                ["", *(names[k] for k in lat)],
-                [[label, *(f[k][key] for k in lat)] for label, key in LAT_ROWS],
-            )
-        )
+        cols = [fmt_lat(v) for v in lat.values()]
+        print(side_by_side(title, [names[k] for k in lat], LAT_ROWS, cols))
 
     if args.profile is not None:
         shares = summarize_profile(args.profile)
@@ -1088,36 +1231,32 @@ def report(
     print("\nnotes")
     print(f"  ours ran as: python {' '.join(tp['ours'][0]['argv'][1:])}")
     print(
-        "  baseline: python -m bench.checkins --baseline-worker: XREAD COUNT 1000 of both "
-        "streams (no BLOCK while entries flow, BLOCK 10 ms once drained), parse_input, step() "
-        "per item with a dict of states, verdict_commands + outcome dead letters + totals_step "
-        "(≤ 4 Hz) in one pipeline per batch; no Bytewax, no lake, no minute windows."
+        "  floor: python -m bench.checkins --floor-worker: XREAD COUNT 1000 → orjson → rules → "
+        "nonce book → Ed25519 (cached) → dict of participants → PUBLISH + SET + XADD per "
+        "verdict, one pipeline per batch; totals ≤ 4 Hz; no Bytewax, no lake, no windows."
     )
-    busy = [x["machine"]["others"] for v in tp.values() for x in v]
-    busy += [x["machine"]["others"] for x in lat.values()]
-    if busy and max(busy) > 0.25:
-        print(
-            f"  WARNING: other processes used up to {max(busy):.2f} cores during a measurement; "
-            "on a 2-core machine that skews the figures (run again on a quiet machine, or "
-            "with --rounds 3 to alternate the order)."
-        )
-
-    ours = median([x["cps"] for x in tp["ours"]])
-    base = median([x["cps"] for x in tp["baseline"]])
+    warn = busy_warning(
+        [x["machine"] for v in tp.values() for x in v] + [x["machine"] for x in lat.values()]
+    )
+    if warn:
+        print(warn)
     print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
-    verdict = "met" if ours >= 10_000 else "NOT met"
-    print(f"goal ≥ 10,000 check-ins/s sustained: ours {ours:,.0f}/s → {verdict}")
     if "ours" in lat and lat["ours"]["ms"]:
         p99 = lat["ours"]["ms"][99]
         verdict = "met" if p99 < 20 else "NOT met"
         print(f"goal verdict p99 < 20 ms at {args.rate:,.0f}/s: ours {p99:.1f} ms → {verdict}")
-    print(f"ours {ours:,.0f} check-ins/s, baseline {base:,.0f} check-ins/s (medians)")
-    print(f"ratio={ours / base:.3f}")
+    side = {
+        k: {
+            "rate": median([x["cps"] for x in v]),
+            "cpu_us": median([x["us_per_all"] for x in v]),
+        }
+        for k, v in tp.items()
+    }
+    ok = all(x["totals_ok"] for v in tp.values() for x in v)
+    rss = {k: max((x["rss"] or 0) for x in v) for k, v in tp.items()}
+    extra = f"peak RSS {rss['ours']:.0f} / {rss['floor']:.0f} MiB, totals {'ok' if ok else 'WRONG'}"
+    print(summary("bench.checkins", "check-in", side["ours"], side["floor"], extra))
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())
