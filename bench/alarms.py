@@ -50,8 +50,9 @@ from typing import Any
 
 import httpx
 import redis
-import yaml
 
+from bench.harness import quantile as pct
+from bench.harness import stack_env
 from core import keys
 from core.embedded_redis import start_embedded_redis
 from core.processes import child_env, flow_argv, spawn
@@ -81,21 +82,6 @@ new MutationObserver(vfSee).observe(document, {childList: true, subtree: true});
 """
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Stack:
     """Redis, the alarm (and events) flow and the dashboard, on a fresh DATA_DIR."""
 
@@ -105,8 +91,6 @@ class Stack:
         self.data.mkdir(parents=True)
         self.redis_proc, self.url = start_embedded_redis(self.data)
         venue = {
-            "event": {"id": "bench", "name": "bench", "start": "2026-01-01T00:00:00+00:00",
-                      "end": "2030-01-01T00:00:00+00:00"},
             "gates": [{"id": "main", "name": "Main", "capacity_per_minute": 100}],
             "alarm_rules": [
                 {"id": "gas-high", "name": "Gas above 100 ppm", "kind": "threshold",
@@ -114,19 +98,9 @@ class Stack:
                  "above": 100, "clear_at": 85},
             ],
         }  # fmt: skip
-        venue_path = work / "venue.yaml"
-        venue_path.write_text(yaml.safe_dump(venue))
-        self.port = free_port()
+        env = stack_env(work, self.url, self.data, venue, HEALTH_FLOWS="alarms")
+        self.port = int(env["PORT"])
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {
-            "REDIS_URL": self.url,
-            "DATA_DIR": str(self.data),
-            "VENUE_CONFIG": str(venue_path),
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "API_KEYS": secrets.token_urlsafe(16),
-            "HEALTH_FLOWS": "alarms",
-        }
         os.environ.update(env)
         s = Settings()
         user_store(s.data_dir).add(USER, "operator", PASSWORD)

@@ -49,7 +49,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -60,29 +59,7 @@ from typing import Any
 
 import redis
 
-from bench.harness import (
-    BenchError,
-    MachineCpu,
-    Run,
-    busy_warning,
-    children_cpu,
-    fail,
-    machine_line,
-    median,
-    mib,
-    pct,
-    print_header,
-    run_bench,
-    side_by_side,
-    start_redis,
-    stop,
-    stop_redis,
-    summary,
-    table,
-    tree_cpu,
-    tree_hwm_mib,
-    wait_aof_idle,
-)
+from bench import harness as h
 from core import keys
 from core.processes import FLOWS, PROJECT_DIR, child_env, flow_argv, spawn
 from core.records import ParticipantOp
@@ -607,17 +584,17 @@ class Bench:
 def copy_to_db0(r1: redis.Redis, src: str, dst: str) -> None:
     """COPY a master key of DB 1 into DB 0 (redis-py's `copy` drops `DB 0`: 0 is falsy)."""
     if not r1.execute_command("COPY", src, dst, "DB", 0, "REPLACE"):
-        raise BenchError(f"COPY {src} {dst} DB 0 failed")
+        raise h.BenchError(f"COPY {src} {dst} DB 0 failed")
 
 
-def start(b: Bench, kind: str, phase: str) -> Run:
+def start(b: Bench, kind: str, phase: str) -> h.Run:
     """A fresh DB 0 with the participants waiting, then ours or the floor."""
     b.r0.flushdb()
     copy_to_db0(b.r1, MASTER_PARTICIPANTS, keys.PARTICIPANTS_IN)
-    wait_aof_idle(b.r0)
+    h.wait_aof_idle(b.r0)
     b.r0.bgrewriteaof()  # a small AOF: no rewrite starts during the measurement
     time.sleep(0.1)
-    wait_aof_idle(b.r0)
+    h.wait_aof_idle(b.r0)
     data_dir = b.workdir / phase
     data_dir.mkdir(parents=True)
     shutil.copytree(b.keys_dir, data_dir / "keys")  # the tokens' key pair
@@ -636,39 +613,39 @@ def start(b: Bench, kind: str, phase: str) -> Run:
         argv = [sys.executable, "-m", "bench.checkins", "--floor-worker"]
     env = child_env(s, b.url, **extra)
     log = b.workdir / f"{phase}.log"
-    ru0 = children_cpu()
+    ru0 = h.children_cpu()
     t0 = time.perf_counter()
-    return Run(kind, data_dir, spawn(argv, env, log), log, argv, t0, ru0)
+    return h.Run(kind, data_dir, spawn(argv, env, log), log, argv, t0, ru0)
 
 
-def wait_participants(b: Bench, run: Run, timeout: float = 600) -> float:
+def wait_participants(b: Bench, run: h.Run, timeout: float = 600) -> float:
     """Until every participant (and revocation) is applied; returns the seconds it took."""
     deadline = time.perf_counter() + timeout
     while True:
         if run.proc.poll() is not None:
-            raise fail(run, f"exited with {run.proc.returncode} while applying participants")
+            raise h.fail(run, f"exited with {run.proc.returncode} while applying participants")
         if b.r0.hlen(keys.PARTICIPANTS_INDEX) >= b.n_participants:
             raws = b.r0.hmget(keys.PARTICIPANTS_INDEX, b.revoked)
             if all(raw and json.loads(raw).get("revoked") for raw in raws):
                 return time.perf_counter() - run.t0
         if time.perf_counter() > deadline:
-            raise fail(run, f"participants not applied after {timeout:.0f} s")
+            raise h.fail(run, f"participants not applied after {timeout:.0f} s")
         time.sleep(0.05)
 
 
-def wait_idle(run: Run, below: float = 0.6, timeout: float = 120) -> tuple[float, float]:
+def wait_idle(run: h.Run, below: float = 0.6, timeout: float = 120) -> tuple[float, float]:
     """Until the process stays under `below` of a core for two seconds in a row (after
     applying the participants ours still writes them to the lake and snapshots their states).
     Returns (seconds waited, share of a core it used in the last second). Not 0: an idle
     check-in flow holding 50,000 participants keeps ~40 % of a core busy (see README)."""
     t0 = time.perf_counter()
-    last = tree_cpu(run.proc.pid) or 0.0
+    last = h.tree_cpu(run.proc.pid) or 0.0
     quiet, used = 0, 1.0
     while time.perf_counter() - t0 < timeout and quiet < 2:
         time.sleep(1.0)
-        cpu = tree_cpu(run.proc.pid)
+        cpu = h.tree_cpu(run.proc.pid)
         if cpu is None:
-            raise fail(run, f"exited with {run.proc.poll()} while settling")
+            raise h.fail(run, f"exited with {run.proc.poll()} while settling")
         used, last = cpu - last, cpu
         quiet = quiet + 1 if used < below else 0
     return time.perf_counter() - t0, used
@@ -698,8 +675,8 @@ def throughput(
             spy = start_profiler(run.proc.pid, profile)
         sentinel_keys = [keys.verdict_key(x) for x in sentinels]
         first_key = None
-        mcpu = MachineCpu(b.redis_pid)
-        cpu0 = tree_cpu(run.proc.pid) or 0.0
+        mcpu = h.MachineCpu(b.redis_pid)
+        cpu0 = h.tree_cpu(run.proc.pid) or 0.0
         t_copy = time.perf_counter()
         copy_to_db0(b.r1, MASTER_CHECKINS, keys.CHECKINS_IN)
         t_start = time.perf_counter()
@@ -717,14 +694,14 @@ def throughput(
                 t_done = now
                 break
             if run.proc.poll() is not None:
-                raise fail(run, f"exited with {run.proc.returncode} before the end")
+                raise h.fail(run, f"exited with {run.proc.returncode} before the end")
             if now - t_start > timeout:
                 got = b.r0.exists(*sentinel_keys)
-                raise fail(run, f"not done after {timeout:.0f} s ({got}/{len(sentinel_keys)})")
+                raise h.fail(run, f"not done after {timeout:.0f} s ({got}/{len(sentinel_keys)})")
             time.sleep(0.005)
-        cpu = (tree_cpu(run.proc.pid) or 0.0) - cpu0
+        cpu = (h.tree_cpu(run.proc.pid) or 0.0) - cpu0
         machine = mcpu.since(cpu)
-        hwm = tree_hwm_mib(run.proc.pid)
+        hwm = h.tree_hwm_mib(run.proc.pid)
         if spy is not None:
             stop_profiler(spy)
             spy = None
@@ -736,7 +713,7 @@ def throughput(
             time.sleep(0.1)
             doc = totals_doc(b.r0)
         t_totals = time.perf_counter()
-        rc = stop(run)
+        rc = h.stop(run)
     finally:
         if spy is not None:
             stop_profiler(spy)
@@ -766,47 +743,25 @@ def throughput(
     }
 
 
-class Verdicts(threading.Thread):
+class Verdicts(h.Listener):
     """Subscribed to `checkins:verdict:*`: receive time of each `lat-<seq>` verdict."""
 
     PAT = re.compile(rb'"nonce":"lat-(\d+)"')
 
     def __init__(self, url: str, n: int):
-        super().__init__(daemon=True)
-        self.url = url
+        super().__init__(url, keys.verdict_channel("*"), pattern=True)
         self.recv_ns: list[int] = [0] * n
         self.received = self.other = 0
-        self.ready = threading.Event()
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        r = redis.Redis.from_url(self.url)
-        ps = r.pubsub(ignore_subscribe_messages=True)
-        ps.psubscribe(keys.verdict_channel("*"))
-        while ps.get_message(timeout=0.01) is not None or not ps.subscribed:
-            pass
-        self.ready.set()
-        while not self._halt.is_set():
-            msg = ps.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "pmessage":
-                continue
-            now = time.time_ns()
-            m = self.PAT.search(msg["data"])
-            if m is None:
-                self.other += 1
-                continue
-            seq = int(m.group(1))
-            if seq < len(self.recv_ns) and not self.recv_ns[seq]:
-                self.recv_ns[seq] = now
-                self.received += 1
-            else:
-                self.other += 1
-        ps.close()
-        r.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
+    def on_message(self, data: bytes) -> None:
+        now = time.time_ns()
+        m = self.PAT.search(data)
+        seq = int(m.group(1)) if m else len(self.recv_ns)
+        if seq < len(self.recv_ns) and not self.recv_ns[seq]:
+            self.recv_ns[seq] = now
+            self.received += 1
+        else:
+            self.other += 1
 
 
 def latency(
@@ -830,36 +785,27 @@ def latency(
     try:
         wait_participants(b, run)
         wait_idle(run)  # settled, as a venue is between two scans
-        cpu0 = tree_cpu(run.proc.pid) or 0.0
-        mcpu = MachineCpu(b.redis_pid)
+        cpu0 = h.tree_cpu(run.proc.pid) or 0.0
+        mcpu = h.MachineCpu(b.redis_pid)
         docs = [gen.scan(nonce=f"lat-{i:08d}") for i in range(n)]  # made before timing
         sent_ns = [0] * n
-        t_start = time.perf_counter()
-        i = 0
-        while i < n:
-            due = min(n, int((time.perf_counter() - t_start) * rate) + 1)
-            if due <= i:
-                time.sleep(max(0.0, t_start + i / rate - time.perf_counter()))
-                continue
-            if due - i == 1:
-                sent_ns[i] = time.time_ns()
-                b.r0.execute_command("XADD", keys.CHECKINS_IN, "*", "data", docs[i])
-            else:
-                pipe = b.r0.pipeline(transaction=False)
-                for j in range(i, due):
-                    sent_ns[j] = time.time_ns()
-                    pipe.execute_command("XADD", keys.CHECKINS_IN, "*", "data", docs[j])
-                pipe.execute()
-            i = due
-        produce_s = time.perf_counter() - t_start
-        cpu = (tree_cpu(run.proc.pid) or 0.0) - cpu0
+
+        def send(i: int, due: int) -> None:
+            pipe = b.r0.pipeline(transaction=False)
+            for j in range(i, due):
+                sent_ns[j] = time.time_ns()
+                pipe.execute_command("XADD", keys.CHECKINS_IN, "*", "data", docs[j])
+            pipe.execute()
+
+        produce_s = h.paced(n, rate, send)
+        cpu = (h.tree_cpu(run.proc.pid) or 0.0) - cpu0
         machine = mcpu.since(cpu)
         deadline = time.perf_counter() + 15
         while subs.received < n and time.perf_counter() < deadline:
             if run.proc.poll() is not None:
-                raise fail(run, "exited during the latency run")
+                raise h.fail(run, "exited during the latency run")
             time.sleep(0.05)
-        rc = stop(run)
+        rc = h.stop(run)
     finally:
         subs.stop()
         if run.proc.poll() is None:
@@ -880,7 +826,7 @@ def latency(
         "rate": n / produce_s,
         "received": subs.received,
         "other": subs.other,
-        "ms": {p: pct(lat, p) for p in (50, 95, 99, 100)} if lat else {},
+        "ms": {p: h.pct(lat, p) for p in (50, 95, 99, 100)} if lat else {},
         "over_20": sum(1 for x in lat if x >= 20.0),
         "cpu_pct": 100 * cpu / produce_s,
         "machine": machine,
@@ -975,30 +921,32 @@ def fmt_tp(x: dict[str, Any]) -> dict[str, str]:
         "done": f"{x['done_s']:.2f} s",
         "cps": f"{x['cps']:,.0f}",
         "cpu": f"{x['cpu_s']:.2f} s = {x['us_per']:.0f} µs/check-in",
-        "rss": mib(x["rss"]),
+        "rss": h.mib(x["rss"]),
         "redis": f"{x['machine']['redis_s']:.2f} s",
         "cpu_all": f"{x['us_per_all']:.0f} µs/check-in",
-        "machine": machine_line(x["machine"]),
+        "machine": h.machine_line(x["machine"]),
         "totals": ("yes" if x["totals_ok"] else f"NO: {x['statuses']}")
         + f" (at {x['totals_s']:.2f} s)",
         "rc": str(x["rc"]),
     }
 
 
-TP_ROWS = (
-    ("start → all participants applied (excluded)", "apply"),
-    ("CPU while idle, before the check-ins", "idle"),
-    ("COPY of the check-ins into checkins:in", "copy"),
-    ("COPY → first verdict", "first"),
-    ("COPY → last verdicts (all decided)", "done"),
-    ("check-ins/s (sustained, excl. start-up)", "cps"),
-    ("CPU of the process (+ children) for them", "cpu"),
-    ("peak RSS of the process (+ children)", "rss"),
-    ("redis-server CPU meanwhile", "redis"),
-    ("CPU per check-in, all processes (ratio=)", "cpu_all"),
-    ("machine CPU, avg cores busy", "machine"),
-    ("totals = expected statuses", "totals"),
-    ("exit code after SIGINT", "rc"),
+TP_ROWS = h.rows(
+    """
+apply          start → all participants applied (excluded)
+idle           CPU while idle, before the check-ins
+copy           COPY of the check-ins into checkins:in
+first          COPY → first verdict
+done           COPY → last verdicts (all decided)
+cps            check-ins/s (sustained, excl. start-up)
+cpu            CPU of the process (+ children) for them
+rss            peak RSS of the process (+ children)
+redis          redis-server CPU meanwhile
+cpu_all        CPU per check-in, all processes (ratio=)
+machine        machine CPU, avg cores busy
+totals         totals = expected statuses
+rc             exit code after SIGINT
+"""
 )
 
 
@@ -1007,22 +955,22 @@ def fmt_lat(x: dict[str, Any]) -> dict[str, str]:
     return {
         "sent": f"{x['n']:,} at {x['rate']:,.0f}/s",
         "received": f"{x['received']:,}" + (f" (+{x['other']} other)" if x["other"] else ""),
-        "pcts": " / ".join(f"{ms[p]:.1f}" for p in (50, 95, 99, 100)) if ms else "none",
+        "pcts": h.latency_ms(ms),
         "over": f"{x['over_20']:,} ({100 * x['over_20'] / max(1, x['received']):.1f} %)",
-        "cpu": f"{x['cpu_pct']:.0f} % of a core",
-        "machine": machine_line(x["machine"]),
-        "rc": str(x["rc"]),
+        **h.tail_cells(x),
     }
 
 
 LAT_ROWS = (
-    ("check-ins sent", "sent"),
-    ("verdicts received", "received"),
-    ("XADD → verdict ms p50 / p95 / p99 / max", "pcts"),
-    ("verdicts ≥ 20 ms", "over"),
-    ("CPU of the process (+ children) while producing", "cpu"),
-    ("machine CPU, avg cores busy", "machine"),
-    ("exit code after SIGINT", "rc"),
+    h.rows(
+        """
+sent           check-ins sent
+received       verdicts received
+pcts           XADD → verdict ms p50 / p95 / p99 / max
+over           verdicts ≥ 20 ms
+"""
+    )
+    + h.TAIL_ROWS
 )
 
 
@@ -1031,27 +979,21 @@ LAT_ROWS = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.checkins",
-        description="Check-ins/s, CPU per check-in and verdict latency of the check-in flow "
+    p = h.parser(
+        "bench.checkins",
+        "Check-ins/s, CPU per check-in and verdict latency of the check-in flow "
         "against the floor (a plain loop making the same decisions), on a private "
         "redis-server. Last line: ratio=<floor CPU per check-in / ours>.",
     )
     p.add_argument("--checkins", type=int, default=200_000, help="check-ins preloaded (200,000)")
     p.add_argument("--participants", type=int, default=50_000, help="participants (50,000)")
-    p.add_argument("--rounds", type=int, default=1, help="throughput rounds; medians used (1)")
+    h.add_common_args(p, "check-ins", 1000.0, 20.0)
     p.add_argument("--workers", type=int, default=1, help="Bytewax workers of ours, -w (1)")
-    p.add_argument("--rate", type=float, default=1000.0, help="latency: check-ins/s (1000)")
-    p.add_argument("--latency-seconds", type=float, default=20.0, help="latency: seconds (20)")
-    p.add_argument("--no-latency", action="store_true", help="skip the latency part")
     p.add_argument(
         "--timeline",
         metavar="PREFIX",
         help="latency: write each scan's send time and latency to PREFIX.<ours|floor>.csv",
     )
-    p.add_argument("--seed", type=int, default=1, help="random seed of the test data (1)")
-    p.add_argument("--workdir", type=Path, help="where to put Redis and the runs (a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (logs, lakes)")
     p.add_argument(
         "--profile",
         type=Path,
@@ -1089,7 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
         OVERRIDES["checkin_deciders"] = args.deciders
 
     started = time.perf_counter()
-    return run_bench(
+    return h.run_bench(
         lambda work: _bench(args, work, started),
         args.workdir,
         args.keep,
@@ -1098,13 +1040,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
-    print_header("Venueflow check-in benchmark (bench/checkins.py): ours against the floor")
+    h.print_header("Venueflow check-in benchmark (bench/checkins.py): ours against the floor")
     venue = workdir / "venue.yaml"
     venue.write_text(VENUE_YAML)
     signer = load_signer(workdir / "signer")
     keys_dir = workdir / "signer" / "keys"
 
-    redis_proc, url = start_redis(workdir / "redis-data")
+    redis_proc, url = h.start_redis(workdir / "redis-data")
     try:
         r0 = redis.Redis.from_url(url)
         # (a `db=` argument loses against the URL's "/0")
@@ -1131,7 +1073,7 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         gen, revoked, sentinels, size, span = preload(
             r1, signer, args.participants, args.checkins, args.seed
         )
-        wait_aof_idle(r0)
+        h.wait_aof_idle(r0)
         mix = ", ".join(f"{k} {v:,}" for k, v in gen.kinds.most_common())
         exp = ", ".join(f"{k} {v:,}" for k, v in gen.expected.most_common())
         print(
@@ -1175,7 +1117,7 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         r0.close()
         r1.close()
     finally:
-        stop_redis(redis_proc)
+        h.stop_redis(redis_proc)
 
     report(args, tp, lat, started)
     return 0
@@ -1211,20 +1153,20 @@ def report(
         )
         title += f" (round {rnd + 1})" if args.rounds > 1 else ""
         cols = [fmt_tp(tp["ours"][rnd]), fmt_tp(tp["floor"][rnd])]
-        print(side_by_side(title, [names["ours"], names["floor"]], TP_ROWS, cols))
+        print(h.side_by_side(title, [names["ours"], names["floor"]], TP_ROWS, cols))
     if lat:
         title = (
             f"Latency: {args.rate:,.0f} check-ins/s for {args.latency_seconds:.0f} s, "
             "XADD checkins:in → verdict on checkins:verdict:<gate>"
         )
         cols = [fmt_lat(v) for v in lat.values()]
-        print(side_by_side(title, [names[k] for k in lat], LAT_ROWS, cols))
+        print(h.side_by_side(title, [names[k] for k in lat], LAT_ROWS, cols))
 
     if args.profile is not None:
         shares = summarize_profile(args.profile)
         print(f"\n== Where ours spends its time (py-spy, round 1, {args.profile}) ==")
         if shares:
-            print(table(["bucket", "% of samples"], [[k, f"{v:.1f}"] for k, v in shares]))
+            print(h.table(["bucket", "% of samples"], [[k, f"{v:.1f}"] for k, v in shares]))
         else:
             print("no samples (py-spy not available or not allowed to attach)")
 
@@ -1235,7 +1177,7 @@ def report(
         "nonce book → Ed25519 (cached) → dict of participants → PUBLISH + SET + XADD per "
         "verdict, one pipeline per batch; totals ≤ 4 Hz; no Bytewax, no lake, no windows."
     )
-    warn = busy_warning(
+    warn = h.busy_warning(
         [x["machine"] for v in tp.values() for x in v] + [x["machine"] for x in lat.values()]
     )
     if warn:
@@ -1247,15 +1189,15 @@ def report(
         print(f"goal verdict p99 < 20 ms at {args.rate:,.0f}/s: ours {p99:.1f} ms → {verdict}")
     side = {
         k: {
-            "rate": median([x["cps"] for x in v]),
-            "cpu_us": median([x["us_per_all"] for x in v]),
+            "rate": h.median([x["cps"] for x in v]),
+            "cpu_us": h.median([x["us_per_all"] for x in v]),
         }
         for k, v in tp.items()
     }
     ok = all(x["totals_ok"] for v in tp.values() for x in v)
     rss = {k: max((x["rss"] or 0) for x in v) for k, v in tp.items()}
     extra = f"peak RSS {rss['ours']:.0f} / {rss['floor']:.0f} MiB, totals {'ok' if ok else 'WRONG'}"
-    print(summary("bench.checkins", "check-in", side["ours"], side["floor"], extra))
+    print(h.summary("bench.checkins", "check-in", side["ours"], side["floor"], extra))
 
 
 if __name__ == "__main__":

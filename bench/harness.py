@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -434,3 +435,133 @@ def run_bench(body: Callable[[Path], int], workdir: Path | None, keep: bool, pre
     finally:
         if not keep and workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# A deployment's environment (venue file, port, API key) and the common command-line flags
+
+#: The event of every bench venue file: long enough that no run falls outside it.
+BENCH_EVENT = {
+    "id": "bench",
+    "name": "bench",
+    "start": "2026-01-01T00:00:00+00:00",
+    "end": "2030-01-01T00:00:00+00:00",
+}
+
+
+def stack_env(work: Path, url: str, data: Path, venue: dict[str, Any], **more: str) -> dict:
+    """Environment of a bench deployment: `venue` (gates, cameras, rules; the event is
+    BENCH_EVENT) written to `work/venue.yaml`, a free port for the dashboard, a fresh API key
+    (`API_KEYS`). `env["PORT"]` is the dashboard's port."""
+    import secrets
+
+    import yaml
+
+    path = work / "venue.yaml"
+    path.write_text(yaml.safe_dump({"event": BENCH_EVENT, **venue}))
+    return {
+        "REDIS_URL": url,
+        "DATA_DIR": str(data),
+        "VENUE_CONFIG": str(path),
+        "PORT": str(free_port()),
+        "HOST": "127.0.0.1",
+        "API_KEYS": secrets.token_urlsafe(16),
+        **more,
+    }
+
+
+def add_common_args(p: Any, unit: str, rate: float, seconds: float) -> None:
+    """--rounds, --rate, --latency-seconds, --no-latency, --seed, --workdir, --keep."""
+    p.add_argument("--rounds", type=int, default=1, help="throughput rounds; medians used (1)")
+    p.add_argument("--rate", type=float, default=rate, help=f"latency: {unit}/s ({rate:g})")
+    p.add_argument(
+        "--latency-seconds", type=float, default=seconds, help=f"latency: seconds ({seconds:g})"
+    )
+    p.add_argument("--no-latency", action="store_true", help="skip the latency part")
+    p.add_argument("--seed", type=int, default=1, help="random seed of the test data (1)")
+    p.add_argument("--workdir", type=Path, help="where to put Redis and the runs (a temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (logs, lakes)")
+
+
+def rows(spec: str) -> tuple[tuple[str, str], ...]:
+    """(label, key) rows of a result table from lines `key  label`."""
+    split = (ln.partition(" ") for ln in spec.splitlines() if ln.strip())
+    return tuple((label.strip(), key) for key, _, label in split)
+
+
+#: The last rows of every latency table (cells: `tail_cells`).
+TAIL_ROWS = (
+    ("CPU of the process (+ children) meanwhile", "cpu"),
+    ("machine CPU, avg cores busy", "machine"),
+    ("exit code after SIGINT", "rc"),
+)
+
+
+def parser(prog: str, description: str) -> Any:
+    """An argument parser whose help ends with what the last line of the output says."""
+    import argparse
+
+    return argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
+
+
+def tail_cells(x: dict[str, Any]) -> dict[str, str]:
+    """Cells of the measured process's CPU share, the machine and the exit code."""
+    return {
+        "cpu": f"{x['cpu_pct']:.0f} % of a core",
+        "machine": machine_line(x["machine"]),
+        "rc": str(x["rc"]),
+    }
+
+
+def latency_ms(ms: dict[float, float], points: tuple[float, ...] = (50, 95, 99, 100)) -> str:
+    """`p50 / p95 / p99 / max` cells of a latency result (`none` if nothing arrived)."""
+    return " / ".join(f"{ms[p]:.1f}" for p in points) if ms else "none"
+
+
+def paced(n: int, rate: float, send: Callable[[int, int], object]) -> float:
+    """Call `send(i, j)` for items i..j-1 as they fall due at `rate` per second (a late
+    producer catches up in one call); return the seconds it took to send all n."""
+    t_start = time.perf_counter()
+    i = 0
+    while i < n:
+        due = min(n, int((time.perf_counter() - t_start) * rate) + 1)
+        if due <= i:
+            time.sleep(max(0.0, t_start + i / rate - time.perf_counter()))
+            continue
+        send(i, due)
+        i = due
+    return time.perf_counter() - t_start
+
+
+class Listener(threading.Thread):
+    """A thread subscribed to one pub/sub channel (or pattern) calling `on_message(data)` per
+    message; `ready` is set once Redis confirmed the subscription; `stop()` ends it."""
+
+    def __init__(self, url: str, channel: str, pattern: bool = False):
+        super().__init__(daemon=True)
+        self.url, self.channel, self.pattern = url, channel, pattern
+        self.ready = threading.Event()
+        self._halt = threading.Event()
+
+    def on_message(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        r, ps = subscribed(self.url, self.channel, self.pattern)
+        self.ready.set()
+        kind = "pmessage" if self.pattern else "message"
+        while not self._halt.is_set():
+            msg = ps.get_message(timeout=0.2)
+            if msg is not None and msg["type"] == kind:
+                self.on_message(msg["data"])
+        ps.close()
+        r.close()
+
+    def start_ready(self, timeout: float = 10) -> Listener:
+        self.start()
+        self.ready.wait(timeout)
+        return self
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)

@@ -53,26 +53,33 @@ from typing import Any
 import redis
 
 from bench.harness import (
+    TAIL_ROWS,
     BenchError,
+    Listener,
     MachineCpu,
     Run,
+    add_common_args,
     busy_warning,
     children_cpu,
     fail,
+    latency_ms,
     machine_line,
     median,
     mib,
+    paced,
+    parser,
     pct,
     print_header,
     proc_cpu,
     rewrite_aof,
+    rows,
     run_bench,
     side_by_side,
     start_redis,
     stop,
     stop_redis,
-    subscribed,
     summary,
+    tail_cells,
     tree_cpu,
     tree_hwm_mib,
     wait_aof_idle,
@@ -235,83 +242,55 @@ class LakeCounter:
         self.con.close()
 
 
-class LiveTally(threading.Thread):
+class LiveTally(Listener):
     """Sums `total` of the per-batch `live:events` messages: marks the first processed batch
     (process start-up is over) and the moment every event has been processed."""
 
+    PAT = re.compile(rb'\{"total":(\d+)')
+
     def __init__(self, url: str, target: int):
-        super().__init__(daemon=True)
-        self.url, self.target = url, target
+        super().__init__(url, keys.LIVE_EVENTS)
+        self.target = target
         self.pid: int | None = None
         self.total = 0
         self.first_total = 0
         self.first_t: float | None = None
         self.first_cpu: float | None = None
         self.done_t: float | None = None
-        self.ready = threading.Event()
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        r, ps = subscribed(self.url, keys.LIVE_EVENTS)
-        self.ready.set()
-        pat = re.compile(rb'\{"total":(\d+)')
-        while not self._halt.is_set():
-            msg = ps.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "message":
-                continue
-            now = time.perf_counter()
-            m = pat.match(msg["data"])
-            n = int(m.group(1)) if m else 0
-            if self.first_t is None:
-                self.first_t, self.first_total = now, n
-                self.first_cpu = tree_cpu(self.pid) if self.pid else None
-            self.total += n
-            if self.done_t is None and self.total >= self.target:
-                self.done_t = now
-        ps.close()
-        r.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
+    def on_message(self, data: bytes) -> None:
+        now = time.perf_counter()
+        m = self.PAT.match(data)
+        n = int(m.group(1)) if m else 0
+        if self.first_t is None:
+            self.first_t, self.first_total = now, n
+            self.first_cpu = tree_cpu(self.pid) if self.pid else None
+        self.total += n
+        if self.done_t is None and self.total >= self.target:
+            self.done_t = now
 
 
-class Broadcasts(threading.Thread):
+class Broadcasts(Listener):
     """Subscribes to `events:new` and records, per event, receive time minus its send time."""
 
     def __init__(self, url: str, n: int):
-        super().__init__(daemon=True)
-        self.url = url
+        super().__init__(url, keys.EVENTS_NEW)
         self.lat_ns: list[int | None] = [None] * n
         self.received = 0
         self.other = 0
-        self.ready = threading.Event()
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        r, ps = subscribed(self.url, keys.EVENTS_NEW)
-        self.ready.set()
-        while not self._halt.is_set():
-            msg = ps.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "message":
-                continue
-            now = time.time_ns()
-            try:
-                p = json.loads(msg["data"])["payload"]
-                seq, sent = int(p["seq"]), int(p["sent_ns"])
-                if self.lat_ns[seq] is None:
-                    self.lat_ns[seq] = now - sent
-                    self.received += 1
-                else:
-                    self.other += 1  # a duplicate
-            except (KeyError, ValueError, IndexError, TypeError):
-                self.other += 1
-        ps.close()
-        r.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
+    def on_message(self, data: bytes) -> None:
+        now = time.time_ns()
+        try:
+            p = json.loads(data)["payload"]
+            seq, sent = int(p["seq"]), int(p["sent_ns"])
+            if self.lat_ns[seq] is None:
+                self.lat_ns[seq] = now - sent
+                self.received += 1
+            else:
+                self.other += 1  # a duplicate
+        except (KeyError, ValueError, IndexError, TypeError):
+            self.other += 1
 
 
 class LakePoller(threading.Thread):
@@ -668,13 +647,8 @@ def produce(r: redis.Redis, n: int, rate: float) -> tuple[list[int], float]:
     number in the payload; return the send times and the seconds it took."""
     rng = random.Random(7)
     sent_ns = [0] * n
-    t_start = time.perf_counter()
-    i = 0
-    while i < n:
-        due = min(n, int((time.perf_counter() - t_start) * rate) + 1)
-        if due <= i:
-            time.sleep(max(0.0, t_start + i / rate - time.perf_counter()))
-            continue
+
+    def send(i: int, due: int) -> None:
         pipe = r.pipeline(transaction=False)
         for j in range(i, due):
             kind, src, payload, _ = KINDS[j % 4]  # the typed ui.* payloads forbid extra keys
@@ -685,8 +659,8 @@ def produce(r: redis.Redis, n: int, rate: float) -> tuple[list[int], float]:
             sent_ns[j] = t
             pipe.execute_command("XADD", keys.EVENTS_IN, "*", "data", json.dumps(ev))
         pipe.execute()
-        i = due
-    return sent_ns, time.perf_counter() - t_start
+
+    return sent_ns, paced(n, rate, send)
 
 
 def latency(
@@ -794,23 +768,25 @@ def fmt_tp(x: dict[str, Any]) -> dict[str, str]:
     }
 
 
-TP_ROWS = (
-    ("process start → first batch (live:events)", "startup"),
-    ("process start → first lake commit", "first_lake"),
-    ("process start → all processed (live:events)", "processed"),
-    ("process start → all in lake", "lake"),
-    ("ev/s incl. process start", "evps_total"),
-    ("ev/s excl. start (first batch → all in lake)", "evps_steady"),
-    ("ev/s excl. start, to all processed", "evps_processed"),
-    ("CPU of the process until all in lake", "cpu"),
-    ("  of which start-up (to first batch)", "cpu_startup"),
-    ("  CPU per event after start-up", "cpu_steady"),
-    ("redis-server CPU during the run", "redis"),
-    ("CPU per event, process + redis (ratio=)", "cpu_all"),
-    ("CPU incl. shutdown (getrusage children)", "cpu_total"),
-    ("peak RSS of the process", "rss"),
-    ("machine CPU, avg cores busy", "machine"),
-    ("SIGINT → exit", "stop"),
+TP_ROWS = rows(
+    """
+startup        process start → first batch (live:events)
+first_lake     process start → first lake commit
+processed      process start → all processed (live:events)
+lake           process start → all in lake
+evps_total     ev/s incl. process start
+evps_steady    ev/s excl. start (first batch → all in lake)
+evps_processed ev/s excl. start, to all processed
+cpu            CPU of the process until all in lake
+cpu_startup      of which start-up (to first batch)
+cpu_steady       CPU per event after start-up
+redis          redis-server CPU during the run
+cpu_all        CPU per event, process + redis (ratio=)
+cpu_total      CPU incl. shutdown (getrusage children)
+rss            peak RSS of the process
+machine        machine CPU, avg cores busy
+stop           SIGINT → exit
+"""
 )
 
 
@@ -825,34 +801,34 @@ def fmt_lat(x: dict[str, Any]) -> dict[str, str]:
         "sent": f"{x['n']:,} at {x['produce_rate']:,.0f} ev/s",
         "ready": f"{x['ready_s']:.2f} s",
         "received": f"{x['received']:,}" + (f" (+{x['dups']} dup/other)" if x["dups"] else ""),
-        "bcast": " / ".join(f"{b[p]:.1f}" for p in (50, 95, 99, 100)) if b else "none",
+        "bcast": latency_ms(b),
         "lake": " / ".join(f"{lk[p]:.2f}" for p in (0, 50, 95, 100)) if lk else "none",
         "in_lake": f"{x['in_lake']:,} in {x['lake_files']} file(s)",
         "stuck": stuck,
-        "cpu": f"{x['cpu_pct']:.0f} % of a core",
-        "machine": machine_line(x["machine"]),
-        "rc": str(x["rc"]),
+        **tail_cells(x),
     }
 
 
 LAT_ROWS = (
-    ("events sent", "sent"),
-    ("process start → heartbeat (ready)", "ready"),
-    ("broadcasts received on events:new", "received"),
-    ("XADD → events:new ms p50 / p95 / p99 / max", "bcast"),
-    ("XADD → in lake s min / p50 / p95 / max", "lake"),
-    ("rows in lake without a stop", "in_lake"),
-    ("rows not in lake once input stopped", "stuck"),
-    ("CPU of the process while producing", "cpu"),
-    ("machine CPU, avg cores busy", "machine"),
-    ("exit code after SIGINT", "rc"),
+    rows(
+        """
+sent           events sent
+ready          process start → heartbeat (ready)
+received       broadcasts received on events:new
+bcast          XADD → events:new ms p50 / p95 / p99 / max
+lake           XADD → in lake s min / p50 / p95 / max
+in_lake        rows in lake without a stop
+stuck          rows not in lake once input stopped
+"""
+    )
+    + TAIL_ROWS
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.ingest",
-        description="Throughput of the events flow against the floor (a plain XREAD → orjson → "
+    p = parser(
+        "bench.ingest",
+        "Throughput of the events flow against the floor (a plain XREAD → orjson → "
         "validate → Arrow → Delta loop) on a private redis-server, and the flow's latency. "
         "Last line: ratio=<floor CPU per event / ours>.",
     )
@@ -863,13 +839,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="events to preload (1,000,000); use a multiple of LAKE_FLUSH_ROWS (50,000)",
     )
     p.add_argument("--invalid-frac", type=float, default=0.0, help="fraction of invalid events (0)")
-    p.add_argument("--rounds", type=int, default=1, help="throughput rounds; medians used (1)")
-    p.add_argument("--rate", type=float, default=1000.0, help="latency: events/s (1000)")
-    p.add_argument("--latency-seconds", type=float, default=20.0, help="latency: seconds (20)")
-    p.add_argument("--no-latency", action="store_true", help="skip the latency part")
-    p.add_argument("--seed", type=int, default=1, help="random seed of the test data (1)")
-    p.add_argument("--workdir", type=Path, help="where to put Redis and lakes (a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (logs, lakes)")
+    add_common_args(p, "events", 1000.0, 20.0)
     p.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
