@@ -150,7 +150,7 @@ def busy_warning(machines: Iterable[dict[str, float]]) -> str | None:
         return (
             f"  WARNING: other processes used up to {max(others):.2f} cores during a "
             "measurement; on a 2-core machine that skews the figures (run again on a quiet "
-            "machine, or with --rounds 3 to alternate the order)."
+            "machine; where a bench has --rounds, --rounds 3 alternates the order)."
         )
     return None
 
