@@ -449,16 +449,23 @@ BENCH_EVENT = {
 }
 
 
-def stack_env(work: Path, url: str, data: Path, venue: dict[str, Any], **more: str) -> dict:
+def stack_env(
+    work: Path,
+    url: str,
+    data: Path,
+    venue: dict[str, Any],
+    event: dict[str, Any] | None = None,
+    **more: str,
+) -> dict:
     """Environment of a bench deployment: `venue` (gates, cameras, rules; the event is
-    BENCH_EVENT) written to `work/venue.yaml`, a free port for the dashboard, a fresh API key
-    (`API_KEYS`). `env["PORT"]` is the dashboard's port."""
+    `event`, by default BENCH_EVENT) written to `work/venue.yaml`, a free port for the
+    dashboard, a fresh API key (`API_KEYS`). `env["PORT"]` is the dashboard's port."""
     import secrets
 
     import yaml
 
     path = work / "venue.yaml"
-    path.write_text(yaml.safe_dump({"event": BENCH_EVENT, **venue}))
+    path.write_text(yaml.safe_dump({"event": event or BENCH_EVENT, **venue}))
     return {
         "REDIS_URL": url,
         "DATA_DIR": str(data),
@@ -518,19 +525,23 @@ def latency_ms(ms: dict[float, float], points: tuple[float, ...] = (50, 95, 99, 
     return " / ".join(f"{ms[p]:.1f}" for p in points) if ms else "none"
 
 
-def paced(n: int, rate: float, send: Callable[[int, int], object]) -> float:
+def paced(n: int, rate: float, send: Callable[[int, int], object], limit_s: float = 0) -> int:
     """Call `send(i, j)` for items i..j-1 as they fall due at `rate` per second (a late
-    producer catches up in one call); return the seconds it took to send all n."""
+    producer catches up in one call); stop after `limit_s` seconds if given (a producer that
+    cannot keep up stops on time). Returns how many were sent."""
     t_start = time.perf_counter()
     i = 0
     while i < n:
-        due = min(n, int((time.perf_counter() - t_start) * rate) + 1)
+        elapsed = time.perf_counter() - t_start
+        if limit_s and elapsed > limit_s:
+            break
+        due = min(n, int(elapsed * rate) + 1, i + max(1, int(rate)))  # ≤ 1 s per call
         if due <= i:
             time.sleep(max(0.0, t_start + i / rate - time.perf_counter()))
             continue
         send(i, due)
         i = due
-    return time.perf_counter() - t_start
+    return i
 
 
 class Listener(threading.Thread):
