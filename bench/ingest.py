@@ -326,6 +326,7 @@ _TYPE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _FIELDS = frozenset(("source", "type", "level", "payload", "ts"))
 _LEVELS = frozenset(("INFO", "WARN", "ERROR", "CRITICAL"))
 _SKEW_US = 5 * 60 * 1_000_000  # MAX_CLOCK_SKEW
+_UNIX_RE = re.compile(r"-?\d+(\.\d+)?")
 
 
 def _finite(v: Any) -> bool:
@@ -348,7 +349,13 @@ def _name(v: Any, most: int) -> bool:
 
 
 def _number(v: Any) -> bool:
-    return type(v) in (int, float) and 0 <= v <= 100_000
+    """A coordinate as the contract's lax float takes it: a number, bool or numeric string."""
+    if type(v) is str:
+        try:
+            v = float(v)
+        except ValueError:
+            return False
+    return type(v) in (int, float, bool) and 0 <= v <= 100_000
 
 
 def _ui_reason(typ: str, p: dict[str, Any]) -> str | None:
@@ -384,6 +391,8 @@ def floor_check(ev: Any, id_match: Callable[[str], Any], now_us: int) -> str | i
     if ev.get("level") not in _LEVELS:
         return "level: missing, or not one of INFO, WARN, ERROR, CRITICAL"
     p = ev.get("payload")
+    if p is None and "payload" in ev:
+        return "payload: not a JSON object"
     if p is not None:
         if type(p) is not dict:
             return "payload: not a JSON object"
@@ -399,12 +408,18 @@ def floor_check(ev: Any, id_match: Callable[[str], Any], now_us: int) -> str | i
     if ts is None:
         return 0
     try:
-        at = datetime.fromisoformat(ts)
-    except (TypeError, ValueError):
-        return "ts: not an ISO 8601 time"
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    us = int(at.timestamp() * 1_000_000)
+        if type(ts) is str and not _UNIX_RE.fullmatch(ts):
+            at = datetime.fromisoformat(ts)
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=UTC)
+            us = int(at.timestamp() * 1_000_000)
+        elif type(ts) in (int, float, str):  # Unix time: seconds, or ms beyond 2e10
+            sec = float(ts)
+            us = int((sec / 1000 if abs(sec) > 2e10 else sec) * 1_000_000)
+        else:
+            raise TypeError
+    except (TypeError, ValueError, OverflowError):
+        return "ts: not an ISO 8601 time or a Unix time"
     if us > now_us + _SKEW_US:
         return "ts: more than 5 minutes in the future"
     return us
