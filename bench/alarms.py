@@ -51,8 +51,8 @@ from typing import Any
 import httpx
 import redis
 
+from bench.harness import options, stack_env
 from bench.harness import quantile as pct
-from bench.harness import stack_env
 from core import keys
 from core.embedded_redis import start_embedded_redis
 from core.processes import child_env, flow_argv, spawn
@@ -283,15 +283,20 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--triggers", type=int, default=40, help="alarms measured")
-    p.add_argument("--warmup", type=int, default=3, help="alarms not counted (first ones)")
-    p.add_argument("--rate", type=int, default=1000, help="background events/s")
-    p.add_argument("--interval", type=float, default=1.0, help="mean seconds between alarms")
-    p.add_argument("--settle", type=float, default=5.0, help="seconds of load before the first")
-    p.add_argument("--timeout", type=float, default=20.0, help="give up on one alarm after")
-    p.add_argument("--page", default="/", help="the page the browser has open")
-    p.add_argument("--no-events-flow", action="store_true", help="only the alarm flow reads")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (logs, lake)")
+    options(
+        p,
+        """
+--triggers        int    40    alarms measured
+--warmup          int    3     alarms not counted (first ones)
+--rate            int    1000  background events/s
+--interval        float  1.0   mean seconds between alarms
+--settle          float  5.0   seconds of load before the first
+--timeout         float  20.0  give up on one alarm after
+--page            str    /     the page the browser has open
+--no-events-flow  flag   -     only the alarm flow reads
+--keep            flag   -     keep the work dir (logs, lake)
+""",
+    )
     args = p.parse_args(argv)
     print(f"bench.alarms: {os.cpu_count()} cores; page {args.page}; {args.rate} ev/s background")
     work = Path(tempfile.mkdtemp(prefix="vf-bench-alarms-"))

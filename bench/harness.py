@@ -266,12 +266,14 @@ def stop_redis(proc: subprocess.Popen) -> None:
 
 
 def wait_aof_idle(r: redis.Redis, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until no AOF rewrite runs or is scheduled (at most `timeout` seconds)."""
+
+    def idle() -> bool:
         info = r.info("persistence")
-        if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
-            return
-        time.sleep(0.1)
+        return not (info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled"))
+
+    with contextlib.suppress(BenchError):
+        wait_until(idle, timeout, "the AOF rewrite")
 
 
 def rewrite_aof(r: redis.Redis) -> None:
@@ -477,6 +479,24 @@ def stack_env(
     }
 
 
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "path": Path}
+
+
+def options(p: Any, spec: str) -> None:
+    """Command-line options from lines `--name  type  default  help` (type: int, float, str,
+    path or flag; default `-` for none). Hidden options (worker roles) have the help `-`."""
+    import argparse
+
+    for line in spec.strip().splitlines():
+        name, kind, default, help_ = line.split(None, 3)
+        help_ = argparse.SUPPRESS if help_ == "-" else help_
+        if kind == "flag":
+            p.add_argument(name, action="store_true", help=help_)
+            continue
+        typ = _TYPES[kind]
+        p.add_argument(name, type=typ, default=None if default == "-" else typ(default), help=help_)
+
+
 def add_common_args(p: Any, unit: str, rate: float, seconds: float) -> None:
     """--rounds, --rate, --latency-seconds, --no-latency, --seed, --workdir, --keep."""
     p.add_argument("--rounds", type=int, default=1, help="throughput rounds; medians used (1)")
@@ -504,11 +524,15 @@ TAIL_ROWS = (
 )
 
 
-def parser(prog: str, description: str) -> Any:
-    """An argument parser whose help ends with what the last line of the output says."""
+def parser(prog: str, description: str, spec: str = "") -> Any:
+    """An argument parser (its help says what the last line of the output is), with the
+    options of `spec` (see `options`)."""
     import argparse
 
-    return argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
+    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
+    if spec:
+        options(p, spec)
+    return p
 
 
 def tail_cells(x: dict[str, Any]) -> dict[str, str]:

@@ -332,19 +332,23 @@ machine    machine CPU, avg cores busy
 )
 
 
+SUMMARY = (
+    "POST /api/events of the dashboard against a bare FastAPI route (same model, key "
+    "check and XADD), with wrk. Last line: ratio=<floor CPU per request / ours>."
+)
+OPTIONS = """
+--seconds       float  10   wrk duration per side in seconds (10)
+--connections   int    20   wrk connections (20)
+--batch-size    int    100  events per POST /api/events/batch (100)
+--workdir       path   -    where to put Redis and the runs (a temp dir)
+--keep          flag   -    keep the work dir (logs)
+--floor-server  flag   -    -
+--port          int    -    -
+"""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = h.parser(
-        "bench.http",
-        "POST /api/events of the dashboard against a bare FastAPI route (same model, key "
-        "check and XADD), with wrk. Last line: ratio=<floor CPU per request / ours>.",
-    )
-    p.add_argument("--seconds", type=float, default=10.0, help="wrk duration per side (10)")
-    p.add_argument("--connections", type=int, default=20, help="wrk connections (20)")
-    p.add_argument("--batch-size", type=int, default=100, help="events per batch POST (100)")
-    p.add_argument("--workdir", type=Path, help="where to put Redis and the runs (a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
-    p.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p = h.parser("bench.http", SUMMARY, OPTIONS)
     return p.parse_args(argv)
 
 

@@ -245,26 +245,30 @@ def slopes(
 # Main
 
 
+SUMMARY = (
+    "The deployment under load for --minutes; RSS of every process sampled, slope after "
+    "warm-up per process. Last line: ratio=<1 MiB/min / worst slope>."
+)
+OPTIONS = """
+--minutes         float  30      how long to run (30)
+--event-rate      float  20000   events/s (20,000)
+--checkin-rate    float  1000    check-ins/s (1,000)
+--participants    int    20000   registered first (20,000)
+--cameras         int    2       simulated cameras (2)
+--viewers         int    5       viewers per camera (5)
+--fps             int    15      camera frames/s (15)
+--sample-seconds  float  60      RSS sample period in seconds (60)
+--warmup          float  5       minutes not in the slope (5)
+--workdir         path   -       where to put the deployment (a temp dir)
+--keep            flag   -       keep the work dir (logs, lake)
+--url             str    -       -
+--data-dir        path   -       -
+"""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = h.parser(
-        "bench.soak",
-        "The deployment under load for --minutes; RSS of every process sampled, slope after "
-        "warm-up per process. Last line: ratio=<1 MiB/min / worst slope>.",
-    )
-    p.add_argument("--minutes", type=float, default=30.0, help="how long to run (30)")
-    p.add_argument("--event-rate", type=float, default=20_000, help="events/s (20,000)")
-    p.add_argument("--checkin-rate", type=float, default=1_000, help="check-ins/s (1,000)")
-    p.add_argument("--participants", type=int, default=20_000, help="registered first (20,000)")
-    p.add_argument("--cameras", type=int, default=2, help="simulated cameras (2)")
-    p.add_argument("--viewers", type=int, default=5, help="viewers per camera (5)")
-    p.add_argument("--fps", type=int, default=15, help="camera frames/s (15)")
-    p.add_argument("--sample-seconds", type=float, default=60.0, help="RSS sample period (60)")
-    p.add_argument("--warmup", type=float, default=5.0, help="minutes not in the slope (5)")
-    p.add_argument("--workdir", type=Path, help="where to put the deployment (a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (logs, lake)")
+    p = h.parser("bench.soak", SUMMARY, OPTIONS)
     p.add_argument("--producer", choices=("events", "checkins"), help=argparse.SUPPRESS)
-    p.add_argument("--url", help=argparse.SUPPRESS)
-    p.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
