@@ -400,9 +400,11 @@ def _report(
     verdict = "met" if not over else f"NOT met by {len(over)}: {', '.join(over)}"
     print(f"\ngoal every slope < {GOAL_MIB_PER_MIN:g} MiB/min after warm-up: {verdict}")
     ratio = GOAL_MIB_PER_MIN / known[worst] if known[worst] > 0 else float("inf")
+    got = {k: v["sent"] / max(v["seconds"], 1e-9) if v else 0.0 for k, v in sent.items()}
     print(
         f"bench.soak: {len(known)} processes over {args.minutes:g} min at "
-        f"{args.event_rate:,.0f} ev/s + {args.checkin_rate:,.0f} check-ins/s, worst slope "
+        f"{got.get('events', 0):,.0f} ev/s + {got.get('checkins', 0):,.0f} check-ins/s sent "
+        f"(asked {args.event_rate:,.0f} + {args.checkin_rate:,.0f}), worst slope "
         f"{known[worst]:+.2f} MiB/min ({worst}); ratio={ratio:.3f}"
     )
 
