@@ -50,8 +50,9 @@ from typing import Any
 
 import httpx
 import redis
-import yaml
 
+from bench.harness import options, stack_env
+from bench.harness import quantile as pct
 from core import keys
 from core.embedded_redis import start_embedded_redis
 from core.processes import child_env, flow_argv, spawn
@@ -81,21 +82,6 @@ new MutationObserver(vfSee).observe(document, {childList: true, subtree: true});
 """
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Stack:
     """Redis, the alarm (and events) flow and the dashboard, on a fresh DATA_DIR."""
 
@@ -105,8 +91,6 @@ class Stack:
         self.data.mkdir(parents=True)
         self.redis_proc, self.url = start_embedded_redis(self.data)
         venue = {
-            "event": {"id": "bench", "name": "bench", "start": "2026-01-01T00:00:00+00:00",
-                      "end": "2030-01-01T00:00:00+00:00"},
             "gates": [{"id": "main", "name": "Main", "capacity_per_minute": 100}],
             "alarm_rules": [
                 {"id": "gas-high", "name": "Gas above 100 ppm", "kind": "threshold",
@@ -114,19 +98,9 @@ class Stack:
                  "above": 100, "clear_at": 85},
             ],
         }  # fmt: skip
-        venue_path = work / "venue.yaml"
-        venue_path.write_text(yaml.safe_dump(venue))
-        self.port = free_port()
+        env = stack_env(work, self.url, self.data, venue, HEALTH_FLOWS="alarms")
+        self.port = int(env["PORT"])
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {
-            "REDIS_URL": self.url,
-            "DATA_DIR": str(self.data),
-            "VENUE_CONFIG": str(venue_path),
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "API_KEYS": secrets.token_urlsafe(16),
-            "HEALTH_FLOWS": "alarms",
-        }
         os.environ.update(env)
         s = Settings()
         user_store(s.data_dir).add(USER, "operator", PASSWORD)
@@ -309,15 +283,20 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--triggers", type=int, default=40, help="alarms measured")
-    p.add_argument("--warmup", type=int, default=3, help="alarms not counted (first ones)")
-    p.add_argument("--rate", type=int, default=1000, help="background events/s")
-    p.add_argument("--interval", type=float, default=1.0, help="mean seconds between alarms")
-    p.add_argument("--settle", type=float, default=5.0, help="seconds of load before the first")
-    p.add_argument("--timeout", type=float, default=20.0, help="give up on one alarm after")
-    p.add_argument("--page", default="/", help="the page the browser has open")
-    p.add_argument("--no-events-flow", action="store_true", help="only the alarm flow reads")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (logs, lake)")
+    options(
+        p,
+        """
+--triggers        int    40    alarms measured
+--warmup          int    3     alarms not counted (first ones)
+--rate            int    1000  background events/s
+--interval        float  1.0   mean seconds between alarms
+--settle          float  5.0   seconds of load before the first
+--timeout         float  20.0  give up on one alarm after
+--page            str    /     the page the browser has open
+--no-events-flow  flag   -     only the alarm flow reads
+--keep            flag   -     keep the work dir (logs, lake)
+""",
+    )
     args = p.parse_args(argv)
     print(f"bench.alarms: {os.cpu_count()} cores; page {args.page}; {args.rate} ev/s background")
     work = Path(tempfile.mkdtemp(prefix="vf-bench-alarms-"))

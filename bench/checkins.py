@@ -1,19 +1,24 @@
-"""Check-in benchmark: the check-in flow against a plain redis-py loop making the same decisions.
+"""Check-in benchmark: the check-in flow (+ its deciders) against the floor, same check-ins.
 
-    uv run python -m bench.checkins --rounds 3
+    uv run python -m bench.checkins --rounds 3          # 50,000 participants, 200,000 check-ins
     uv run python -m bench.checkins --checkins 50000 --participants 10000 --latency-seconds 10
-    uv run python -m bench.checkins --profile /tmp/checkins.pyspy   # + where the flow's time goes
+    uv run python -m bench.checkins --profile /tmp/checkins.pyspy   # + where ours spends its time
+    uv run python -m bench.checkins --help               # --workers, --deciders, --flow, ...
 
 One run starts its own redis-server (never the shared one) and measures, on the same data:
 
-* ours: `python -m bytewax.run flows.checkins:flow` started exactly as run.py starts it
+* **ours**: `python -m bytewax.run flows.checkins:flow` started exactly as run.py starts it
   (`flow_argv` + `spawn` + `child_env`, recovery on, default settings except DATA_DIR,
-  REDIS_URL and VENUE_CONFIG), `-w --workers`;
-* baseline: a redis-py loop in a subprocess (`--baseline-worker`) making the SAME decision with
-  the SAME functions: XREAD `checkins:in`/`participants:in` batches → `parse_input` → `step()`
-  per item with a dict of states → `verdict_commands` + `totals_step` → one pipeline of
-  PUBLISH/SET per batch. No Bytewax, and no lake (the flow also writes the lake, the minute
-  windows and dead letters: the baseline is the decision alone).
+  REDIS_URL and VENUE_CONFIG), `-w --workers`, with the decider processes it starts;
+* **the floor** (`--floor-worker`, in this file): the same check-in decision in the plain
+  loop a strong engineer would write — XREAD COUNT 1000 of `checkins:in` / `participants:in`
+  → `orjson.loads` → the scan's rules (dead letter with a named reason) → the nonce seen
+  before? (replay the verdict / `nonce_conflict`) → Ed25519 signature check with
+  `cryptography` (verified tokens cached) → event, gate, direction, opening hours → a dict of
+  participant state (serial, revoked at, entered, inside) → the verdict: PUBLISH to the gate,
+  SET `verdict:<nonce>`, XADD `checkins:verdicts`, one pipeline per batch; totals
+  (`attendance:totals`) ≤ 4 Hz. No Bytewax, no lake, no minute windows, no recovery:
+  state lives in the process (a restart would have to re-read the streams).
 
 Setup: N participants (`sim.gates.synthetic_participants`, a few revoked) and M check-ins are
 generated once into Redis DB 1 (`bench:participants`, `bench:checkins`). Each run starts from an
@@ -22,19 +27,20 @@ participant is applied (`participants:index`), then `COPY bench:checkins checkin
 so the clock starts with all M check-ins waiting and the process warm (start-up excluded). The
 run is done when the verdicts of the last 200 check-ins exist (`verdict:<nonce>`); the totals
 (`attendance:totals`) must then equal the statuses the generator expects, for ours and the
-baseline alike (the same decisions, counted once).
+floor alike (the same decisions, counted once). CPU per check-in counts every process
+involved: the measured process and its children (ours: the deciders) plus redis-server.
 
 Latency: a producer XADDs at --rate (1,000/s) for --latency-seconds, a subscriber on
 `checkins:verdict:*` measures XADD → verdict per scan (send time kept per nonce).
 
-The last line is `ratio=<ours check-ins/s / baseline check-ins/s>` (medians over --rounds,
+Output: both side by side (check-ins/s, CPU µs per check-in, peak RSS), then the summary line
+ending with `ratio=<floor CPU per check-in / ours CPU per check-in>` (medians over --rounds,
 order alternated).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -43,10 +49,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,22 +59,7 @@ from typing import Any
 
 import redis
 
-from bench.ingest import (
-    BenchError,
-    MachineCpu,
-    _machine,
-    children_cpu,
-    log_tail,
-    machine_info,
-    median,
-    pct,
-    proc_cpu,
-    proc_hwm_mib,
-    software_info,
-    start_redis,
-    table,
-    wait_aof_idle,
-)
+from bench import harness as h
 from core import keys
 from core.processes import FLOWS, PROJECT_DIR, child_env, flow_argv, spawn
 from core.records import ParticipantOp
@@ -296,120 +286,284 @@ def preload(
     return gen, revoked, sentinels, size, (end_ms - start_ms) / 1000
 
 
-def _tree(pid: int) -> list[int]:
-    """The process and its live descendants (ours runs the decider as a child process)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in task.read_text().split()]
-    return out
-
-
-def tree_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process and its live children."""
-    cpus = [proc_cpu(p) for p in _tree(pid)]
-    return None if cpus[0] is None else sum(c or 0.0 for c in cpus)
-
-
-def tree_hwm_mib(pid: int) -> float | None:
-    """Sum of the peak resident memory of a process and its live children."""
-    hwms = [proc_hwm_mib(p) for p in _tree(pid)]
-    return None if hwms[0] is None else sum(h or 0.0 for h in hwms)
-
-
 # --------------------------------------------------------------------------------------------
-# The baseline: the same decision in a plain loop (runs as a subprocess: --baseline-worker)
+# The floor: the same decision in a plain loop (runs as a subprocess: --floor-worker)
+
+_NONCE_RE = re.compile(r"[A-Za-z0-9_.:\-]{8,128}")
+_CHECKIN_FIELDS = frozenset(
+    ("gate_id", "token", "ts", "device_id", "method", "direction", "nonce", "offline")
+)
+_METHODS = frozenset(("qr_scan", "manual", "beacon"))
 
 
-def baseline_worker() -> int:
-    """XREAD → parse_input → step() per item → verdict_commands + totals → one pipeline."""
-    from connectors.redis_streams import StreamBatch
-    from core.records import dumps
+def _checkin_reason(c: Any, id_match: Callable[[str], Any]) -> str | None:
+    """The rules of a scan (`CheckIn`), each refusal with a named reason."""
+    if type(c) is not dict:
+        return "body: not a JSON object"
+    if not c.keys() <= _CHECKIN_FIELDS:
+        return f"{sorted(c.keys() - _CHECKIN_FIELDS)[0]}: extra field not permitted"
+    g, tok, nonce = c.get("gate_id"), c.get("token"), c.get("nonce")
+    if type(g) is not str or not id_match(g):
+        return "gate_id: missing, or not an id"
+    if type(tok) is not str or not 0 < len(tok) <= 1024:
+        return "token: missing, or not 1-1024 characters"
+    if type(nonce) is not str or not _NONCE_RE.fullmatch(nonce):
+        return "nonce: missing, or not 8-128 of [A-Za-z0-9_.:-]"
+    if c.get("direction", "in") not in ("in", "out"):
+        return "direction: not 'in' or 'out'"
+    if c.get("method", "qr_scan") not in _METHODS:
+        return "method: not qr_scan, manual or beacon"
+    d = c.get("device_id")
+    if d is not None and (type(d) is not str or not 0 < len(d) <= 128):
+        return "device_id: not 1-128 characters"
+    if type(c.get("offline", False)) is not bool:
+        return "offline: not a boolean"
+    return None
+
+
+def floor_worker() -> int:
+    """XREAD both streams → orjson → rules → Ed25519 verify (cached per token) → decide
+    against a dict of participants → SET + PUBLISH + XADD per verdict, totals ≤ 4 Hz."""
+    import base64
+    import hashlib
+
+    import orjson
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
+    from core.records import CHECKIN_OUTCOMES, ID_PATTERN
     from core.settings import get_settings
     from core.shutdown import install_stop_handlers, stop_requested
-    from core.tokens import load_verifier
+    from core.tokens import PUBLIC_NAME, key_dir
     from core.venue import venue_for
-    from flows.attendance_totals import totals_step
-    from flows.checkins_logic import (
-        NonceBook,
-        outcome_dead_letters,
-        parse_input,
-        step,
-        verdict_commands,
-    )
 
     s = get_settings()
     install_stop_handlers()
     venue = venue_for(s.venue_config)
-    verifier = load_verifier(s.data_dir)
-    url = s.effective_redis_url
-    src = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-    out = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    zone, event_id = venue.event.zone, venue.event.id
+    rules = venue.checkin_rules
+    key = serialization.load_pem_public_key((key_dir(s.data_dir) / PUBLIC_NAME).read_bytes())
+    r = redis.Redis.from_url(s.effective_redis_url, socket_timeout=5, socket_connect_timeout=5)
+    id_match = re.compile(ID_PATTERN).match
     last = {keys.CHECKINS_IN: "0-0", keys.PARTICIPANTS_IN: "0-0"}
-    states: dict[str, Any] = {}
-    nonces = NonceBook()  # what each nonce names, as the deciders keep it
-    totals = None
-    next_tick = next_beat = 0.0
+    # participant id → [name, serial, revoked_at (datetime|None), entered, inside]
+    people: dict[str, list[Any]] = {}
+    verified: dict[str, tuple[str, str, int] | str] = {}
+    nonces: dict[str, tuple[tuple[str, str, str], dict[str, Any]]] = {}
+    statuses: Counter[str] = Counter()
+    inside = 0
+    dirty = False
+    next_tick = 0.0
     drained = False
+
+    def check_token(token: str) -> tuple[str, str, int] | str:
+        hit = verified.get(token)
+        if hit is not None:
+            return hit
+        head, dot, tail = token.partition(".")
+        got: tuple[str, str, int] | str
+        try:
+            payload = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))
+            sig = base64.urlsafe_b64decode(tail + "=" * (-len(tail) % 4))
+            ev, pid, serial = payload.decode().split("\x1f")
+            claims = (ev, pid, int(serial))
+            if not (dot and ev and pid and serial.isdigit() and len(serial) <= 9):
+                raise ValueError
+        except ValueError:
+            return "unknown_token"  # not cached: garbage is cheap to refuse again
+        canonical = base64.urlsafe_b64encode(payload).rstrip(b"=").decode() == head
+        if (
+            len(sig) != 64
+            or not canonical
+            or base64.urlsafe_b64encode(sig).rstrip(b"=").decode() != tail
+        ):
+            got = "invalid_signature"
+        else:
+            try:
+                key.verify(sig, payload)
+                got = claims
+            except InvalidSignature:
+                got = "invalid_signature"
+        if len(verified) >= 100_000:
+            verified.clear()
+        verified[token] = got
+        return got
+
+    def decide(
+        c: dict[str, Any], eid: str, received: datetime
+    ) -> tuple[str, str | None, str | None]:
+        """(status, participant id, name) of a new scan; updates the participant."""
+        nonlocal inside
+        claims = check_token(c["token"])
+        if type(claims) is str:
+            return claims, None, None
+        ev, pid, serial = claims
+        if ev != event_id:
+            return "wrong_event", pid, None
+        gate_id, direction = c["gate_id"], c.get("direction", "in")
+        gate = venue.gate(gate_id)
+        if gate is None:
+            return "unknown_gate", pid, None
+        if not venue.may_scan(gate_id, direction):
+            return "wrong_direction", pid, None
+        ts = c["_ts"]
+        if not gate.is_open(ts, zone):
+            return "gate_closed", pid, None
+        p = people.get(pid)
+        if p is None:
+            return "unknown_token", pid, None
+        name, cur, revoked_at, entered, is_in = p
+        if serial < cur or (revoked_at is not None and ts >= revoked_at):
+            return "revoked", pid, name
+        if serial > cur:
+            return "unknown_token", pid, name
+        if direction == "in":
+            if (
+                not entered
+                or rules.allow_multiple_entries
+                or (not is_in and rules.allow_entry_after_exit)
+            ):
+                p[3] = p[4] = True
+                inside += 0 if is_in else 1
+                return "accepted", pid, name
+            return ("duplicate" if is_in else "reentry_not_allowed"), pid, name
+        if is_in:
+            p[4] = False
+            inside -= 1
+            return "accepted", pid, name
+        return "exit_without_entry", pid, name
+
+    def dead(cmds: list[tuple], reason: str, stream: str, eid: str, data: bytes | None) -> None:
+        cmds.append(
+            ("XADD", keys.CHECKINS_DEAD, "MAXLEN", "~", keys.DEAD_MAXLEN, "*", "reason", reason,
+             "origin", stream, "origin_id", eid, "data", data or b"")
+        )  # fmt: skip
+
+    def verdict_out(cmds: list[tuple], v: dict[str, Any], store: bool = True) -> None:
+        doc = orjson.dumps(v)
+        cmds.append(("PUBLISH", keys.verdict_channel(v["gate_id"]), doc))
+        if store:
+            cmds.append(("SET", keys.verdict_key(v["nonce"]), doc, "EX", keys.VERDICT_TTL_S))
+            cmds.append(
+                ("XADD", keys.CHECKINS_VERDICTS, "MAXLEN", "~", keys.CHECKINS_VERDICTS_MAXLEN,
+                 "*", "data", doc)
+            )  # fmt: skip
+
     while not stop_requested():
-        mono = time.monotonic()
-        cmds: list[tuple] = []
-        if mono >= next_beat:
-            beat = dumps({"at": datetime.now(UTC), "pid": os.getpid()})
-            cmds.append(("SET", keys.heartbeat_key(FLOW), beat, "EX", 5))
-            next_beat = mono + 1.0
-        # The source's rule: read without BLOCK while entries flow, wait in Redis once drained.
-        reply = src.xread(last, count=XREAD_COUNT, block=IDLE_MS if drained else None)
+        reply = r.xread(last, count=XREAD_COUNT, block=IDLE_MS if drained else None)
         drained = not reply
-        for key, raw in reply or []:
-            k = key.decode() if isinstance(key, bytes) else key
-            entries = [(eid.decode(), f.get(b"data")) for eid, f in raw]
-            if not entries:
-                continue
-            last[k] = entries[-1][0]
-            batch = StreamBatch(k, entries)
-            parsed = parse_input(batch, verifier, s.max_checkin_bytes, nonces=nonces)
-            cmds += parsed.dead
-            for item_key, item in parsed.items:
-                st, outcome = step(states.get(item_key), item, venue)
-                if st is None:
-                    states.pop(item_key, None)
-                else:
-                    states[item_key] = st
-                cmds += verdict_commands(outcome)
-                cmds += [c for c, _ in outcome_dead_letters(outcome)]
-                totals, _ = totals_step(totals, outcome, venue)
-        if mono >= next_tick:  # the flow's live tick: totals at most 4 times a second
-            totals, emitted = totals_step(totals, None, venue)
-            for batch in emitted:
-                cmds += batch
-            next_tick = mono + 0.25
+        cmds: list[tuple] = []
+        now = datetime.now(UTC)
+        for skey, entries in reply or []:
+            stream = skey.decode()
+            for eid_b, fields in entries:
+                eid = eid_b.decode()
+                data = fields.get(b"data")
+                received = datetime.fromtimestamp(int(eid.partition("-")[0]) / 1000, UTC)
+                try:
+                    doc = orjson.loads(data) if data else None
+                except orjson.JSONDecodeError as exc:
+                    dead(cmds, f"body: {exc}", stream, eid, data)
+                    continue
+                if stream == keys.PARTICIPANTS_IN:
+                    op = doc.get("op") if type(doc) is dict else None
+                    part = doc.get("participant") if op == "upsert" else None
+                    pid = part.get("id") if type(part) is dict else doc.get("id") if op else None
+                    if type(pid) is not str or not pid:
+                        dead(cmds, "participant op without an id", stream, eid, data)
+                        continue
+                    p = people.get(pid)
+                    if op == "upsert":
+                        name = part.get("name")
+                        if p is None:
+                            people[pid] = p = [name, 0, None, False, False]
+                        p[0] = name
+                    elif p is None:
+                        dead(cmds, f"{op}: no participant with id {pid!r}", stream, eid, data)
+                        continue
+                    elif op == "revoke":
+                        p[2] = p[2] or received
+                    elif op == "restore":
+                        p[2] = None
+                    elif op == "reissue":
+                        p[1] += 1
+                    else:
+                        dead(cmds, f"op: unknown {op!r}", stream, eid, data)
+                        continue
+                    idx = {"serial": p[1], "revoked": p[2] is not None, "name": p[0]}
+                    cmds.append(("HSET", keys.PARTICIPANTS_INDEX, pid, orjson.dumps(idx)))
+                    continue
+                reason = _checkin_reason(doc, id_match)
+                ts = received
+                if reason is None and doc.get("ts") is not None:
+                    try:
+                        ts = datetime.fromisoformat(doc["ts"])
+                        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+                    except (TypeError, ValueError):
+                        reason = "ts: not an ISO 8601 time"
+                if reason is not None:
+                    dead(cmds, reason, stream, eid, data)
+                    continue
+                doc["_ts"] = ts
+                use = (doc["token"], doc["gate_id"], doc.get("direction", "in"))
+                seen = nonces.get(doc["nonce"])
+                if seen is not None:
+                    first, v = seen
+                    if first == use:  # a retried upload: the verdict it got, counted once
+                        verdict_out(cmds, {**v, "replayed": True, "decided_at": now}, False)
+                    else:
+                        status = "nonce_conflict"
+                        answer = {**v, "status": status, "reason": CHECKIN_OUTCOMES[status]}
+                        answer |= {"checkin_id": eid, "gate_id": use[1], "direction": use[2]}
+                        verdict_out(cmds, answer, False)
+                        dead(cmds, f"{status}: nonce {doc['nonce']!r}", stream, eid, data)
+                    continue
+                status, pid, name = decide(doc, eid, received)
+                statuses[status] += 1
+                dirty = True
+                offline = bool(doc.get("offline", False))
+                v = {
+                    "checkin_id": eid,
+                    "nonce": doc["nonce"],
+                    "gate_id": doc["gate_id"],
+                    "direction": use[2],
+                    "status": status,
+                    "reason": CHECKIN_OUTCOMES[status],
+                    "participant_id": pid
+                    if name is not None or status != "unknown_token"
+                    else None,
+                    "participant_name": name,
+                    "ts": ts,
+                    "received_at": received,
+                    "decided_at": now,
+                    "method": doc.get("method", "qr_scan"),
+                    "device_id": doc.get("device_id"),
+                    "offline": offline,
+                    "flagged": offline and status != "accepted",
+                    "revision": 0,
+                    "replayed": False,
+                    "token_fp": hashlib.sha256(doc["token"].encode()).hexdigest()[:16],
+                }
+                nonces[doc["nonce"]] = (use, v)
+                verdict_out(cmds, v)
+            if entries:
+                last[stream] = entries[-1][0].decode()
+        mono = time.monotonic()
+        if dirty and mono >= next_tick:  # totals at most 4 times a second
+            doc = {"inside": inside, "statuses": dict(statuses), "updated_at": now}
+            cmds.append(("SET", keys.ATTENDANCE_TOTALS, orjson.dumps(doc)))
+            dirty, next_tick = False, mono + 0.25
         if cmds:
-            pipe = out.pipeline(transaction=False)
+            pipe = r.pipeline(transaction=False)
             for c in cmds:
                 pipe.execute_command(*c)
             pipe.execute(raise_on_error=False)
-    src.close()
-    out.close()
+    r.close()
     return 0
 
 
 # --------------------------------------------------------------------------------------------
-# Running ours or the baseline
-
-
-@dataclass
-class Run:
-    kind: str
-    data_dir: Path
-    proc: subprocess.Popen
-    log: Path
-    argv: list[str]
-    t0: float
-    ru0: float
+# Running ours or the floor
 
 
 @dataclass
@@ -430,17 +584,17 @@ class Bench:
 def copy_to_db0(r1: redis.Redis, src: str, dst: str) -> None:
     """COPY a master key of DB 1 into DB 0 (redis-py's `copy` drops `DB 0`: 0 is falsy)."""
     if not r1.execute_command("COPY", src, dst, "DB", 0, "REPLACE"):
-        raise BenchError(f"COPY {src} {dst} DB 0 failed")
+        raise h.BenchError(f"COPY {src} {dst} DB 0 failed")
 
 
-def start(b: Bench, kind: str, phase: str) -> Run:
-    """A fresh DB 0 with the participants waiting, then ours or the baseline."""
+def start(b: Bench, kind: str, phase: str) -> h.Run:
+    """A fresh DB 0 with the participants waiting, then ours or the floor."""
     b.r0.flushdb()
     copy_to_db0(b.r1, MASTER_PARTICIPANTS, keys.PARTICIPANTS_IN)
-    wait_aof_idle(b.r0)
+    h.wait_aof_idle(b.r0)
     b.r0.bgrewriteaof()  # a small AOF: no rewrite starts during the measurement
     time.sleep(0.1)
-    wait_aof_idle(b.r0)
+    h.wait_aof_idle(b.r0)
     data_dir = b.workdir / phase
     data_dir.mkdir(parents=True)
     shutil.copytree(b.keys_dir, data_dir / "keys")  # the tokens' key pair
@@ -456,59 +610,42 @@ def start(b: Bench, kind: str, phase: str) -> Run:
                 target = path.stem
             argv[argv.index(FLOWS[FLOW])] = f"{target}:{attr}"
     else:
-        argv = [sys.executable, "-m", "bench.checkins", "--baseline-worker"]
+        argv = [sys.executable, "-m", "bench.checkins", "--floor-worker"]
     env = child_env(s, b.url, **extra)
     log = b.workdir / f"{phase}.log"
-    ru0 = children_cpu()
+    ru0 = h.children_cpu()
     t0 = time.perf_counter()
-    return Run(kind, data_dir, spawn(argv, env, log), log, argv, t0, ru0)
+    return h.Run(kind, data_dir, spawn(argv, env, log), log, argv, t0, ru0)
 
 
-def stop(run: Run, timeout: float = 60) -> int:
-    if run.proc.poll() is None:
-        run.proc.send_signal(signal.SIGINT)
-    try:
-        return run.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        run.proc.kill()
-        return run.proc.wait(10)
-
-
-def fail(run: Run, what: str) -> BenchError:
-    if run.proc.poll() is None:
-        run.proc.kill()
-        run.proc.wait(10)
-    return BenchError(f"{run.kind}: {what}\n--- {run.log} ---\n{log_tail(run.log)}")
-
-
-def wait_participants(b: Bench, run: Run, timeout: float = 600) -> float:
+def wait_participants(b: Bench, run: h.Run, timeout: float = 600) -> float:
     """Until every participant (and revocation) is applied; returns the seconds it took."""
     deadline = time.perf_counter() + timeout
     while True:
         if run.proc.poll() is not None:
-            raise fail(run, f"exited with {run.proc.returncode} while applying participants")
+            raise h.fail(run, f"exited with {run.proc.returncode} while applying participants")
         if b.r0.hlen(keys.PARTICIPANTS_INDEX) >= b.n_participants:
             raws = b.r0.hmget(keys.PARTICIPANTS_INDEX, b.revoked)
             if all(raw and json.loads(raw).get("revoked") for raw in raws):
                 return time.perf_counter() - run.t0
         if time.perf_counter() > deadline:
-            raise fail(run, f"participants not applied after {timeout:.0f} s")
+            raise h.fail(run, f"participants not applied after {timeout:.0f} s")
         time.sleep(0.05)
 
 
-def wait_idle(run: Run, below: float = 0.6, timeout: float = 120) -> tuple[float, float]:
+def wait_idle(run: h.Run, below: float = 0.6, timeout: float = 120) -> tuple[float, float]:
     """Until the process stays under `below` of a core for two seconds in a row (after
     applying the participants ours still writes them to the lake and snapshots their states).
     Returns (seconds waited, share of a core it used in the last second). Not 0: an idle
     check-in flow holding 50,000 participants keeps ~40 % of a core busy (see README)."""
     t0 = time.perf_counter()
-    last = tree_cpu(run.proc.pid) or 0.0
+    last = h.tree_cpu(run.proc.pid) or 0.0
     quiet, used = 0, 1.0
     while time.perf_counter() - t0 < timeout and quiet < 2:
         time.sleep(1.0)
-        cpu = tree_cpu(run.proc.pid)
+        cpu = h.tree_cpu(run.proc.pid)
         if cpu is None:
-            raise fail(run, f"exited with {run.proc.poll()} while settling")
+            raise h.fail(run, f"exited with {run.proc.poll()} while settling")
         used, last = cpu - last, cpu
         quiet = quiet + 1 if used < below else 0
     return time.perf_counter() - t0, used
@@ -538,8 +675,8 @@ def throughput(
             spy = start_profiler(run.proc.pid, profile)
         sentinel_keys = [keys.verdict_key(x) for x in sentinels]
         first_key = None
-        mcpu = MachineCpu(b.redis_pid)
-        cpu0 = tree_cpu(run.proc.pid) or 0.0
+        mcpu = h.MachineCpu(b.redis_pid)
+        cpu0 = h.tree_cpu(run.proc.pid) or 0.0
         t_copy = time.perf_counter()
         copy_to_db0(b.r1, MASTER_CHECKINS, keys.CHECKINS_IN)
         t_start = time.perf_counter()
@@ -557,14 +694,14 @@ def throughput(
                 t_done = now
                 break
             if run.proc.poll() is not None:
-                raise fail(run, f"exited with {run.proc.returncode} before the end")
+                raise h.fail(run, f"exited with {run.proc.returncode} before the end")
             if now - t_start > timeout:
                 got = b.r0.exists(*sentinel_keys)
-                raise fail(run, f"not done after {timeout:.0f} s ({got}/{len(sentinel_keys)})")
+                raise h.fail(run, f"not done after {timeout:.0f} s ({got}/{len(sentinel_keys)})")
             time.sleep(0.005)
-        cpu = (tree_cpu(run.proc.pid) or 0.0) - cpu0
+        cpu = (h.tree_cpu(run.proc.pid) or 0.0) - cpu0
         machine = mcpu.since(cpu)
-        hwm = tree_hwm_mib(run.proc.pid)
+        hwm = h.tree_hwm_mib(run.proc.pid)
         if spy is not None:
             stop_profiler(spy)
             spy = None
@@ -576,7 +713,7 @@ def throughput(
             time.sleep(0.1)
             doc = totals_doc(b.r0)
         t_totals = time.perf_counter()
-        rc = stop(run)
+        rc = h.stop(run)
     finally:
         if spy is not None:
             stop_profiler(spy)
@@ -595,6 +732,7 @@ def throughput(
         "cps": n / (t_done - t_start),
         "cpu_s": cpu,
         "us_per": 1e6 * cpu / n,
+        "us_per_all": 1e6 * (cpu + machine["redis_s"]) / n,
         "rss": hwm,
         "machine": machine,
         "totals_ok": got == want,
@@ -605,47 +743,25 @@ def throughput(
     }
 
 
-class Verdicts(threading.Thread):
+class Verdicts(h.Listener):
     """Subscribed to `checkins:verdict:*`: receive time of each `lat-<seq>` verdict."""
 
     PAT = re.compile(rb'"nonce":"lat-(\d+)"')
 
     def __init__(self, url: str, n: int):
-        super().__init__(daemon=True)
-        self.url = url
+        super().__init__(url, keys.verdict_channel("*"), pattern=True)
         self.recv_ns: list[int] = [0] * n
         self.received = self.other = 0
-        self.ready = threading.Event()
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        r = redis.Redis.from_url(self.url)
-        ps = r.pubsub(ignore_subscribe_messages=True)
-        ps.psubscribe(keys.verdict_channel("*"))
-        while ps.get_message(timeout=0.01) is not None or not ps.subscribed:
-            pass
-        self.ready.set()
-        while not self._halt.is_set():
-            msg = ps.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "pmessage":
-                continue
-            now = time.time_ns()
-            m = self.PAT.search(msg["data"])
-            if m is None:
-                self.other += 1
-                continue
-            seq = int(m.group(1))
-            if seq < len(self.recv_ns) and not self.recv_ns[seq]:
-                self.recv_ns[seq] = now
-                self.received += 1
-            else:
-                self.other += 1
-        ps.close()
-        r.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
+    def on_message(self, data: bytes) -> None:
+        now = time.time_ns()
+        m = self.PAT.search(data)
+        seq = int(m.group(1)) if m else len(self.recv_ns)
+        if seq < len(self.recv_ns) and not self.recv_ns[seq]:
+            self.recv_ns[seq] = now
+            self.received += 1
+        else:
+            self.other += 1
 
 
 def latency(
@@ -669,36 +785,29 @@ def latency(
     try:
         wait_participants(b, run)
         wait_idle(run)  # settled, as a venue is between two scans
-        cpu0 = tree_cpu(run.proc.pid) or 0.0
-        mcpu = MachineCpu(b.redis_pid)
+        cpu0 = h.tree_cpu(run.proc.pid) or 0.0
+        mcpu = h.MachineCpu(b.redis_pid)
         docs = [gen.scan(nonce=f"lat-{i:08d}") for i in range(n)]  # made before timing
         sent_ns = [0] * n
+
+        def send(i: int, due: int) -> None:
+            pipe = b.r0.pipeline(transaction=False)
+            for j in range(i, due):
+                sent_ns[j] = time.time_ns()
+                pipe.execute_command("XADD", keys.CHECKINS_IN, "*", "data", docs[j])
+            pipe.execute()
+
         t_start = time.perf_counter()
-        i = 0
-        while i < n:
-            due = min(n, int((time.perf_counter() - t_start) * rate) + 1)
-            if due <= i:
-                time.sleep(max(0.0, t_start + i / rate - time.perf_counter()))
-                continue
-            if due - i == 1:
-                sent_ns[i] = time.time_ns()
-                b.r0.execute_command("XADD", keys.CHECKINS_IN, "*", "data", docs[i])
-            else:
-                pipe = b.r0.pipeline(transaction=False)
-                for j in range(i, due):
-                    sent_ns[j] = time.time_ns()
-                    pipe.execute_command("XADD", keys.CHECKINS_IN, "*", "data", docs[j])
-                pipe.execute()
-            i = due
+        h.paced(n, rate, send)
         produce_s = time.perf_counter() - t_start
-        cpu = (tree_cpu(run.proc.pid) or 0.0) - cpu0
+        cpu = (h.tree_cpu(run.proc.pid) or 0.0) - cpu0
         machine = mcpu.since(cpu)
         deadline = time.perf_counter() + 15
         while subs.received < n and time.perf_counter() < deadline:
             if run.proc.poll() is not None:
-                raise fail(run, "exited during the latency run")
+                raise h.fail(run, "exited during the latency run")
             time.sleep(0.05)
-        rc = stop(run)
+        rc = h.stop(run)
     finally:
         subs.stop()
         if run.proc.poll() is None:
@@ -719,7 +828,7 @@ def latency(
         "rate": n / produce_s,
         "received": subs.received,
         "other": subs.other,
-        "ms": {p: pct(lat, p) for p in (50, 95, 99, 100)} if lat else {},
+        "ms": {p: h.pct(lat, p) for p in (50, 95, 99, 100)} if lat else {},
         "over_20": sum(1 for x in lat if x >= 20.0),
         "cpu_pct": 100 * cpu / produce_s,
         "machine": machine,
@@ -814,28 +923,32 @@ def fmt_tp(x: dict[str, Any]) -> dict[str, str]:
         "done": f"{x['done_s']:.2f} s",
         "cps": f"{x['cps']:,.0f}",
         "cpu": f"{x['cpu_s']:.2f} s = {x['us_per']:.0f} µs/check-in",
-        "rss": "?" if x["rss"] is None else f"{x['rss']:.0f} MiB",
+        "rss": h.mib(x["rss"]),
         "redis": f"{x['machine']['redis_s']:.2f} s",
-        "machine": _machine(x["machine"]),
+        "cpu_all": f"{x['us_per_all']:.0f} µs/check-in",
+        "machine": h.machine_line(x["machine"]),
         "totals": ("yes" if x["totals_ok"] else f"NO: {x['statuses']}")
         + f" (at {x['totals_s']:.2f} s)",
         "rc": str(x["rc"]),
     }
 
 
-TP_ROWS = (
-    ("start → all participants applied (excluded)", "apply"),
-    ("CPU while idle, before the check-ins", "idle"),
-    ("COPY of the check-ins into checkins:in", "copy"),
-    ("COPY → first verdict", "first"),
-    ("COPY → last verdicts (all decided)", "done"),
-    ("check-ins/s (sustained, excl. start-up)", "cps"),
-    ("CPU of the process (+ children) for them", "cpu"),
-    ("peak RSS of the process (+ children)", "rss"),
-    ("redis-server CPU meanwhile", "redis"),
-    ("machine CPU, avg cores busy", "machine"),
-    ("totals = expected statuses", "totals"),
-    ("exit code after SIGINT", "rc"),
+TP_ROWS = h.rows(
+    """
+apply          start → all participants applied (excluded)
+idle           CPU while idle, before the check-ins
+copy           COPY of the check-ins into checkins:in
+first          COPY → first verdict
+done           COPY → last verdicts (all decided)
+cps            check-ins/s (sustained, excl. start-up)
+cpu            CPU of the process (+ children) for them
+rss            peak RSS of the process (+ children)
+redis          redis-server CPU meanwhile
+cpu_all        CPU per check-in, all processes (ratio=)
+machine        machine CPU, avg cores busy
+totals         totals = expected statuses
+rc             exit code after SIGINT
+"""
 )
 
 
@@ -844,22 +957,22 @@ def fmt_lat(x: dict[str, Any]) -> dict[str, str]:
     return {
         "sent": f"{x['n']:,} at {x['rate']:,.0f}/s",
         "received": f"{x['received']:,}" + (f" (+{x['other']} other)" if x["other"] else ""),
-        "pcts": " / ".join(f"{ms[p]:.1f}" for p in (50, 95, 99, 100)) if ms else "none",
+        "pcts": h.latency_ms(ms),
         "over": f"{x['over_20']:,} ({100 * x['over_20'] / max(1, x['received']):.1f} %)",
-        "cpu": f"{x['cpu_pct']:.0f} % of a core",
-        "machine": _machine(x["machine"]),
-        "rc": str(x["rc"]),
+        **h.tail_cells(x),
     }
 
 
 LAT_ROWS = (
-    ("check-ins sent", "sent"),
-    ("verdicts received", "received"),
-    ("XADD → verdict ms p50 / p95 / p99 / max", "pcts"),
-    ("verdicts ≥ 20 ms", "over"),
-    ("CPU of the process (+ children) while producing", "cpu"),
-    ("machine CPU, avg cores busy", "machine"),
-    ("exit code after SIGINT", "rc"),
+    h.rows(
+        """
+sent           check-ins sent
+received       verdicts received
+pcts           XADD → verdict ms p50 / p95 / p99 / max
+over           verdicts ≥ 20 ms
+"""
+    )
+    + h.TAIL_ROWS
 )
 
 
@@ -868,27 +981,21 @@ LAT_ROWS = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.checkins",
-        description="Check-ins/s and verdict latency of the check-in flow against a plain "
-        "redis-py loop making the same decisions, on a private redis-server. "
-        "Last line: ratio=<ours/baseline>.",
+    p = h.parser(
+        "bench.checkins",
+        "Check-ins/s, CPU per check-in and verdict latency of the check-in flow "
+        "against the floor (a plain loop making the same decisions), on a private "
+        "redis-server. Last line: ratio=<floor CPU per check-in / ours>.",
     )
     p.add_argument("--checkins", type=int, default=200_000, help="check-ins preloaded (200,000)")
     p.add_argument("--participants", type=int, default=50_000, help="participants (50,000)")
-    p.add_argument("--rounds", type=int, default=1, help="throughput rounds; medians used (1)")
+    h.add_common_args(p, "check-ins", 1000.0, 20.0)
     p.add_argument("--workers", type=int, default=1, help="Bytewax workers of ours, -w (1)")
-    p.add_argument("--rate", type=float, default=1000.0, help="latency: check-ins/s (1000)")
-    p.add_argument("--latency-seconds", type=float, default=20.0, help="latency: seconds (20)")
-    p.add_argument("--no-latency", action="store_true", help="skip the latency part")
     p.add_argument(
         "--timeline",
         metavar="PREFIX",
-        help="latency: write each scan's send time and latency to PREFIX.<ours|baseline>.csv",
+        help="latency: write each scan's send time and latency to PREFIX.<ours|floor>.csv",
     )
-    p.add_argument("--seed", type=int, default=1, help="random seed of the test data (1)")
-    p.add_argument("--workdir", type=Path, help="where to put Redis and the runs (a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (logs, lakes)")
     p.add_argument(
         "--profile",
         type=Path,
@@ -907,9 +1014,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--flow",
         help="run this flow as ours instead of flows.checkins:flow (module:attr or "
-        "path/to/file.py:attr), to measure a change against the same baseline",
+        "path/to/file.py:attr), to measure a change against the same floor",
     )
-    p.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.checkins < SENTINELS or args.participants < 10:
         p.error(f"--checkins must be ≥ {SENTINELS} and --participants ≥ 10")
@@ -918,39 +1025,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.baseline_worker:
-        return baseline_worker()
+    if args.floor_worker:
+        return floor_worker()
     if args.snapshot_interval is not None:
         OVERRIDES["snapshot_interval_s"] = args.snapshot_interval
     if args.deciders is not None:
         OVERRIDES["checkin_deciders"] = args.deciders
 
-    def on_term(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
     started = time.perf_counter()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="venueflow-bench-checkins-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        return _bench(args, workdir, started)
-    finally:
-        if not args.keep and args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return h.run_bench(
+        lambda work: _bench(args, work, started),
+        args.workdir,
+        args.keep,
+        "venueflow-bench-checkins-",
+    )
 
 
 def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
-    m = machine_info()
-    print("Venueflow check-in benchmark (bench/checkins.py)", flush=True)
-    print(f"machine   {m['cpus']}, {m['model']}, {m['mem']}, Linux {m['kernel']}")
-    print(f"software  {software_info()}")
-    print(f"load      /proc/loadavg at start: {Path('/proc/loadavg').read_text().strip()}")
+    h.print_header("Venueflow check-in benchmark (bench/checkins.py): ours against the floor")
     venue = workdir / "venue.yaml"
     venue.write_text(VENUE_YAML)
     signer = load_signer(workdir / "signer")
     keys_dir = workdir / "signer" / "keys"
 
-    redis_proc, url = start_redis(workdir / "redis-data")
+    redis_proc, url = h.start_redis(workdir / "redis-data")
     try:
         r0 = redis.Redis.from_url(url)
         # (a `db=` argument loses against the URL's "/0")
@@ -977,7 +1075,7 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         gen, revoked, sentinels, size, span = preload(
             r1, signer, args.participants, args.checkins, args.seed
         )
-        wait_aof_idle(r0)
+        h.wait_aof_idle(r0)
         mix = ", ".join(f"{k} {v:,}" for k, v in gen.kinds.most_common())
         exp = ", ".join(f"{k} {v:,}" for k, v in gen.expected.most_common())
         print(
@@ -992,9 +1090,9 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
             args.workers, args.flow,
         )  # fmt: skip
 
-        tp: dict[str, list[dict[str, Any]]] = {"ours": [], "baseline": []}
+        tp: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": []}
         for rnd in range(args.rounds):
-            order = ("ours", "baseline") if rnd % 2 == 0 else ("baseline", "ours")
+            order = ("ours", "floor") if rnd % 2 == 0 else ("floor", "ours")
             for kind in order:
                 print(f"throughput round {rnd + 1}: {kind} ...", flush=True)
                 prof = args.profile if (kind == "ours" and rnd == 0) else None
@@ -1011,7 +1109,7 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
 
         lat: dict[str, dict[str, Any]] = {}
         if not args.no_latency:
-            for kind in ("ours", "baseline"):
+            for kind in ("ours", "floor"):
                 print(
                     f"latency: {kind}, {args.rate:,.0f} check-ins/s for "
                     f"{args.latency_seconds:.0f} s ...",
@@ -1021,11 +1119,7 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         r0.close()
         r1.close()
     finally:
-        redis_proc.terminate()
-        try:
-            redis_proc.wait(30)
-        except subprocess.TimeoutExpired:
-            redis_proc.kill()
+        h.stop_redis(redis_proc)
 
     report(args, tp, lat, started)
     return 0
@@ -1050,74 +1144,63 @@ def report(
     lat: dict[str, dict[str, Any]],
     started: float,
 ) -> None:
-    print(
-        f"\n== Throughput: {args.checkins:,} check-ins, {args.participants:,} participants "
-        "applied first (start-up excluded) =="
-    )
-    cols = ["", f"ours (Bytewax flow, -w {args.workers})", "baseline (redis-py loop)"]
-    rows = []
+    names = {
+        "ours": f"ours (Bytewax flow -w {args.workers} + deciders)",
+        "floor": "floor (plain loop, --floor-worker)",
+    }
     for rnd in range(args.rounds):
-        o, bl = fmt_tp(tp["ours"][rnd]), fmt_tp(tp["baseline"][rnd])
-        if args.rounds > 1:
-            rows.append([f"round {rnd + 1}", "", ""])
-        rows += [[label, o[k], bl[k]] for label, k in TP_ROWS]
-    print(table(cols, rows))
-
+        title = (
+            f"Throughput: {args.checkins:,} check-ins, {args.participants:,} participants "
+            "applied first (start-up excluded)"
+        )
+        title += f" (round {rnd + 1})" if args.rounds > 1 else ""
+        cols = [fmt_tp(tp["ours"][rnd]), fmt_tp(tp["floor"][rnd])]
+        print(h.side_by_side(title, [names["ours"], names["floor"]], TP_ROWS, cols))
     if lat:
-        print(
-            f"\n== Latency: {args.rate:,.0f} check-ins/s for {args.latency_seconds:.0f} s, "
-            "XADD checkins:in → verdict on checkins:verdict:<gate> =="
+        title = (
+            f"Latency: {args.rate:,.0f} check-ins/s for {args.latency_seconds:.0f} s, "
+            "XADD checkins:in → verdict on checkins:verdict:<gate>"
         )
-        f = {k: fmt_lat(v) for k, v in lat.items()}
-        names = {"ours": "ours (Bytewax flow)", "baseline": "baseline (redis-py loop)"}
-        print(
-            table(
-                ["", *(names[k] for k in lat)],
-                [[label, *(f[k][key] for k in lat)] for label, key in LAT_ROWS],
-            )
-        )
+        cols = [fmt_lat(v) for v in lat.values()]
+        print(h.side_by_side(title, [names[k] for k in lat], LAT_ROWS, cols))
 
     if args.profile is not None:
         shares = summarize_profile(args.profile)
         print(f"\n== Where ours spends its time (py-spy, round 1, {args.profile}) ==")
         if shares:
-            print(table(["bucket", "% of samples"], [[k, f"{v:.1f}"] for k, v in shares]))
+            print(h.table(["bucket", "% of samples"], [[k, f"{v:.1f}"] for k, v in shares]))
         else:
             print("no samples (py-spy not available or not allowed to attach)")
 
     print("\nnotes")
     print(f"  ours ran as: python {' '.join(tp['ours'][0]['argv'][1:])}")
     print(
-        "  baseline: python -m bench.checkins --baseline-worker: XREAD COUNT 1000 of both "
-        "streams (no BLOCK while entries flow, BLOCK 10 ms once drained), parse_input, step() "
-        "per item with a dict of states, verdict_commands + outcome dead letters + totals_step "
-        "(≤ 4 Hz) in one pipeline per batch; no Bytewax, no lake, no minute windows."
+        "  floor: python -m bench.checkins --floor-worker: XREAD COUNT 1000 → orjson → rules → "
+        "nonce book → Ed25519 (cached) → dict of participants → PUBLISH + SET + XADD per "
+        "verdict, one pipeline per batch; totals ≤ 4 Hz; no Bytewax, no lake, no windows."
     )
-    busy = [x["machine"]["others"] for v in tp.values() for x in v]
-    busy += [x["machine"]["others"] for x in lat.values()]
-    if busy and max(busy) > 0.25:
-        print(
-            f"  WARNING: other processes used up to {max(busy):.2f} cores during a measurement; "
-            "on a 2-core machine that skews the figures (run again on a quiet machine, or "
-            "with --rounds 3 to alternate the order)."
-        )
-
-    ours = median([x["cps"] for x in tp["ours"]])
-    base = median([x["cps"] for x in tp["baseline"]])
+    warn = h.busy_warning(
+        [x["machine"] for v in tp.values() for x in v] + [x["machine"] for x in lat.values()]
+    )
+    if warn:
+        print(warn)
     print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
-    verdict = "met" if ours >= 10_000 else "NOT met"
-    print(f"goal ≥ 10,000 check-ins/s sustained: ours {ours:,.0f}/s → {verdict}")
     if "ours" in lat and lat["ours"]["ms"]:
         p99 = lat["ours"]["ms"][99]
         verdict = "met" if p99 < 20 else "NOT met"
         print(f"goal verdict p99 < 20 ms at {args.rate:,.0f}/s: ours {p99:.1f} ms → {verdict}")
-    print(f"ours {ours:,.0f} check-ins/s, baseline {base:,.0f} check-ins/s (medians)")
-    print(f"ratio={ours / base:.3f}")
+    side = {
+        k: {
+            "rate": h.median([x["cps"] for x in v]),
+            "cpu_us": h.median([x["us_per_all"] for x in v]),
+        }
+        for k, v in tp.items()
+    }
+    ok = all(x["totals_ok"] for v in tp.values() for x in v)
+    rss = {k: max((x["rss"] or 0) for x in v) for k, v in tp.items()}
+    extra = f"peak RSS {rss['ours']:.0f} / {rss['floor']:.0f} MiB, totals {'ok' if ok else 'WRONG'}"
+    print(h.summary("bench.checkins", "check-in", side["ours"], side["floor"], extra))
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())

