@@ -18,6 +18,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
 from bytewax.operators import StatefulLogic
 from pydantic_core import to_json
 
@@ -29,6 +30,7 @@ from core import keys
 from core.records import ActivityIn, CaptureCommand, FrameHeader, reason_of
 from flows.dead_letters import dead_letter
 from flows.events_logic import entry_time
+from storage.tables import CAMERA_STATS
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +186,10 @@ def parse_log_batch(batch: StreamBatch, cameras: frozenset[str]) -> ParsedLogs:
 # --- per-camera statistics windows -------------------------------------------------------------
 
 
-_SUMS = ("frames_in", "frames_out", "dropped", "bad_frames", "reconnects", "errors", "bytes_out")
-_FLOATS = ("uptime_s", "observed_s")
+#: The counters a window sums, derived from the lake table (its integer and float columns; the
+#: `StatsDelta` of each second has an attribute of each name).
+SUMS: tuple[str, ...] = tuple(f.name for f in CAMERA_STATS.schema if pa.types.is_integer(f.type))
+FLOATS: tuple[str, ...] = tuple(f.name for f in CAMERA_STATS.schema if pa.types.is_floating(f.type))
 
 
 class CameraWindows(StatefulLogic[StatsDelta, dict[str, Any], dict[datetime, dict[str, Any]]]):
@@ -210,15 +214,15 @@ class CameraWindows(StatefulLogic[StatsDelta, dict[str, Any], dict[datetime, dic
         ws = self._start(at)
         acc = self.windows.get(ws)
         if acc is None:
-            acc = {"camera_id": camera_id, **dict.fromkeys(_SUMS, 0), **dict.fromkeys(_FLOATS, 0.0)}
+            acc = {"camera_id": camera_id, **dict.fromkeys(SUMS, 0), **dict.fromkeys(FLOATS, 0.0)}
             self.windows[ws] = acc
         return acc
 
     def on_item(self, value: StatsDelta) -> tuple[list[dict[str, Any]], bool]:
         acc = self._acc(value.camera_id, value.at)
-        for k in _SUMS:
+        for k in SUMS:
             acc[k] += getattr(value, k)
-        for k in _FLOATS:
+        for k in FLOATS:
             acc[k] += getattr(value, k)
         return self._close(datetime.now(UTC))
 
