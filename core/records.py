@@ -437,12 +437,18 @@ class FrameHeader(BaseModel):
         return header, data[FRAME_HEADER_SIZE:]
 
 
+#: Larger `activity:in` / `video:commands` entries (and `POST /logs` bodies) are refused: they
+#: are small records.
+MAX_LOG_BYTES = 16 * 1024
+
+
 class ActivityIn(BaseModel):
     """An entry of `activity:in` (seed 000's client activity): who did what, from where.
 
     The dashboard writes connects, room joins/leaves and room changes; `POST /logs` writes
-    what clients send. The video flow stores each as a `request_logs` row (capture commands
-    are logged from `video:commands` directly, so they are never logged twice)."""
+    what clients send, and the login audit (`auth.login.*`). `flows/request_logs.py` (a branch
+    of the video flow) stores each as a `request_logs` row (capture commands are logged from
+    `video:commands` directly, so they are never logged twice)."""
 
     model_config = INPUT
     event: ActivityName

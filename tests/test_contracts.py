@@ -30,7 +30,8 @@ from flows.alarms_lifecycle import transition_command as alarm_transition_comman
 from flows.checkins_logic import Scan, apply_op, attendance_row, decide
 from flows.dead_letters import dead_letter
 from flows.events_logic import PAYLOAD_OBJ, count_row, live_commands, parse_batch
-from flows.video_logic import CameraWindows, parse_log_batch
+from flows.request_logs import parse_log_batch
+from flows.video_logic import CameraWindows
 from storage.tables import TABLES, Table, arrow_type, columns_of
 from tests.attendance_helpers import EVENT_ID, venue_yaml
 
