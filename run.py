@@ -260,11 +260,11 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 p["started_by"],
             )
         )
+    cols = ["name", "pid", "state", "restarts", "up", "started_by"]
     if args.json:
-        cols = ["name", "pid", "state", "restarts", "up", "started_by"]
         print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows]))
     else:
-        print(format_table(["process", "pid", "state", "restarts", "up", "started by"], rows))
+        print(format_table(cols, rows))
         if not live:
             print(f"(the supervisor, pid {sup_pid}, is not running: last list it wrote)")
     return 0

@@ -50,6 +50,7 @@ CHECKIN_OUTCOMES: dict[str, str] = {
 #: The same list as a type (derived: one definition).
 CheckinStatus = Literal[tuple(CHECKIN_OUTCOMES)]  # type: ignore[valid-type]
 Direction = Literal["in", "out"]
+CheckinMethod = Literal["qr_scan", "manual", "beacon"]
 
 #: The contract lists of alarms, each written once; the tuples are derived from the types.
 Severity = Literal["CRITICAL", "MAJOR", "MINOR", "WARNING"]
@@ -137,7 +138,7 @@ class Verdict(BaseModel):
     ts: datetime
     received_at: datetime
     decided_at: datetime
-    method: str = "qr_scan"
+    method: CheckinMethod = "qr_scan"
     device_id: str | None = None
     offline: bool = False
     flagged: bool = False

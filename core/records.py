@@ -32,6 +32,7 @@ from core import keys
 # the lake tables from them) and re-exported here, with every other record.
 from core.contract import CHECKIN_OUTCOMES as CHECKIN_OUTCOMES
 from core.contract import LEVELS as LEVELS
+from core.contract import CheckinMethod as CheckinMethod
 from core.contract import CheckinStatus as CheckinStatus
 from core.contract import DeadLetter as DeadLetter
 from core.contract import DeadLetterRow as DeadLetterRow
@@ -219,7 +220,7 @@ class CheckIn(BaseModel):
     token: Annotated[str, Field(min_length=1, max_length=1024)]
     ts: SourceTime | None = None
     device_id: Name | None = None
-    method: Literal["qr_scan", "manual", "beacon"] = "qr_scan"
+    method: CheckinMethod = "qr_scan"
     direction: Direction = "in"
     nonce: Nonce
     offline: bool = False
