@@ -3,8 +3,10 @@
 Why one module: the venue file, the alarm flow, the dashboard and the tests must agree on what
 a rule means and on the shape of an `Alarm` (the `alarms:active` hash, `live:alarms`), an
 `AlarmCommand` (`alarms:commands`) and an `AlarmTransition` (a row of the lake's `alarms`
-history). Rules are validated when the venue file is loaded, so a mistake stops the process at
-start with the path of the bad field (`alarm_rules.2.threshold.clear_at: ...`).
+history; defined with the severity, status and transition lists in `core.contract`, from which
+the lake table is derived, and re-exported here). Rules are validated when the venue file is
+loaded, so a mistake stops the process at start with the path of the bad field
+(`alarm_rules.2.threshold.clear_at: ...`).
 
 Lifecycle (ThingsBoard's): ACTIVE_UNACK → ACTIVE_ACK (a person acknowledges) → CLEARED_ACK
 (the rule or a person clears), or ACTIVE_UNACK → CLEARED_UNACK → CLEARED_ACK. One alarm per

@@ -1,7 +1,9 @@
 """Every record that crosses a process boundary, as pydantic models.
 
 One module imported by all processes (flows, dashboard, simulators, tests) so that the HTTP API
-and the Bytewax flows validate with exactly the same rules.
+and the Bytewax flows validate with exactly the same rules. The contract lists (levels,
+check-in outcomes) and the records that are also lake rows are defined in `core.contract`
+(the lake tables are derived from them) and re-exported here.
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ operator's `run.py flow video`) would have to learn to run a second one. The bra
 are those it had inside `flows/video.py`, so existing snapshots resume where they were.
 
 Exactly once: the streams are read as resumable partitions (the entry id in the snapshot) and
-the rows go through `flows.lake_output` (idempotent files per epoch); a restart replays from
-the last snapshot and rewrites nothing twice. Bad entries become dead letters with the reason.
+the rows go through `flows.lake_output` (`connectors.lake_sink`: numbered flushes, their number
+in the same snapshot; a replay replaces the flushes it rewrites), so a restart after `kill -9`
+neither loses nor doubles a row. Bad entries become dead letters with the reason.
 """
 
 from __future__ import annotations
