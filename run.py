@@ -1,6 +1,7 @@
 """Venueflow's operator entry point: `uv run run.py --help`.
 
 up        Redis (embedded unless REDIS_URL is set), every flow, the dashboard
+ps        every process of the running `up` (incl. the check-in deciders), with pids
 demo      `up` plus simulated sensors, so a newcomer sees it live
 flow      one flow, supervised (restarted with recovery if it dies)
 ui        the dashboard alone
@@ -30,7 +31,7 @@ from core.processes import (
     apply_umask,
     child_env,
     embedded_redis_child,
-    flow_argv,
+    flow_child,
     secure_data_dir,
     spawn,
 )
@@ -60,12 +61,12 @@ def _redis(s: Settings, sup: Supervisor) -> str:
 
 
 def _flow_child(s: Settings, url: str, name: str, workers: int, logs: Path | None) -> Child:
-    log_path = logs / f"flow-{name}.log" if logs else None
-    return Child(
-        f"flow {name}",
-        lambda: spawn(flow_argv(s, name, workers), child_env(s, url), log_path),
-        log_path,
-    )
+    return flow_child(s, url, name, workers, logs / f"flow-{name}.log" if logs else None)
+
+
+def status_path(s: Settings) -> Path:
+    """Where the supervisor of `up` / `demo` / `flow` writes its process list (`run.py ps`)."""
+    return s.data_dir / "processes.json"
 
 
 def prepare_lake(s: Settings) -> None:
@@ -123,7 +124,7 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
         s = Settings()
     logs = s.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    sup = Supervisor()
+    sup = Supervisor(status_path(s))
     sup.install_signal_handlers()
     url = _redis(s, sup)
     prepare_lake(s)
@@ -210,6 +211,7 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
         f"  Lake        {s.lake_dir.resolve()}\n"
         f'  Catalog     {s.catalog_path.resolve()}   (uv run run.py query "select ...")\n'
         f"  Logs        {logs.resolve()}\n"
+        f"  Processes   uv run run.py ps   ({_process_summary(sup)})\n"
         f"  API keys    {', '.join(sorted(s.api_key_set)) or 'none set (API_KEYS)'}\n"
         f"  Login       {login_note}\n"
         f"Ctrl-C stops everything.\n",
@@ -220,9 +222,57 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
     return 0
 
 
+def _process_summary(sup: Supervisor) -> str:
+    """`N processes: flow checkins (+ 2 deciders), ...` for the banner."""
+    rows = sup.status()
+    parts = [r for r in rows if r["started_by"] != "supervisor"]
+    by_flow: dict[str, int] = {}
+    for r in parts:
+        by_flow[str(r["started_by"])] = by_flow.get(str(r["started_by"]), 0) + 1
+    started = "; ".join(f"{n} started by {flow}" for flow, n in by_flow.items())
+    return f"{len(rows)} processes" + (f", of which {started}" if started else "")
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    """Print the process list the supervisor of a running `up` keeps (`status_path`)."""
+    s = Settings()
+    path = status_path(s)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        print(f"no process list at {path}: is `run.py up` running here?", file=sys.stderr)
+        return 1
+    sup_pid = doc.get("supervisor_pid")
+    live = isinstance(sup_pid, int) and Path(f"/proc/{sup_pid}").exists()
+    rows = []
+    for p in doc.get("processes", []):
+        pid = p.get("pid")
+        running = live and isinstance(pid, int) and Path(f"/proc/{pid}").exists()
+        since = p.get("since")
+        up = f"{datetime.now(UTC).timestamp() - since:.0f}s" if running and since else ""
+        rows.append(
+            (
+                p["name"],
+                pid if running else "",
+                p["state"] if live else "stopped",
+                p["restarts"],
+                up,
+                p["started_by"],
+            )
+        )
+    cols = ["name", "pid", "state", "restarts", "up", "started_by"]
+    if args.json:
+        print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows]))
+    else:
+        print(format_table(cols, rows))
+        if not live:
+            print(f"(the supervisor, pid {sup_pid}, is not running: last list it wrote)")
+    return 0
+
+
 def cmd_flow(args: argparse.Namespace) -> int:
     s = Settings()
-    sup = Supervisor()
+    sup = Supervisor(status_path(s))
     sup.install_signal_handlers()
     url = _redis(s, sup)
     sup.add(_flow_child(s, url, args.name, args.workers, None))
@@ -319,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--gate-rate", type=float, default=5.0, help="simulated gate check-ins per second (5)"
     )
+    ps = sub.add_parser(
+        "ps", help="every process of the running `up`: flows, their deciders, the rest"
+    )
+    ps.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     fl = sub.add_parser("flow", help="run one flow, supervised, with recovery")
     fl.add_argument("name", choices=sorted(FLOWS))
     fl.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers")
@@ -354,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging()
     handlers = {
         "up": cmd_up,
+        "ps": cmd_ps,
         "demo": lambda a: cmd_up(a, demo=True),
         "flow": cmd_flow,
         "ui": cmd_ui,

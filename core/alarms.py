@@ -3,8 +3,10 @@
 Why one module: the venue file, the alarm flow, the dashboard and the tests must agree on what
 a rule means and on the shape of an `Alarm` (the `alarms:active` hash, `live:alarms`), an
 `AlarmCommand` (`alarms:commands`) and an `AlarmTransition` (a row of the lake's `alarms`
-history). Rules are validated when the venue file is loaded, so a mistake stops the process at
-start with the path of the bad field (`alarm_rules.2.threshold.clear_at: ...`).
+history; defined with the severity, status and transition lists in `core.contract`, from which
+the lake table is derived, and re-exported here). Rules are validated when the venue file is
+loaded, so a mistake stops the process at start with the path of the bad field
+(`alarm_rules.2.threshold.clear_at: ...`).
 
 Lifecycle (ThingsBoard's): ACTIVE_UNACK → ACTIVE_ACK (a person acknowledges) → CLEARED_ACK
 (the rule or a person clears), or ACTIVE_UNACK → CLEARED_UNACK → CLEARED_ACK. One alarm per
@@ -19,12 +21,18 @@ from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# The alarm lists and the history row are defined in `core.contract` (once; storage derives
+# the lake table `alarms` from the row) and re-exported here, with the other alarm records.
+from core.contract import ALARM_STATUSES as ALARM_STATUSES
+from core.contract import SEVERITIES as SEVERITIES
+from core.contract import TRANSITIONS as TRANSITIONS
+from core.contract import AlarmHead as AlarmHead
+from core.contract import AlarmStatus as AlarmStatus
+from core.contract import AlarmTransition as AlarmTransition
+from core.contract import Severity as Severity
+from core.contract import Transition as Transition
 from core.records import CHECKIN_OUTCOMES, CheckinStatus, Level, SourceTime
 
-Severity = Literal["CRITICAL", "MAJOR", "MINOR", "WARNING"]
-SEVERITIES: tuple[Severity, ...] = ("CRITICAL", "MAJOR", "MINOR", "WARNING")
-AlarmStatus = Literal["ACTIVE_UNACK", "ACTIVE_ACK", "CLEARED_UNACK", "CLEARED_ACK"]
-Transition = Literal["raised", "repeated", "acknowledged", "cleared", "escalated"]
 RuleId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 #: A source id or a shell-style glob (`gas-*`, `cam-?`); `*` matches every source.
 SourceGlob = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^|\s]+$")]
@@ -248,16 +256,10 @@ def split_alarm_id(aid: str) -> tuple[str, str, int]:
     return parts[0], parts[1], int(parts[2])
 
 
-class Alarm(BaseModel):
+class Alarm(AlarmHead):
     """One alarm: a value of the `alarms:active` hash and the `alarm` of a `live:alarms`
     message. Mutable on purpose: the flow updates count/last_at in place per repeat."""
 
-    alarm_id: str
-    rule_id: str
-    rule_name: str
-    kind: str
-    source: str
-    severity: Severity
     status: AlarmStatus
     message: str
     value: float | None = None
@@ -295,30 +297,6 @@ class AlarmCommand(BaseModel):
     comment: Annotated[str, Field(max_length=2000)] | None = None
     #: When the person acted (naive = UTC; not more than 5 minutes ahead of the flow's clock).
     at: SourceTime
-
-
-class AlarmTransition(BaseModel):
-    """A row of the lake's `alarms` history: one per raised / acknowledged / cleared (repeats
-    only raise the live alarm's count). `revision` numbers an alarm's transitions (1 = raised),
-    so its latest status is the row with the highest revision."""
-
-    alarm_id: str
-    rule_id: str
-    rule_name: str
-    kind: str
-    source: str
-    severity: Severity
-    transition: Transition
-    status: AlarmStatus
-    by: str
-    role: str | None = None
-    comment: str | None = None
-    at: datetime
-    event_ts: datetime | None = None
-    value: float | None = None
-    count: int
-    message: str
-    revision: int
 
 
 class LiveAlarm(BaseModel):

@@ -1,7 +1,32 @@
-"""Starting Venueflow's child processes the same way everywhere (run.py, tests, benchmarks).
+"""Venueflow's processes, and starting them the same way everywhere (run.py, tests, benchmarks).
 
 Flows run as `python -m bytewax.run flows.<name>:flow` with recovery on, one OS process per
 flow, so a crash of one never takes another with it and `kill -9` is always safe.
+
+`FLOW_SPECS` is the one list of flows: what each reads and writes, the lake tables it owns,
+the modules whose branches run inside it, and the processes it starts itself (its *parts*).
+Who starts whom in a deployment (`run.py up`):
+
+```
+run.py up (core.supervisor.Supervisor; `run.py ps` lists everything below, with pids)
+├─ redis-server (embedded unless REDIS_URL)
+├─ flow events          flows/events.py
+├─ flow checkins        flows/checkins.py
+│   └─ checkins decider 0..CHECKIN_DECIDERS-1   flows/checkins_decider.py (parts of the flow)
+├─ flow video           flows/video.py + flows/request_logs.py (the activity log, login audit)
+├─ flow alarms          flows/alarms.py
+├─ flow notifications   flows/notifications.py
+├─ lake maintenance     run.py lake maintain --every N
+├─ notifier             notify/notifier.py
+└─ dashboard            ui/main.py   (+ simulators and test cameras under `run.py demo`)
+```
+
+The rule for parts: a part is started by its flow (the flow's source starts it when the
+partition it feeds is built) and lives and dies with it — SIGKILLed by the kernel when the
+flow dies (`ChildStage`), and its death crashes the flow, so the supervisor restarts both
+together. The supervisor knows each part by name and command line (`FlowSpec.parts`), lists
+and logs it, but never starts one itself. Why the deciders are not plain supervised processes:
+`flows/checkins_decider.py`.
 """
 
 from __future__ import annotations
@@ -12,20 +37,75 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.auth_settings import get_auth_settings
 from core.settings import Settings
-from core.supervisor import Child
+from core.supervisor import Child, Part
 
-#: Flow name → import string. Each module exposes `flow`.
-FLOWS: dict[str, str] = {
-    "events": "flows.events:flow",
-    "checkins": "flows.checkins:flow",
-    "video": "flows.video:flow",
-    "alarms": "flows.alarms:flow",
-    "notifications": "flows.notifications:flow",
+
+def decider_argv(shard: int) -> list[str]:
+    """The command line of check-in decider `shard`: the check-in flow starts it with this,
+    and the supervisor recognises it by it."""
+    return [sys.executable, "-m", "flows.checkins_decider", str(shard)]
+
+
+def checkin_deciders(s: Settings) -> list[Part]:
+    """The check-in flow's parts: one decider per share (`CHECKIN_DECIDERS`)."""
+    return [
+        Part(f"checkins decider {i}", tuple(decider_argv(i))) for i in range(s.checkin_deciders)
+    ]
+
+
+def _no_parts(_s: Settings) -> list[Part]:
+    return []
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """One flow of the deployment."""
+
+    name: str
+    #: Import string of its Dataflow (`module:flow`), run by `bytewax.run`.
+    target: str
+    #: Lake tables it writes (`dead_letters` and `late_records` are shared by several).
+    tables: tuple[str, ...]
+    #: Modules other than its own whose dataflow branches run inside this flow's process.
+    branches: tuple[str, ...] = ()
+    #: Processes the flow starts itself (they live and die with it).
+    parts: Callable[[Settings], list[Part]] = field(default=_no_parts)
+
+
+#: The one list of flows, in start order.
+FLOW_SPECS: dict[str, FlowSpec] = {
+    f.name: f
+    for f in (
+        FlowSpec(
+            "events",
+            "flows.events:flow",
+            ("events", "event_counts", "late_records", "dead_letters"),
+        ),
+        FlowSpec(
+            "checkins",
+            "flows.checkins:flow",
+            ("checkins", "participants", "attendance_counts", "late_records", "dead_letters"),
+            parts=checkin_deciders,
+        ),
+        FlowSpec(
+            "video",
+            "flows.video:flow",
+            ("camera_stats", "request_logs", "dead_letters"),
+            branches=("flows.request_logs",),
+        ),
+        FlowSpec("alarms", "flows.alarms:flow", ("alarms", "late_records", "dead_letters")),
+        FlowSpec("notifications", "flows.notifications:flow", ("notifications", "dead_letters")),
+    )
 }
+
+#: Flow name → import string (derived from `FLOW_SPECS`). Each module exposes `flow`.
+FLOWS: dict[str, str] = {name: f.target for name, f in FLOW_SPECS.items()}
 
 RECOVERY_PARTS = 1
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -85,6 +165,18 @@ def flow_argv(s: Settings, name: str, workers: int = 1) -> list[str]:
         "-b", "0",
         "-w", str(workers),
     ]  # fmt: skip
+
+
+def flow_child(
+    s: Settings, url: str, name: str, workers: int = 1, log_path: Path | None = None
+) -> Child:
+    """Flow `name` as a supervised child, with the parts it starts itself."""
+    return Child(
+        f"flow {name}",
+        lambda: spawn(flow_argv(s, name, workers), child_env(s, url), log_path),
+        log_path,
+        parts=FLOW_SPECS[name].parts(s),
+    )
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -158,7 +250,8 @@ def _die_with_parent_now() -> None:  # pragma: no cover - runs in the child befo
 
 
 class ChildStage:
-    """A `connectors.redis_staged_source.Stage` run as a child process of the flow.
+    """A `connectors.redis_staged_source.Stage` run as a child process of the flow: a *part*
+    (see the module docstring), listed in its flow's `FlowSpec.parts` under its own name.
 
     Output and logs go to the flow's own; `stop()` asks it to finish (SIGINT) and kills it if
     it does not within `stop_timeout`. A child that exits on its own is an error (the flow

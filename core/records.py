@@ -1,7 +1,9 @@
 """Every record that crosses a process boundary, as pydantic models.
 
 One module imported by all processes (flows, dashboard, simulators, tests) so that the HTTP API
-and the Bytewax flows validate with exactly the same rules.
+and the Bytewax flows validate with exactly the same rules. The contract lists (levels,
+check-in outcomes) and the records that are also lake rows are defined in `core.contract`
+(the lake tables are derived from them) and re-exported here.
 """
 
 from __future__ import annotations
@@ -28,8 +30,20 @@ from pydantic_core import PydanticCustomError, to_json
 
 from core import keys
 
-Level = Literal["INFO", "WARN", "ERROR", "CRITICAL"]
-LEVELS: tuple[str, ...] = ("INFO", "WARN", "ERROR", "CRITICAL")
+# The contract lists and the lake rows are defined in `core.contract` (once; storage derives
+# the lake tables from them) and re-exported here, with every other record.
+from core.contract import CHECKIN_OUTCOMES as CHECKIN_OUTCOMES
+from core.contract import LEVELS as LEVELS
+from core.contract import CheckinMethod as CheckinMethod
+from core.contract import CheckinStatus as CheckinStatus
+from core.contract import DeadLetter as DeadLetter
+from core.contract import DeadLetterRow as DeadLetterRow
+from core.contract import Direction as Direction
+from core.contract import EventCount as EventCount
+from core.contract import Level as Level
+from core.contract import RequestLog as RequestLog
+from core.contract import StoredEvent as StoredEvent
+from core.contract import Verdict as Verdict
 
 #: How far in the future a source clock may run before its events are refused.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -188,67 +202,8 @@ class Event(BaseModel):
         return self
 
 
-class StoredEvent(BaseModel):
-    """An event as stored in the lake and broadcast on `events:new` / kept in `events:recent`.
-
-    The flow builds these documents on its hot path without the model (see
-    `flows.events_logic`); this is their schema for consumers, checked by the tests.
-    """
-
-    id: str
-    stream: str
-    source: str
-    type: str
-    level: Level
-    payload: dict[str, JsonValue]
-    ts: datetime
-    received_at: datetime
-
-
-class DeadLetter(BaseModel):
-    """An `events:dead` entry: the reason, where it came from, and the original bytes."""
-
-    reason: str
-    origin: str  # the stream key, or `pubsub:<channel>`
-    origin_id: str  # the stream entry ID (or pub/sub message ID) that was refused
-    data: bytes  # the original bytes, untouched (empty if the entry had no `data` field)
-
-
-class EventCount(BaseModel):
-    """Events per (type, level) in one event-time window, as on `live:event_counts` and in the
-    lake's `event_counts` parts. `late` rows are corrections for events after the window closed.
-    """
-
-    window_start: datetime
-    window_end: datetime
-    type: str
-    level: Level
-    count: int
-    late: bool = False
-    emitted_at: datetime
-
-
 # --- attendance: participants, check-ins, verdicts (seed 002) -----------------------------------
 
-#: Every outcome of a check-in, each with the reason a gate shows. `decide` in
-#: `flows.checkins_logic` is the one function that picks among them.
-CHECKIN_OUTCOMES: dict[str, str] = {
-    "accepted": "welcome",
-    "duplicate": "ticket already used: this person is inside",
-    "reentry_not_allowed": "this ticket has left and may not enter again",
-    "exit_without_entry": "this ticket has not entered (or has already left)",
-    "unknown_token": "not a ticket of ours, or no such participant",
-    "invalid_signature": "the ticket's signature is wrong: forged or altered",
-    "revoked": "the ticket was revoked",
-    "wrong_event": "the ticket is for another event",
-    "unknown_gate": "no such gate in the venue file",
-    "wrong_direction": "this gate may not scan in that direction",
-    "gate_closed": "the gate is closed at this time",
-    "nonce_conflict": "this nonce already names another scan (another ticket, gate or direction)",
-}
-#: The same list as a type (derived: one definition).
-CheckinStatus = Literal[tuple(CHECKIN_OUTCOMES)]  # type: ignore[valid-type]
-Direction = Literal["in", "out"]
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 Nonce = Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
@@ -267,38 +222,10 @@ class CheckIn(BaseModel):
     token: Annotated[str, Field(min_length=1, max_length=1024)]
     ts: SourceTime | None = None
     device_id: Name | None = None
-    method: Literal["qr_scan", "manual", "beacon"] = "qr_scan"
+    method: CheckinMethod = "qr_scan"
     direction: Direction = "in"
     nonce: Nonce
     offline: bool = False
-
-
-class Verdict(BaseModel):
-    """The decision on one scan, on `checkins:verdict:<gate_id>` and in the lake `checkins`.
-
-    `revision` > 0 marks a later correction of an earlier verdict (an offline scan with an
-    earlier time arrived: the earliest scan wins). `replayed` marks the answer to a retried
-    nonce (the original verdict, counted once). `flagged`: a person went through on an offline
-    gate's say-so although the ticket was not valid for it, or a verdict was overturned.
-    """
-
-    checkin_id: str
-    nonce: str
-    gate_id: str
-    direction: Direction
-    status: CheckinStatus
-    reason: str
-    participant_id: str | None = None
-    participant_name: str | None = None
-    ts: datetime
-    received_at: datetime
-    decided_at: datetime
-    method: str = "qr_scan"
-    device_id: str | None = None
-    offline: bool = False
-    flagged: bool = False
-    revision: int = 0
-    replayed: bool = False
 
 
 class Participant(BaseModel):
@@ -513,12 +440,18 @@ class FrameHeader(BaseModel):
         return header, data[FRAME_HEADER_SIZE:]
 
 
+#: Larger `activity:in` / `video:commands` entries (and `POST /logs` bodies) are refused: they
+#: are small records.
+MAX_LOG_BYTES = 16 * 1024
+
+
 class ActivityIn(BaseModel):
     """An entry of `activity:in` (seed 000's client activity): who did what, from where.
 
     The dashboard writes connects, room joins/leaves and room changes; `POST /logs` writes
-    what clients send. The video flow stores each as a `request_logs` row (capture commands
-    are logged from `video:commands` directly, so they are never logged twice)."""
+    what clients send, and the login audit (`auth.login.*`). `flows/request_logs.py` (a branch
+    of the video flow) stores each as a `request_logs` row (capture commands are logged from
+    `video:commands` directly, so they are never logged twice)."""
 
     model_config = INPUT
     event: ActivityName
@@ -541,23 +474,6 @@ class LogPost(BaseModel):
     room_id: ObjectId | None = None
     camera_id: ObjectId | None = None
     metadata: JsonObject = Field(default_factory=dict)
-
-
-class RequestLog(BaseModel):
-    """A `request_logs` row as `GET /logs` returns it. `origin` is the stream it came from
-    (`activity:in` or `video:commands`); `id` its entry id there."""
-
-    id: str
-    origin: str
-    ts: datetime
-    event: str
-    client_id: str | None = None
-    ip: str | None = None
-    user_agent: str | None = None
-    room_id: str | None = None
-    camera_id: str | None = None
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
-    received_at: datetime
 
 
 class Room(BaseModel):

@@ -24,7 +24,17 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from core import keys
-from core.alarms import Alarm, AlarmCommand, AlarmStatus, Transition, alarm_id, split_alarm_id
+from core.alarms import (
+    Alarm,
+    AlarmCommand,
+    AlarmStatus,
+    AlarmTransition,
+    Transition,
+    alarm_id,
+    split_alarm_id,
+)
+from core.contract import ALARM_HEAD_FIELDS
+from core.notify_plan import TransitionMsg
 
 ACK_ROLES = frozenset({"organiser", "operator"})
 CLEAR_ROLES = frozenset({"organiser"})
@@ -209,13 +219,13 @@ def _change(
     value: float | None,
 ) -> Change:
     rev = life.revisions[a.alarm_id] = life.revisions.get(a.alarm_id, 0) + 1
-    row = {
-        "alarm_id": a.alarm_id, "rule_id": a.rule_id, "rule_name": a.rule_name, "kind": a.kind,
-        "source": a.source, "severity": a.severity, "transition": transition,
-        "status": a.status, "by": by, "role": role, "comment": comment, "at": at,
-        "event_ts": event_ts, "value": value, "count": a.count, "message": a.message,
-        "revision": rev,
-    }  # fmt: skip
+    # The row is built with its model (the lake table is derived from it): a field added there
+    # must be filled here, or validation fails at once (transitions are rare: cost is nil).
+    row = AlarmTransition(
+        **a.model_dump(include=ALARM_HEAD_FIELDS), transition=transition, status=a.status,
+        by=by, role=role, comment=comment, at=at, event_ts=event_ts, value=value,
+        count=a.count, message=a.message, revision=rev,
+    ).model_dump()  # fmt: skip
     doc = a.model_dump_json().encode()
     life.dirty.add(a.alarm_id)
     life.unpublished.discard(a.alarm_id)
@@ -244,15 +254,19 @@ _XADD_ONCE = (
 )
 
 
+#: The fields of an `alarms:transitions` entry taken from the history row (the rest is the
+#: alarm itself): derived from the entry's model, so the two cannot drift.
+TRANSITION_MSG_FIELDS: tuple[str, ...] = tuple(
+    f for f in TransitionMsg.model_fields if f != "alarm"
+)
+
+
 def transition_command(change: Change) -> tuple:
     """The `alarms:transitions` entry of one change (`core.notify_plan.TransitionMsg`)."""
     row = change.row
     first_at = json.loads(change.doc)["first_at"]
     key = f"{row['alarm_id']}/{row['revision']}/{first_at}"
-    meta = json.dumps(
-        {k: row[k] for k in ("transition", "revision", "by", "role", "comment")},
-        separators=(",", ":"),
-    ).encode()
+    meta = json.dumps({k: row[k] for k in TRANSITION_MSG_FIELDS}, separators=(",", ":")).encode()
     data = meta[:-1] + b',"alarm":' + change.doc + b"}"
     return ("EVAL", _XADD_ONCE, 2, keys.ALARMS_TRANSITIONS, keys.ALARMS_TRANSITIONS_SEEN,
             key, data, keys.ALARMS_TRANSITIONS_MAXLEN)  # fmt: skip

@@ -19,6 +19,11 @@ each committing its batches' participant states, verdicts, outcomes and input of
 Redis transaction. So a `kill -9` at any instant resumes from a consistent point: nobody is
 admitted twice and no verdict is lost. The dataflow reads the committed outcomes as resumable
 streams and writes the lake exactly once, so the lake always recounts to the totals.
+
+The deciders are processes this flow starts itself, one per share, and that die with it
+(`CHECKIN_DECIDERS`; its source `connectors.redis_staged_source` starts them): the supervisor
+lists them as `checkins decider <shard>` (`run.py ps`), logs their starts and deaths, and
+restarts them by restarting this flow (the rule and its reason: `flows/checkins_decider.py`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import sys
 from datetime import timedelta
 
 import bytewax.operators as op
@@ -36,7 +40,7 @@ from connectors.heartbeat import HeartbeatSource
 from connectors.redis_sink import RedisCommandSink
 from connectors.redis_staged_source import StagedStreamSource
 from core import keys
-from core.processes import ChildStage
+from core.processes import ChildStage, decider_argv
 from core.records import dumps
 from core.settings import Settings, get_settings
 from core.shutdown import install_stop_handlers
@@ -66,12 +70,13 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     decided_keys = [keys.decided_key(i) for i in range(s.checkin_deciders)]
 
     def decider(decided: str) -> ChildStage:
-        shard = decided_keys.index(decided)
-        return ChildStage([sys.executable, "-m", "flows.checkins_decider", str(shard)])
+        return ChildStage(decider_argv(decided_keys.index(decided)))
 
     # The decision and the verdicts happen in the decider processes (one per share of the
     # participants), outside the epoch barrier; the dataflow gets each committed batch of
-    # outcomes from their `checkins:decided:<shard>` streams, one partition each.
+    # outcomes from their `checkins:decided:<shard>` streams, one partition each. Each
+    # partition starts its decider (`ChildStage`): the deciders are this flow's *parts*, listed
+    # by the supervisor as `checkins decider <shard>` (`core.processes.FLOW_SPECS`).
     batches = op.input(
         "decided",
         flow,

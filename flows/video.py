@@ -1,5 +1,6 @@
 """The video flow: RTSP cameras → one decode and one JPEG encode per frame → `video:<camera_id>`;
-capture commands, camera status, per-minute camera statistics and the activity log.
+capture commands, camera status, per-minute camera statistics — and, in the same process, the
+activity log `request_logs` (`flows/request_logs.py` owns it; login audit rows go there too).
 
 Run it with `uv run run.py flow video` (recovery on) or
 `python -m bytewax.run flows.video:flow -r DIR -s 2 -b 0`. Cameras come from the venue file
@@ -12,6 +13,7 @@ cameras: 1 partition each, owning the camera's capture and delivery threads
   ├─ commands (video:commands) ─▶ start / stop / status, applied by the camera's partition
   ├─ status ─▶ HSET video:status, PUBLISH live:cameras, replies, camera.error/recovered events
   └─ stats deltas (1 s) ─▶ per-minute windows ─▶ lake camera_stats
+flows/request_logs.py, a branch in this process (the table's owner; why: its docstring):
 activity:in + video:commands (resumable) ─▶ validate ─┬─▶ request_logs (exactly once)
                                                       └─▶ video:dead + dead_letters
 ```
@@ -36,14 +38,15 @@ from connectors.heartbeat import HeartbeatSource
 from connectors.redis_sink import RedisCommandSink
 from connectors.rtsp_camera import CameraSource, StatsDelta, StatusReport
 from connectors.video_capture import CaptureOptions, Frame, configure_opencv
-from connectors.video_redis import FramePublisher, PolledStreamSource
+from connectors.video_redis import FramePublisher
 from core import keys
 from core.records import dumps
 from core.settings import Settings, get_settings
 from core.shutdown import install_stop_handlers
 from core.venue import venue_for
 from flows.lake_output import lake_output as flow_lake_output
-from flows.video_logic import CameraWindows, encode_frame, parse_log_batch, status_commands
+from flows.request_logs import add_request_logs
+from flows.video_logic import CameraWindows, encode_frame, status_commands
 
 FLOW_NAME = "video"
 #: A statistics window is written this long after it ends (late 1-second deltas still count).
@@ -107,19 +110,9 @@ def build_flow(s: Settings | None = None) -> Dataflow:
         "stats_lake", op.map("stats_rows", stats, lambda kr: ("stats", [kr[1]])), "camera_stats"
     )
 
-    # Activity log: activity:in and the capture commands, exactly once into request_logs.
-    log_streams = PolledStreamSource(
-        url, [keys.ACTIVITY_IN, keys.VIDEO_COMMANDS], retention=s.stream_retention_s
-    )
-    batches = op.input("activity", flow, log_streams)
-    parsed = op.map("parse_logs", batches, lambda b: (b.stream, parse_log_batch(b, camera_ids)))
-    rows = op.filter_map("log_rows", parsed, lambda kp: (kp[0], kp[1].rows) if kp[1].rows else None)
-    lake_output("logs_lake", rows, "request_logs")
-    dead_rows = op.filter_map(
-        "dead_rows", parsed, lambda kp: (kp[0], kp[1].dead_rows) if kp[1].dead_rows else None
-    )
-    lake_output("dead_lake", dead_rows, "dead_letters")
-    dead_cmds = op.filter_map("dead_cmds", parsed, lambda kp: kp[1].dead or None)
+    # The activity log (`request_logs`, incl. the login audit) runs in this flow's process as
+    # a branch of its own module: `flows/request_logs.py` owns that table and says why here.
+    dead_cmds = add_request_logs(flow, url, s.stream_retention_s, camera_ids, lake_output)
 
     beat_cmds = op.map(
         "beat_cmds",

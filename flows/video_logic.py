@@ -4,7 +4,6 @@ the benchmark's baseline run the very same code.
 - `encode_jpeg`: JPEG encode (resized to fit the camera's target box, never upscaled, aspect
   kept) — once per frame per camera, whatever the number of viewers.
 - `status_commands`: a status report → Redis (state hash, live channel, replies, alarms).
-- `parse_log_batch`: activity and capture-command entries → `request_logs` rows or dead letters.
 - `CameraWindows`: per-camera statistics summed into fixed windows for `camera_stats`.
 """
 
@@ -12,28 +11,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
 from bytewax.operators import StatefulLogic
 from pydantic_core import to_json
 
-from connectors.redis_streams import StreamBatch
 from connectors.rtsp_camera import StatsDelta, StatusReport
 from connectors.video_capture import Frame, shrink
 from connectors.video_redis import EncodedFrame
 from core import keys
-from core.records import ActivityIn, CaptureCommand, FrameHeader, reason_of
-from flows.dead_letters import dead_letter
-from flows.events_logic import entry_time
+from core.records import FrameHeader
+from storage.tables import CAMERA_STATS
 
 log = logging.getLogger(__name__)
 
-#: Larger activity or command entries are refused (dead letter): they are small records.
-MAX_LOG_BYTES = 16 * 1024
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -119,73 +114,13 @@ def status_commands(report: StatusReport) -> list[tuple]:
     return cmds
 
 
-# --- activity log ------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class ParsedLogs:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    dead: list[tuple] = field(default_factory=list)
-    dead_rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _row(
-    entry_id: str, origin: str, event: str, rec: ActivityIn | CaptureCommand, received: datetime
-) -> dict[str, Any]:
-    return {
-        "id": entry_id,
-        "origin": origin,
-        "ts": rec.ts or received,
-        "event": event,
-        "client_id": rec.client_id,
-        "ip": rec.ip,
-        "user_agent": rec.user_agent,
-        "room_id": rec.room_id,
-        "camera_id": rec.camera_id,
-        "metadata": to_json(rec.metadata).decode(),
-        "received_at": received,
-    }
-
-
-def parse_log_batch(batch: StreamBatch, cameras: frozenset[str]) -> ParsedLogs:
-    """`activity:in` and `video:commands` entries → `request_logs` rows; anything invalid
-    (bad JSON, unknown fields, a command for a camera the venue file does not list) → a dead
-    letter with the reason and the original bytes. Never raises for bad input."""
-    out = ParsedLogs()
-    for entry_id, data in batch.entries:
-        received = entry_time(entry_id)
-        try:
-            if data is None:
-                raise ValueError("stream entry has no 'data' field")
-            if len(data) > MAX_LOG_BYTES:
-                raise ValueError(f"entry is {len(data)} bytes, more than {MAX_LOG_BYTES}")
-            if batch.stream == keys.VIDEO_COMMANDS:
-                cmd = CaptureCommand.model_validate_json(data)
-                if cmd.camera_id is not None and cmd.camera_id not in cameras:
-                    known = ", ".join(sorted(cameras)) or "none"
-                    raise ValueError(
-                        f"unknown camera {cmd.camera_id!r} (the venue file lists: {known})"
-                    )
-                row = _row(entry_id, batch.stream, f"capture.{cmd.action}", cmd, received)
-            else:
-                act = ActivityIn.model_validate_json(data)
-                row = _row(entry_id, batch.stream, act.event, act, received)
-        except Exception as exc:  # every reason becomes a dead letter, never a crash
-            cmd_, dead_row = dead_letter(
-                keys.VIDEO_DEAD, reason_of(exc), batch.stream, entry_id, data, received
-            )
-            out.dead.append(cmd_)
-            out.dead_rows.append(dead_row)
-            continue
-        out.rows.append(row)
-    return out
-
-
 # --- per-camera statistics windows -------------------------------------------------------------
 
 
-_SUMS = ("frames_in", "frames_out", "dropped", "bad_frames", "reconnects", "errors", "bytes_out")
-_FLOATS = ("uptime_s", "observed_s")
+#: The counters a window sums, derived from the lake table (its integer and float columns; the
+#: `StatsDelta` of each second has an attribute of each name).
+SUMS: tuple[str, ...] = tuple(f.name for f in CAMERA_STATS.schema if pa.types.is_integer(f.type))
+FLOATS: tuple[str, ...] = tuple(f.name for f in CAMERA_STATS.schema if pa.types.is_floating(f.type))
 
 
 class CameraWindows(StatefulLogic[StatsDelta, dict[str, Any], dict[datetime, dict[str, Any]]]):
@@ -210,15 +145,15 @@ class CameraWindows(StatefulLogic[StatsDelta, dict[str, Any], dict[datetime, dic
         ws = self._start(at)
         acc = self.windows.get(ws)
         if acc is None:
-            acc = {"camera_id": camera_id, **dict.fromkeys(_SUMS, 0), **dict.fromkeys(_FLOATS, 0.0)}
+            acc = {"camera_id": camera_id, **dict.fromkeys(SUMS, 0), **dict.fromkeys(FLOATS, 0.0)}
             self.windows[ws] = acc
         return acc
 
     def on_item(self, value: StatsDelta) -> tuple[list[dict[str, Any]], bool]:
         acc = self._acc(value.camera_id, value.at)
-        for k in _SUMS:
+        for k in SUMS:
             acc[k] += getattr(value, k)
-        for k in _FLOATS:
+        for k in FLOATS:
             acc[k] += getattr(value, k)
         return self._close(datetime.now(UTC))
 

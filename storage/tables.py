@@ -2,15 +2,87 @@
 
 Later capabilities (check-ins, alarms, cameras) register their tables here too, so the sink,
 the catalog and the UI all agree on one definition.
+
+A table whose row is also a record crossing processes (`core.contract`) is
+*derived* from that record's pydantic model (`columns_of`): the columns are the model's fields,
+in order, so a field added to the model is a column of the table, and the test
+`tests/test_contracts.py` proves each row builder writes exactly the table's columns. Tables
+whose rows exist only in the lake list their columns here.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import types
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pyarrow as pa
+from pydantic import BaseModel
+
+from core.contract import (
+    AlarmTransition,
+    DeadLetterRow,
+    EventCount,
+    RequestLog,
+    StoredEvent,
+    Verdict,
+)
 
 TS = pa.timestamp("us", tz="UTC")
+
+#: Python type → lake column type. Dicts and lists (free JSON) are stored as JSON text (query
+#: them with `->>` in DuckDB); literals of strings are strings.
+_ARROW: dict[type, pa.DataType] = {
+    str: pa.string(),
+    bool: pa.bool_(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bytes: pa.binary(),
+    dt.datetime: TS,
+    dict: pa.string(),
+    list: pa.string(),
+}
+
+
+def arrow_type(annotation: Any) -> pa.DataType:
+    """The lake column type of a model field's type (`X | None` is a nullable X)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return arrow_type(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"no lake column type for the union {annotation!r}")
+        return arrow_type(args[0])
+    if origin is Literal:
+        if all(isinstance(a, str) for a in get_args(annotation)):
+            return pa.string()
+        raise TypeError(f"no lake column type for {annotation!r}")
+    found = _ARROW.get(origin or annotation)
+    if found is None:
+        raise TypeError(f"no lake column type for {annotation!r}")
+    return found
+
+
+def columns_of(
+    model: type[BaseModel], exclude: Iterable[str] = (), **types_: pa.DataType
+) -> pa.Schema:
+    """A table's schema derived from a record model: one column per field (in order) except
+    `exclude`, typed by `arrow_type` unless `types_` names the column's type (e.g. a narrower
+    integer)."""
+    skip = set(exclude)
+    unknown = (skip | set(types_)) - set(model.model_fields)
+    if unknown:
+        raise ValueError(f"{model.__name__} has no field(s) {sorted(unknown)}")
+    return pa.schema(
+        [
+            (name, types_.get(name) or arrow_type(f.annotation))
+            for name, f in model.model_fields.items()
+            if name not in skip
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -30,18 +102,7 @@ class Table:
 
 EVENTS = Table(
     "events",
-    pa.schema(
-        [
-            ("id", pa.string()),
-            ("stream", pa.string()),
-            ("source", pa.string()),
-            ("type", pa.string()),
-            ("level", pa.string()),
-            ("payload", pa.string()),  # the JSON object, as text; query it with ->> in DuckDB
-            ("ts", TS),
-            ("received_at", TS),
-        ]
-    ),
+    columns_of(StoredEvent),
     "ts",
 )
 
@@ -49,17 +110,7 @@ EVENTS = Table(
 #: a resume after long downtime); the catalog view sums them per (window, type, level).
 EVENT_COUNTS = Table(
     "event_counts",
-    pa.schema(
-        [
-            ("window_start", TS),
-            ("window_end", TS),
-            ("type", pa.string()),
-            ("level", pa.string()),
-            ("count", pa.int64()),
-            ("late", pa.bool_()),
-            ("emitted_at", TS),
-        ]
-    ),
+    columns_of(EventCount),
     "window_start",
 )
 
@@ -83,15 +134,7 @@ LATE_RECORDS = Table(
 #: Rejected input, kept for good (the `events:dead` stream is capped): reason and raw bytes.
 DEAD_LETTERS = Table(
     "dead_letters",
-    pa.schema(
-        [
-            ("origin", pa.string()),
-            ("origin_id", pa.string()),
-            ("reason", pa.string()),
-            ("data", pa.binary()),
-            ("received_at", TS),
-        ]
-    ),
+    columns_of(DeadLetterRow),
     "received_at",
 )
 
@@ -100,27 +143,7 @@ DEAD_LETTERS = Table(
 #: `checkins` keeps the latest revision of each scan; `checkin_decisions` has them all.
 CHECKINS = Table(
     "checkins",
-    pa.schema(
-        [
-            ("checkin_id", pa.string()),
-            ("nonce", pa.string()),
-            ("gate_id", pa.string()),
-            ("direction", pa.string()),
-            ("status", pa.string()),
-            ("reason", pa.string()),
-            ("participant_id", pa.string()),
-            ("participant_name", pa.string()),
-            ("ts", TS),
-            ("received_at", TS),
-            ("decided_at", TS),
-            ("method", pa.string()),
-            ("device_id", pa.string()),
-            ("offline", pa.bool_()),
-            ("flagged", pa.bool_()),
-            ("revision", pa.int32()),
-            ("token_fp", pa.string()),
-        ]
-    ),
+    columns_of(Verdict, exclude=("replayed",), revision=pa.int32()),
     "ts",
     personal=frozenset({"participant_name"}),
     subject="participant_id",
@@ -200,21 +223,7 @@ CAMERA_STATS = Table(
 #: `POST /logs` — who (client id, IP, user agent), when, and free metadata (JSON text).
 REQUEST_LOGS = Table(
     "request_logs",
-    pa.schema(
-        [
-            ("id", pa.string()),  # the entry id in `origin`
-            ("origin", pa.string()),  # activity:in or video:commands
-            ("ts", TS),
-            ("event", pa.string()),
-            ("client_id", pa.string()),
-            ("ip", pa.string()),
-            ("user_agent", pa.string()),
-            ("room_id", pa.string()),
-            ("camera_id", pa.string()),
-            ("metadata", pa.string()),
-            ("received_at", TS),
-        ]
-    ),
+    columns_of(RequestLog),
     "ts",
     personal=frozenset({"ip", "user_agent"}),
 )
@@ -225,27 +234,7 @@ REQUEST_LOGS = Table(
 #: person); `revision` numbers an alarm's transitions, so its newest row is its status.
 ALARMS = Table(
     "alarms",
-    pa.schema(
-        [
-            ("alarm_id", pa.string()),
-            ("rule_id", pa.string()),
-            ("rule_name", pa.string()),
-            ("kind", pa.string()),
-            ("source", pa.string()),
-            ("severity", pa.string()),
-            ("transition", pa.string()),
-            ("status", pa.string()),
-            ("by", pa.string()),
-            ("role", pa.string()),
-            ("comment", pa.string()),
-            ("at", TS),
-            ("event_ts", TS),
-            ("value", pa.float64()),
-            ("count", pa.int64()),
-            ("message", pa.string()),
-            ("revision", pa.int32()),
-        ]
-    ),
+    columns_of(AlarmTransition, revision=pa.int32()),
     "at",
 )
 

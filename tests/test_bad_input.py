@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from connectors.redis_streams import StreamBatch
 from core import keys
 from core.records import DeadLetter
-from flows.video_logic import parse_log_batch
+from flows.request_logs import parse_log_batch
 from tests.conftest import FlowProcess, RedisServer, wait_for
 
 MAX_BYTES = 4096

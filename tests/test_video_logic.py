@@ -25,7 +25,8 @@ from connectors.video_capture import (
 )
 from core import keys
 from core.records import CameraStatus, FrameHeader
-from flows.video_logic import CameraWindows, encode_frame, parse_log_batch, status_commands
+from flows.request_logs import parse_log_batch
+from flows.video_logic import CameraWindows, encode_frame, status_commands
 from sim.camera_pattern import Painter, read_stamp
 from tests.conftest import free_port, wait_for
 

@@ -1,0 +1,170 @@
+"""Every process of a deployment is known to the supervisor (issue 11, item 6).
+
+The flows and the lake tables each owns are listed once (`core.processes.FLOW_SPECS`) and must
+match what the flows' code writes; the check-in deciders, which the check-in flow starts
+itself, are listed, reported and restarted by name by a real supervisor over a real flow.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from core.processes import FLOW_SPECS, FLOWS, PROJECT_DIR, decider_argv, flow_child
+from core.settings import Settings
+from core.supervisor import Supervisor, child_pids, cmdline
+from core.tokens import load_signer
+from storage.tables import TABLES
+from tests.attendance_helpers import write_venue
+from tests.conftest import RedisServer, wait_for
+
+#: Lake tables no flow writes: erasures are written by `run.py participants erase`.
+NOT_BY_FLOWS = {"erasures"}
+
+
+def written_tables(module: str) -> set[str]:
+    """The tables a flow module passes to `lake_output(step, items, table)`, from its source."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text())
+    consts = {
+        t.id: n.value.value
+        for n in tree.body
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }
+    out = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "lake_output"
+            and len(node.args) == 3
+        ):
+            arg = node.args[2]
+            out.add(arg.value if isinstance(arg, ast.Constant) else consts[arg.id])  # type: ignore[attr-defined]
+    return out
+
+
+@pytest.mark.parametrize("name", list(FLOW_SPECS))
+def test_each_flow_lists_the_tables_it_writes(name: str) -> None:
+    spec = FLOW_SPECS[name]
+    module = spec.target.split(":")[0]
+    written = set().union(*(written_tables(m) for m in (module, *spec.branches)))
+    assert written == set(spec.tables)
+    assert FLOWS[name] == spec.target
+
+
+def test_every_lake_table_has_a_writer_and_request_logs_one_owner() -> None:
+    listed = set().union(*(set(f.tables) for f in FLOW_SPECS.values()))
+    assert listed | NOT_BY_FLOWS == set(TABLES)
+    owners = [f.name for f in FLOW_SPECS.values() if "request_logs" in f.tables]
+    assert owners == ["video"]
+    assert "flows.request_logs" in FLOW_SPECS["video"].branches
+
+
+def _by_name(status: Path) -> dict[str, dict]:
+    try:
+        doc = json.loads(status.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {p["name"]: p for p in doc["processes"]}
+
+
+def test_supervisor_lists_reports_and_restarts_the_checkin_deciders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    data = tmp_path / "data"
+    data.mkdir()
+    load_signer(data)  # the deciders verify tickets with its public key
+    env = {
+        "REDIS_URL": redis_server.url,
+        "DATA_DIR": str(data),
+        "VENUE_CONFIG": str(write_venue(tmp_path / "venue.yaml")),
+        "SNAPSHOT_INTERVAL_S": "1",
+        "LAKE_FLUSH_AGE_S": "0",
+        "CHECKIN_DECIDERS": "2",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    caplog.set_level(logging.INFO, logger="venueflow.supervisor")
+    s = Settings()
+    status = data / "processes.json"  # where run.py's supervisor writes it (`run.py ps`)
+    sup = Supervisor(status)
+    flow = sup.add(flow_child(s, redis_server.url, "checkins", log_path=tmp_path / "flow.log"))
+    names = ["checkins decider 0", "checkins decider 1"]
+    assert [p.name for p in flow.parts] == names
+    sup.start_all()
+    runner = threading.Thread(target=sup.run, daemon=True)
+    runner.start()
+    try:
+
+        def decider_pids() -> list[int] | None:
+            rows = _by_name(status)
+            pids = [rows.get(n, {}).get("pid") for n in names]
+            ok = all(pids) and all(rows[n]["state"] == "running" for n in names)
+            return pids if ok else None  # type: ignore[return-value]
+
+        pids = wait_for(decider_pids, 120, 0.25, "both deciders in the process list")
+        assert flow.proc is not None
+        flow_pid = flow.proc.pid
+        # They are the flow's own processes, running the decider of their shard.
+        assert sorted(pids) == sorted(child_pids(flow_pid))
+        for shard, pid in enumerate(pids):
+            assert cmdline(pid)[1:] == decider_argv(shard)[1:]
+        rows = _by_name(status)
+        assert rows["flow checkins"]["pid"] == flow_pid
+        assert {rows[n]["started_by"] for n in names} == {"flow checkins"}
+        for shard, pid in enumerate(pids):
+            assert f"checkins decider {shard} started by flow checkins (pid {pid})" in caplog.text
+
+        # `run.py ps` prints the same list.
+        ps = subprocess.run(
+            [sys.executable, "run.py", "ps", "--json"],
+            cwd=PROJECT_DIR,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ps.returncode == 0, ps.stderr
+        listed = {r["name"]: r for r in json.loads(ps.stdout)}
+        assert [listed[n]["pid"] for n in names] == pids
+        assert listed["flow checkins"]["started_by"] == "supervisor"
+
+        # kill -9 one decider: the supervisor names it, its flow goes down and comes back
+        # with a new decider of each share.
+        os.kill(pids[1], signal.SIGKILL)
+        gone = f"checkins decider 1 (pid {pids[1]}) is gone"
+        wait_for(lambda: gone in caplog.text, 60, 0.25, "the decider's death to be logged")
+        cause = f"after its checkins decider 1 (pid {pids[1]}) died"
+        wait_for(lambda: cause in caplog.text, 60, 0.25, "the flow's restart to name it")
+
+        def new_pids() -> list[int] | None:
+            got = decider_pids()
+            return got if got and not set(got) & set(pids) else None
+
+        again = wait_for(new_pids, 120, 0.25, "new deciders after the restart")
+        assert flow.restarts == 1 and flow.proc is not None and flow.proc.pid != flow_pid
+        assert sorted(again) == sorted(child_pids(flow.proc.pid))
+        assert _by_name(status)["checkins decider 1"]["restarts"] == 1
+    finally:
+        sup.request_stop()
+        runner.join(60)
+        redis_server.kill()
+    assert not runner.is_alive()
+    rows = _by_name(status)
+    assert all(rows[n]["pid"] is None for n in ["flow checkins", *names])
