@@ -71,10 +71,10 @@ from bench.ingest import (
     wait_aof_idle,
 )
 from core import keys
-from core.processes import FLOWS, PROJECT_DIR, child_env, flow_argv, spawn
 from core.records import ParticipantOp
 from core.settings import Settings
 from core.tokens import TokenSigner, load_signer
+from ops.processes import FLOWS, PROJECT_DIR, child_env, flow_argv, spawn
 from sim.gates import participant_id, synthetic_participants, tamper
 
 FLOW = "checkins"

@@ -46,8 +46,8 @@ import redis
 
 from connectors.lake_sink import SNAPSHOT_KEEP_ROWS
 from core import keys
-from core.processes import child_env, flow_argv, spawn
 from core.settings import Settings
+from ops.processes import child_env, flow_argv, spawn
 
 FLOW = "events"
 TUNING = (
@@ -119,7 +119,7 @@ def _pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
 
 
 def start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    from core.embedded_redis import start_embedded_redis
+    from ops.embedded_redis import start_embedded_redis
 
     try:
         return start_embedded_redis(data_dir, preexec_fn=_pdeathsig)

@@ -36,7 +36,6 @@ from connectors.heartbeat import HeartbeatSource
 from connectors.redis_sink import RedisCommandSink
 from connectors.redis_staged_source import StagedStreamSource
 from core import keys
-from core.processes import ChildStage
 from core.records import dumps
 from core.settings import Settings, get_settings
 from core.shutdown import install_stop_handlers
@@ -46,6 +45,7 @@ from flows.checkins_logic import attendance_row, counts_by_window
 from flows.event_time import Closed, Late, TumblingCounter
 from flows.events_logic import late_rows
 from flows.lake_output import lake_output as flow_lake_output
+from ops.processes import ChildStage
 
 FLOW_NAME = "checkins"
 MINUTE = timedelta(minutes=1)

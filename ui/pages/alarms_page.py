@@ -1,10 +1,10 @@
 """The Alarms page (`/alarms`): open alarms live, acknowledge / clear, and the history.
 
-- Open alarms come from `ui.alarms_live.model` (seeded from `alarms:active`, then `live:alarms`),
-  refreshed when `ui.alarms_live.changed` fires (≤ 4 Hz for all clients together). Filters by
+- Open alarms come from `live.alarms.model` (seeded from `alarms:active`, then `live:alarms`),
+  refreshed when `live.alarms.changed` fires (≤ 4 Hz for all clients together). Filters by
   severity, status, source and rule; every column sorts.
 - Acknowledge (organiser, operator) and Clear (organiser) take an optional comment. Buttons are
-  only rendered for roles that may use them, and `alarms_live.send_action` checks the role
+  only rendered for roles that may use them, and `alarm_actions.send_action` checks the role
   again on the server before anything is sent to the alarm flow.
 - The history is the lake's `alarms` view — one row per transition with who, role, comment and
   when: the audit trail of acknowledgements. Filters: time range, rule, source, transition.
@@ -19,10 +19,11 @@ from typing import Any
 
 from nicegui import ui
 
+from api.logs import LakeUnavailable, lake_rows
+from auth.permissions import can, current_user
+from live import alarms as alarms_live
 from storage.analytics import RANGES, since_for
-from ui import alarms_live, theme
-from ui.auth import can, current_user
-from ui.logs_api import LakeUnavailable, lake_rows
+from ui import alarm_actions, theme
 from ui.pages import notifications_page
 
 HISTORY_ROWS = 200
@@ -297,8 +298,8 @@ async def alarms_page(alarm: str | None = None) -> None:
         action, alarm_id = pending.get("action", ""), pending.get("alarm_id", "")
         try:
             # current_user() again: the session is the authority, not the page's first render
-            await alarms_live.send_action(current_user(), action, alarm_id, comment.value)
-        except alarms_live.ActionRefused as exc:
+            await alarm_actions.send_action(current_user(), action, alarm_id, comment.value)
+        except alarm_actions.ActionRefused as exc:
             ui.notify(f"Not sent: {exc}", type="negative")
             return
         ui.notify(f"{'Acknowledgement' if action == 'ack' else 'Clear'} sent", type="positive")

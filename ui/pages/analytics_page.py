@@ -24,8 +24,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from nicegui import app, run, ui
 
+from api import models as api_models
+from auth.permissions import can, current_user, personal_key
+from auth.users import User
 from core.settings import get_settings
-from core.users import User
 from storage.analytics import (
     ADMISSION,
     MAX_ROWS,
@@ -41,8 +43,7 @@ from storage.analytics import (
     run_ready,
     run_sql,
 )
-from ui import api_models, theme
-from ui.auth import can, current_user, personal_key
+from ui import theme
 
 PALETTE = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41", "#546e7a"]
 #: Series that mean the same everywhere get the same colour as on the other pages.

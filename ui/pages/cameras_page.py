@@ -12,11 +12,11 @@ from typing import Any
 
 from nicegui import Client, ui
 
+from api.logs import LakeUnavailable, lake_rows
 from core.settings import get_settings
 from core.venue import VenueError, venue_for
+from live.video_hub import changed, hub, model
 from ui import theme
-from ui.logs_api import LakeUnavailable, lake_rows
-from ui.video_hub import changed, hub, model
 from ui.video_widgets import CameraTile, track_client, use_player, who_of
 
 STATS_ROWS = 60

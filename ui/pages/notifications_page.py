@@ -21,6 +21,8 @@ from nicegui import background_tasks, ui
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from api.logs import LakeUnavailable, lake_rows
+from auth.permissions import can, current_user, permitted
 from core import keys
 from core.alarms import SEVERITIES
 from core.notify_config import NotifyOn, redact
@@ -28,12 +30,10 @@ from core.notify_plan import Subscription, TargetHealth, address_problem
 from core.records import reason_of
 from core.settings import get_settings
 from core.venue import venue_for
+from live.redis import redis_client
 from notify.apprise_sender import warm_up
 from notify.senders import send_test, user_destination
 from ui import theme
-from ui.api import redis_client
-from ui.auth import can, current_user, permitted
-from ui.logs_api import LakeUnavailable, lake_rows
 
 ON_CHOICES: tuple[NotifyOn, ...] = ("raised", "acknowledged", "cleared", "escalated")
 ATTEMPT_COLUMNS = [

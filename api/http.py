@@ -1,0 +1,97 @@
+"""What every router of the HTTP API shares: the caller's API key, bounded request bodies,
+early JSON refusals, and the dashboard's Redis client with the reason told when it is down.
+
+A router imports these from here and nowhere else (`live.redis` owns the client itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.types import Message
+
+from auth import permissions
+from auth.keys import ApiKey
+from live.redis import redis_client, redis_reason
+
+__all__ = [
+    "BodyTooLarge",
+    "Refusal",
+    "limited",
+    "read_body",
+    "redis_client",
+    "redis_reason",
+    "refusal_handler",
+    "require_api_key",
+]
+
+
+class Refusal(Exception):
+    """An early answer with a JSON body (turned into a response by `refusal_handler`)."""
+
+    def __init__(self, status: int, body: dict[str, Any]):
+        super().__init__(body.get("detail"))
+        self.status, self.body = status, body
+
+
+async def refusal_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refusal)
+    return JSONResponse(exc.body, status_code=exc.status)
+
+
+def require_api_key(request: Request) -> ApiKey:
+    """The caller's API key grant (kinds, bound gate). The auth middleware has checked it
+    against the route's rule in `auth.permissions.ROUTES` already; this checks again by the
+    matched route (so a route is never open if the middleware is missing) and hands it to the
+    handler. `API_KEYS` keys grant every kind; managed keys come from `run.py keys` or /users."""
+    key = getattr(request.state, "api_key", None)
+    if isinstance(key, ApiKey):
+        return key
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    rule = permissions.rule_for_route(path, request.method)
+    if rule is None or not rule.keys:
+        raise Refusal(403, {"detail": f"{request.method} {path} accepts no API key"})
+    got = permissions.check_api_key(
+        rule, request.headers.get("x-api-key"), f"{request.method} {path}"
+    )
+    if isinstance(got, permissions.Denied):
+        raise Refusal(got.status, {"detail": got.detail})
+    return got
+
+
+class BodyTooLarge(Refusal):
+    """413: the request body is (or declares to be) larger than the route's limit."""
+
+    def __init__(self, what: str, limit: int):
+        super().__init__(413, {"detail": f"{what} is larger than the limit of {limit} bytes"})
+
+
+def limited(request: Request, limit: int, what: str = "request body") -> Request:
+    """The same request whose body raises `BodyTooLarge` as soon as more than `limit` bytes
+    have arrived: bytes are counted as they stream in (chunked uploads declare no length), so
+    whatever reads it — `read_body`, or Starlette's multipart parser, which spools file parts
+    to a temporary file — never reads, buffers or writes more than `limit` bytes. Before this
+    the multipart route wrote a whole 1 GB chunked upload to disk, then answered 413."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(what, limit)
+    size = 0
+
+    async def receive() -> Message:
+        nonlocal size
+        msg = await request.receive()
+        if msg["type"] == "http.request":
+            size += len(msg.get("body", b""))
+            if size > limit:
+                raise BodyTooLarge(what, limit)
+        return msg
+
+    return Request(request.scope, receive)
+
+
+async def read_body(request: Request, limit: int, what: str = "event body") -> bytes:
+    """The body, refused with 413 as soon as it exceeds `limit` (never buffered beyond it)."""
+    return b"".join([chunk async for chunk in limited(request, limit, what).stream()])

@@ -1,0 +1,50 @@
+"""The ONE list of the HTTP API's routers, and `register`, which mounts them on the app.
+
+Adding a route to a resource: its handler with an `@router.<method>(path, ...)` decorator in
+that resource's module, plus its line in `auth.permissions.ROUTES` if it needs a permission,
+plus its test. A new resource: a new module with `router = APIRouter(tags=[...])`, and its
+line in `ROUTERS` below. Within a router, routes are matched in the order they are defined
+(a literal path such as `/api/participants/qr.zip` before `/api/participants/{pid}`).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from api import (
+    alarms,
+    checkins,
+    docs,
+    events,
+    health,
+    logs,
+    participants,
+    reports,
+    session,
+    video,
+)
+from api.http import Refusal, refusal_handler
+from auth.middleware import AuthMiddleware
+
+#: In mounting order; `docs` last (it describes the routes before it).
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,  # GET /health, /api/health
+    events.router,  # events: ingest and listing
+    checkins.router,  # gates: scans, verdicts, the tokens' public key
+    participants.router,  # participants: import, list, QR codes, revoke
+    reports.router,  # the attendance report: CSV, JSON, printable HTML
+    video.router,  # live video (WebSocket, MJPEG, snapshots), cameras, commands
+    logs.router,  # the activity log: GET /logs, POST /logs
+    session.router,  # login/logout, who am I, the route table
+    alarms.router,  # alarms: list, detail, ack, clear
+    docs.router,  # /api/openapi.json and /api/docs
+)
+
+
+def register(app: FastAPI) -> None:
+    """Mount every router and the permission middleware on NiceGUI's FastAPI app (before
+    `ui.run`, which adds the session middleware outside ours)."""
+    app.add_exception_handler(Refusal, refusal_handler)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(AuthMiddleware)
