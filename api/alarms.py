@@ -23,10 +23,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import duckdb
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from nicegui import run
 from pydantic import BaseModel, Field, ValidationError
 from redis.exceptions import RedisError
 
@@ -35,8 +33,7 @@ from auth.keys import ApiKey
 from core import keys
 from core.alarms import Alarm, AlarmCommand, AlarmStatus, AlarmTransition, Severity, split_alarm_id
 from core.settings import get_settings
-from storage import queries as lake_queries
-from storage.catalog import query
+from storage.queries import LakeUnavailable, alarm_transitions, latest_alarms
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["alarms"])
@@ -107,14 +104,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 # --- reading ------------------------------------------------------------------------------------
 
-_LATEST_SQL = """
-SELECT l.alarm_id, l.rule_id, l.rule_name, l.kind, l.source, l.severity, l.status, l.message,
-       l.count, l.value, r.raised_at, l."at", l."by", l.transition, l.comment
-FROM alarm_latest l
-LEFT JOIN (SELECT alarm_id, min("at") AS raised_at FROM alarms GROUP BY alarm_id) r
-  USING (alarm_id)
-"""
-
 
 def _from_lake(row: tuple) -> AlarmItem:
     (aid, rule_id, rule_name, kind, source, severity, status, message, count, value, raised_at,
@@ -135,22 +124,6 @@ def _from_live(a: Alarm) -> AlarmItem:
         value=a.value, raised_at=a.raised_at, updated_at=a.updated_at, acked_by=a.acked_by,
         cleared_by=a.cleared_by, comment=a.comment, live=True,
     )  # fmt: skip
-
-
-def _lake_rows(sql: str, params: list[Any]) -> list[tuple]:
-    con = lake_queries._connection(get_settings().lake_dir)
-    try:
-        _, rows = query(con, sql, params)
-    except duckdb.Error as exc:
-        raise lake_queries.LakeUnavailable(f"lake could not be read: {exc}") from exc
-    return rows
-
-
-async def _lake(sql: str, params: list[Any]) -> list[tuple]:
-    rows = await run.io_bound(_lake_rows, sql, params)
-    if rows is None:
-        raise lake_queries.LakeUnavailable("the app is shutting down")
-    return rows
 
 
 async def _live(alarm_id: str | None = None) -> dict[str, Alarm]:
@@ -204,9 +177,9 @@ async def list_alarms(
 ) -> AlarmPage | JSONResponse:
     """Alarms, newest change first, filtered and paged."""
     try:
-        lake = {r[0]: _from_lake(r) for r in await _lake(_LATEST_SQL, [])}
+        lake = {r[0]: _from_lake(r) for r in await latest_alarms(get_settings().lake_dir)}
         live = await _live()
-    except lake_queries.LakeUnavailable as exc:
+    except LakeUnavailable as exc:
         return _unavailable(exc)
     except (RedisError, OSError, TimeoutError) as exc:
         return _unavailable(RuntimeError(f"redis unavailable: {exc}"))
@@ -234,14 +207,12 @@ async def get_alarm(alarm_id: AlarmIdPath) -> AlarmDetail | JSONResponse:
     """One alarm and its transitions (oldest first)."""
     if (bad := _bad_id(alarm_id)) is not None:
         return bad
-    cols = ", ".join(f'"{c}"' for c in AlarmTransition.model_fields)
+    lake_dir = get_settings().lake_dir
     try:
-        hist = await _lake(
-            f"SELECT {cols} FROM alarms WHERE alarm_id = ? ORDER BY revision", [alarm_id]
-        )
-        latest = await _lake(_LATEST_SQL + " WHERE l.alarm_id = ?", [alarm_id])
+        hist = await alarm_transitions(lake_dir, alarm_id, list(AlarmTransition.model_fields))
+        latest = await latest_alarms(lake_dir, alarm_id)
         live = await _live(alarm_id)
-    except lake_queries.LakeUnavailable as exc:
+    except LakeUnavailable as exc:
         return _unavailable(exc)
     except (RedisError, OSError, TimeoutError) as exc:
         return _unavailable(RuntimeError(f"redis unavailable: {exc}"))

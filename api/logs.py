@@ -11,15 +11,11 @@ holding the catalog's views, so the event loop never waits for a scan.
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import duckdb
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from nicegui import run
 from pydantic import ValidationError
 from pydantic_core import to_json
 
@@ -30,7 +26,7 @@ from core import keys
 from core.records import ActivityIn, LogPost, field_errors, stored_json
 from core.settings import get_settings
 from live.redis import RedisDown, xadd_json
-from storage.catalog import connect_memory, query
+from storage.queries import REQUEST_LOG_COLUMNS, LakeUnavailable, request_logs_page
 from storage.sql_sandbox import pseudonym
 from storage.tables import REQUEST_LOGS
 
@@ -38,41 +34,7 @@ router = APIRouter(tags=["logs"])
 
 MAX_LOG_BYTES = 16 * 1024
 PERSONAL = sorted(REQUEST_LOGS.personal)  #: pseudonymised for callers without personal access
-COLUMNS = (
-    "id", "origin", "ts", "event", "client_id", "ip", "user_agent", "room_id", "camera_id",
-    "metadata", "received_at",
-)  # fmt: skip
-FILTERS = ("event", "room_id", "camera_id", "client_id", "ip")
-
-_local = threading.local()
-
-
-class LakeUnavailable(RuntimeError):
-    pass
-
-
-def _connection(lake_dir: Path) -> duckdb.DuckDBPyConnection:
-    con = getattr(_local, "con", None)
-    if con is None or getattr(_local, "lake_dir", None) != lake_dir:
-        con = connect_memory(lake_dir)
-        con.execute("SET TimeZone = 'UTC'")
-        _local.con, _local.lake_dir = con, lake_dir
-    return con
-
-
-def lake_query(lake_dir: Path, sql: str, params: list[Any]) -> tuple[list[str], list[tuple]]:
-    """Blocking; call through `run.io_bound`. LakeUnavailable with the reason on failure."""
-    try:
-        return query(_connection(lake_dir), sql, params)
-    except duckdb.Error as exc:
-        raise LakeUnavailable(f"lake could not be read: {exc}") from exc
-
-
-async def lake_rows(sql: str, params: list[Any]) -> tuple[list[str], list[tuple]]:
-    result = await run.io_bound(lake_query, get_settings().lake, sql, params)
-    if result is None:
-        raise LakeUnavailable("the app is shutting down")
-    return result
+COLUMNS = REQUEST_LOG_COLUMNS
 
 
 def _bad(field: str, message: str) -> JSONResponse:
@@ -103,43 +65,13 @@ async def get_logs(
         return JSONResponse(
             {"detail": "filtering by ip needs access to personal data (participants.view)"}, 403
         )
-    clauses: list[str] = []
-    params: list[Any] = []
     values = {"event": event, "room_id": room_id, "camera_id": camera_id}
     values |= {"client_id": client_id, "ip": ip}
-    for name in FILTERS:
-        v = (values[name] or "").strip()
-        if not v:
-            continue
-        if name == "event" and v.endswith(("*", ".")):
-            clauses.append("starts_with(event, ?)")
-            params.append(v.rstrip("*"))
-        else:
-            clauses.append(f"{name} = ?")
-            params.append(v)
-    for name, ts, op in (("since", since, ">="), ("until", until, "<")):
-        if ts is not None:
-            if ts.tzinfo is None:
-                return _bad(name, "needs a UTC offset, e.g. 2026-11-21T09:00:00Z")
-            clauses.append(f"ts {op} ?")
-            params.append(ts)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    cols = ", ".join(COLUMNS)
+    for name, ts in (("since", since), ("until", until)):
+        if ts is not None and ts.tzinfo is None:
+            return _bad(name, "needs a UTC offset, e.g. 2026-11-21T09:00:00Z")
     try:
-        # The page and the total from ONE query (one view of the lake): two queries raced a
-        # file landing in between (total 3, items none — seen once in the test suite).
-        _, rows = await lake_rows(
-            f"SELECT {cols}, count(*) OVER () FROM request_logs{where} "
-            "ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
-            [*params, size, (page - 1) * size],
-        )
-        if rows:
-            total = rows[0][-1]
-            rows = [r[:-1] for r in rows]
-        elif page == 1:
-            total = 0
-        else:  # past the last page: the total still tells the client where that is
-            _, ((total,),) = await lake_rows(f"SELECT count(*) FROM request_logs{where}", params)
+        rows, total = await request_logs_page(get_settings().lake, values, since, until, page, size)
     except LakeUnavailable as exc:
         return JSONResponse({"detail": str(exc)}, 503)
     items = []

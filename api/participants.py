@@ -29,13 +29,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import duckdb
 import redis
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from nicegui import run
 from pydantic import ValidationError
-from pydantic_core import to_json
 from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 
@@ -59,8 +57,12 @@ from core.settings import get_settings
 from core.tokens import TokenSigner, load_signer
 from core.venue import venue_for
 from ops.processes import PROJECT_DIR
-from storage.catalog import query
-from storage.queries import LakeUnavailable, _connection
+from storage.queries import (
+    LakeUnavailable,
+    in_thread,
+    query_participant,
+    query_participants,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["participants"])
@@ -68,10 +70,6 @@ router = APIRouter(tags=["participants"])
 MAX_IMPORT_BYTES = 64 * 1024 * 1024  # ~1M rows of a typical CSV
 DEFAULT_IMPORT_WAIT_S = 30.0
 MAX_EXPORTS = 2  # bulk QR exports running at once (each uses every CPU for a while)
-LIST_COLUMNS = (
-    "id", "name", "email", "organization", "category", "extra", "serial", "status",
-    "revoked_at", "revoked_reason", "updated_at",
-)  # fmt: skip
 _exports = 0
 
 
@@ -281,81 +279,10 @@ async def post_participants(
 # --- reading participants ---------------------------------------------------------------------
 
 
-def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(doc.get("extra"), str):
-        with contextlib.suppress(ValueError):
-            doc["extra"] = json.loads(doc["extra"])
-    return json.loads(to_json(doc))
-
-
-def _like(q: str) -> str:
-    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def query_participants(
-    lake_dir: Path, q: str | None, status: str | None, page: int, size: int
-) -> dict[str, Any]:
-    """Blocking: one page of the lake's `participants` (newest version of each), by id."""
-    clauses, params = [], []
-    if q:
-        clauses.append(
-            "(id ILIKE ? ESCAPE '\\' OR name ILIKE ? ESCAPE '\\' "
-            "OR coalesce(email, '') ILIKE ? ESCAPE '\\' "
-            "OR coalesce(organization, '') ILIKE ? ESCAPE '\\')"
-        )
-        params += [_like(q)] * 4
-    if status:
-        clauses.append("status = ?")
-        params.append(status)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    cols = ", ".join(LIST_COLUMNS)
-    con = _connection(lake_dir)
-    try:
-        _, rows = query(
-            con,
-            f"SELECT {cols} FROM participants{where} ORDER BY id LIMIT ? OFFSET ?",
-            [*params, size, (page - 1) * size],
-        )
-        _, ((total,),) = query(con, f"SELECT count(*) FROM participants{where}", params)
-    except duckdb.Error as exc:
-        raise LakeUnavailable(f"lake could not be read: {exc}") from exc
-    items = [_jsonable(dict(zip(LIST_COLUMNS, r, strict=True))) for r in rows]
-    return {"page": page, "size": size, "total": int(total), "items": items, "source": "lake"}
-
-
-def query_one(lake_dir: Path, pid: str) -> dict[str, Any]:
-    """Blocking: the lake's row for one participant and a summary of their scans."""
-    con = _connection(lake_dir)
-    cols = ", ".join(LIST_COLUMNS)
-    try:
-        _, rows = query(con, f"SELECT {cols} FROM participants WHERE id = ?", [pid])
-        scan_cols, (scans,) = query(
-            con,
-            "SELECT "
-            "count(*) FILTER (WHERE status = 'accepted' AND direction = 'in') AS entries, "
-            "count(*) FILTER (WHERE status = 'accepted' AND direction = 'out') AS exits, "
-            "count(*) FILTER (WHERE status <> 'accepted') AS refused, "
-            "min(ts) FILTER (WHERE status = 'accepted' AND direction = 'in') AS first_entry, "
-            "max(ts) AS last_scan_at, "
-            "arg_max(gate_id, ts) AS last_gate, arg_max(status, ts) AS last_status "
-            "FROM checkins WHERE participant_id = ?",
-            [pid],
-        )
-    except duckdb.Error as exc:
-        raise LakeUnavailable(f"lake could not be read: {exc}") from exc
-    lake = _jsonable(dict(zip(LIST_COLUMNS, rows[0], strict=True))) if rows else None
-    checkins = json.loads(to_json(dict(zip(scan_cols, scans, strict=True))))
-    checkins["checked_in"] = bool(checkins["entries"])
-    return {"participant": lake, "checkins": checkins}
-
-
 async def fetch_participants(
     q: str | None = None, status: str | None = None, page: int = 1, size: int = 20
 ) -> dict[str, Any]:
-    res = await run.io_bound(query_participants, get_settings().lake, q, status, page, size)
-    if res is None:
-        raise LakeUnavailable("the app is shutting down")
-    return res
+    return await in_thread(query_participants, get_settings().lake, q, status, page, size)
 
 
 async def index_entry(pid: str) -> dict | None:
@@ -366,9 +293,7 @@ async def index_entry(pid: str) -> dict | None:
 async def participant_detail(pid: str) -> dict[str, Any] | None:
     """Lake row + `participants:index` state + scans; None if neither knows the id."""
     entry = await index_entry(pid)
-    lake = await run.io_bound(query_one, get_settings().lake, pid)
-    if lake is None:
-        raise LakeUnavailable("the app is shutting down")
+    lake = await in_thread(query_participant, get_settings().lake, pid)
     if entry is None and lake["participant"] is None:
         return None
     if entry is not None:

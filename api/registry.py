@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI
 
 from api import (
     alarms,
+    analytics,
     checkins,
     docs,
     events,
@@ -37,6 +38,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     logs.router,  # the activity log: GET /logs, POST /logs
     session.router,  # login/logout, who am I, the route table
     alarms.router,  # alarms: list, detail, ack, clear
+    analytics.router,  # free SQL over the lake
     docs.router,  # /api/openapi.json and /api/docs
 )
 

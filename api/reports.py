@@ -20,13 +20,10 @@ import io
 import math
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Annotated, Any
 
-import duckdb
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from nicegui import run
 from pydantic_core import to_json
 
 from api import models as api_models
@@ -36,8 +33,8 @@ from core import csv_safe
 from core.records import CHECKIN_OUTCOMES
 from core.settings import get_settings
 from core.venue import Venue, venue_for
-from storage.queries import LakeUnavailable, _connection
-from storage.reports import SECTIONS, Report, Section, attendance_report
+from storage.queries import LakeUnavailable, build_report, in_thread
+from storage.reports import SECTIONS, Report, Section
 
 router = APIRouter(tags=["reports"])
 
@@ -45,19 +42,9 @@ router = APIRouter(tags=["reports"])
 NO_SHOW_PAGE_LIMIT = 2_000
 
 
-def build_report(lake_dir: Path) -> Report:
-    """Blocking: run every section's query (call on a worker thread)."""
-    try:
-        return attendance_report(_connection(lake_dir))
-    except duckdb.Error as exc:
-        raise LakeUnavailable(f"lake could not be read: {exc}") from exc
-
-
 async def load_report() -> Report:
-    rep = await run.io_bound(build_report, get_settings().lake)
-    if rep is None:
-        raise LakeUnavailable("the app is shutting down")
-    return rep
+    """The attendance report of the lake (every section's query, on a worker thread)."""
+    return await in_thread(build_report, get_settings().lake)
 
 
 def venue() -> Venue:

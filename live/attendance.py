@@ -39,6 +39,7 @@ from core.records import CheckIn
 from core.tokens import fingerprint
 from live.redis import redis_client
 from live.subscriber import LiveSubscriber, json_object, json_objects, minute_floor, parse_utc
+from storage.queries import attendance_minutes
 
 log = logging.getLogger(__name__)
 
@@ -330,28 +331,10 @@ def handle_message(channel: str, data: bytes | str) -> None:
         model.add_verdict(doc)
 
 
-def _lake_minutes(lake_dir: Path, since: datetime) -> list[tuple[datetime, str, int]]:
-    """Blocking: accepted entries per closed minute and gate since `since`, from the lake."""
-    from storage.catalog import connect_memory, query
-
-    con = connect_memory(lake_dir)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        _, rows = query(
-            con,
-            "SELECT minute, gate_id, count FROM attendance_per_minute "
-            "WHERE direction = 'in' AND status = 'accepted' AND minute >= ?",
-            [since],
-        )
-        return [(m, str(g), int(n)) for m, g, n in rows]
-    finally:
-        con.close()
-
-
 async def _seed_lake(lake_dir: Path) -> None:
     since = minute_floor(datetime.now(UTC)) - timedelta(minutes=KEEP_MINUTES)
     try:
-        rows = await run.io_bound(_lake_minutes, lake_dir, since)
+        rows = await run.io_bound(attendance_minutes, lake_dir, since)
     except Exception as exc:  # the lake is an extra: never stop the live view for it
         log.info("attendance: no history from the lake (%s)", exc)
         return
