@@ -23,12 +23,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from redis.exceptions import RedisError
 
-from api.http import redis_client
+from api.http import Router, redis_client
 from auth.keys import ApiKey
 from core import keys
 from core.alarms import Alarm, AlarmCommand, AlarmStatus, AlarmTransition, Severity, split_alarm_id
@@ -36,7 +36,7 @@ from core.settings import get_settings
 from storage.queries import LakeUnavailable, alarm_transitions, latest_alarms
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["alarms"])
+router = Router(tags=["alarms"])
 
 AlarmIdPath = Annotated[str, Path(min_length=5, max_length=400, description="rule|source|seq")]
 

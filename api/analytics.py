@@ -14,11 +14,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from nicegui import app, run
 
 from api import models
+from api.http import Router
 from auth.permissions import can, current_user, personal_key
 from auth.users import User
 from core.settings import get_settings
@@ -32,7 +33,7 @@ from storage.analytics import (
     run_sql,
 )
 
-router = APIRouter(tags=["analytics"])
+router = Router(tags=["analytics"])
 
 
 def cell(v: Any) -> Any:

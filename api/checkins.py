@@ -26,13 +26,13 @@ import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from api import models as api_models
-from api.http import read_body, redis_client, redis_reason, require_api_key
+from api.http import Router, read_body, redis_client, redis_reason, require_api_key
 from auth.keys import ApiKey
 from auth.permissions import gate_refusal
 from core import keys
@@ -42,7 +42,7 @@ from core.tokens import PUBLIC_NAME, key_dir, load_verifier
 from live import attendance as attendance_live
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["checkins"])
+router = Router(tags=["checkins"])
 
 DEFAULT_WAIT_S = 2.0
 MAX_WAIT_S = 10.0

@@ -10,14 +10,15 @@ import html
 import json
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 
+from api.http import Router
 from core.settings import APP_NAME
 
-router = APIRouter(include_in_schema=False)
+router = Router(include_in_schema=False)
 
 #: Paths described: the machine API (the pages and NiceGUI's own routes are not an API).
 DESCRIBED = ("/api/", "/health", "/logs")

@@ -12,13 +12,13 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from api import models
-from api.http import read_body, redis_client, redis_reason, require_api_key
+from api.http import Router, read_body, redis_client, redis_reason, require_api_key
 from auth.keys import ApiKey
 from core import keys
 from core.records import LEVELS, Event, event_stream_for, field_errors, stored_json
@@ -26,7 +26,7 @@ from core.settings import Settings, get_settings
 from storage.queries import EventQuery, LakeUnavailable, fetch_events, newest_first
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["events"])
+router = Router(tags=["events"])
 
 # --- ingest -------------------------------------------------------------------------------------
 

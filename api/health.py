@@ -10,18 +10,17 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from api import models
-from api.http import redis_client, redis_reason
+from api.http import Router, redis_client, redis_reason
 from core import keys
 from core.keys import NOTIFIER_HEARTBEAT
 from core.settings import get_settings
 from ops.processes import FLOWS as FLOW_MODULES
 
-router = APIRouter(tags=["health"])
+router = Router(tags=["health"])
 
 #: Processes whose heartbeat /health reports: every flow run.py runs, and the notifier (an
 #: alarm that cannot reach anyone is an outage too).
@@ -44,8 +43,8 @@ def _heartbeat(raw: bytes | None) -> dict[str, Any]:
         return {"alive": True, "last_heartbeat": None}
 
 
-@router.get("/health", response_model=models.Health)
 @router.get("/api/health", response_model=models.Health)
+@router.get("/health", response_model=models.Health)
 async def health() -> JSONResponse:
     """200 when Redis answers and every flow's heartbeat key is present, else 503 (same body)."""
     wanted = get_settings().health_flows

@@ -6,9 +6,11 @@ A router imports these from here and nowhere else (`live.redis` owns the client 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import Message
 
@@ -19,6 +21,7 @@ from live.redis import redis_client, redis_reason
 __all__ = [
     "BodyTooLarge",
     "Refusal",
+    "Router",
     "limited",
     "read_body",
     "redis_client",
@@ -26,6 +29,56 @@ __all__ = [
     "refusal_handler",
     "require_api_key",
 ]
+
+
+@dataclass
+class Router:
+    """One resource's routes, declared next to their handlers (`@router.get(path, ...)`,
+    `@router.post`, `@router.websocket`, or `router.add_api_route` in a loop) and added to the
+    app, in that order, by `api.registry.register`. Keyword arguments are FastAPI's
+    (`add_api_route`); `tags` and `include_in_schema` given here apply to every route.
+
+    Not FastAPI's `APIRouter`: `include_router` (FastAPI 0.165) mounts a router as one lazy
+    entry, and the permission middleware, `/api/auth/routes`, `/api/docs` and the route-matrix
+    test read `app.routes` route by route; these routes are the app's own, as before."""
+
+    tags: list[str] = field(default_factory=list)
+    include_in_schema: bool = True
+    routes: list[tuple[str, str, Callable[..., Any], dict[str, Any]]] = field(default_factory=list)
+
+    def add_api_route(
+        self, path: str, endpoint: Callable[..., Any], *, methods: list[str], **kw: Any
+    ) -> None:
+        for method in methods:
+            self.routes.append((method, path, endpoint, kw))
+
+    def _route(self, method: str, path: str, **kw: Any) -> Callable[[Callable], Callable]:
+        def add(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+            self.routes.append((method, path, endpoint, kw))
+            return endpoint
+
+        return add
+
+    def get(self, path: str, **kw: Any) -> Callable[[Callable], Callable]:
+        return self._route("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Callable[[Callable], Callable]:
+        return self._route("POST", path, **kw)
+
+    def websocket(self, path: str) -> Callable[[Callable], Callable]:
+        return self._route("WS", path)
+
+    def mount(self, app: FastAPI) -> None:
+        """Add every route to `app` (in declaration order: a literal path before a pattern
+        that would match it)."""
+        for method, path, endpoint, kw in self.routes:
+            if method == "WS":
+                app.add_api_websocket_route(path, endpoint)
+                continue
+            opts = {"include_in_schema": self.include_in_schema, **kw}
+            if self.tags and opts["include_in_schema"]:
+                opts["tags"] = self.tags
+            app.add_api_route(path, endpoint, methods=[method], **opts)
 
 
 class Refusal(Exception):

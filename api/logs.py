@@ -14,12 +14,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from api.http import read_body, require_api_key
+from api.http import Router, read_body, require_api_key
 from auth.keys import ApiKey
 from auth.permissions import current_user, personal_key
 from core import keys
@@ -30,7 +30,7 @@ from storage.queries import REQUEST_LOG_COLUMNS, LakeUnavailable, request_logs_p
 from storage.sql_sandbox import pseudonym
 from storage.tables import REQUEST_LOGS
 
-router = APIRouter(tags=["logs"])
+router = Router(tags=["logs"])
 
 MAX_LOG_BYTES = 16 * 1024
 PERSONAL = sorted(REQUEST_LOGS.personal)  #: pseudonymised for callers without personal access

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import redis
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from nicegui import run
 from pydantic import ValidationError
@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 
 from api import models as api_models
-from api.http import BodyTooLarge, limited, read_body, redis_client, require_api_key
+from api.http import BodyTooLarge, Router, limited, read_body, redis_client, require_api_key
 from auth.keys import ApiKey
 from core import keys
 from core.participant_admin import AdminOp, no_op, op_applied
@@ -65,7 +65,7 @@ from storage.queries import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["participants"])
+router = Router(tags=["participants"])
 
 MAX_IMPORT_BYTES = 64 * 1024 * 1024  # ~1M rows of a typical CSV
 DEFAULT_IMPORT_WAIT_S = 30.0

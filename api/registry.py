@@ -2,14 +2,14 @@
 
 Adding a route to a resource: its handler with an `@router.<method>(path, ...)` decorator in
 that resource's module, plus its line in `auth.permissions.ROUTES` if it needs a permission,
-plus its test. A new resource: a new module with `router = APIRouter(tags=[...])`, and its
+plus its test. A new resource: a new module with `router = Router(tags=[...])` (`api.http`), and its
 line in `ROUTERS` below. Within a router, routes are matched in the order they are defined
 (a literal path such as `/api/participants/qr.zip` before `/api/participants/{pid}`).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from api import (
     alarms,
@@ -24,11 +24,11 @@ from api import (
     session,
     video,
 )
-from api.http import Refusal, refusal_handler
+from api.http import Refusal, Router, refusal_handler
 from auth.middleware import AuthMiddleware
 
 #: In mounting order; `docs` last (it describes the routes before it).
-ROUTERS: tuple[APIRouter, ...] = (
+ROUTERS: tuple[Router, ...] = (
     health.router,  # GET /health, /api/health
     events.router,  # events: ingest and listing
     checkins.router,  # gates: scans, verdicts, the tokens' public key
@@ -48,5 +48,5 @@ def register(app: FastAPI) -> None:
     `ui.run`, which adds the session middleware outside ours)."""
     app.add_exception_handler(Refusal, refusal_handler)
     for router in ROUTERS:
-        app.include_router(router)
+        router.mount(app)
     app.add_middleware(AuthMiddleware)

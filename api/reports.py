@@ -22,12 +22,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic_core import to_json
 
 from api import models as api_models
-from api.http import require_api_key
+from api.http import Router, require_api_key
 from auth.keys import ApiKey
 from core import csv_safe
 from core.records import CHECKIN_OUTCOMES
@@ -36,7 +36,7 @@ from core.venue import Venue, venue_for
 from storage.queries import LakeUnavailable, build_report, in_thread
 from storage.reports import SECTIONS, Report, Section
 
-router = APIRouter(tags=["reports"])
+router = Router(tags=["reports"])
 
 #: Rows of the no-show list the printable page and the dashboard show (the CSV has all).
 NO_SHOW_PAGE_LIMIT = 2_000

@@ -17,17 +17,17 @@ import math
 from collections.abc import MutableMapping
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from api import models
-from api.http import read_body
+from api.http import Router, read_body
 from auth.login import MAX_LOGIN_BYTES, Caller, fresh_session, is_json, login, logout, route_table
 from auth.permissions import PERMISSIONS, can, current_user, start_session
 from core.records import field_errors
 
-router = APIRouter(tags=["auth"])
+router = Router(tags=["auth"])
 
 
 class LoginBody(BaseModel):

@@ -25,12 +25,12 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from redis.exceptions import RedisError
 
 from api import models as api_models
-from api.http import redis_client, require_api_key
+from api.http import Router, redis_client, require_api_key
 from auth.keys import ApiKey
 from core import keys
 from core.records import FRAME_HEADER_SIZE
@@ -41,7 +41,7 @@ from live.video_hub import hub
 from live.video_rooms import refresh_presence_forever, seed_default_room, send_command
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["video"])
+router = Router(tags=["video"])
 
 WINDOW = 2  # frames in flight per WebSocket viewer
 SEND_TIMEOUT_S = 10.0  # a viewer that takes no data for this long is disconnected

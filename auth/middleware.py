@@ -86,7 +86,7 @@ class AuthMiddleware:
             if _is_route(scope):
                 log.warning("refused %s: the route is not in the permission matrix", what)
                 await self._deny(scope, receive, send, None, Denied(403, (
-                    f"{what} is not in the permission matrix (ui/auth.py ROUTES); "
+                    f"{what} is not in the permission matrix (auth/permissions.py ROUTES); "
                     "refused for everyone until it is listed"
                 )))  # fmt: skip
                 return

@@ -98,7 +98,7 @@ def test_every_route_of_the_running_app_is_in_the_matrix(p: Principals) -> None:
     paths = {r["path"] for r in table}
     assert {"/events", "/api/events", "/video/ws/{camera_id}", "/login", "/users"} <= paths
     missing = [f"{r['method']} {r['path']}" for r in table if r["rule"] is None]
-    assert not missing, f"routes not in ui/auth.py ROUTES (add them): {missing}"
+    assert not missing, f"routes not in auth/permissions.py ROUTES (add them): {missing}"
     # ... and the listing itself is for organisers only.
     assert p.clients["analyst"].get("/api/auth/routes").status_code == 403
 
