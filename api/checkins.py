@@ -32,8 +32,14 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from api import models as api_models
-from api.http import Router, read_body, redis_client, redis_reason, require_api_key
-from auth.keys import ApiKey
+from api.http import (
+    ApiKeyDep,
+    Router,
+    invalid_query,
+    read_body,
+    redis_client,
+    redis_reason,
+)
 from auth.permissions import gate_refusal
 from core import keys
 from core.records import CheckIn, field_errors
@@ -130,18 +136,8 @@ def _wait_param(request: Request) -> float | JSONResponse:
     except ValueError:
         wait = float("nan")
     if not 0 <= wait <= MAX_WAIT_S:  # also refuses nan
-        return JSONResponse(
-            {
-                "detail": "invalid query",
-                "errors": [
-                    {
-                        "field": "wait",
-                        "message": f"wait must be a number of seconds from 0 to {MAX_WAIT_S:g}",
-                        "type": "value_error",
-                    }
-                ],
-            },
-            status_code=422,
+        return invalid_query(
+            "wait", f"wait must be a number of seconds from 0 to {MAX_WAIT_S:g}", "value_error"
         )
     return wait
 
@@ -156,7 +152,7 @@ def _wait_param(request: Request) -> float | JSONResponse:
 )
 async def post_checkin(
     request: Request,
-    key: Annotated[ApiKey, Depends(require_api_key)],
+    key: ApiKeyDep,
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> JSONResponse:
     """One scan: 200 with its verdict if it comes within `wait` s, else 202 pending."""
@@ -186,7 +182,7 @@ async def post_checkin(
 @router.post("/api/checkins/batch", status_code=202, response_model=api_models.CheckinBatchOut)
 async def post_checkin_batch(
     request: Request,
-    key: Annotated[ApiKey, Depends(require_api_key)],
+    key: ApiKeyDep,
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> JSONResponse:
     """An offline gate's backlog (original `ts` kept): all valid, or nothing is sent."""
@@ -260,7 +256,7 @@ async def post_checkin_batch(
 
 
 @router.get("/api/checkins/{nonce}", response_model=api_models.Verdict)
-async def get_checkin(nonce: str, key: Annotated[ApiKey, Depends(require_api_key)]) -> JSONResponse:
+async def get_checkin(nonce: str, key: ApiKeyDep) -> JSONResponse:
     """The latest verdict stored for a scan's nonce (kept a day)."""
     try:
         raw = await redis_client().get(keys.verdict_key(nonce))

@@ -18,8 +18,14 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from api import models
-from api.http import Router, read_body, redis_client, redis_reason, require_api_key
-from auth.keys import ApiKey
+from api.http import (
+    ApiKeyDep,
+    Router,
+    invalid_query,
+    read_body,
+    redis_client,
+    redis_reason,
+)
 from core import keys
 from core.records import LEVELS, Event, event_stream_for, field_errors, stored_json
 from core.settings import Settings, get_settings
@@ -45,7 +51,7 @@ def _stream_for(ev: Event, streams: list[str]) -> str:
 @router.post("/api/events", status_code=202, response_model=models.Accepted)
 async def post_event(
     request: Request,
-    _key: Annotated[ApiKey, Depends(require_api_key)],
+    _key: ApiKeyDep,
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> JSONResponse:
     """Validate one event and XADD it to `events:in`; 202 with the stream entry id."""
@@ -133,19 +139,7 @@ async def get_events(
     """Stored events newest first (ts, then id, descending), filtered by type and level."""
     lv = (level or "").strip().upper() or None
     if lv is not None and lv not in LEVELS:
-        return JSONResponse(
-            {
-                "detail": "invalid query",
-                "errors": [
-                    {
-                        "field": "level",
-                        "message": f"level must be one of {', '.join(LEVELS)}",
-                        "type": "literal_error",
-                    }
-                ],
-            },
-            status_code=422,
-        )
+        return invalid_query("level", f"level must be one of {', '.join(LEVELS)}", "literal_error")
     q = EventQuery(page=page, size=size, type=(type or "").strip() or None, level=lv)
     try:
         return JSONResponse(await list_events(q))

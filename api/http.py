@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import Message
 
@@ -19,9 +19,11 @@ from auth.keys import ApiKey
 from live.redis import redis_client, redis_reason
 
 __all__ = [
+    "ApiKeyDep",
     "BodyTooLarge",
     "Refusal",
     "Router",
+    "invalid_query",
     "limited",
     "read_body",
     "redis_client",
@@ -148,3 +150,13 @@ def limited(request: Request, limit: int, what: str = "request body") -> Request
 async def read_body(request: Request, limit: int, what: str = "event body") -> bytes:
     """The body, refused with 413 as soon as it exceeds `limit` (never buffered beyond it)."""
     return b"".join([chunk async for chunk in limited(request, limit, what).stream()])
+
+
+#: A handler parameter `key: ApiKeyDep` is the caller's checked API key (`require_api_key`).
+ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+
+
+def invalid_query(field: str, message: str, type_: str | None = None) -> JSONResponse:
+    """422 for one bad query parameter, in the shape of FastAPI's own validation errors."""
+    error = {"field": field, "message": message} | ({"type": type_} if type_ else {})
+    return JSONResponse({"detail": "invalid query", "errors": [error]}, status_code=422)

@@ -14,13 +14,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from api.http import Router, read_body, require_api_key
-from auth.keys import ApiKey
+from api.http import ApiKeyDep, Router, invalid_query, read_body
 from auth.permissions import current_user, personal_key
 from core import keys
 from core.records import ActivityIn, LogPost, field_errors, stored_json
@@ -35,12 +34,6 @@ router = Router(tags=["logs"])
 MAX_LOG_BYTES = 16 * 1024
 PERSONAL = sorted(REQUEST_LOGS.personal)  #: pseudonymised for callers without personal access
 COLUMNS = REQUEST_LOG_COLUMNS
-
-
-def _bad(field: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"detail": "invalid query", "errors": [{"field": field, "message": message}]}, 422
-    )
 
 
 @router.get("/logs")
@@ -69,7 +62,7 @@ async def get_logs(
     values |= {"client_id": client_id, "ip": ip}
     for name, ts in (("since", since), ("until", until)):
         if ts is not None and ts.tzinfo is None:
-            return _bad(name, "needs a UTC offset, e.g. 2026-11-21T09:00:00Z")
+            return invalid_query(name, "needs a UTC offset, e.g. 2026-11-21T09:00:00Z")
     try:
         rows, total = await request_logs_page(get_settings().lake, values, since, until, page, size)
     except LakeUnavailable as exc:
@@ -87,9 +80,7 @@ async def get_logs(
 
 
 @router.post("/logs", status_code=202)
-async def post_log(
-    request: Request, _key: Annotated[ApiKey, Depends(require_api_key)]
-) -> JSONResponse:
+async def post_log(request: Request, _key: ApiKeyDep) -> JSONResponse:
     """Store one activity record (202 with its `activity:in` id)."""
     raw = await read_body(request, MAX_LOG_BYTES, "log record")  # 413 once it is too big
     try:

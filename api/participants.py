@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import redis
-from fastapi import Depends, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from nicegui import run
 from pydantic import ValidationError
@@ -38,8 +38,14 @@ from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 
 from api import models as api_models
-from api.http import BodyTooLarge, Router, limited, read_body, redis_client, require_api_key
-from auth.keys import ApiKey
+from api.http import (
+    ApiKeyDep,
+    BodyTooLarge,
+    Router,
+    limited,
+    read_body,
+    redis_client,
+)
 from core import keys
 from core.participant_admin import AdminOp, no_op, op_applied
 from core.participants import (
@@ -239,7 +245,7 @@ def _redis_down(exc: BaseException) -> JSONResponse:
 @router.post("/api/participants", response_model=api_models.ImportOut)
 async def post_participants(
     request: Request,
-    _key: Annotated[ApiKey, Depends(require_api_key)],
+    _key: ApiKeyDep,
     wait: Annotated[float, Query(ge=0, le=300)] = DEFAULT_IMPORT_WAIT_S,
 ) -> JSONResponse:
     """Import participants: 200 with new/updated/unchanged counts, the bad rows (line, reason)
@@ -314,7 +320,7 @@ async def participant_detail(pid: str) -> dict[str, Any] | None:
 
 @router.get("/api/participants", response_model=api_models.ParticipantList)
 async def get_participants(
-    _key: Annotated[ApiKey, Depends(require_api_key)],
+    _key: ApiKeyDep,
     q: Annotated[str | None, Query(max_length=200)] = None,
     status: Annotated[Literal["active", "revoked"] | None, Query()] = None,
     page: Annotated[int, Query(ge=1)] = 1,
@@ -379,7 +385,7 @@ def _qr_route(kind: str, with_key: bool) -> Callable[..., Any]:
 
         async def keyed(
             pid: str,
-            _key: Annotated[ApiKey, Depends(require_api_key)],
+            _key: ApiKeyDep,
             download: bool = False,
         ) -> Response:
             return await qr_image(pid, kind, download)
@@ -464,9 +470,7 @@ async def qr_zip(fmt: str) -> Response:
 
 
 @router.get("/api/participants/qr.zip", responses=api_models.binary("application/zip"))
-async def get_qr_zip(
-    _key: Annotated[ApiKey, Depends(require_api_key)], format: str = "png"
-) -> Response:
+async def get_qr_zip(_key: ApiKeyDep, format: str = "png") -> Response:
     """Every participant's QR code (revoked ones skipped) as a streamed zip + index.csv."""
     return await qr_zip(format)
 
@@ -477,9 +481,7 @@ async def dashboard_qr_zip(format: str = "png") -> Response:
 
 
 @router.get("/api/participants/{pid}", response_model=api_models.ParticipantDetail)
-async def get_participant(
-    pid: str, _key: Annotated[ApiKey, Depends(require_api_key)]
-) -> JSONResponse:
+async def get_participant(pid: str, _key: ApiKeyDep) -> JSONResponse:
     try:
         doc = await participant_detail(pid)
     except LakeUnavailable as exc:
@@ -522,7 +524,7 @@ def _op_route(op: AdminOp) -> Callable[..., Any]:
     async def handler(
         pid: str,
         request: Request,
-        _key: Annotated[ApiKey, Depends(require_api_key)],
+        _key: ApiKeyDep,
         wait: Annotated[float, Query(ge=0, le=60)] = 5.0,
     ) -> JSONResponse:
         reason = None

@@ -22,13 +22,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import Depends, Query
+from fastapi import Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic_core import to_json
 
 from api import models as api_models
-from api.http import Router, require_api_key
-from auth.keys import ApiKey
+from api.http import ApiKeyDep, Router, invalid_query
 from core import csv_safe
 from core.records import CHECKIN_OUTCOMES
 from core.settings import get_settings
@@ -339,18 +338,8 @@ def _filename(ext: str) -> str:
 
 async def _csv_response(section: str | None) -> Response:
     if section is not None and section not in SECTIONS:
-        return JSONResponse(
-            {
-                "detail": "invalid query",
-                "errors": [
-                    {
-                        "field": "section",
-                        "message": f"section must be one of {', '.join(SECTIONS)}",
-                        "type": "literal_error",
-                    }
-                ],
-            },
-            status_code=422,
+        return invalid_query(
+            "section", f"section must be one of {', '.join(SECTIONS)}", "literal_error"
         )
     try:
         rep = await load_report()
@@ -366,7 +355,7 @@ async def _csv_response(section: str | None) -> Response:
 
 @router.get("/api/reports/attendance.csv", responses=api_models.binary("text/csv"))
 async def api_csv(
-    _key: Annotated[ApiKey, Depends(require_api_key)],
+    _key: ApiKeyDep,
     section: Annotated[str | None, Query()] = None,
 ) -> Response:
     """The attendance report as CSV: every section, or `?section=<key>` alone."""
@@ -379,7 +368,7 @@ async def dashboard_csv(section: str | None = None) -> Response:
 
 
 @router.get("/api/reports/attendance.json", response_model=api_models.ReportJson)
-async def api_json(_key: Annotated[ApiKey, Depends(require_api_key)]) -> JSONResponse:
+async def api_json(_key: ApiKeyDep) -> JSONResponse:
     """The attendance report as JSON: each section's title, SQL, columns and rows."""
     try:
         return JSONResponse(report_json(await load_report()))

@@ -23,15 +23,14 @@ import json
 import logging
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi import Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from redis.exceptions import RedisError
 
 from api import models as api_models
-from api.http import Router, redis_client, require_api_key
-from auth.keys import ApiKey
+from api.http import ApiKeyDep, Router, redis_client
 from core import keys
 from core.records import FRAME_HEADER_SIZE
 from core.settings import Settings
@@ -234,7 +233,7 @@ async def post_command(
     camera_id: str,
     action: str,
     request: Request,
-    _key: Annotated[ApiKey, Depends(require_api_key)],
+    _key: ApiKeyDep,
 ) -> JSONResponse:
     """Queue a capture command (202 with its id); `status` answers with the flow's reply."""
     if action not in ACTIONS:

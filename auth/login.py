@@ -1,4 +1,5 @@
-"""Logging in and out (the login page and the HTTP routes share `login`), and the audit trail.
+"""Logging in and out (the login page and the HTTP routes share `login`), and the audit
+trail.
 
 Every attempt — success, wrong password, refused while locked out — goes to the activity log
 (`activity:in` → lake `request_logs`, events `auth.login.success|failure|locked`, with the
@@ -6,13 +7,8 @@ address, the user agent and the name tried), as do logouts and the organiser's c
 users and API keys (`auth.user.*`, `auth.key.*`). Redis being down never blocks a login: the
 record is then only in the dashboard's log.
 
-HTTP routes (the `/login` page and the user menu call them from the browser too):
-- `POST /api/auth/login` `{"username", "password"}` (`Content-Type: application/json`, else
-  415: a plain HTML form of another site cannot post it) → 200 `{"username", "role"}` and a
-  NEW session cookie; 401 wrong name or password; 429 + `Retry-After` while locked out;
-- `POST /api/auth/logout` (also a new, empty session cookie); `GET /api/auth/me` (who am I,
-  what may I do);
-- `GET /api/auth/routes` (organiser): every route of the running app with its rule.
+The HTTP routes (`POST /api/auth/login`, `/logout`, `GET /api/auth/me`, `/routes`) are
+`api.session`; the page is `ui.pages.login_page`.
 
 Session fixation: NiceGUI keys `app.storage.user` by the `id` in its signed session cookie,
 and hands that id out to anyone who opens a page. A login therefore never upgrades the id it
