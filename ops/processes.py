@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from core.settings import Settings, get_settings
+from ops.embedded_redis import free_port, redis_argv, start_embedded_redis, wait_until_ready
 from ops.supervisor import Child
 
 #: Flow name → import string. Each module exposes `flow`.
@@ -131,8 +132,6 @@ def child_env(s: Settings, redis_url: str, **extra: str) -> dict[str, str]:
 def embedded_redis_child(data_dir: Path) -> tuple[Child, str]:
     """Start the embedded redis-server now; return it as a supervised child (restarted on
     the same port and data if it dies) and its URL."""
-    from ops.embedded_redis import free_port, redis_argv, start_embedded_redis, wait_until_ready
-
     port = free_port()
     proc, url = start_embedded_redis(data_dir, port, preexec_fn=_die_with_parent)
 

@@ -27,6 +27,9 @@ anything above it):
 Why `live/` sits below `api/` and `auth/`: routes use it (`POST /api/checkins` waits on the
 verdict subscriber, `/video/…` streams from the hub, a login is written to the activity log).
 `tests/` may import anything and nothing imports it.
+
+Before issue 11 this test failed on `ui.api -> ui.auth_login -> ui.api` (the ui/ ring, dodged
+there by imports inside functions).
 """
 
 from __future__ import annotations
