@@ -192,3 +192,32 @@ def test_the_checks_catch_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
     graph = import_graph(tmp_path)
     assert find_cycle(graph) == ["ui.a", "ui.b", "ui.a"]
     assert layer_violations(graph) == ["core.c:1 imports ui.a (ui/ is not below core/)"]
+    (tmp_path / "core" / "d.py").write_text("from core.gone import x\n")
+    assert stale_imports(tmp_path) == ["core.d:1 core.gone"]
+
+
+def stale_imports(root: Path = ROOT) -> list[str]:
+    """Every import of a project module that does not exist (a path left behind by a move)."""
+    modules = _sources(root)
+    ours = {name.split(".")[0] for name in modules}
+    missing = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            missing += [
+                f"{name}:{node.lineno} {t}"
+                for t in targets
+                if t.split(".")[0] in ours and t not in modules
+            ]
+    return missing
+
+
+def test_every_import_of_ours_names_a_module() -> None:
+    """A stale path (`from core.processes import …` after a move) is named here, not only when
+    that code first runs."""
+    assert not stale_imports()
