@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -35,6 +35,7 @@ from api import models as api_models
 from api.http import (
     ApiKeyDep,
     Router,
+    SettingsDep,
     invalid_query,
     read_body,
     redis_client,
@@ -43,7 +44,6 @@ from api.http import (
 from auth.permissions import gate_refusal
 from core import keys
 from core.records import CheckIn, field_errors
-from core.settings import Settings, get_settings
 from core.tokens import PUBLIC_NAME, key_dir, load_verifier
 from live import attendance as attendance_live
 
@@ -153,7 +153,7 @@ def _wait_param(request: Request) -> float | JSONResponse:
 async def post_checkin(
     request: Request,
     key: ApiKeyDep,
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: SettingsDep,
 ) -> JSONResponse:
     """One scan: 200 with its verdict if it comes within `wait` s, else 202 pending."""
     wait = _wait_param(request)
@@ -183,7 +183,7 @@ async def post_checkin(
 async def post_checkin_batch(
     request: Request,
     key: ApiKeyDep,
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: SettingsDep,
 ) -> JSONResponse:
     """An offline gate's backlog (original `ts` kept): all valid, or nothing is sent."""
     limit = MAX_BATCH * settings.max_checkin_bytes
@@ -278,7 +278,7 @@ async def get_checkin(nonce: str, key: ApiKeyDep) -> JSONResponse:
 
 
 @router.get("/api/tokens/public-key", responses=api_models.binary("application/x-pem-file"))
-async def get_public_key(settings: Annotated[Settings, Depends(get_settings)]) -> Response:
+async def get_public_key(settings: SettingsDep) -> Response:
     """The tokens' Ed25519 public key (PEM): a gate verifies tickets offline with it."""
     load_verifier(settings.data_dir)  # creates the key pair on first use
     pem = (key_dir(settings.data_dir) / PUBLIC_NAME).read_bytes()

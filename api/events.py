@@ -12,27 +12,19 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from api import models
-from api.http import (
-    ApiKeyDep,
-    Router,
-    invalid_query,
-    read_body,
-    redis_client,
-    redis_reason,
-)
+from api import http, models
 from core import keys
 from core.records import LEVELS, Event, event_stream_for, field_errors, stored_json
-from core.settings import Settings, get_settings
+from core.settings import get_settings
 from storage.queries import EventQuery, LakeUnavailable, fetch_events, newest_first
 
 log = logging.getLogger(__name__)
-router = Router(tags=["events"])
+router = http.Router(tags=["events"])
 
 # --- ingest -------------------------------------------------------------------------------------
 
@@ -51,11 +43,11 @@ def _stream_for(ev: Event, streams: list[str]) -> str:
 @router.post("/api/events", status_code=202, response_model=models.Accepted)
 async def post_event(
     request: Request,
-    _key: ApiKeyDep,
-    settings: Annotated[Settings, Depends(get_settings)],
+    _key: http.ApiKeyDep,
+    settings: http.SettingsDep,
 ) -> JSONResponse:
     """Validate one event and XADD it to `events:in`; 202 with the stream entry id."""
-    raw = await read_body(request, settings.max_event_bytes)
+    raw = await http.read_body(request, settings.max_event_bytes)
     try:
         raw.decode("utf-8")  # strict: invalid bytes are refused, never replaced
     except UnicodeDecodeError as exc:
@@ -66,14 +58,14 @@ async def post_event(
         return _invalid(field_errors(exc))
     request_id = str(uuid.uuid4())
     try:
-        entry_id = await redis_client().xadd(
+        entry_id = await http.redis_client().xadd(
             _stream_for(ev, keys.event_streams(settings)),
             {"data": ev.model_dump_json(exclude_none=True)},
         )
     except (RedisError, OSError, TimeoutError) as exc:
-        log.warning("POST /api/events: %s", redis_reason(exc))
+        log.warning("POST /api/events: %s", http.redis_reason(exc))
         return JSONResponse(
-            {"detail": redis_reason(exc), "requestId": request_id},
+            {"detail": http.redis_reason(exc), "requestId": request_id},
             status_code=503,
             headers={"X-Request-ID": request_id, "Retry-After": "1"},
         )
@@ -91,7 +83,7 @@ async def post_event(
 async def _from_cache(size: int) -> list[dict[str, Any]] | None:
     """The newest stored events from `events:recent`, or None if Redis cannot be read."""
     try:
-        raw = await redis_client().lrange(keys.EVENTS_RECENT, 0, keys.RECENT_SIZE - 1)
+        raw = await http.redis_client().lrange(keys.EVENTS_RECENT, 0, keys.RECENT_SIZE - 1)
     except (RedisError, OSError, TimeoutError) as exc:
         log.info("events:recent unreadable, using the lake: %s", exc)
         return None
@@ -139,7 +131,9 @@ async def get_events(
     """Stored events newest first (ts, then id, descending), filtered by type and level."""
     lv = (level or "").strip().upper() or None
     if lv is not None and lv not in LEVELS:
-        return invalid_query("level", f"level must be one of {', '.join(LEVELS)}", "literal_error")
+        return http.invalid_query(
+            "level", f"level must be one of {', '.join(LEVELS)}", "literal_error"
+        )
     q = EventQuery(page=page, size=size, type=(type or "").strip() or None, level=lv)
     try:
         return JSONResponse(await list_events(q))

@@ -16,6 +16,7 @@ from starlette.types import Message
 
 from auth import permissions
 from auth.keys import ApiKey
+from core.settings import Settings, get_settings
 from live.redis import redis_client, redis_reason
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "BodyTooLarge",
     "Refusal",
     "Router",
+    "SettingsDep",
     "invalid_query",
     "limited",
     "read_body",
@@ -154,6 +156,8 @@ async def read_body(request: Request, limit: int, what: str = "event body") -> b
 
 #: A handler parameter `key: ApiKeyDep` is the caller's checked API key (`require_api_key`).
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+#: A handler parameter `settings: SettingsDep` is the process's settings.
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def invalid_query(field: str, message: str, type_: str | None = None) -> JSONResponse:

@@ -38,14 +38,7 @@ from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 
 from api import models as api_models
-from api.http import (
-    ApiKeyDep,
-    BodyTooLarge,
-    Router,
-    limited,
-    read_body,
-    redis_client,
-)
+from api.http import ApiKeyDep, BodyTooLarge, Router, limited, read_body, redis_client
 from core import keys
 from core.participant_admin import AdminOp, no_op, op_applied
 from core.participants import (
@@ -63,12 +56,7 @@ from core.settings import get_settings
 from core.tokens import TokenSigner, load_signer
 from core.venue import venue_for
 from ops.processes import PROJECT_DIR
-from storage.queries import (
-    LakeUnavailable,
-    in_thread,
-    query_participant,
-    query_participants,
-)
+from storage.queries import LakeUnavailable, in_thread, query_participant, query_participants
 
 log = logging.getLogger(__name__)
 router = Router(tags=["participants"])
