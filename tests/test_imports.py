@@ -35,6 +35,7 @@ there by imports inside functions).
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,15 +65,16 @@ SKIP = {".venv", ".git", "__pycache__", "data", "node_modules"}
 def _sources(root: Path) -> dict[str, Path]:
     """Module name → file, for every .py of the project (tests included)."""
     found: dict[str, Path] = {}
-    for path in root.rglob("*.py"):
-        rel = path.relative_to(root)
-        if SKIP & set(rel.parts):
-            continue
-        parts = list(rel.with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        if parts:
-            found[".".join(parts)] = path
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP and not d.startswith(".")]
+        for file in files:
+            if not file.endswith(".py"):
+                continue
+            parts = list((Path(folder) / file).relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if parts:
+                found[".".join(parts)] = Path(folder) / file
     return found
 
 
