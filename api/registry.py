@@ -1,10 +1,11 @@
 """The ONE list of the HTTP API's routers, and `register`, which mounts them on the app.
 
-Adding a route to a resource: its handler with an `@router.<method>(path, ...)` decorator in
-that resource's module, plus its line in `auth.permissions.ROUTES` if it needs a permission,
-plus its test. A new resource: a new module with `router = Router(tags=[...])` (`api.http`), and its
-line in `ROUTERS` below. Within a router, routes are matched in the order they are defined
-(a literal path such as `/api/participants/qr.zip` before `/api/participants/{pid}`).
+Adding a route to a resource (three files): its handler with an `@router.<method>(path, ...)`
+decorator in that resource's module, its line in `auth.permissions.ROUTES` (the permission
+middleware refuses a route that has none), and its test. A new resource: a new module with
+`router = Router(tags=[...])` (`api.http`), and its line in `ROUTERS` below. Within a
+router, routes are matched in the order they are defined (a literal path such as
+`/api/participants/qr.zip` before `/api/participants/{pid}`).
 """
 
 from __future__ import annotations
