@@ -24,9 +24,11 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.lake_cli import add_parser as add_lake_parser
-from core.lake_cli import main as lake_main
-from core.processes import (
+from cli.lake import add_parser as add_lake_parser
+from cli.lake import main as lake_main
+from cli.textout import format_table, jsonable
+from core.settings import Settings
+from ops.processes import (
     FLOWS,
     apply_umask,
     child_env,
@@ -35,9 +37,7 @@ from core.processes import (
     secure_data_dir,
     spawn,
 )
-from core.settings import Settings
-from core.supervisor import Child, Supervisor
-from core.textout import format_table, jsonable
+from ops.supervisor import Child, Supervisor
 
 log = logging.getLogger("venueflow")
 
@@ -100,7 +100,7 @@ DEMO_USER = "demo-organiser"
 def _login_note(s: Settings, demo: bool) -> str:
     """What to log in with. `demo` with no user yet creates `demo-organiser` with a random
     password, printed here once (never a fixed default); `up` only says how to create one."""
-    from core.users import user_store
+    from auth.users import user_store
 
     store = user_store(s.data_dir)
     if not store.empty():
@@ -333,25 +333,25 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_participants(args: argparse.Namespace) -> int:
-    from core.participants_cli import main as participants_main
+    from cli.participants import main as participants_main
 
     return participants_main(args)
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    from core.auth_cli import cmd_users as users_main
+    from cli.auth import cmd_users as users_main
 
     return users_main(args)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from core.auth_cli import cmd_keys as keys_main
+    from cli.auth import cmd_keys as keys_main
 
     return keys_main(args)
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
-    from notify.cli import main as notify_main
+    from cli.notify import main as notify_main
 
     return notify_main(args)
 
@@ -387,13 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_lake_parser(sub)
     sub.add_parser("catalog", help="(re)create the DuckDB catalog's views over the lake")
-    from core.participants_cli import add_parser as add_participants_parser
+    from cli.participants import add_parser as add_participants_parser
 
     add_participants_parser(sub)
-    from core.auth_cli import add_parsers as add_auth_parsers
+    from cli.auth import add_parsers as add_auth_parsers
 
     add_auth_parsers(sub)
-    from notify.cli import add_parser as add_notify_parser
+    from cli.notify import add_parser as add_notify_parser
 
     add_notify_parser(sub)
     return p

@@ -4,7 +4,7 @@
     uv run python -m bench.alarms --triggers 100 --rate 2000
     uv run python -m bench.alarms --page /alarms --no-events-flow --keep
 
-One run starts its own redis-server (`core.embedded_redis`, AOF as production runs it; never
+One run starts its own redis-server (`ops.embedded_redis`, AOF as production runs it; never
 the shared Redis), a venue file with a CRITICAL threshold rule (`GAS ppm > 100`, no pending
 period), the real alarm flow and the real events flow (Bytewax, recovery on, exactly as run.py
 starts them), the real dashboard process, and ONE headless Chromium tab logged in as an operator
@@ -51,13 +51,13 @@ from typing import Any
 import httpx
 import redis
 
+from auth.users import user_store
 from bench.harness import options, stack_env
 from bench.harness import quantile as pct
 from core import keys
-from core.embedded_redis import start_embedded_redis
-from core.processes import child_env, flow_argv, spawn
 from core.settings import Settings
-from core.users import user_store
+from ops.embedded_redis import start_embedded_redis
+from ops.processes import child_env, flow_argv, spawn
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

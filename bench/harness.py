@@ -247,9 +247,9 @@ def _pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
 
 
 def start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    """redis-server as production runs it (`core.embedded_redis`: AOF, fsync everysec) on a
+    """redis-server as production runs it (`ops.embedded_redis`: AOF, fsync everysec) on a
     directory of its own; never the shared Redis on 6379."""
-    from core.embedded_redis import start_embedded_redis
+    from ops.embedded_redis import start_embedded_redis
 
     try:
         return start_embedded_redis(data_dir, preexec_fn=_pdeathsig)

@@ -46,8 +46,8 @@ from fastapi.responses import JSONResponse
 
 from bench import harness as h
 from core import keys
-from core.processes import child_env, spawn
 from core.settings import Settings
+from ops.processes import child_env, spawn
 
 EVENT = {
     "source": "sensor-01",

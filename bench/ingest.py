@@ -85,8 +85,8 @@ from bench.harness import (
     wait_aof_idle,
 )
 from core import keys
-from core.processes import child_env, flow_argv, spawn
 from core.settings import Settings
+from ops.processes import child_env, flow_argv, spawn
 
 FLOW = "events"
 TUNING = (

@@ -39,10 +39,10 @@ import yaml
 
 from bench.alarms import background, gas, pct, subscriber
 from core import keys
-from core.embedded_redis import start_embedded_redis
-from core.processes import child_env, flow_argv, spawn
 from core.settings import Settings
 from notify.webhook import new_secret, verify
+from ops.embedded_redis import start_embedded_redis
+from ops.processes import child_env, flow_argv, spawn
 
 
 class Receivers:

@@ -49,8 +49,8 @@ import yaml
 
 from bench import harness as h
 from core import keys
-from core.processes import PROJECT_DIR, child_env, flow_argv, spawn
 from core.settings import Settings
+from ops.processes import PROJECT_DIR, child_env, flow_argv, spawn
 
 GOAL_MIB_PER_MIN = 1.0
 DEBIAN_PYTHON = "/usr/bin/python3"

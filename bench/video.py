@@ -49,13 +49,13 @@ import psutil
 import redis
 import yaml
 
+from auth.users import user_store
 from bench.harness import free_port, stack_env
 from bench.harness import quantile as pct
 from core import keys
-from core.embedded_redis import start_embedded_redis
-from core.processes import PROJECT_DIR, child_env, flow_argv, spawn
 from core.settings import Settings
-from core.users import user_store
+from ops.embedded_redis import start_embedded_redis
+from ops.processes import PROJECT_DIR, child_env, flow_argv, spawn
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

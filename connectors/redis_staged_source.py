@@ -2,7 +2,7 @@
 
 Some work must not wait for Bytewax's epoch boundaries (at each one, no input is read until
 every snapshot is written — see `flows/checkins_decider.py` for the measured pause). Such a
-stage runs beside the dataflow (today a child process of the flow: `core.processes.ChildStage`),
+stage runs beside the dataflow (today a child process of the flow: `ops.processes.ChildStage`),
 commits its results to a Redis stream atomically with its own state and offsets, and the
 dataflow reads that stream like any other resumable stream (`redis_streams`): the snapshot is
 the last entry id emitted.
@@ -11,7 +11,7 @@ Each stream is one partition with its own stage, so exactly one stage per stream
 cluster, on the worker that owns the partition; it starts when the partition is built and
 stops when it closes. A stage that dies makes `next_batch` raise, so the flow crashes and its
 supervisor restarts it with its stages. Stages are not hidden: each flow that has them lists
-them as parts in `core.processes.FLOW_SPECS`, and the supervisor reports them by name.
+them as parts in `ops.processes.FLOW_SPECS`, and the supervisor reports them by name.
 """
 
 from __future__ import annotations

@@ -12,12 +12,31 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from storage.lake import Lake, lake_from_settings
+from core.lake_location import Lake, lake_from_settings
+
+#: The product's name (page titles, the HTTP API's description).
+APP_NAME = "Venueflow"
 
 #: What `REDIS_NAMESPACE` may be: empty, or one segment of letters, digits, `_`, `.`, `-` (no
 #: `:`, and none of the glob characters `* ? [ ]` that would make a PSUBSCRIBE pattern reach
 #: into other deployments).
 REDIS_NAMESPACE_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})?$"
+
+
+def embedded_url_file(data_dir: Path) -> Path:
+    """Where `ops.embedded_redis` writes the URL of the server it started for DATA_DIR."""
+    return data_dir / "redis" / "url"
+
+
+def embedded_url(data_dir: Path) -> str:
+    """The URL of the embedded server started by `start_embedded_redis` for this DATA_DIR."""
+    f = embedded_url_file(data_dir)
+    if not f.exists():
+        raise RuntimeError(
+            "REDIS_URL is unset and no embedded Redis runs for this DATA_DIR; start one with "
+            "`uv run run.py up` (or set REDIS_URL)."
+        )
+    return f.read_text().strip()
 
 
 class Settings(BaseSettings):
@@ -142,6 +161,17 @@ class Settings(BaseSettings):
         "`run.py up` runs. Set it when you run only some flows.",
     )
 
+    data_umask: str = Field(
+        default="077", pattern=r"^0?[0-7]{3}$", description="umask of every Venueflow process "
+        "(octal): 077 = files under DATA_DIR only for the service user; 027 = group-readable "
+        "(lake, venue.duckdb) for an analysts' group. Secrets stay 0600 whatever it is."
+    )  # fmt: skip
+
+    @property
+    def umask(self) -> int:
+        """`DATA_UMASK` as a number, never granting anything to "others"."""
+        return int(self.data_umask, 8) | 0o007
+
     @property
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
@@ -172,8 +202,6 @@ class Settings(BaseSettings):
         """The Redis URL, falling back to the embedded server's socket-free TCP address."""
         if self.redis_url:
             return self.redis_url
-        from core.embedded_redis import embedded_url
-
         return embedded_url(self.data_dir)
 
 

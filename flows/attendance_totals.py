@@ -70,7 +70,7 @@ def add(st: Totals, out: Outcome) -> None:
     if out.verdicts or out.delta != (0, 0, 0):
         st.dirty = True
     # A participant's new version renames their recent scans: an erased name must not stay in
-    # this state (its snapshots) or in `attendance:totals` (`core.erasure`).
+    # this state (its snapshots) or in `attendance:totals` (`storage.erasure`).
     for p in out.participant_rows:
         for v in st.recent:
             if v["participant_id"] == p["id"] and v["participant_name"] != p["name"]:

@@ -40,7 +40,6 @@ from connectors.heartbeat import HeartbeatSource
 from connectors.redis_sink import RedisCommandSink
 from connectors.redis_staged_source import StagedStreamSource
 from core import keys
-from core.processes import ChildStage, decider_argv
 from core.records import dumps
 from core.settings import Settings, get_settings
 from core.shutdown import install_stop_handlers
@@ -50,6 +49,7 @@ from flows.checkins_logic import attendance_row, counts_by_window
 from flows.event_time import Closed, Late, TumblingCounter
 from flows.events_logic import late_rows
 from flows.lake_output import lake_output as flow_lake_output
+from ops.processes import ChildStage, decider_argv
 
 FLOW_NAME = "checkins"
 MINUTE = timedelta(minutes=1)
@@ -76,7 +76,7 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     # participants), outside the epoch barrier; the dataflow gets each committed batch of
     # outcomes from their `checkins:decided:<shard>` streams, one partition each. Each
     # partition starts its decider (`ChildStage`): the deciders are this flow's *parts*, listed
-    # by the supervisor as `checkins decider <shard>` (`core.processes.FLOW_SPECS`).
+    # by the supervisor as `checkins decider <shard>` (`ops.processes.FLOW_SPECS`).
     batches = op.input(
         "decided",
         flow,

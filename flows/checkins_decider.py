@@ -35,10 +35,10 @@ resumable partition.
 The rule (who starts a decider, and why not the supervisor): a decider is a *part* of the
 check-in flow, not a process of its own. The flow starts decider `<shard>` when it builds the
 partition that reads `checkins:decided:<shard>`, the kernel SIGKILLs it the moment the flow
-dies (`core.processes.ChildStage`), and a decider that dies crashes the flow — so a restart
+dies (`ops.processes.ChildStage`), and a decider that dies crashes the flow — so a restart
 always brings back the flow and all its deciders together, and two deciders of one shard never
 decide at once (each would admit the same people from the same offsets). The supervisor knows
-them all the same: `core.processes.FLOW_SPECS` names them (`checkins decider <shard>`, by
+them all the same: `ops.processes.FLOW_SPECS` names them (`checkins decider <shard>`, by
 this module's command line), `run.py up` logs each start and death with the pid, `run.py ps`
 lists them, and a flow restart caused by a decider's death names it. Supervising them as
 separate processes would also work for the hand-off itself (it is the Redis stream, resumed

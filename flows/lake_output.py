@@ -13,8 +13,8 @@ from collections.abc import Callable
 import bytewax.operators as op
 
 from connectors.lake_sink import LakeSink
+from core.lake_location import lake_from_settings
 from core.settings import Settings
-from storage.lake import lake_from_settings
 
 LakeOutput = Callable[[str, op.Stream, str], None]
 

@@ -11,7 +11,7 @@ activity:in + video:commands (resumable, polled) ─▶ validate ─┬─▶ re
 
 Where it runs: as a branch of the video flow's dataflow (`flows/video.py` calls
 `add_request_logs`), so it lives in the `flow video` process, with its offsets in that
-flow's snapshots. That is a rule, not an accident: `core.processes.FLOW_SPECS` lists
+flow's snapshots. That is a rule, not an accident: `ops.processes.FLOW_SPECS` lists
 `request_logs` among the tables the video flow owns, and `run.py up` prints it. Why not a flow
 of its own: the capture commands are video's input already, and a flow is one more Bytewax
 process on a 2-core host; every caller that runs the video flow for this log (the tests, an

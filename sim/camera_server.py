@@ -15,10 +15,10 @@ from collections import defaultdict
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from core.processes import PROJECT_DIR, child_env, spawn
 from core.settings import Settings
-from core.supervisor import Child
 from core.venue import VenueError, venue_for
+from ops.processes import PROJECT_DIR, child_env, spawn
+from ops.supervisor import Child
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 SERVER = PROJECT_DIR / "sim" / "rtsp_server.py"

@@ -50,6 +50,14 @@ MAX_ROWS = 5_000
 TIMEOUT_S = 10.0
 MEMORY_LIMIT = "512MB"
 MAX_SQL_CHARS = 20_000
+#: What the analytics page's editor holds when it opens.
+EXAMPLE_SQL = (
+    "SELECT source, level, count(*) AS events\n"
+    "FROM events\n"
+    "WHERE ts >= now() - INTERVAL 1 HOUR\n"
+    "GROUP BY ALL ORDER BY events DESC\n"
+    "LIMIT 50"
+)
 #: Comments and blanks, then PRAGMA: refused like any PRAGMA, whatever type the parser gives.
 _LEADING_PRAGMA = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/)*pragma\b", re.I | re.S)
 ALLOWED_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import redis
 
-from core.embedded_redis import redis_server_binary
-from core.processes import child_env, flow_argv, spawn
 from core.settings import Settings
+from ops.embedded_redis import redis_server_binary
+from ops.processes import child_env, flow_argv, spawn
 
 API_KEY = "test-key"
 #: The dashboard user every AppProcess has (created in its DATA_DIR before it starts), and the
@@ -31,7 +31,7 @@ PASSWORD = "test-password-1"
 
 def add_user(data_dir: Path, name: str, role: str, password: str = PASSWORD) -> None:
     """A dashboard user in `data_dir/users.json` (the store the app reads), if not there yet."""
-    from core.users import UserStore
+    from auth.users import UserStore
 
     store = UserStore(data_dir)
     if store.get(name) is None:

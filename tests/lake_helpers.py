@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.processes import spawn
+from ops.processes import spawn
 from storage.catalog import connect_memory, query
 
 

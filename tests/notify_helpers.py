@@ -16,9 +16,9 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from core.processes import child_env, spawn
 from core.settings import Settings
 from notify.webhook import BadSignature, verify
+from ops.processes import child_env, spawn
 from tests.alarm_helpers import VENUE_HEAD
 from tests.conftest import free_port
 

@@ -17,8 +17,8 @@ import httpx
 import redis
 
 from core import keys
-from core.processes import PROJECT_DIR
 from core.tokens import load_signer
+from ops.processes import PROJECT_DIR
 from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, login_http, wait_for
 
 EVENT_ID = "pr-test-event"

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from auth.users import User
 from core.alarms import Alarm
-from core.users import User
-from ui.alarms_live import ActionRefused, AlarmsModel, check_action, command, model
+from live.alarms import AlarmsModel, model
+from ui.alarm_actions import ActionRefused, check_action, command
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -13,8 +13,8 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect
 
+from auth.users import UserStore
 from core import keys
-from core.users import UserStore
 from tests.conftest import PASSWORD, add_user
 from tests.ui_fixtures import AuthStack, chromium
 

@@ -16,9 +16,9 @@ import redis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from auth.origin import parse_allowed, refusal
+from auth.throttle import PENDING_RETRY_S, LoginThrottle
 from core import keys
-from core.auth_origin import parse_allowed, refusal
-from core.auth_throttle import PENDING_RETRY_S, LoginThrottle
 from tests.conftest import API_KEY, PASSWORD, add_user, free_port
 from tests.ui_fixtures import AuthStack, chromium
 

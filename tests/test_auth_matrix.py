@@ -1,9 +1,9 @@
 """Each role can do exactly its part: every route of the running app, for every role, for every
 API key kind and for no login, really requested against the real app (real Redis).
 
-The cases come from the permission matrix itself (`ui.auth.ROUTES`), and a first test asks the
-running app for ALL its routes and fails if one is not in the matrix — so a route added later
-cannot slip through unchecked (the middleware refuses such a route for everyone meanwhile).
+The cases come from the permission matrix itself (`auth.permissions.ROUTES`), and a first test
+asks the running app for ALL its routes and fails if one is not in the matrix — so a route added
+later cannot slip through unchecked (the middleware refuses such a route for everyone meanwhile).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from core.auth_keys import KeyStore
+from auth.keys import KeyStore
+from auth.permissions import PUBLIC, ROUTES, Rule
 from tests.conftest import API_KEY
 from tests.ui_fixtures import ROLE_USERS, AuthStack
-from ui.auth import PUBLIC, ROUTES, Rule
 
 #: A value per path parameter: ids that do not exist answer quickly (404) once allowed.
 PARAMS = {
@@ -98,7 +98,7 @@ def test_every_route_of_the_running_app_is_in_the_matrix(p: Principals) -> None:
     paths = {r["path"] for r in table}
     assert {"/events", "/api/events", "/video/ws/{camera_id}", "/login", "/users"} <= paths
     missing = [f"{r['method']} {r['path']}" for r in table if r["rule"] is None]
-    assert not missing, f"routes not in ui/auth.py ROUTES (add them): {missing}"
+    assert not missing, f"routes not in auth/permissions.py ROUTES (add them): {missing}"
     # ... and the listing itself is for organisers only.
     assert p.clients["analyst"].get("/api/auth/routes").status_code == 403
 
@@ -190,7 +190,7 @@ async def test_a_route_missing_from_the_matrix_is_refused_for_everyone() -> None
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    from ui.auth_middleware import AuthMiddleware
+    from auth.middleware import AuthMiddleware
 
     async def secret(_request: object) -> PlainTextResponse:
         return PlainTextResponse("should never be served")
@@ -250,7 +250,7 @@ ACTIONS = {
 
 
 def test_the_matrix_is_the_documented_one() -> None:
-    from ui.auth import PERMISSIONS
+    from auth.permissions import PERMISSIONS
 
     pages = [r for r in ROUTES if r.page and "." not in r.path and r.perm != PUBLIC]
     for role, want in PAGES.items():

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from auth.keys import KeyStore
 from core import keys
-from core.auth_keys import KeyStore
 from flows.checkins_logic import shard_of
 from tests.checkins_stack import CheckinStack, checkin
 from tests.conftest import FlowProcess, wait_for

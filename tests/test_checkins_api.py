@@ -16,10 +16,10 @@ import pytest
 
 from core import keys
 from core.tokens import TokenClaims, TokenProblem, TokenVerifier
+from live.attendance import AttendanceModel
 from tests.attendance_helpers import EVENT_ID
 from tests.checkins_stack import CheckinStack, checkin
 from tests.conftest import API_KEY, AppProcess, free_port, wait_for
-from ui.attendance_live import AttendanceModel
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from core.erasure import ERASED, needles_of
+from storage.erasure import ERASED, needles_of
 from tests.conftest import wait_for
 from tests.participants_helpers import Stack
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from core import keys
-from core.processes import child_env
 from core.records import StoredEvent
+from ops.processes import child_env
 from storage.lake_maintenance import history, maintain
 from tests.conftest import API_KEY, FlowProcess, wait_for
 from tests.lake_helpers import Maintainer, event_rows, rows, scalar, windows_match_events

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from core.processes import PROJECT_DIR
 from core.tokens import PUBLIC_NAME
+from ops.processes import PROJECT_DIR
 from tests.conftest import PASSWORD, wait_for
 from tests.test_run_py import RunPy
 from tests.ui_fixtures import ROLE_USERS

@@ -15,8 +15,8 @@ from pathlib import Path
 import redis
 
 from core import keys
-from core.processes import PROJECT_DIR, child_env
 from core.settings import Settings
+from ops.processes import PROJECT_DIR, child_env
 from tests.conftest import API_KEY, AppProcess, FlowProcess, wait_for
 
 VENUE = """\

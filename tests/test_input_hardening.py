@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from api.participants import MAX_IMPORT_BYTES
 from core import keys
 from core.alarms import AlarmCommand
 from core.csv_safe import csv_text, safe_cell
@@ -28,7 +29,6 @@ from storage.analytics import run_sql
 from storage.lake import LakeWriter
 from tests.conftest import API_KEY, wait_for
 from tests.participants_helpers import VENUE, Stack
-from ui.participants_api import MAX_IMPORT_BYTES
 
 AUTH = {"X-API-Key": API_KEY}
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999"]

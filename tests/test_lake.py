@@ -19,8 +19,8 @@ import pytest
 from deltalake import DeltaTable
 
 from connectors.lake_sink import LakeSink, LakeSinkState
-from core.processes import PROJECT_DIR
 from core.settings import Settings
+from ops.processes import PROJECT_DIR
 from run import prepare_lake
 from storage.catalog import delta_extension_path, refresh_catalog
 from storage.lake import (

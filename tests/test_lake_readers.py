@@ -11,8 +11,8 @@ import time
 from datetime import UTC, datetime
 
 from core import keys
-from core.processes import PROJECT_DIR, child_env
 from core.settings import Settings
+from ops.processes import PROJECT_DIR, child_env
 from storage.catalog import connect_memory
 from storage.lake import LakeWriter, open_table
 from tests.conftest import FlowProcess, wait_for

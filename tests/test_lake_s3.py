@@ -16,8 +16,8 @@ import boto3
 import pytest
 
 from connectors.lake_sink import LakeSink
-from core.processes import PROJECT_DIR, child_env
 from core.settings import Settings
+from ops.processes import PROJECT_DIR, child_env
 from storage.catalog import connect_memory, query
 from storage.lake import LakeWriter
 from storage.lake_maintenance import maintain, table_status, versions_as_of

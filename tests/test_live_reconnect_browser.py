@@ -1,7 +1,7 @@
 """A Redis restart under open live pages, in real headless Chromium against the real app: the
 pages say Redis is unavailable while it is down, go live again on their own when it is back,
 show what was stored while nobody announced it (the seed is read again after resubscribing)
-and what is published afterwards (`ui.live_subscriber`, one mechanism for every live model)."""
+and what is published afterwards (`live.subscriber`, one mechanism for every live model)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one live-subscriber mechanism (`ui.live_subscriber`) against a real redis-server: it
+"""The one live-subscriber mechanism (`live.subscriber`) against a real redis-server: it
 subscribes before it seeds, notices every lost connection (a stopped server, a killed client)
 and then subscribes and seeds again, follows patterns and channels added while running, keeps
 going past a message its model cannot apply, and throttles `changed`."""
@@ -16,14 +16,14 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from tests.conftest import RedisServer
-from ui.live_subscriber import (
+from live.subscriber import (
     LiveSubscriber,
     json_object,
     json_objects,
     minute_floor,
     parse_utc,
 )
+from tests.conftest import RedisServer
 
 SEED_KEY = "test:live:seed"
 CHANNEL = "test:live:a"

@@ -29,8 +29,8 @@ from notify import message
 from notify.webhook import BadSignature, sign, signature, verify
 from storage.catalog import connect_memory, query
 from storage.lake import LakeWriter
+from storage.queries import history_query
 from tests.alarm_helpers import VENUE_HEAD
-from ui.pages.alarms_page import history_query
 
 UTC0 = datetime(2026, 11, 22, 23, 30, tzinfo=UTC)  # 23:30 UTC
 ZONE = ZoneInfo("UTC")

@@ -1,6 +1,6 @@
 """Every process of a deployment is known to the supervisor (issue 11, item 6).
 
-The flows and the lake tables each owns are listed once (`core.processes.FLOW_SPECS`) and must
+The flows and the lake tables each owns are listed once (`ops.processes.FLOW_SPECS`) and must
 match what the flows' code writes; the check-in deciders, which the check-in flow starts
 itself, are listed, reported and restarted by name by a real supervisor over a real flow.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from core.processes import FLOW_SPECS, FLOWS, PROJECT_DIR, decider_argv, flow_child
 from core.settings import Settings
-from core.supervisor import Supervisor, child_pids, cmdline
 from core.tokens import load_signer
+from ops.processes import FLOW_SPECS, FLOWS, PROJECT_DIR, decider_argv, flow_child
+from ops.supervisor import Supervisor, child_pids, cmdline
 from storage.tables import TABLES
 from tests.attendance_helpers import write_venue
 from tests.conftest import RedisServer, wait_for

@@ -14,7 +14,7 @@ import duckdb
 import httpx
 import redis
 
-from core.processes import PROJECT_DIR
+from ops.processes import PROJECT_DIR
 from tests.conftest import free_port, wait_for
 
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from core.processes import PROJECT_DIR
 from core.venue import EXAMPLE_VENUE
+from ops.processes import PROJECT_DIR
 from tests.conftest import AppProcess, wait_for
 
 #: Debian's Chromium; Playwright must never download a browser on this closed network.

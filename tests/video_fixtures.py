@@ -22,8 +22,8 @@ import redis
 import yaml
 
 from core import keys
-from core.processes import PROJECT_DIR
 from core.records import FrameHeader
+from ops.processes import PROJECT_DIR
 from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, free_port
 from tests.lake_helpers import rows
 

@@ -11,7 +11,7 @@
   Browsers only let a page make sound after a user gesture on it; the script unlocks audio on
   the first click or key press, and the title flashing works regardless.
 
-All of it reads `ui.alarms_live.model` when `ui.alarms_live.changed` fires (≤ 4 Hz for all
+All of it reads `live.alarms.model` when `live.alarms.changed` fires (≤ 4 Hz for all
 clients together); nothing is pushed per alarm message.
 """
 
@@ -23,7 +23,9 @@ from typing import Any
 from nicegui import ui
 from nicegui.events import GenericEventArguments
 
-from ui import alarms_live
+from auth.permissions import can, current_user
+from live import alarms as alarms_live
+from ui import alarm_actions
 
 BANNER_SHOWN = 3
 ACK_EVENT = "vf_banner_ack"  # CRITICAL alarms listed in the banner; the rest are "+ n more"
@@ -85,8 +87,6 @@ def _alarm_line(a: dict[str, Any]) -> str:
 
 def attach() -> None:
     """The header's alarm counter and the page's CRITICAL banner; call inside the header."""
-    from ui.auth import can, current_user
-
     user = current_user()
     if not can(user, "alarms.view"):
         return  # the login page, or a role that may not see alarms: nothing to reveal
@@ -116,8 +116,8 @@ def attach() -> None:
     async def ack(e: GenericEventArguments) -> None:
         alarm_id = str(e.args)
         try:
-            await alarms_live.send_action(current_user(), "ack", alarm_id)
-        except alarms_live.ActionRefused as exc:
+            await alarm_actions.send_action(current_user(), "ack", alarm_id)
+        except alarm_actions.ActionRefused as exc:
             ui.notify(f"Not acknowledged: {exc}", type="negative")
             return
         ui.notify(f"Acknowledgement sent for {alarm_id}", type="positive")

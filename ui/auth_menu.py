@@ -10,8 +10,8 @@ from typing import Protocol, TypeVar
 
 from nicegui import app, ui
 
-from ui.auth import can, current_user, rule_for
-from ui.auth_login import Caller, logout
+from auth.login import Caller, logout
+from auth.permissions import can, current_user, rule_for
 
 LOGOUT_JS = """
 try {
@@ -48,7 +48,7 @@ def user_menu() -> None:
 
     async def do_logout() -> None:
         # The browser posts the logout, so that its response can set a new, empty session
-        # cookie (`ui.auth_login.fresh_session`); should that fail, the login ends here.
+        # cookie (`auth.login.fresh_session`); should that fail, the login ends here.
         try:
             status = await ui.run_javascript(LOGOUT_JS, timeout=10)
         except TimeoutError:

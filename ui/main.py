@@ -11,12 +11,18 @@ import os
 import secrets
 from pathlib import Path
 
+from fastapi.responses import RedirectResponse
 from nicegui import app, ui
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.processes import apply_umask, secure_data_dir
+from api import registry
+from api import video as video_api
 from core.settings import Settings, get_settings
-from ui import alarms_api, api, api_docs, attendance_live, live, pages, theme, video_api
+from live import attendance as attendance_live
+from live import events as live
+from live.redis import close_redis
+from ops.processes import apply_umask, secure_data_dir
+from ui import pages, theme
 from ui.pages import login_page, users_page
 
 log = logging.getLogger("ui")
@@ -88,17 +94,20 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+async def root_redirect() -> RedirectResponse:
+    """`/` until a page takes it (`setup` adds this only when no page is registered there)."""
+    return RedirectResponse("/events")
+
+
 def setup(settings: Settings) -> None:
     """Register routes, pages and the live tasks on NiceGUI's app (before `ui.run`)."""
-    api.register(app)  # also the auth routes and the permission middleware (ui.auth_login)
+    registry.register(app)  # every HTTP API route, and the permission middleware
     app.add_middleware(SecurityHeaders)  # outside the permission middleware: refusals get them
-    alarms_api.register(app)
-    api_docs.register(app)  # /api/openapi.json and /api/docs (describes the routes above)
     pages.register_all()
     login_page.register()  # /login
     users_page.register()  # /users (organisers)
     if not any(getattr(r, "path", None) == "/" for r in app.routes):
-        app.add_api_route("/", api.root_redirect, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/", root_redirect, methods=["GET"], include_in_schema=False)
     redis_url = settings.effective_redis_url
 
     async def _start() -> None:
@@ -110,7 +119,7 @@ def setup(settings: Settings) -> None:
         await live.stop()
         await attendance_live.stop()
         await video_api.stop()
-        await api.close_redis()
+        await close_redis()
 
     app.on_startup(_start)
     app.on_shutdown(_stop)

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from nicegui import ui
 
-APP_NAME = "Venueflow"
+from core.settings import APP_NAME
+from ui import alarm_banner
+from ui.auth_menu import user_menu, visible_nav
 
 #: Inline SVG favicon: served with the page itself, so the app needs no network and no asset file.
 FAVICON = (
@@ -68,8 +70,6 @@ def frame(title: str, active: str) -> Iterator[None]:
     with ui.header(elevated=True).classes("items-center gap-6 px-6 py-2 bg-primary"):
         ui.label(APP_NAME).classes("text-xl font-bold tracking-wide text-white")
         with ui.row().classes("gap-1"):
-            from ui.auth_menu import user_menu, visible_nav  # here: auth imports pages' deps
-
             for item in visible_nav(NAV):  # only what the user's role may open
                 link = ui.link(target=item.path).classes(
                     "no-underline text-white px-3 py-1 rounded flex items-center gap-1"
@@ -80,8 +80,6 @@ def frame(title: str, active: str) -> Iterator[None]:
                     ui.icon(item.icon).classes("text-lg")
                     ui.label(item.label)
         ui.space()
-        from ui import alarm_banner  # here: it imports the auth module, which imports pages
-
         alarm_banner.attach()  # open-alarm counter + the CRITICAL banner, on every page
         ui.label(title).classes("text-white/80")
         user_menu()  # who is logged in, log out

@@ -3,7 +3,7 @@
 A tile's picture is a plain `<img data-vf-camera=...>`; the bundled player script
 (`/video/player.js`) gives it a WebSocket and shows frames as they come, so frames never pass
 through NiceGUI's own websocket or Python-side element updates. The tile's text (state, fps,
-drops, reconnects, last frame) is refreshed from `ui.video_hub.model` by the page at ≤ 4 Hz.
+drops, reconnects, last frame) is refreshed from `live.video_hub.model` by the page at ≤ 4 Hz.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 
 from nicegui import Client, ui
 
-from ui.auth import permitted
-from ui.video_rooms import RedisDown, Who, log_activity, send_command
+from auth.permissions import permitted
+from live.redis import RedisDown, Who, log_activity
+from live.video_rooms import send_command
 
 #: A transparent 1x1 GIF: the tile's picture until the first frame (no broken-image icon).
 BLANK = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"

@@ -1,5 +1,12 @@
 """Dashboard pages; each module exposes `register()` so `ui.main` decides what is served."""
 
+import asyncio
+import contextlib
+
+from nicegui import app
+
+from core.settings import get_settings
+from live import alarms as alarms_live
 from ui.pages import (
     alarms_page,
     analytics_page,
@@ -17,14 +24,6 @@ from ui.pages import (
 
 def _start_live() -> None:
     """The alarms subscriber and the overview's fps sampler run with the app (one each)."""
-    import asyncio
-    import contextlib
-
-    from nicegui import app
-
-    from core.settings import get_settings
-    from ui import alarms_live
-
     tasks: list[asyncio.Task] = []
 
     async def start() -> None:

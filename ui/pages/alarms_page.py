@@ -1,10 +1,10 @@
 """The Alarms page (`/alarms`): open alarms live, acknowledge / clear, and the history.
 
-- Open alarms come from `ui.alarms_live.model` (seeded from `alarms:active`, then `live:alarms`),
-  refreshed when `ui.alarms_live.changed` fires (≤ 4 Hz for all clients together). Filters by
+- Open alarms come from `live.alarms.model` (seeded from `alarms:active`, then `live:alarms`),
+  refreshed when `live.alarms.changed` fires (≤ 4 Hz for all clients together). Filters by
   severity, status, source and rule; every column sorts.
 - Acknowledge (organiser, operator) and Clear (organiser) take an optional comment. Buttons are
-  only rendered for roles that may use them, and `alarms_live.send_action` checks the role
+  only rendered for roles that may use them, and `alarm_actions.send_action` checks the role
   again on the server before anything is sent to the alarm flow.
 - The history is the lake's `alarms` view — one row per transition with who, role, comment and
   when: the audit trail of acknowledgements. Filters: time range, rule, source, transition.
@@ -19,13 +19,20 @@ from typing import Any
 
 from nicegui import ui
 
+from auth.permissions import can, current_user
+from core.settings import get_settings
+from live import alarms as alarms_live
 from storage.analytics import RANGES, since_for
-from ui import alarms_live, theme
-from ui.auth import can, current_user
-from ui.logs_api import LakeUnavailable, lake_rows
+from storage.queries import (
+    ALARM_HISTORY_COLUMNS,
+    ALARM_HISTORY_ROWS,
+    LakeUnavailable,
+    alarm_history,
+)
+from ui import alarm_actions, theme
 from ui.pages import notifications_page
 
-HISTORY_ROWS = 200
+HISTORY_ROWS = ALARM_HISTORY_ROWS
 TRANSITIONS = ("raised", "acknowledged", "cleared", "escalated")
 SEVERITY_COLORS = {
     "CRITICAL": "red-8",
@@ -51,21 +58,22 @@ OPEN_COLUMNS = [
     ("acked", "Acknowledged"),
     ("cleared", "Cleared"),
 ]
-HISTORY_COLUMNS = [
-    ("at", "At (UTC)"),
-    ("transition", "Transition"),
-    ("severity", "Severity"),
-    ("rule_id", "Rule"),
-    ("source", "Source"),
-    ("status", "Status after"),
-    ("by", "By"),
-    ("role", "Role"),
-    ("comment", "Comment"),
-    ("value", "Value"),
-    ("count", "Count"),
-    ("message", "Message"),
-    ("alarm_id", "Alarm"),
-]
+HISTORY_LABELS = {
+    "at": "At (UTC)",
+    "transition": "Transition",
+    "severity": "Severity",
+    "rule_id": "Rule",
+    "source": "Source",
+    "status": "Status after",
+    "by": "By",
+    "role": "Role",
+    "comment": "Comment",
+    "value": "Value",
+    "count": "Count",
+    "message": "Message",
+    "alarm_id": "Alarm",
+}
+HISTORY_COLUMNS = [(k, HISTORY_LABELS[k]) for k in ALARM_HISTORY_COLUMNS]
 
 
 def _short(ts: Any) -> str:
@@ -146,36 +154,6 @@ def _open_slot(may_ack: bool, may_clear: bool) -> str:
         + "".join(cells)
         + "</q-tr>"
     )
-
-
-def history_query(
-    since: datetime, filters: dict[str, str], transition: str = ""
-) -> tuple[str, list[Any]]:
-    """The history table's query: the lake's `alarms` transitions and, unless a transition is
-    picked, the notifier's escalation steps (lake `notifications`, `result = 'escalated'`) as
-    rows `escalation <level>` by `notifier` — so the history says when nobody acknowledged.
-    Values only ever as bound parameters."""
-    clauses, params = ['"at" >= ?'], [since]
-    for col in ("alarm_id", "rule_id", "source"):
-        if filters.get(col):
-            clauses.append(f"{col} = ?")
-            params.append(filters[col])
-    where = " AND ".join(clauses)
-    cols = ", ".join(f'"{k}"' for k, _ in HISTORY_COLUMNS)  # `by`, `at`: SQL words
-    sql = f"SELECT {cols}, revision FROM alarms WHERE {where}"
-    all_params = list(params)
-    if transition:
-        sql += " AND transition = ?"
-        all_params.append(transition)
-    else:
-        sql += (
-            " UNION ALL SELECT \"at\", 'escalation ' || level, severity, rule_id, source, "
-            "NULL, 'notifier', NULL, 'not acknowledged: notified route ' || route || ' (' || "
-            "target || ')', NULL, NULL, NULL, alarm_id, 0 "
-            f"FROM notifications WHERE result = 'escalated' AND {where}"
-        )
-        all_params += params
-    return f'{sql} ORDER BY "at" DESC, revision DESC LIMIT {HISTORY_ROWS}', all_params
 
 
 def _cell(v: Any) -> Any:
@@ -297,8 +275,8 @@ async def alarms_page(alarm: str | None = None) -> None:
         action, alarm_id = pending.get("action", ""), pending.get("alarm_id", "")
         try:
             # current_user() again: the session is the authority, not the page's first render
-            await alarms_live.send_action(current_user(), action, alarm_id, comment.value)
-        except alarms_live.ActionRefused as exc:
+            await alarm_actions.send_action(current_user(), action, alarm_id, comment.value)
+        except alarm_actions.ActionRefused as exc:
             ui.notify(f"Not sent: {exc}", type="negative")
             return
         ui.notify(f"{'Acknowledgement' if action == 'ack' else 'Clear'} sent", type="positive")
@@ -370,9 +348,10 @@ async def alarms_page(alarm: str | None = None) -> None:
             "source": (h_source.value or "").strip(),
             "alarm_id": alarm or "",
         }
-        sql, params = history_query(since_for(range_sel.value), filters, h_transition.value or "")
         try:
-            _, rows = await lake_rows(sql, params)
+            rows = await alarm_history(
+                get_settings().lake, since_for(range_sel.value), filters, h_transition.value or ""
+            )
         except LakeUnavailable as exc:
             history_info.text = f"history unavailable: {exc}"
             return

@@ -14,22 +14,18 @@ anything. Results show as a table with a CSV download; an error shows DuckDB's o
 
 from __future__ import annotations
 
-import json
-import math
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
-from nicegui import app, run, ui
+from nicegui import run, ui
 
+from api.analytics import browser_session, cell, run_free_sql
+from auth.permissions import can, current_user
 from core.settings import get_settings
-from core.users import User
 from storage.analytics import (
-    ADMISSION,
+    EXAMPLE_SQL,
     MAX_ROWS,
-    MAX_SQL_CHARS,
     RANGES,
     READY,
     TIMEOUT_S,
@@ -39,10 +35,8 @@ from storage.analytics import (
     SqlRefused,
     SqlResult,
     run_ready,
-    run_sql,
 )
-from ui import api_models, theme
-from ui.auth import can, current_user, personal_key
+from ui import theme
 
 PALETTE = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41", "#546e7a"]
 #: Series that mean the same everywhere get the same colour as on the other pages.
@@ -52,13 +46,6 @@ NAMED_COLOURS = {
     "errors": theme.LEVEL_HEX["ERROR"],
 }
 TABLE_ROWS = 1000  # rows sent to the browser table (the CSV has them all, up to MAX_ROWS)
-EXAMPLE_SQL = (
-    "SELECT source, level, count(*) AS events\n"
-    "FROM events\n"
-    "WHERE ts >= now() - INTERVAL 1 HOUR\n"
-    "GROUP BY ALL ORDER BY events DESC\n"
-    "LIMIT 50"
-)
 
 
 def _colour(name: str, i: int) -> str:
@@ -119,26 +106,6 @@ def chart_options(chart: Chart, columns: list[str], rows: list[tuple]) -> dict[s
     }
 
 
-def _cell(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.isoformat(sep=" ")
-    if isinstance(v, date):
-        return v.isoformat()
-    if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, bytes):
-        return f"<{len(v)} bytes>"
-    if isinstance(v, bool | int | float | str) or v is None:
-        return v
-    return str(v)
-
-
-def _json_cell(v: Any) -> Any:
-    """`_cell` for JSON: NaN and infinities (valid DOUBLE values) as text, not a 500."""
-    v = _cell(v)
-    return str(v) if isinstance(v, float) and not math.isfinite(v) else v
-
-
 def result_table(res: SqlResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Columns and rows for `ui.table` (names made unique: SQL allows duplicates)."""
     names: list[str] = []
@@ -153,65 +120,15 @@ def result_table(res: SqlResult) -> tuple[list[dict[str, Any]], list[dict[str, A
         for n, c in zip(names, res.columns, strict=True)
     ]
     rows = [
-        {"__key": i, **{n: _cell(v) for n, v in zip(names, r, strict=True)}}
+        {"__key": i, **{n: cell(v) for n, v in zip(names, r, strict=True)}}
         for i, r in enumerate(res.rows[:TABLE_ROWS])
     ]
     return cols, rows
 
 
-async def run_free_sql(user: User | None, holder: str, sql: str) -> SqlResult | None:
-    """Typed SQL for `user` (page or API): SqlBusy when `holder` (the browser session)
-    already has one running or all slots are taken; SqlRefused / SqlError with the reason;
-    None if the app is shutting down."""
-    if not can(user, "analytics.sql"):
-        raise SqlRefused("your role may not run SQL")
-    s = get_settings()
-    with ADMISSION.slot(holder, s.sql_max_concurrent):
-        return await run.io_bound(run_sql, s.lake_dir, sql, key=personal_key(user))
-
-
-def _session_id() -> str:
-    """The browser session (NiceGUI's browser id, the same for the page and the API)."""
-    return str(app.storage.browser["id"])
-
-
-async def post_sql(request: Request) -> JSONResponse:
-    """`POST /api/analytics/sql` `{"sql": "..."}` → `{columns, rows, truncated, elapsed_ms}`;
-    400 refused / 422 failed / 429 busy, each with `detail`."""
-    try:
-        body = json.loads(await request.body() or b"null")
-    except ValueError:
-        body = None
-    sql = body.get("sql") if isinstance(body, dict) else None
-    if not isinstance(sql, str):
-        return JSONResponse({"detail": 'send JSON {"sql": "SELECT ..."}'}, status_code=422)
-    if len(sql) > MAX_SQL_CHARS:
-        return JSONResponse(
-            {"detail": f"the query is longer than {MAX_SQL_CHARS:,} characters"}, status_code=400
-        )
-    try:
-        res = await run_free_sql(current_user(), _session_id(), sql)
-    except SqlBusy as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "2"})
-    except SqlRefused as exc:
-        return JSONResponse({"detail": f"refused: {exc}"}, status_code=400)
-    except SqlError as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-    if res is None:
-        return JSONResponse({"detail": "the dashboard is shutting down"}, status_code=503)
-    return JSONResponse(
-        {
-            "columns": res.columns,
-            "rows": [[_json_cell(v) for v in r] for r in res.rows],
-            "truncated": res.truncated,
-            "elapsed_ms": round(res.elapsed_s * 1000),
-        }
-    )
-
-
 async def analytics_page() -> None:
     lake_dir = get_settings().lake_dir
-    session_id = _session_id()
+    session_id = browser_session()
     may_sql = can(current_user(), "analytics.sql")
     cards: dict[str, tuple[ui.echart, ui.label]] = {}
     last: dict[str, SqlResult] = {}
@@ -350,14 +267,6 @@ async def analytics_page() -> None:
 
 
 def register() -> None:
-    """Register the page route (call before `ui.run`)."""
+    """Register the page route (call before `ui.run`; `POST /api/analytics/sql` is
+    `api.analytics`)."""
     ui.page("/analytics", title="Analytics")(analytics_page)
-    app.add_api_route(
-        "/api/analytics/sql",
-        post_sql,
-        methods=["POST"],
-        tags=["analytics"],
-        response_model=api_models.SqlOut,
-        responses={c: {"model": api_models.Problem} for c in (400, 422, 429, 503)},
-        openapi_extra=api_models.json_body(api_models.SqlIn),
-    )

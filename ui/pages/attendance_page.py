@@ -1,6 +1,6 @@
 """The Attendance page (`/attendance`): who is in, how fast they arrive, how loaded each gate is.
 
-Everything here reads `ui.attendance_live.model` when `ui.attendance_live.changed` fires
+Everything here reads `live.attendance.model` when `live.attendance.changed` fires
 (≤ 4 Hz for all clients together), never per scan: the check-in flow's totals document
 (checked in / registered, inside now, flagged, refused, per-gate load, the newest verdicts) and
 the arrivals per gate per minute (closed windows, plus an estimate for minutes still open).
@@ -14,7 +14,8 @@ from nicegui import ui
 
 from core.settings import get_settings
 from core.venue import VenueError, venue_for
-from ui import attendance_live, theme
+from live import attendance as attendance_live
+from ui import theme
 from ui.pages.gate_page import status_slot, verdict_row
 
 FEED_ROWS = 50

@@ -14,9 +14,9 @@ from nicegui import Client, ui
 
 from core.settings import get_settings
 from core.venue import VenueError, venue_for
+from live.video_hub import changed, hub, model
+from storage.queries import LakeUnavailable, camera_stats
 from ui import theme
-from ui.logs_api import LakeUnavailable, lake_rows
-from ui.video_hub import changed, hub, model
 from ui.video_widgets import CameraTile, track_client, use_player, who_of
 
 STATS_ROWS = 60
@@ -83,11 +83,9 @@ async def cameras_page(client: Client) -> None:
             tile.update(model.cameras.get(cam_id), hub.viewers(cam_id))
 
     async def load_stats() -> None:
-        cols = ", ".join(k for k, _ in STATS_COLUMNS)
         try:
-            _, rows = await lake_rows(
-                f"SELECT {cols} FROM camera_stats ORDER BY window_start DESC, camera_id LIMIT ?",
-                [STATS_ROWS],
+            rows = await camera_stats(
+                get_settings().lake, [k for k, _ in STATS_COLUMNS], STATS_ROWS
             )
         except LakeUnavailable as exc:
             info.text = str(exc)

@@ -1,7 +1,7 @@
 """The Events page: live feed, counts per minute, KPIs, and the lake's history below.
 
-Live parts read `ui.live.model` when `ui.live.changed` fires (≤ 4 Hz for all clients together),
-never per event. The history table pages through the lake with the very function behind
+Live parts read `live.events.model` when `live.events.changed` fires (≤ 4 Hz for all clients
+together), never per event. The history table pages through the lake with the very function behind
 `GET /api/events`, so what an operator sees and what the API answers cannot disagree.
 Feed and history rows carry `data-event-id` so tests (and people) can find a given event.
 """
@@ -17,8 +17,9 @@ from nicegui import ui
 
 from core.records import LEVELS
 from core.settings import get_settings
-from ui import live, theme
-from ui.lake_queries import EventQuery, LakeUnavailable, fetch_events
+from live import events as live
+from storage.queries import EventQuery, LakeUnavailable, fetch_events
+from ui import theme
 
 FEED_ROWS = 50
 HISTORY_SIZE = 20

@@ -3,7 +3,7 @@
 Choose the gate and direction once (remembered per browser; `/gate?gate=main&direction=in`
 sets them), then type a token and press Enter — a USB/Bluetooth scanner does exactly that — or
 scan with the camera (the locally bundled jsQR; no network needed). Each scan is sent through
-`ui.checkins_api.submit_checkin`, the same path as `POST /api/checkins`, and the verdict is
+`api.checkins.submit_checkin`, the same path as `POST /api/checkins`, and the verdict is
 shown full-width: green accepted, amber duplicate/re-entry/exit-without-entry, red refused,
 for a few seconds, then the page is ready for the next. Below: the gate's last verdicts (from
 every device at this gate) and its load against its capacity.
@@ -22,12 +22,13 @@ from nicegui import app, ui
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from api.checkins import submit_checkin
+from auth.permissions import permitted
 from core.records import CheckIn, reason_of
 from core.settings import get_settings
 from core.venue import Venue, VenueError, venue_for
-from ui import attendance_live, theme
-from ui.auth import permitted
-from ui.checkins_api import submit_checkin
+from live import attendance as attendance_live
+from ui import theme
 
 STATIC_URL = "/vf-static"
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"

@@ -1,4 +1,4 @@
-"""The login page (`/login?next=…`): name and password, checked by `ui.auth_login.login`.
+"""The login page (`/login?next=…`): name and password, checked by `auth.login.login`.
 
 Open to everyone (the middleware lets it through). When nobody has been created yet it says
 how to create the first organiser on the server: there is no default user or password.
@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 from fastapi.responses import RedirectResponse
 from nicegui import Client, ui
 
+from auth.permissions import current_user
+from auth.users import user_store
 from core.settings import get_settings
-from core.users import user_store
 from ui import theme
-from ui.auth import current_user
 
 REASONS = {
     "expired": "Your session has expired; please log in again.",
@@ -44,7 +44,7 @@ FIRST_RUN = (
 
 
 #: The browser itself posts the login (`POST /api/auth/login`), so that the response can give
-#: it a new session cookie (`ui.auth_login.fresh_session`); the values are read from the two
+#: it a new session cookie (`auth.login.fresh_session`); the values are read from the two
 #: inputs (element ids filled in), never sent back down the page's socket.
 LOGIN_JS = """
 const value = (id) => {

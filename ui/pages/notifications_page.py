@@ -21,6 +21,7 @@ from nicegui import background_tasks, ui
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from auth.permissions import can, current_user, permitted
 from core import keys
 from core.alarms import SEVERITIES
 from core.notify_config import NotifyOn, redact
@@ -28,12 +29,11 @@ from core.notify_plan import Subscription, TargetHealth, address_problem
 from core.records import reason_of
 from core.settings import get_settings
 from core.venue import venue_for
+from live.redis import redis_client
 from notify.apprise_sender import warm_up
 from notify.senders import send_test, user_destination
+from storage.queries import LakeUnavailable, notification_attempts
 from ui import theme
-from ui.api import redis_client
-from ui.auth import can, current_user, permitted
-from ui.logs_api import LakeUnavailable, lake_rows
 
 ON_CHOICES: tuple[NotifyOn, ...] = ("raised", "acknowledged", "cleared", "escalated")
 ATTEMPT_COLUMNS = [
@@ -48,13 +48,6 @@ ATTEMPT_COLUMNS = [
     ("error", "Error"),
     ("alarm_id", "Alarm"),
 ]
-
-
-def attempts_sql(alarm_id: str | None, limit: int = 100) -> tuple[str, list[Any]]:
-    """The newest notification attempts (of one alarm), for the pages."""
-    cols = ", ".join(f'"{k}"' for k, _ in ATTEMPT_COLUMNS)
-    where, params = ("WHERE alarm_id = ?", [alarm_id]) if alarm_id else ("", [])
-    return f'SELECT {cols} FROM notifications {where} ORDER BY "at" DESC LIMIT {limit}', params
 
 
 def cell(v: Any) -> Any:
@@ -79,9 +72,10 @@ def attempts_table() -> ui.table:
 
 
 async def load_attempts(table: ui.table, info: ui.label, alarm_id: str | None) -> None:
-    sql, params = attempts_sql(alarm_id)
     try:
-        _, rows = await lake_rows(sql, params)
+        rows = await notification_attempts(
+            get_settings().lake, [k for k, _ in ATTEMPT_COLUMNS], alarm_id
+        )
     except LakeUnavailable as exc:
         info.text = f"notifications unavailable: {exc}"
         return

@@ -1,7 +1,7 @@
 """The Overview page (`/`): the organiser's one screen — KPIs, live charts, alarms, cameras.
 
 Nothing here subscribes to Redis: it reads the four live models the app already holds (one
-subscriber each, see `ui.live`, `ui.attendance_live`, `ui.alarms_live`, `ui.video_hub`) when
+subscriber each, see `live.events`, `live.attendance`, `live.alarms`, `live.video_hub`) when
 their throttled `changed` events fire (≤ 4 Hz each, for all clients together), and updates only
 what changed. Camera fps has no history in any model, so one app-wide sampler task
 (`sample_forever`, started with the app) keeps the last minutes of each camera's fps.
@@ -19,15 +19,18 @@ from typing import Any
 
 from nicegui import Client, ui
 
+from auth.permissions import can, current_user
 from core.records import LEVELS
 from core.settings import get_settings
 from core.venue import VenueError, venue_for
-from ui import alarms_live, attendance_live, live, theme
-from ui.auth import can, current_user
+from live import alarms as alarms_live
+from live import attendance as attendance_live
+from live import events as live
+from live.video_hub import changed as video_changed
+from live.video_hub import hub
+from live.video_hub import model as video_model
+from ui import theme
 from ui.pages.alarms_page import SEVERITY_COLORS, STATUS_COLORS
-from ui.video_hub import changed as video_changed
-from ui.video_hub import hub
-from ui.video_hub import model as video_model
 from ui.video_widgets import CameraTile, use_player, who_of
 
 CHART_MINUTES = 30

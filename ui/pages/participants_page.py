@@ -19,17 +19,7 @@ from typing import Any
 from nicegui import events, run, ui
 from redis.exceptions import RedisError
 
-from core import keys
-from core.erasure import ErasureError, erase_participant
-from core.participants import ParsedCsv, parse_csv
-from core.qr import qr_svg
-from core.records import CHECKIN_OUTCOMES
-from core.settings import get_settings
-from ui import theme
-from ui.api import redis_client
-from ui.auth import current_user, permitted
-from ui.lake_queries import LakeUnavailable
-from ui.participants_api import (
+from api.participants import (
     MAX_IMPORT_BYTES,
     admin_op,
     current_token,
@@ -38,6 +28,16 @@ from ui.participants_api import (
     participant_detail,
     sync_redis,
 )
+from auth.permissions import current_user, permitted
+from core import keys
+from core.participants import ParsedCsv, parse_csv
+from core.qr import qr_svg
+from core.records import CHECKIN_OUTCOMES
+from core.settings import get_settings
+from live.redis import redis_client
+from storage.erasure import ErasureError, erase_participant
+from storage.queries import LakeUnavailable
+from ui import theme
 
 PAGE_SIZE = 25
 BAD_ROWS_SHOWN = 500
@@ -373,7 +373,7 @@ async def participants_page() -> None:
 
     async def erase(pid: str) -> None:
         """Erase after a confirmation: name, e-mail and extra columns everywhere (see
-        `core.erasure`); recorded with the organiser's name."""
+        `storage.erasure`); recorded with the organiser's name."""
         if not permitted("participants.manage"):
             return
         user = current_user()

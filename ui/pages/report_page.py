@@ -12,12 +12,12 @@ from typing import Any
 
 from nicegui import ui
 
+from api.reports import NO_SHOW_PAGE_LIMIT, load_report, local, venue
 from core.records import CHECKIN_OUTCOMES
 from core.venue import Venue
+from storage.queries import LakeUnavailable
 from storage.reports import Report, Section
 from ui import theme
-from ui.lake_queries import LakeUnavailable
-from ui.report_api import NO_SHOW_PAGE_LIMIT, load_report, local, venue
 
 REFRESH_S = 30.0
 KPIS = {

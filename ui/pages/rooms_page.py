@@ -14,15 +14,15 @@ from nicegui import Client, app, ui
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from auth.permissions import permitted
 from core import keys
 from core.records import Room
 from core.settings import get_settings
 from core.venue import VenueError, venue_for
+from live.redis import RedisDown, redis_client
+from live.video_hub import changed, model
+from live.video_rooms import create_room, delete_room, join, leave
 from ui import theme
-from ui.api import redis_client
-from ui.auth import permitted
-from ui.video_hub import changed, model
-from ui.video_rooms import RedisDown, create_room, delete_room, join, leave
 from ui.video_widgets import CameraTile, track_client, use_player, who_of
 
 

@@ -1,6 +1,6 @@
 """The Users page (organisers): people and their roles, passwords, and machines' API keys.
 
-Same store and rules as `run.py users|keys` (core.users, core.auth_keys). Every action checks
+Same store and rules as `run.py users|keys` (auth.users, auth.keys). Every action checks
 `users.manage` again on the server when it runs (a page left open after a role change keeps
 no power) and is written to the activity log (`auth.user.*`, `auth.key.*`, with who did it).
 A new API key, or a generated password, is shown once in a dialog and never again.
@@ -15,12 +15,12 @@ from typing import Any
 
 from nicegui import Client, ui
 
-from core.auth_keys import KEY_KINDS, ApiKeyError, key_store
+from auth.keys import KEY_KINDS, ApiKeyError, key_store
+from auth.login import Caller, audit
+from auth.permissions import Forbidden, require
+from auth.users import ROLES, UserError, user_store
 from core.settings import get_settings
-from core.users import ROLES, UserError, user_store
 from ui import theme
-from ui.auth import Forbidden, require
-from ui.auth_login import Caller, audit
 
 PERM = "users.manage"
 

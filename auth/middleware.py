@@ -1,0 +1,198 @@
+"""The one gate every request passes: the route matrix of `auth.permissions`, enforced
+before routing.
+
+A pure ASGI middleware (not `BaseHTTPMiddleware`): it sees WebSocket handshakes too, and never
+buffers the endless MJPEG responses. It sits inside NiceGUI's session middleware (added by
+`ui.run` after ours, hence outside it), so the signed session cookie is already decoded.
+
+- public routes pass;
+- API-key routes: a valid key of an accepted kind passes (its grant is put in
+  `request.state.api_key`); a bad key is 401, a key of the wrong kind 403;
+- logged-in routes: no (valid) login → pages redirect to `/login?next=…`, APIs answer 401 JSON,
+  WebSockets are refused at the handshake; a role without the permission gets 403 with why;
+- a route that the matrix does not list is refused for everyone (403): routes added later
+  cannot slip through unchecked. Paths that are no route at all pass on to the 404.
+
+Before all of that, a state-changing request (not GET/HEAD/OPTIONS) or a WebSocket handshake
+that a browser sends for a page of another origin is refused with 403 (`auth.origin`):
+whatever the route, public ones (login, logout) and NiceGUI's own socket included.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import MutableMapping
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from auth.origin import SAFE_METHODS, parse_allowed, refusal
+from auth.permissions import Denied, Rule, check_api_key, roles_for, rule_for, session_user
+from auth.settings import get_auth_settings
+
+log = logging.getLogger(__name__)
+
+
+async def _user_storage(scope: Scope) -> MutableMapping[str, Any] | None:
+    """The session's `app.storage.user`. For HTTP NiceGUI's request tracking has made it; a
+    WebSocket handshake bypasses that middleware, so it is looked up (or loaded) by the
+    session id here — NiceGUI offers no public call for that."""
+    from nicegui import app
+
+    if scope["type"] == "http":
+        try:
+            return app.storage.user
+        except (RuntimeError, AssertionError, KeyError):
+            return None
+    sid = (scope.get("session") or {}).get("id")
+    if not sid:
+        return None
+    users = app.storage._users
+    if sid not in users:
+        await app.storage._create_user_storage(sid)
+    return users.get(sid)
+
+
+def _is_route(scope: Scope) -> bool:
+    app = scope.get("app")
+    routes = getattr(getattr(app, "router", None), "routes", [])
+    return any(route.matches(scope)[0] == Match.FULL for route in routes)
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        method = "WS" if scope["type"] == "websocket" else scope["method"]
+        path = scope["path"]
+        what = f"{'WebSocket' if method == 'WS' else method} {path}"
+        cross = None
+        if method not in SAFE_METHODS:
+            cross = refusal(method, _headers(scope), _allowed_origins())
+        if cross is not None:
+            log.warning("refused %s: %s", what, cross)
+            await self._deny(scope, receive, send, None, Denied(403, cross))
+            return
+        rule = rule_for(method, path)
+        if rule is None:
+            if _is_route(scope):
+                log.warning("refused %s: the route is not in the permission matrix", what)
+                await self._deny(scope, receive, send, None, Denied(403, (
+                    f"{what} is not in the permission matrix (auth/permissions.py ROUTES); "
+                    "refused for everyone until it is listed"
+                )))  # fmt: skip
+                return
+            await self.app(scope, receive, send)  # no such route: the app answers 404/405
+            return
+        state = scope.setdefault("state", {})
+        if rule.perm == "public":
+            await self.app(scope, receive, send)
+            return
+        header = _header(scope, b"x-api-key")
+        if rule.keys and (header is not None or rule.perm is None):
+            got = check_api_key(rule, header, what)
+            if isinstance(got, Denied):
+                await self._deny(scope, receive, send, rule, got)
+                return
+            state["api_key"] = got
+            await self.app(scope, receive, send)
+            return
+        user, reason = session_user(await _user_storage(scope))
+        if user is None:
+            detail = "login required" + (f" (your session ended: {reason})" if reason else "")
+            await self._deny(scope, receive, send, rule, Denied(401, detail), reason)
+            return
+        assert rule.perm is not None
+        if user.role not in roles_for(rule.perm):
+            who = ", ".join(sorted(roles_for(rule.perm)))
+            detail = f"a {user.role} may not open {what} (needs {rule.perm}: {who})"
+            await self._deny(scope, receive, send, rule, Denied(403, detail))
+            return
+        state["user"] = user
+        await self.app(scope, receive, send)
+
+    async def _deny(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rule: Rule | None,
+        denied: Denied,
+        reason: str | None = None,
+    ) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": denied.detail[:120]})
+            return
+        if rule is not None and rule.page and denied.status == 401:
+            target = scope["path"]
+            if scope.get("query_string"):
+                target += "?" + scope["query_string"].decode("latin-1")
+            query = {"next": target} | ({"reason": reason} if reason else {})
+            await _respond(send, 303, b"", "text/plain", [(b"location", _login_url(query))])
+            return
+        if rule is not None and rule.page:
+            body = _forbidden_html(denied.detail).encode()
+            await _respond(send, denied.status, body, "text/html; charset=utf-8")
+            return
+        body = json.dumps({"detail": denied.detail}).encode()
+        headers = [(b"www-authenticate", b"X-API-Key")] if denied.status == 401 else []
+        await _respond(send, denied.status, body, "application/json", headers)
+
+
+def _login_url(query: dict[str, str]) -> bytes:
+    return ("/login?" + urlencode(query, quote_via=quote)).encode("latin-1")
+
+
+def _allowed_origins() -> frozenset[tuple[str, str]]:
+    return _parse_allowed(get_auth_settings().allowed_origins)
+
+
+_parse_allowed = lru_cache(maxsize=4)(parse_allowed)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name (the last of repeated ones)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", []):
+        if k.lower() == name:
+            return v.decode("latin-1")
+    return None
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    ctype: str,
+    extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+) -> None:
+    headers = [
+        (b"content-type", ctype.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _forbidden_html(detail: str) -> str:
+    import html
+
+    return (
+        "<!doctype html><meta charset=utf-8><title>Not allowed · Venueflow</title>"
+        "<body style='font-family:sans-serif;max-width:40em;margin:4em auto'>"
+        f"<h1>Not allowed</h1><p>{html.escape(detail)}.</p>"
+        "<p><a href='/'>Overview</a> · <a href='/login'>Log in as someone else</a></p>"
+    )

