@@ -1,8 +1,9 @@
 """An exactly-once Bytewax sink into one lake table (see `storage.lake` for the protocol).
 
-Items are `(key, rows)` where `rows` is a list of dicts matching the table's schema; the key
-picks the sink partition, and each partition is one writer of the Delta table (writer id =
-the flow's prefix + `p<i>`).
+Items are `(key, rows)` where `rows` is a list of dicts matching the table's schema, or an
+Arrow table of that schema (the events flow builds its columns per batch: converting row dicts
+cost 2.6 µs per event, see `flows.events_fast`); the key picks the sink partition, and each
+partition is one writer of the Delta table (writer id = the flow's prefix + `p<i>`).
 
 State kept in the snapshot: the next flush number and the rows not yet written. Rows are
 committed when `flush_rows` are buffered, once the oldest buffered row is `flush_age` old, or
@@ -23,18 +24,21 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from storage.lake import Lake, LakeWriter
+from storage.lake import Lake, LakeWriter, with_lake_columns
 
 log = logging.getLogger(__name__)
 
-Rows = list[Mapping[str, Any]]
+Rows = list[Mapping[str, Any]] | pa.Table
+#: What a sink partition buffers: row dicts and Arrow tables, in arrival order.
+Pending = list[Mapping[str, Any] | pa.Table]
 
 #: Rows a snapshot may carry instead of writing them out.
 SNAPSHOT_KEEP_ROWS = 5_000
@@ -44,7 +48,29 @@ _TICK = "\x00tick:"
 @dataclass
 class LakeSinkState:
     next_seq: int
-    pending: Rows = field(default_factory=list)
+    pending: Pending = field(default_factory=list)
+
+
+def _count(pending: Sequence[Mapping[str, Any] | pa.Table]) -> int:
+    return sum(p.num_rows if isinstance(p, pa.Table) else 1 for p in pending)
+
+
+def as_table(writer: LakeWriter, pending: Pending) -> pa.Table:
+    """The buffered rows as one Arrow table of the writer's table schema."""
+    schema = writer.table.schema
+    parts: list[pa.Table] = []
+    dicts: list[Mapping[str, Any]] = []
+    for p in pending:
+        if isinstance(p, pa.Table):
+            if dicts:
+                parts.append(pa.Table.from_pylist(dicts, schema=schema))
+                dicts = []
+            parts.append(p.select(schema.names).cast(schema))
+        else:
+            dicts.append(p)
+    if dicts:
+        parts.append(pa.Table.from_pylist(dicts, schema=schema))
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
@@ -58,7 +84,8 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
     ):
         self._w = writer
         self._seq = state.next_seq
-        self._pending: Rows = list(state.pending)
+        self._pending: Pending = list(state.pending)
+        self._rows = _count(self._pending)
         self._since = time.monotonic() if self._pending else None
         self._flush_rows, self._flush_age = flush_rows, flush_age
         self._replace_from = replace_from
@@ -67,10 +94,14 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
 
     def _flush(self) -> None:
         if self._pending:
-            self._w.write(self._pending, self._seq, self._replace_from)
+            data = with_lake_columns(
+                self._w.table, as_table(self._w, self._pending), self._w.writer, self._seq
+            )
+            self._w.write_arrow(data, self._seq, self._replace_from)
             self._replace_from = None
             self._seq += 1
             self._pending = []
+            self._rows = 0
             self._since = None
 
     def _old(self, now: float) -> bool:
@@ -78,16 +109,24 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
 
     def write_batch(self, items: list[Rows]) -> None:
         for rows in items:
-            if rows:
-                if self._since is None:
-                    self._since = time.monotonic()
+            if isinstance(rows, pa.Table):
+                if not rows.num_rows:
+                    continue
+                self._pending.append(rows)
+                self._rows += rows.num_rows
+            elif rows:
                 self._pending.extend(rows)
-        if len(self._pending) >= self._flush_rows or self._old(time.monotonic()):
+                self._rows += len(rows)
+            else:
+                continue
+            if self._since is None:
+                self._since = time.monotonic()
+        if self._rows >= self._flush_rows or self._old(time.monotonic()):
             self._flush()
 
     def snapshot(self) -> LakeSinkState:
         now = time.monotonic()
-        if self._old(now) or len(self._pending) > SNAPSHOT_KEEP_ROWS:
+        if self._old(now) or self._rows > SNAPSHOT_KEEP_ROWS:
             self._flush()
         self._snapshot_count += 1
         if self._fresh and self._snapshot_count >= 3 and now - self._started > 30:
