@@ -1,9 +1,12 @@
 """An exactly-once Bytewax sink into one lake table (see `storage.lake` for the protocol).
 
-Items are `(key, rows)` where `rows` is a list of dicts matching the table's schema, or an
-Arrow table of that schema (the events flow builds its columns per batch: converting row dicts
-cost 2.6 µs per event, see `flows.events_fast`); the key picks the sink partition, and each
-partition is one writer of the Delta table (writer id = the flow's prefix + `p<i>`).
+Items are `(key, rows)` where `rows` is a list of dicts matching the table's schema, or
+`Columns` (name → list of values; the events flow builds columns per batch: converting row
+dicts cost 2.6 µs per event, see `flows.events_fast`). Consecutive `Columns` are buffered as
+one (list extends), so one Arrow conversion per flush — not one tiny Arrow table per batch,
+which at 1k ev/s (a batch is an event or two) cost more than the events, and made snapshots
+pickle thousands of tables. The key picks the sink partition, and each partition is one
+writer of the Delta table (writer id = the flow's prefix + `p<i>`).
 
 State kept in the snapshot: the next flush number and the rows not yet written. Rows are
 committed when `flush_rows` are buffered, once the oldest buffered row is `flush_age` old, or
@@ -36,9 +39,18 @@ from storage.lake import Lake, LakeWriter, with_lake_columns
 
 log = logging.getLogger(__name__)
 
-Rows = list[Mapping[str, Any]] | pa.Table
-#: What a sink partition buffers: row dicts and Arrow tables, in arrival order.
-Pending = list[Mapping[str, Any] | pa.Table]
+
+class Columns(dict[str, list[Any]]):
+    """Rows as columns: column name → values (every list of the same length)."""
+
+    @property
+    def num_rows(self) -> int:
+        return len(next(iter(self.values()))) if self else 0
+
+
+Rows = list[Mapping[str, Any]] | Columns
+#: What a sink partition buffers, in arrival order: row dicts and `Columns`.
+Pending = list[Mapping[str, Any]]
 
 #: Rows a snapshot may carry instead of writing them out.
 SNAPSHOT_KEEP_ROWS = 5_000
@@ -51,21 +63,20 @@ class LakeSinkState:
     pending: Pending = field(default_factory=list)
 
 
-def _count(pending: Sequence[Mapping[str, Any] | pa.Table]) -> int:
-    return sum(p.num_rows if isinstance(p, pa.Table) else 1 for p in pending)
+def _count(pending: Sequence[Mapping[str, Any]]) -> int:
+    return sum(p.num_rows if isinstance(p, Columns) else 1 for p in pending)
 
 
-def as_table(writer: LakeWriter, pending: Pending) -> pa.Table:
-    """The buffered rows as one Arrow table of the writer's table schema."""
-    schema = writer.table.schema
+def as_table(schema: pa.Schema, pending: Pending) -> pa.Table:
+    """The buffered rows as one Arrow table of `schema`."""
     parts: list[pa.Table] = []
     dicts: list[Mapping[str, Any]] = []
     for p in pending:
-        if isinstance(p, pa.Table):
+        if isinstance(p, Columns):
             if dicts:
                 parts.append(pa.Table.from_pylist(dicts, schema=schema))
                 dicts = []
-            parts.append(p.select(schema.names).cast(schema))
+            parts.append(pa.Table.from_pydict({n: p[n] for n in schema.names}, schema=schema))
         else:
             dicts.append(p)
     if dicts:
@@ -94,8 +105,9 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
 
     def _flush(self) -> None:
         if self._pending:
+            table = self._w.table
             data = with_lake_columns(
-                self._w.table, as_table(self._w, self._pending), self._w.writer, self._seq
+                table, as_table(table.schema, self._pending), self._w.writer, self._seq
             )
             self._w.write_arrow(data, self._seq, self._replace_from)
             self._replace_from = None
@@ -108,12 +120,19 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
         return self._since is not None and now - self._since >= self._flush_age
 
     def write_batch(self, items: list[Rows]) -> None:
+        pending = self._pending
         for rows in items:
-            if isinstance(rows, pa.Table):
-                if not rows.num_rows:
+            if isinstance(rows, Columns):
+                n = rows.num_rows
+                if not n:
                     continue
-                self._pending.append(rows)
-                self._rows += rows.num_rows
+                last = pending[-1] if pending else None
+                if isinstance(last, Columns) and last.keys() == rows.keys():
+                    for k, v in rows.items():
+                        last[k].extend(v)
+                else:  # a copy: the item's lists are not ours to extend
+                    pending.append(Columns({k: list(v) for k, v in rows.items()}))
+                self._rows += n
             elif rows:
                 self._pending.extend(rows)
                 self._rows += len(rows)

@@ -74,7 +74,7 @@ def build_flow(s: Settings | None = None) -> Dataflow:
 
     lake_output = flow_lake_output(s, beats)
 
-    rows = op.filter_map("rows", streams, lambda b: (b.stream, b.table()) if len(b) else None)
+    rows = op.filter_map("rows", streams, lambda b: (b.stream, b.columns()) if len(b) else None)
     lake_output("events_lake", rows, "events")
     dead = op.filter_map(
         "dead_rows", streams, lambda b: (b.stream, b.dead_rows) if b.dead_rows else None

@@ -30,6 +30,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from connectors.lake_sink import Columns
 from connectors.redis_streams import StreamBatch
 from core import keys
 from core.records import LEVELS, MAX_CLOCK_SKEW, PAYLOAD_SCHEMAS, parse_event, reason_of
@@ -226,21 +227,22 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def table(self) -> pa.Table:
-        """The stored events as the lake's `events` table (without its lake columns)."""
-        return pa.table(
-            [
-                pa.array(self.ids, pa.string()),
-                pa.array([self.stream] * len(self.ids), pa.string()),
-                pa.array(self.sources, pa.string()),
-                pa.array(self.types, pa.string()),
-                pa.array(self.levels, pa.string()),
-                pa.array(self.payloads, pa.string()),
-                pa.array(self.ts, EVENTS_SCHEMA.field("ts").type),
-                pa.array(self.received, EVENTS_SCHEMA.field("received_at").type),
-            ],
-            schema=EVENTS_SCHEMA,
+    def columns(self) -> Columns:
+        """The stored events as the lake's `events` columns (without its lake columns)."""
+        return Columns(
+            id=self.ids,
+            stream=[self.stream] * len(self.ids),
+            source=self.sources,
+            type=self.types,
+            level=self.levels,
+            payload=self.payloads,
+            ts=self.ts,
+            received_at=self.received,
         )
+
+    def table(self) -> pa.Table:
+        """The stored events as an Arrow table of the lake's `events` schema."""
+        return pa.Table.from_pydict(self.columns(), schema=EVENTS_SCHEMA)
 
     def rows(self) -> list[dict[str, Any]]:
         """The stored events as row dicts (tests, and callers of the old `parse_batch`)."""
