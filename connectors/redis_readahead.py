@@ -88,15 +88,37 @@ class _Reader(threading.Thread, Generic[T]):
         finally:
             self._r.close()
 
+    def _xread(self, block: bool) -> list[tuple[str, bytes | None]]:
+        """Up to `count` entries after `_last`, as (entry id, `data` field or None).
+
+        The raw reply, not `Redis.xread`: its reply callbacks build a dict per entry, 10 % of
+        the flow's CPU in a py-spy profile at full rate."""
+        pool = self._r.connection_pool
+        conn = pool.get_connection()
+        try:
+            args: tuple = ("XREAD", "COUNT", self._count)
+            if block:
+                args += ("BLOCK", self._block_ms)
+            conn.send_command(*args, "STREAMS", self._key, self._last)
+            reply = conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        if not reply:
+            return []
+        # RESP3 (redis-py's default here) answers a map {key: entries}, RESP2 [[key, entries]].
+        raw = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        return [
+            (eid.decode(), f[1] if f[:1] == [b"data"] else _field(f, b"data")) for eid, f in raw
+        ]
+
     def _loop(self) -> None:
         drained, down_since = False, None
         while not self.halted():
             try:
-                reply = self._r.xread(
-                    {self._key: self._last},
-                    count=self._count,
-                    block=self._block_ms if drained else None,
-                )
+                entries = self._xread(block=drained)
             except redis.exceptions.RedisError as exc:
                 if down_since is None:
                     down_since = time.monotonic()
@@ -108,10 +130,9 @@ class _Reader(threading.Thread, Generic[T]):
                     "stream %s: Redis back after %.1f s", self._key, time.monotonic() - down_since
                 )
                 down_since = None
-            drained = not reply
-            if not reply:
+            drained = not entries
+            if not entries:
                 continue
-            entries = [(eid.decode(), f.get(b"data")) for eid, f in reply[0][1]]
             self._last = entries[-1][0]
             item = self._prepare(StreamBatch(self._key, entries))
             with self._cond:
@@ -120,6 +141,13 @@ class _Reader(threading.Thread, Generic[T]):
                 self._cond.notify_all()
                 while self._entries >= self._ahead and not self.halted():
                     self._cond.wait(0.1)
+
+
+def _field(fields: list[bytes], name: bytes) -> bytes | None:
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == name:
+            return fields[i + 1]
+    return None
 
 
 class _ReadAheadPartition(StatefulSourcePartition[T, str]):

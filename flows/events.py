@@ -16,6 +16,7 @@ streams (resumable, read ahead in a thread: validate + pre-aggregate per batch, 
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import Counter
 from datetime import timedelta
@@ -115,6 +116,7 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     )
     redis_cmds = op.merge("redis_cmds", live_counts, beat_cmds)
     op.output("live_out", redis_cmds, RedisCommandSink(url))
+    gc.freeze()  # modules and settings: out of the collector's full passes
     return flow
 
 
