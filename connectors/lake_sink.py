@@ -3,10 +3,12 @@
 Items are `(key, rows)` where `rows` is a list of dicts matching the table's schema, or
 `Columns` (name → list of values; the events flow builds columns per batch: converting row
 dicts cost 2.6 µs per event, see `flows.events_fast`). Consecutive `Columns` are buffered as
-one (list extends), so one Arrow conversion per flush — not one tiny Arrow table per batch,
-which at 1k ev/s (a batch is an event or two) cost more than the events, and made snapshots
-pickle thousands of tables. The key picks the sink partition, and each partition is one
-writer of the Delta table (writer id = the flow's prefix + `p<i>`).
+one (list extends) and converted to Arrow every `CHUNK_ROWS` rows — not one tiny Arrow table
+per batch, which at 1k ev/s (a batch is an event or two) cost more than the events and made
+snapshots pickle thousands of tables, and not all at flush time, which would hold the GIL
+for one long conversion while the events flow's read-ahead thread waits to broadcast. The
+key picks the sink partition, and each partition is one writer of the Delta table (writer id
+= the flow's prefix + `p<i>`).
 
 State kept in the snapshot: the next flush number and the rows not yet written. Rows are
 committed when `flush_rows` are buffered, once the oldest buffered row is `flush_age` old, or
@@ -49,8 +51,10 @@ class Columns(dict[str, list[Any]]):
 
 
 Rows = list[Mapping[str, Any]] | Columns
-#: What a sink partition buffers, in arrival order: row dicts and `Columns`.
-Pending = list[Mapping[str, Any]]
+#: What a sink partition buffers, in arrival order: row dicts, `Columns`, Arrow tables.
+Pending = list[Mapping[str, Any] | pa.Table]
+#: Buffered `Columns` are converted to one Arrow table per this many rows.
+CHUNK_ROWS = 2_000
 
 #: Rows a snapshot may carry instead of writing them out.
 SNAPSHOT_KEEP_ROWS = 5_000
@@ -63,8 +67,12 @@ class LakeSinkState:
     pending: Pending = field(default_factory=list)
 
 
-def _count(pending: Sequence[Mapping[str, Any]]) -> int:
-    return sum(p.num_rows if isinstance(p, Columns) else 1 for p in pending)
+def _count(pending: Sequence[Mapping[str, Any] | pa.Table]) -> int:
+    return sum(p.num_rows if isinstance(p, Columns | pa.Table) else 1 for p in pending)
+
+
+def _arrow(schema: pa.Schema, cols: Columns) -> pa.Table:
+    return pa.Table.from_pydict({n: cols[n] for n in schema.names}, schema=schema)
 
 
 def as_table(schema: pa.Schema, pending: Pending) -> pa.Table:
@@ -72,11 +80,11 @@ def as_table(schema: pa.Schema, pending: Pending) -> pa.Table:
     parts: list[pa.Table] = []
     dicts: list[Mapping[str, Any]] = []
     for p in pending:
-        if isinstance(p, Columns):
+        if isinstance(p, Columns | pa.Table):
             if dicts:
                 parts.append(pa.Table.from_pylist(dicts, schema=schema))
                 dicts = []
-            parts.append(pa.Table.from_pydict({n: p[n] for n in schema.names}, schema=schema))
+            parts.append(p if isinstance(p, pa.Table) else _arrow(schema, p))
         else:
             dicts.append(p)
     if dicts:
@@ -131,7 +139,10 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
                     for k, v in rows.items():
                         last[k].extend(v)
                 else:  # a copy: the item's lists are not ours to extend
-                    pending.append(Columns({k: list(v) for k, v in rows.items()}))
+                    last = Columns({k: list(v) for k, v in rows.items()})
+                    pending.append(last)
+                if last.num_rows >= CHUNK_ROWS:
+                    pending[-1] = _arrow(self._w.table.schema, last)
                 self._rows += n
             elif rows:
                 self._pending.extend(rows)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from connectors.lake_sink import Columns, LakeSink, LakeSinkState
+from connectors.lake_sink import CHUNK_ROWS, Columns, LakeSink, LakeSinkState
 from core.processes import PROJECT_DIR
 from core.settings import Settings
 from run import prepare_lake
@@ -138,6 +138,14 @@ def test_columns_and_rows_mix_and_survive_a_pickled_snapshot(data_dir) -> None:
     again.write_batch([columns(95, 105)])
     assert event_rows(data_dir) == 200
     assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == 200
+    # Every CHUNK_ROWS buffered rows become one Arrow table, which a snapshot carries too.
+    big = LakeSink(data_dir / "lake", "events", flush_rows=10**6, flush_age=1e9, prefix="b")
+    part = big.build_part("s", "bp0", None)
+    part.write_batch([columns(CHUNK_ROWS - 1, 1000), columns(2, 1000 + CHUNK_ROWS - 1)])
+    state = pickle.loads(pickle.dumps(part.snapshot()))
+    assert [type(p).__name__ for p in state.pending] == ["Table"]
+    big.build_part("s", "bp0", state).close()
+    assert event_rows(data_dir) == 200 + CHUNK_ROWS + 1
 
 
 def test_fresh_start_replaces_an_uncommitted_run_but_refuses_to_guess(data_dir) -> None:
