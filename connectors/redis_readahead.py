@@ -14,10 +14,12 @@ the dataflow. The snapshot is the last entry ID *handed to the dataflow*, exactl
 crash the thread re-reads from the snapshot and `prepare` runs again for entries it had
 already seen, i.e. what `prepare` sends is at-least-once (as the sinks' live outputs were).
 The thread runs at most `ahead` entries ahead of the dataflow (then it waits), so memory stays
-bounded — a bound in entries, not batches: at 1k ev/s a batch is an event or two, and a bound
-of a few batches stopped the reader within milliseconds of an epoch pause, which held the
-broadcasts again (measured: p95 977 ms). Trimming follows `redis_streams` (only behind
-snapshots older than `retention`).
+bounded — a bound in entries, not batches: at 1k ev/s a batch is an event or two, so a bound
+of a few batches stops the reader within milliseconds of an epoch pause and the broadcasts
+wait for it again (a first version bounded at 4 batches, together with one Arrow table per
+batch in the lake sink, measured p95 977 ms at 1k ev/s on the loaded 2-core machine; with both
+fixed, p95 4-8 ms). Trimming follows `redis_streams` (only behind snapshots older than
+`retention`).
 
 A thread, not a process like the check-in deciders: the prepared batches are handed over in
 memory (no second serialisation through Redis), and the work is the dataflow's own, moved
