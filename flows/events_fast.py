@@ -11,7 +11,11 @@ the model's values (tests/test_events_fast.py checks both on hypothesis-generate
 Measured on 20 batches of 1,000 bench.ingest events (`/tmp` micro-benchmark, process time; the
 machine was shared, so the figures are rough): `parse_batch` (pydantic per event) 11.4 µs per
 event, `live_commands` 5.5 µs and redis-py packing those commands 4.6 µs more, `preaggregate`
-2.4 µs, `to_arrow` from row dicts 2.6 µs.
+2.4 µs, `to_arrow` from row dicts 2.6 µs. The old path (those four) against this one
+(`decode_batch` + `events_live.pack_live` + Arrow), min of 7 alternating runs: 26.2 against
+11.6 µs per event (orjson alone on the same bytes: 1.6). The whole flow, 200,000 preloaded
+events, CPU of the flow process per event after its first batch, old and new back to back on
+the same (heavily loaded) machine: 40.9 / 40.2 µs before, 16.0 / 14.7 µs after.
 """
 
 from __future__ import annotations
