@@ -1,5 +1,10 @@
-"""The events flow's logic as plain functions, so the flow and the benchmark baseline run the
-very same code and a benchmark ratio measures only the runtime around it.
+"""The events flow's logic as plain functions.
+
+The flow itself validates with `flows.events_fast.decode_batch` (a msgspec fast path, the
+model only for what it refuses). `parse_batch`, `live_commands` and `preaggregate` here are the
+per-event model path it replaced: the reference `tests/test_events_fast.py` checks the fast
+path against (same rows, documents, window groups, dead letters), and what bench/ingest.py's
+old baseline ran. Event times, window starts and late-record rows are shared by both.
 """
 
 from __future__ import annotations

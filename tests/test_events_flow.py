@@ -214,3 +214,50 @@ def test_rows_reach_the_lake_after_input_stops(flow_env, r, data_dir):
         assert flow.alive()
     finally:
         flow.kill()
+
+
+def test_every_stored_event_is_broadcast_once_in_order_as_stored(events_flow, r, data_dir):
+    """`events:new` (sent by the source's read-ahead thread, outside the epochs) carries each
+    valid event once, in stream order, exactly as the lake stores it; refused ones are not
+    broadcast; `live:events` totals count the same events."""
+    ps = r.pubsub(ignore_subscribe_messages=True)
+    ps.subscribe(keys.EVENTS_NEW, keys.LIVE_EVENTS)
+    wait_for(lambda: r.exists(keys.heartbeat_key("events")), 60, 0.2, "the flow running")
+    sent = []
+    for i in range(600):
+        e = ev(i, ts=(datetime.now(UTC) - timedelta(seconds=i % 5)).isoformat())
+        if i % 50 == 7:
+            e["level"] = "LOUD"  # refused: a dead letter, never broadcast
+        if i % 3 == 0:
+            del e["ts"]  # defaults to the time Redis accepted it
+        sent.append((r.xadd(keys.EVENTS_IN, {"data": json.dumps(e)}).decode(), e))
+        if i % 100 == 99:
+            time.sleep(0.05)  # several batches, some of one event
+    valid = [eid for eid, e in sent if e["level"] != "LOUD"]
+    docs: list[bytes] = []
+    totals = 0
+    deadline = time.monotonic() + 60
+    while (len(docs) < len(valid) or totals < len(valid)) and time.monotonic() < deadline:
+        msg = ps.get_message(timeout=0.5)
+        if msg is None:
+            continue
+        if msg["channel"] == keys.LIVE_EVENTS.encode():
+            totals += json.loads(msg["data"])["total"]
+        else:
+            docs.append(msg["data"])
+    got = [StoredEvent.model_validate_json(d) for d in docs]
+    assert [g.id for g in got] == valid  # each once, in stream order
+    wait_for(lambda: event_rows(data_dir) >= len(valid), 60, 0.5, "the rows in the lake")
+    stored = {
+        eid: (payload, ts, received)
+        for eid, payload, ts, received in rows(
+            data_dir, "SELECT id, payload, ts, received_at FROM events"
+        )
+    }
+    assert len(stored) == len(valid)
+    for g, d in zip(got, docs, strict=True):
+        payload, ts, received = stored[g.id]
+        assert json.loads(payload) == g.payload == json.loads(d)["payload"]
+        assert (ts, received) == (g.ts, g.received_at)
+    assert totals == len(valid)
+    ps.close()

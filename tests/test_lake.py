@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from connectors.lake_sink import LakeSink, LakeSinkState
+from connectors.lake_sink import CHUNK_ROWS, Columns, LakeSink, LakeSinkState
 from core.settings import Settings
 from ops.processes import PROJECT_DIR
 from run import prepare_lake
@@ -109,6 +109,43 @@ def test_resume_replaces_flushes_after_the_snapshot_in_one_commit(data_dir) -> N
     again.write_batch([rows(20, 10)])
     assert event_rows(data_dir) == 30
     assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == 30
+
+
+def columns(n: int, start: int = 0) -> Columns:
+    r = rows(n, start)
+    return Columns({k: [x[k] for x in r] for k in r[0]})
+
+
+def test_columns_and_rows_mix_and_survive_a_pickled_snapshot(data_dir) -> None:
+    """The events flow sends `Columns` per batch; consecutive ones are buffered as one, the
+    item's own lists are never extended, and a snapshot (pickled by Bytewax) holding them
+    resumes exactly — as does a snapshot of the old row-dict format."""
+    import pickle
+
+    sink = LakeSink(data_dir / "lake", "events", flush_rows=100, flush_age=1e9)
+    part = sink.build_part("s", "p0", None)
+    first = columns(3)
+    part.write_batch([first, columns(2, 3), rows(1, 5), columns(4, 6), Columns()])
+    assert len(first["id"]) == 3  # not extended by the sink
+    state = pickle.loads(pickle.dumps(part.snapshot()))
+    assert [type(p).__name__ for p in state.pending] == ["Columns", "dict", "Columns"]
+    resumed = sink.build_part("s", "p0", state)
+    resumed.write_batch([columns(90, 10)])  # 100 rows buffered: one flush
+    assert event_rows(data_dir) == 100
+    assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == 100
+    old_state = LakeSinkState(1, rows(5, 100))  # a snapshot taken by the row-dict version
+    again = sink.build_part("s", "p0", old_state)
+    again.write_batch([columns(95, 105)])
+    assert event_rows(data_dir) == 200
+    assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == 200
+    # Every CHUNK_ROWS buffered rows become one Arrow table, which a snapshot carries too.
+    big = LakeSink(data_dir / "lake", "events", flush_rows=10**6, flush_age=1e9, prefix="b")
+    part = big.build_part("s", "bp0", None)
+    part.write_batch([columns(CHUNK_ROWS - 1, 1000), columns(2, 1000 + CHUNK_ROWS - 1)])
+    state = pickle.loads(pickle.dumps(part.snapshot()))
+    assert [type(p).__name__ for p in state.pending] == ["Table"]
+    big.build_part("s", "bp0", state).close()
+    assert event_rows(data_dir) == 200 + CHUNK_ROWS + 1
 
 
 def test_fresh_start_replaces_an_uncommitted_run_but_refuses_to_guess(data_dir) -> None:
