@@ -196,7 +196,10 @@ class AppProcess:
             [sys.executable, "-m", "ui.main"], child_env(s, env["REDIS_URL"], **env), log
         )
 
-    def wait_ready(self, timeout: float = 60) -> AppProcess:
+    def wait_ready(self, timeout: float = 120) -> AppProcess:
+        """Until /health answers. 120 s, not 60: under `-n 4` on a busy 2-core machine an app
+        took over 60 s to import and start (run of 2026-12-04, load average ~25)."""
+
         def up() -> bool:
             if self.proc.poll() is not None:
                 pytest.fail(f"app exited:\n{self.log.read_text(errors='replace')[-3000:]}")
