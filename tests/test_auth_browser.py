@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from auth.users import UserStore
 from core import keys
 from tests.conftest import PASSWORD, add_user
-from tests.ui_fixtures import AuthStack, chromium
+from tests.ui_fixtures import AuthStack
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +24,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthStack]:
     s = AuthStack(tmp_path_factory.mktemp("auth-browser"))
     yield s
     s.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
-    try:
-        yield ctx.new_page()
-    finally:
-        ctx.close()
 
 
 def log_in(page: Page, name: str, password: str) -> None:

@@ -45,7 +45,13 @@ class ReaderLoop(threading.Thread):
 
 
 def test_reader_loop_during_load_and_forced_maintenance(flow_env, r, data_dir) -> None:
-    env = {**flow_env, "LAKE_FLUSH_ROWS": "5000"}
+    """What proves it is many commits under forced maintenance, not many rows: 60k events
+    sent 1000 at a time (a commit per batch the flow gets, LAKE_FLUSH_ROWS 1000) made 82 table
+    versions (8 checkpoints at interval 10, logs cleaned behind them, compactions every 0.1 s)
+    in 8 s while the reader saw versions mid-load. It was 200k rows: 49 s, mostly the flow
+    digesting rows, no more versions proved (`pytest tests/test_lake_readers.py -n0
+    --durations=3`, 2026-12-04)."""
+    env = {**flow_env, "LAKE_FLUSH_ROWS": "1000"}
     flow = FlowProcess("events", env, data_dir / "flow.log").start()
     wait_for(lambda: (data_dir / "lake" / "events" / "_delta_log").is_dir(), 60, 0.2, "table")
     # Log entries expire at once, so every checkpoint also deletes the log before it.
@@ -58,17 +64,19 @@ def test_reader_loop_during_load_and_forced_maintenance(flow_env, r, data_dir) -
     reader = ReaderLoop(data_dir / "lake")
     reader.start()
     try:
-        n = 200_000
+        n, batch = 60_000, 1000
         ev = json.dumps({"source": "s", "type": "GAS", "level": "INFO", "payload": {}})
         now = datetime.now(UTC).isoformat()
-        for start in range(0, n, 2000):
+        for start in range(0, n, batch):
             pipe = r.pipeline(transaction=False)
-            for i in range(start, start + 2000):
+            for i in range(start, start + batch):
                 doc = json.loads(ev) | {"ts": now, "type": ("GAS", "TEMP")[i % 2]}
                 pipe.xadd(keys.EVENTS_IN, {"data": json.dumps(doc)})
             pipe.execute()
             time.sleep(0.02)
-        wait_for(lambda: reader.counts and reader.counts[-1] >= n, 180, 0.5, "200k rows seen")
+        # all rows seen, and reads went on while maintenance kept running (> 50 in all)
+        wait_for(lambda: reader.counts and reader.counts[-1] >= n and len(reader.counts) > 50,
+                 180, 0.5, "60k rows seen")  # fmt: skip
         time.sleep(1)
     finally:
         reader.stop.set()
@@ -78,6 +86,7 @@ def test_reader_loop_during_load_and_forced_maintenance(flow_env, r, data_dir) -
     assert reader.errors == []
     assert all(a <= b for a, b in zip(reader.counts, reader.counts[1:], strict=False))
     assert reader.counts[-1] == n and len(reader.counts) > 50
+    assert len({c for c in reader.counts if 0 < c < n}) >= 5, "no reads during the load"
     assert event_rows(data_dir) == n
     assert scalar(data_dir, "SELECT count(DISTINCT id) FROM events") == n
     # Maintenance did run during the reads: compactions, checkpoints, an expired log.

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import API_KEY, AppProcess, FlowProcess, login_browser
-from tests.ui_fixtures import chromium, healthy
+from tests.ui_fixtures import healthy
 
 VISIBLE_WITHIN_S = 2.0
-
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    with chromium() as browser:
-        yield browser.new_page(viewport={"width": 1400, "height": 1000})
 
 
 def test_posted_event_appears_on_the_live_page_within_2s(

@@ -7,25 +7,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 import redis
 from playwright.sync_api import Browser, expect
 
 from core import keys
 from core.alarms import Alarm
 from tests.conftest import AppProcess, RedisServer, login_browser
-from tests.ui_fixtures import chromium
 
 WAIT_MS = 30_000  # the back-off after a loss doubles from 0.5 s; Redis is down a few seconds
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 def stored_event(marker: str) -> dict:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from core import keys
 from tests.conftest import login_browser, wait_for
 from tests.notify_helpers import SECRET, SmtpReceiver, WebhookReceiver, write_notify_venue
-from tests.ui_fixtures import AuthStack, chromium
+from tests.ui_fixtures import AuthStack
 
 RULES = """
   - {id: gas, name: Gas high, kind: threshold, severity: CRITICAL, type: GAS, source: "gas-*",
@@ -48,21 +48,6 @@ def stack(
     s = AuthStack(work, VENUE_CONFIG=str(venue), TEST_HOOK_SECRET=SECRET)
     yield s
     s.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
-    try:
-        yield ctx.new_page()
-    finally:
-        ctx.close()
 
 
 def test_a_person_subscribes_and_sends_themselves_a_test(

@@ -26,7 +26,6 @@ from core.tokens import PUBLIC_NAME, key_dir, load_verifier, peek
 from storage.catalog import connect_memory, query
 from tests.conftest import free_port, login_browser, wait_for
 from tests.participants_helpers import Stack
-from tests.ui_fixtures import chromium
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -36,12 +35,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = Stack(tmp_path_factory.mktemp("participants"))
     yield s
     s.close()
-
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    with chromium() as browser:
-        yield browser.new_page(viewport={"width": 1400, "height": 1000})
 
 
 def decode_qr(png: bytes) -> str:

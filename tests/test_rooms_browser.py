@@ -18,7 +18,6 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import API_KEY, login_browser, wait_for
-from tests.ui_fixtures import chromium
 from tests.video_fixtures import VideoStack, require_gstreamer
 
 
@@ -33,12 +32,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VideoStack]:
         yield s
     finally:
         s.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 def _open_room(browser: Browser, stack: VideoStack, room: str = "main") -> Page:

@@ -39,7 +39,9 @@ def test_demo_starts_a_test_camera_that_streams(tmp_path: Path) -> None:
             st = cams[0]["status"] if cams else None
             return bool(st and st["state"] == "streaming")
 
-        wait_for(streaming, 90, 0.5, "the demo's camera to stream")
+        # 180 s: the whole demo (Redis, five flows, the app, the simulator, the camera) once
+        # took over 90 s to stream under `-n 4` on a busy 2-core machine (2026-12-04).
+        wait_for(streaming, 180, 0.5, "the demo's camera to stream")
         assert f"Test camera rtsp://127.0.0.1:{port}/test" in demo.output()
         snap = httpx.get(f"{demo.base}/video/cam-main.jpg", headers=DEMO_KEY, timeout=10)
         assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"

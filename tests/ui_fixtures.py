@@ -1,4 +1,5 @@
-"""Helpers shared by the UI tests (the processes themselves come from `tests/conftest.py`)."""
+"""Helpers shared by the UI tests (the processes themselves come from `tests/support.py`; the
+`browser` and `page` fixtures, built with `chromium`, from `tests/conftest.py`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from core.venue import EXAMPLE_VENUE
 from ops.processes import PROJECT_DIR
-from tests.conftest import AppProcess, wait_for
+from tests.support import API_KEY, AppProcess, RedisServer, add_user, login_http, wait_for
 
 #: Debian's Chromium; Playwright must never download a browser on this closed network.
 CHROMIUM = "/usr/bin/chromium"
@@ -29,6 +30,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: The window size of every test page (`page` fixture in tests/conftest.py).
+VIEWPORT = {"width": 1400, "height": 1000}
 
 
 @contextmanager
@@ -66,8 +69,6 @@ class AuthStack:
     role, for the auth tests. `env` overrides settings (e.g. short sessions, lockout)."""
 
     def __init__(self, work: Path, **env: str):
-        from tests.conftest import API_KEY, RedisServer, add_user
-
         self.redis_server = RedisServer(work / "redis")
         self.redis_server.start()
         self.data = work / "data"
@@ -92,8 +93,6 @@ class AuthStack:
 
     def client(self, role: str | None = None, **kw) -> httpx.Client:
         """An httpx client, logged in as the role's user (None: not logged in)."""
-        from tests.conftest import login_http
-
         c = httpx.Client(base_url=self.base_url, timeout=20, follow_redirects=False, **kw)
         if role is not None:
             login_http(c, ROLE_USERS[role])
