@@ -283,8 +283,27 @@ def connect_memory(
     return con
 
 
+#: How often a read is retried when a Delta log file vanished under its scan.
+LOG_RACE_RETRIES = 3
+
+
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> tuple[list[str], list]:
-    """Run a query over the lake; return column names and rows."""
-    cur = con.execute(sql, params) if params is not None else con.execute(sql)
-    cols = [d[0] for d in cur.description] if cur.description else []
-    return cols, cur.fetchall()
+    """Run a query over the lake; return column names and rows.
+
+    Every query of the dashboard and the CLI comes here. A scan lists the table's `_delta_log`
+    and then reads those files; lake maintenance may delete log files older than the log
+    retention between the two (seen in tests/test_lake_readers.py with maintenance every 0.1 s
+    and a 1 s retention: DuckDB's "No files found" / "Cannot open file" on a `_delta_log`
+    checkpoint or JSON under parallel load). The next scan lists the log anew and sees the
+    checkpoint that replaced them, so such a read is retried (a read changes nothing).
+    """
+    for attempt in range(LOG_RACE_RETRIES + 1):
+        try:
+            cur = con.execute(sql, params) if params is not None else con.execute(sql)
+            cols = [d[0] for d in cur.description] if cur.description else []
+            return cols, cur.fetchall()
+        except duckdb.Error as exc:
+            if attempt == LOG_RACE_RETRIES or "_delta_log" not in str(exc):
+                raise
+            log.warning("lake read retried: a Delta log file vanished under it: %s", exc)
+    raise AssertionError("unreachable")

@@ -13,14 +13,15 @@ from datetime import UTC, datetime
 from core import keys
 from core.settings import Settings
 from ops.processes import PROJECT_DIR, child_env
-from storage.catalog import connect_memory
+from storage.catalog import connect_memory, query
 from storage.lake import LakeWriter, open_table
 from tests.conftest import FlowProcess, wait_for
 from tests.lake_helpers import Maintainer, event_rows, scalar
 
 
 class ReaderLoop(threading.Thread):
-    """`count(*)` and a group-by every 50 ms on one connection, as the dashboard does."""
+    """`count(*)` and a group-by every 50 ms on one connection, through `storage.catalog.query`
+    as the dashboard and the CLI do."""
 
     def __init__(self, lake_dir):
         super().__init__(daemon=True)
@@ -32,10 +33,8 @@ class ReaderLoop(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                n = self.con.execute("SELECT count(*) FROM events").fetchone()[0]
-                groups = self.con.execute(
-                    "SELECT type, level, count(*) FROM events GROUP BY ALL"
-                ).fetchall()
+                n = query(self.con, "SELECT count(*) FROM events")[1][0][0]
+                groups = query(self.con, "SELECT type, level, count(*) FROM events GROUP BY ALL")[1]
                 if sum(g[2] for g in groups) < n:  # a later version can only have more
                     self.errors.append(f"group-by summed {sum(g[2] for g in groups)} < {n}")
                 self.counts.append(n)
