@@ -14,7 +14,6 @@ Every button checks its permission again on the server when clicked.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 from nicegui import background_tasks, ui
@@ -33,7 +32,7 @@ from live.redis import redis_client
 from notify.apprise_sender import warm_up
 from notify.senders import send_test, user_destination
 from storage.queries import LakeUnavailable, notification_attempts
-from ui import theme
+from ui import theme, widgets
 
 ON_CHOICES: tuple[NotifyOn, ...] = ("raised", "acknowledged", "cleared", "escalated")
 ATTEMPT_COLUMNS = [
@@ -50,25 +49,8 @@ ATTEMPT_COLUMNS = [
 ]
 
 
-def cell(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(v, float):
-        return round(v, 1)
-    return "" if v is None else v
-
-
 def attempts_table() -> ui.table:
-    t = ui.table(
-        columns=[
-            {"name": k, "label": label, "field": k, "align": "left", "sortable": True}
-            for k, label in ATTEMPT_COLUMNS
-        ],
-        rows=[],
-        row_key="key",
-        pagination=20,
-    ).classes("w-full")
-    return t
+    return widgets.data_table(ATTEMPT_COLUMNS, sortable=True, pagination=20)
 
 
 async def load_attempts(table: ui.table, info: ui.label, alarm_id: str | None) -> None:
@@ -79,10 +61,7 @@ async def load_attempts(table: ui.table, info: ui.label, alarm_id: str | None) -
     except LakeUnavailable as exc:
         info.text = f"notifications unavailable: {exc}"
         return
-    table.rows = [
-        {"key": str(i), **{k: cell(v) for (k, _), v in zip(ATTEMPT_COLUMNS, r, strict=True)}}
-        for i, r in enumerate(rows)
-    ]
+    table.rows = widgets.lake_rows(ATTEMPT_COLUMNS, rows, digits=1)
     info.text = f"newest {len(rows)} notification attempts" + (
         f" of {alarm_id}" if alarm_id else ""
     )
