@@ -29,7 +29,7 @@ from storage.queries import (
     LakeUnavailable,
     alarm_history,
 )
-from ui import alarm_actions, theme
+from ui import alarm_actions, theme, widgets
 from ui.pages import notifications_page
 
 HISTORY_ROWS = ALARM_HISTORY_ROWS
@@ -156,14 +156,6 @@ def _open_slot(may_ack: bool, may_clear: bool) -> str:
     )
 
 
-def _cell(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(v, float):
-        return round(v, 3)
-    return "" if v is None else v
-
-
 async def alarms_page(alarm: str | None = None) -> None:
     """`?alarm=<id>` (the link in every notification) narrows the history and the
     notifications to that alarm."""
@@ -177,7 +169,7 @@ async def alarms_page(alarm: str | None = None) -> None:
             ui.label("Open alarms").classes("text-lg font-medium")
             counts_lbl = ui.label("").classes("text-sm").props('data-testid="alarm-counts"')
             ui.space()
-            status = ui.badge("connecting…", color="grey").props('data-testid="live-status"')
+            status = widgets.live_badge()
         with ui.row().classes("w-full items-end gap-4"):
             sev_sel = (
                 ui.select(list(alarms_live.SEVERITIES), multiple=True, value=[], label="Severity")
@@ -194,10 +186,8 @@ async def alarms_page(alarm: str | None = None) -> None:
             rule_sel = ui.select({"": "All rules"}, value="", label="Rule").classes("w-56")
             rule_sel.props('data-testid="filter-rule"')
 
-        columns = [
-            {"name": k, "label": label, "field": k, "align": "left", "sortable": True}
-            for k, label in OPEN_COLUMNS
-        ] + [{"name": "actions", "label": "", "field": "id", "align": "right"}]
+        actions = {"name": "actions", "label": "", "field": "id", "align": "right"}
+        columns = [*widgets.columns(OPEN_COLUMNS, sortable=True), actions]
         table = ui.table(rows=[], columns=columns, row_key="id").classes("w-full")
         table.props('dense flat bordered wrap-cells data-testid="open-alarms"')
         table.add_slot("body", _open_slot(may_ack, may_clear))
@@ -229,15 +219,7 @@ async def alarms_page(alarm: str | None = None) -> None:
                     'flat dense data-testid="history-refresh"'
                 )
             history_info = ui.label("").classes("text-sm text-gray-500")
-            history = ui.table(
-                columns=[
-                    {"name": k, "label": label, "field": k, "align": "left", "sortable": True}
-                    for k, label in HISTORY_COLUMNS
-                ],
-                rows=[],
-                row_key="key",
-                pagination=25,
-            ).classes("w-full")
+            history = widgets.data_table(HISTORY_COLUMNS, sortable=True, pagination=25)
             history.props('dense flat bordered wrap-cells data-testid="alarm-history"')
 
         with ui.card().classes("w-full").props("flat bordered"):
@@ -330,11 +312,7 @@ async def alarms_page(alarm: str | None = None) -> None:
                 ).classes("font-mono text-xs")
                 line.props["data-alarm-id"] = str(t.get("alarm_id"))  # set, never parsed
                 line.props["data-transition"] = str(t.get("transition"))
-        if m.connected:
-            status.text, status.props["color"] = "live", "positive"
-        else:
-            status.text, status.props["color"] = "Redis unavailable", "negative"
-        status.update()
+        widgets.show_live(status, m.connected)
 
     for sel in (sev_sel, status_sel, source_sel, rule_sel):
         sel.on_value_change(lambda: refresh(force=True))
@@ -355,13 +333,7 @@ async def alarms_page(alarm: str | None = None) -> None:
         except LakeUnavailable as exc:
             history_info.text = f"history unavailable: {exc}"
             return
-        history.rows = [
-            {
-                "key": f"{i}",
-                **{k: _cell(v) for (k, _), v in zip(HISTORY_COLUMNS, r[:-1], strict=True)},
-            }
-            for i, r in enumerate(rows)
-        ]
+        history.rows = widgets.lake_rows(HISTORY_COLUMNS, [r[:-1] for r in rows], digits=3)
         history_info.text = f"newest {len(rows)} transitions (max {HISTORY_ROWS})"
 
     for w in (range_sel, h_transition):

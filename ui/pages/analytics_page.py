@@ -36,7 +36,7 @@ from storage.analytics import (
     SqlResult,
     run_ready,
 )
-from ui import theme
+from ui import theme, widgets
 
 PALETTE = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41", "#546e7a"]
 #: Series that mean the same everywhere get the same colour as on the other pages.
@@ -142,11 +142,7 @@ async def analytics_page() -> None:
             ui.button(icon="refresh", on_click=lambda: load_ready()).props(
                 'flat dense data-testid="analytics-refresh"'
             )
-        with (
-            ui.element("div")
-            .classes("w-full grid gap-4")
-            .style("grid-template-columns: repeat(auto-fill, minmax(520px, 1fr))")
-        ):
+        with widgets.grid(520):
             for q in READY.values():
                 with (
                     ui.card()

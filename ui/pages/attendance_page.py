@@ -15,20 +15,22 @@ from nicegui import ui
 from core.settings import get_settings
 from core.venue import VenueError, venue_for
 from live import attendance as attendance_live
-from ui import theme
+from ui import theme, widgets
 from ui.pages.gate_page import status_slot, verdict_row
 
 FEED_ROWS = 50
-GATE_HEX = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#e53935", "#6d4c41"]
+KPI = "min-w-52"  # card width
 
-COLUMNS = [
-    {"name": "time", "label": "Time (UTC)", "field": "time", "align": "left"},
-    {"name": "gate", "label": "Gate", "field": "gate", "align": "left"},
-    {"name": "direction", "label": "Dir", "field": "direction", "align": "left"},
-    {"name": "status", "label": "Verdict", "field": "status", "align": "left"},
-    {"name": "name", "label": "Participant", "field": "name", "align": "left"},
-    {"name": "reason", "label": "Reason", "field": "reason", "align": "left"},
-]
+COLUMNS = widgets.columns(
+    [
+        ("time", "Time (UTC)"),
+        ("gate", "Gate"),
+        ("direction", "Dir"),
+        ("status", "Verdict"),
+        ("name", "Participant"),
+        ("reason", "Reason"),
+    ]
+)
 
 
 def _venue_gates() -> dict[str, dict[str, Any]]:
@@ -48,36 +50,13 @@ def _gates(fallback: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _chart_options(gates: dict[str, dict[str, Any]]) -> dict[str, Any]:
     labels, series = attendance_live.model.chart(list(gates))
-    return {
-        "animation": False,
-        "tooltip": {"trigger": "axis"},
-        "legend": {"top": 0},
-        "grid": {"left": 40, "right": 16, "top": 32, "bottom": 24},
-        "xAxis": {"type": "category", "data": labels},
-        "yAxis": {"type": "value", "minInterval": 1},
-        "series": [
-            {
-                "name": str(g.get("name") or gid),
-                "type": "bar",
-                "stack": "gates",
-                "data": series[gid],
-                "itemStyle": {"color": GATE_HEX[i % len(GATE_HEX)]},
-            }
+    return widgets.bar_chart(
+        labels,
+        [
+            (str(g.get("name") or gid), series[gid], widgets.palette(i))
             for i, (gid, g) in enumerate(gates.items())
         ],
-    }
-
-
-def _kpi(title: str, test_id: str) -> tuple[ui.label, ui.label]:
-    with ui.card().classes("min-w-52").props("flat bordered"):
-        ui.label(title).classes("text-xs uppercase text-gray-500")
-        value = ui.label("—").classes("text-3xl font-semibold").props(f'data-testid="{test_id}"')
-        sub = ui.label("").classes("text-sm text-gray-500")
-    return value, sub
-
-
-def _pct(part: int, whole: int) -> str:
-    return f"{part / whole:.0%}" if whole else "—"
+    )
 
 
 async def attendance_page() -> None:
@@ -89,13 +68,13 @@ async def attendance_page() -> None:
             event_lbl = ui.label("").classes("text-lg font-medium")
             ui.space()
             updated_lbl = ui.label("").classes("text-sm text-gray-500")
-            status = ui.badge("connecting…", color="grey").props('data-testid="live-status"')
+            status = widgets.live_badge()
 
         with ui.row().classes("w-full gap-4"):
-            checked_lbl, checked_sub = _kpi("Checked in / registered", "kpi-checked-in")
-            inside_lbl, inside_sub = _kpi("Inside now", "kpi-inside")
-            flagged_lbl, flagged_sub = _kpi("Flagged", "kpi-flagged")
-            refused_lbl, refused_sub = _kpi("Refused scans", "kpi-refused")
+            checked_lbl, checked_sub = widgets.kpi("Checked in / registered", "kpi-checked-in", KPI)
+            inside_lbl, inside_sub = widgets.kpi("Inside now", "kpi-inside", KPI)
+            flagged_lbl, flagged_sub = widgets.kpi("Flagged", "kpi-flagged", KPI)
+            refused_lbl, refused_sub = widgets.kpi("Refused scans", "kpi-refused", KPI)
             flagged_sub.text = "offline passes not valid, overturned"
 
         with ui.card().classes("w-full").props("flat bordered"):
@@ -137,7 +116,6 @@ async def attendance_page() -> None:
         if list(gates) != state["gate_ids"]:
             state["gate_ids"] = list(gates)
             build_gates(gates)
-            chart.options.update(_chart_options(gates))
         if m.version != state["version"]:
             state["version"] = m.version
             t = m.totals or {}
@@ -145,19 +123,16 @@ async def attendance_page() -> None:
             inside = int(t.get("inside") or 0)
             event_lbl.text = str((t.get("event") or {}).get("name") or "")
             checked_lbl.text = f"{checked:,} / {registered:,}"
-            checked_sub.text = f"{_pct(checked, registered)} of registered"
+            checked_sub.text = f"{widgets.pct(checked, registered)} of registered"
             inside_lbl.text = f"{inside:,}"
-            inside_sub.text = f"{_pct(inside, registered)} of registered"
+            inside_sub.text = f"{widgets.pct(inside, registered)} of registered"
             flagged_lbl.text = f"{int(t.get('flagged') or 0):,}"
             refused = m.refused()
             scans = sum(int(n) for n in (t.get("statuses") or {}).values())
             refused_lbl.text = f"{refused:,}"
-            refused_sub.text = f"{_pct(refused, scans)} of {scans:,} scans"
+            refused_sub.text = f"{widgets.pct(refused, scans)} of {scans:,} scans"
             updated_lbl.text = f"updated {str(t.get('updated_at') or '—')[:19].replace('T', ' ')}"
-            if m.connected:
-                status.text, status.props["color"] = "live", "positive"
-            else:
-                status.text, status.props["color"] = "Redis unavailable", "negative"
+            widgets.show_live(status, m.connected)
             for gid, g in gates.items():
                 if gid not in gate_widgets:
                     continue
@@ -179,14 +154,7 @@ async def attendance_page() -> None:
             if keys_now != state["feed"]:
                 state["feed"] = keys_now
                 feed.rows = rows
-        opts = _chart_options(gates)
-        if opts["xAxis"]["data"] != chart.options["xAxis"]["data"] or any(
-            s["data"] != c["data"]
-            for s, c in zip(opts["series"], chart.options["series"], strict=True)
-        ):
-            chart.options["xAxis"]["data"] = opts["xAxis"]["data"]
-            for s, c in zip(opts["series"], chart.options["series"], strict=True):
-                c["data"] = s["data"]
+        widgets.set_chart(chart, _chart_options(gates))
 
     refresh()
     attendance_live.changed.subscribe(refresh)

@@ -7,16 +7,13 @@ reads the lake's `camera_stats` view (fps while streaming, drops, reconnects, up
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from nicegui import Client, ui
 
 from core.settings import get_settings
 from core.venue import VenueError, venue_for
 from live.video_hub import changed, hub, model
 from storage.queries import LakeUnavailable, camera_stats
-from ui import theme
+from ui import theme, widgets
 from ui.video_widgets import CameraTile, track_client, use_player, who_of
 
 STATS_ROWS = 60
@@ -33,12 +30,6 @@ STATS_COLUMNS = [
 ]
 
 
-def _cell(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%d %H:%M")
-    return "—" if v is None else v
-
-
 async def cameras_page(client: Client) -> None:
     settings = get_settings()
     use_player()
@@ -52,30 +43,15 @@ async def cameras_page(client: Client) -> None:
             ui.label("The venue file lists no cameras (add them under `cameras:`).")
         who = who_of(client)
         tiles: dict[str, CameraTile] = {}
-        with (
-            ui.element("div")
-            .classes("w-full grid gap-4")
-            .style("grid-template-columns: repeat(auto-fill, minmax(360px, 1fr))")
-        ):
+        with widgets.grid(360):
             for cam in cameras:
                 tiles[cam.id] = CameraTile(cam.id, cam.name, cam.width, cam.height, who)
 
         with ui.card().classes("w-full").props("flat bordered"):
-            with ui.row().classes("w-full items-center"):
-                ui.label("Per-minute statistics (lake: camera_stats)").classes("font-medium")
-                ui.space()
-                info = ui.label("").classes("text-sm text-gray-500")
-                ui.button(icon="refresh", on_click=lambda: load_stats()).props(
-                    'flat dense data-testid="stats-refresh"'
-                )
-            table = ui.table(
-                columns=[
-                    {"name": k, "label": label, "field": k, "align": "left"}
-                    for k, label in STATS_COLUMNS
-                ],
-                rows=[],
-                row_key="key",
-            ).classes("w-full")
+            info = widgets.refresh_header(
+                "Per-minute statistics (lake: camera_stats)", lambda: load_stats(), "stats-refresh"
+            )
+            table = widgets.data_table(STATS_COLUMNS)
             table.props('dense flat bordered data-testid="camera-stats"')
 
     def refresh() -> None:
@@ -90,13 +66,13 @@ async def cameras_page(client: Client) -> None:
         except LakeUnavailable as exc:
             info.text = str(exc)
             return
-        table.rows = [
-            {
-                "key": f"{r[1]}@{r[0]}",
-                **{k: _cell(v) for (k, _), v in zip(STATS_COLUMNS, r, strict=True)},
-            }
-            for r in rows
-        ]
+        table.rows = widgets.lake_rows(
+            STATS_COLUMNS,
+            rows,
+            lambda _i, r: f"{r[1]}@{r[0]}",
+            time_format="%Y-%m-%d %H:%M",
+            none="—",
+        )
         info.text = f"newest {len(rows)} camera-minutes"
 
     refresh()

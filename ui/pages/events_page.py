@@ -19,19 +19,21 @@ from core.records import LEVELS
 from core.settings import get_settings
 from live import events as live
 from storage.queries import EventQuery, LakeUnavailable, fetch_events
-from ui import theme
+from ui import theme, widgets
 
 FEED_ROWS = 50
 HISTORY_SIZE = 20
 PAYLOAD_CHARS = 240
 
-COLUMNS = [
-    {"name": "time", "label": "Time (UTC)", "field": "time", "align": "left"},
-    {"name": "source", "label": "Source", "field": "source", "align": "left"},
-    {"name": "type", "label": "Type", "field": "type", "align": "left"},
-    {"name": "level", "label": "Level", "field": "level", "align": "left"},
-    {"name": "payload", "label": "Payload", "field": "payload", "align": "left"},
-]
+COLUMNS = widgets.columns(
+    [
+        ("time", "Time (UTC)"),
+        ("source", "Source"),
+        ("type", "Type"),
+        ("level", "Level"),
+        ("payload", "Payload"),
+    ]
+)
 
 
 def _row_slot(css_class: str) -> str:
@@ -84,24 +86,7 @@ def _event_table(css_class: str) -> ui.table:
 
 def _chart_options() -> dict[str, Any]:
     labels, series = live.model.chart()
-    return {
-        "animation": False,
-        "tooltip": {"trigger": "axis"},
-        "legend": {"top": 0},
-        "grid": {"left": 40, "right": 16, "top": 32, "bottom": 24},
-        "xAxis": {"type": "category", "data": labels},
-        "yAxis": {"type": "value", "minInterval": 1},
-        "series": [
-            {
-                "name": lv,
-                "type": "bar",
-                "stack": "level",
-                "data": series[lv],
-                "itemStyle": {"color": theme.LEVEL_HEX[lv]},
-            }
-            for lv in LEVELS
-        ],
-    }
+    return widgets.bar_chart(labels, [(lv, series[lv], theme.LEVEL_HEX[lv]) for lv in LEVELS])
 
 
 def _age_text(age: float | None) -> str:
@@ -125,12 +110,6 @@ def _window_text(window: tuple[str, str, int] | None) -> str:
     return f"{count:,} · {span}"
 
 
-def _kpi(title: str, test_id: str) -> ui.label:
-    with ui.card().classes("min-w-44").props("flat bordered"):
-        ui.label(title).classes("text-xs uppercase text-gray-500")
-        return ui.label("—").classes("text-2xl font-semibold").props(f'data-testid="{test_id}"')
-
-
 async def events_page() -> None:
     lake_dir = get_settings().lake
     state: dict[str, Any] = {"version": -1, "types": (), "history_version": -1}
@@ -144,13 +123,13 @@ async def events_page() -> None:
             ).classes("w-40")
             level_sel.props('data-testid="filter-level"')
             ui.space()
-            status = ui.badge("connecting…", color="grey").props('data-testid="live-status"')
+            status = widgets.live_badge()
 
         with ui.row().classes("w-full gap-4"):
-            total_lbl = _kpi("Stored since app start", "kpi-total")
-            rate_lbl = _kpi("Events / min", "kpi-rate")
-            age_lbl = _kpi("Last event", "kpi-age")
-            window_lbl = _kpi("Last closed window", "kpi-window")
+            total_lbl = widgets.small_kpi("Stored since app start", "kpi-total")
+            rate_lbl = widgets.small_kpi("Events / min", "kpi-rate")
+            age_lbl = widgets.small_kpi("Last event", "kpi-age")
+            window_lbl = widgets.small_kpi("Last closed window", "kpi-window")
 
         with ui.card().classes("w-full").props("flat bordered"):
             ui.label("Events per minute by level (event time, UTC)").classes("font-medium")
@@ -162,13 +141,9 @@ async def events_page() -> None:
             feed.props('data-testid="live-feed"')
 
         with ui.card().classes("w-full").props("flat bordered"):
-            with ui.row().classes("w-full items-center"):
-                ui.label("History (lake)").classes("font-medium")
-                ui.space()
-                history_info = ui.label("").classes("text-sm text-gray-500")
-                ui.button(icon="refresh", on_click=lambda: load_history()).props(
-                    'flat dense data-testid="history-refresh"'
-                )
+            history_info = widgets.refresh_header(
+                "History (lake)", lambda: load_history(), "history-refresh"
+            )
             history = _event_table("vf-history-row")
             history.props('data-testid="history"')
             pager = ui.pagination(1, 1, direction_links=True, on_change=lambda: load_history())
@@ -206,18 +181,8 @@ async def events_page() -> None:
                 type_sel.set_options(options)
             total_lbl.text = f"{m.total:,}"
             window_lbl.text = _window_text(m.last_window())
-            if m.connected:
-                status.text, status.props["color"] = "live", "positive"
-            else:
-                status.text, status.props["color"] = "Redis unavailable", "negative"
-        opts = _chart_options()
-        if opts["xAxis"]["data"] != chart.options["xAxis"]["data"] or any(
-            s["data"] != c["data"]
-            for s, c in zip(opts["series"], chart.options["series"], strict=True)
-        ):
-            chart.options["xAxis"]["data"] = opts["xAxis"]["data"]
-            for s, c in zip(opts["series"], chart.options["series"], strict=True):
-                c["data"] = s["data"]
+            widgets.show_live(status, m.connected)
+        widgets.set_chart(chart, _chart_options())
         rate_lbl.text = f"{m.events_per_minute():,}"
         age_lbl.text = _age_text(m.last_event_age_s())
 

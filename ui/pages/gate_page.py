@@ -132,7 +132,7 @@ async def gate_page(gate: str | None = None, direction: str | None = None) -> No
     state: dict[str, Any] = {"seq": 0, "until": None, "history": None}
 
     ui.add_head_html(
-        f'<script defer src="{STATIC_URL}/jsQR.js"></script>'
+        f'<script defer src="{STATIC_URL}/vendor/jsQR.js"></script>'
         f'<script defer src="{STATIC_URL}/gate_scan.js"></script>'
     )
     with theme.frame("Gate", "/gate"):

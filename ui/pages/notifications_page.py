@@ -14,7 +14,6 @@ Every button checks its permission again on the server when clicked.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 from nicegui import background_tasks, ui
@@ -33,7 +32,7 @@ from live.redis import redis_client
 from notify.apprise_sender import warm_up
 from notify.senders import send_test, user_destination
 from storage.queries import LakeUnavailable, notification_attempts
-from ui import theme
+from ui import theme, widgets
 
 ON_CHOICES: tuple[NotifyOn, ...] = ("raised", "acknowledged", "cleared", "escalated")
 ATTEMPT_COLUMNS = [
@@ -50,25 +49,14 @@ ATTEMPT_COLUMNS = [
 ]
 
 
-def cell(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(v, float):
-        return round(v, 1)
-    return "" if v is None else v
-
-
 def attempts_table() -> ui.table:
-    t = ui.table(
-        columns=[
-            {"name": k, "label": label, "field": k, "align": "left", "sortable": True}
-            for k, label in ATTEMPT_COLUMNS
-        ],
-        rows=[],
-        row_key="key",
-        pagination=20,
-    ).classes("w-full")
-    return t
+    return widgets.data_table(ATTEMPT_COLUMNS, sortable=True, pagination=20)
+
+
+def _choose(options: list[str], label: str, value: list[str], test_id: str) -> ui.select:
+    """A multiple choice of the subscription form."""
+    sel = ui.select(options, multiple=True, label=label, value=value).classes("w-72")
+    return sel.props(f'data-testid="{test_id}"')
 
 
 async def load_attempts(table: ui.table, info: ui.label, alarm_id: str | None) -> None:
@@ -79,10 +67,7 @@ async def load_attempts(table: ui.table, info: ui.label, alarm_id: str | None) -
     except LakeUnavailable as exc:
         info.text = f"notifications unavailable: {exc}"
         return
-    table.rows = [
-        {"key": str(i), **{k: cell(v) for (k, _), v in zip(ATTEMPT_COLUMNS, r, strict=True)}}
-        for i, r in enumerate(rows)
-    ]
+    table.rows = widgets.lake_rows(ATTEMPT_COLUMNS, rows, digits=1)
     info.text = f"newest {len(rows)} notification attempts" + (
         f" of {alarm_id}" if alarm_id else ""
     )
@@ -118,31 +103,31 @@ async def notifications_page() -> None:
             if shown:
                 ui.label(f"Saved: {shown}").classes("text-xs text-gray-500")
             with ui.row().classes("w-full gap-4"):
-                sev = ui.select(
+                sev = _choose(
                     list(SEVERITIES),
-                    multiple=True,
-                    label="Severities",
-                    value=list(current.severities) if current else ["CRITICAL", "MAJOR"],
+                    "Severities",
+                    list(current.severities) if current else ["CRITICAL", "MAJOR"],
+                    "sub-severities",
                 )
-                sev.classes("w-72").props('data-testid="sub-severities"')
-                rules = ui.select(
+                rules = _choose(
                     rule_ids,
-                    multiple=True,
-                    label="Rules (* = all)",
-                    value=list(current.rules) if current else ["*"],
+                    "Rules (* = all)",
+                    list(current.rules) if current else ["*"],
+                    "sub-rules",
                 )
-                rules.classes("w-72").props('data-testid="sub-rules"')
-                on = ui.select(
+                on = _choose(
                     list(ON_CHOICES),
-                    multiple=True,
-                    label="On",
-                    value=list(current.send_on) if current else ["raised", "cleared"],
+                    "On",
+                    list(current.send_on) if current else ["raised", "cleared"],
+                    "sub-on",
                 )
-                on.classes("w-72").props('data-testid="sub-on"')
                 enabled = ui.switch("Enabled", value=current.enabled if current else True)
             status = ui.label("").classes("text-sm").props('data-testid="sub-status"')
 
             def form() -> Subscription | None:
+                """The form as a valid subscription, or None (said why) — role checked again."""
+                if not permitted("notify.subscribe"):
+                    return None
                 me = current_user()
                 if me is None:
                     status.text = "your login has ended; log in again"
@@ -166,8 +151,6 @@ async def notifications_page() -> None:
                 return sub
 
             async def save() -> None:
-                if not permitted("notify.subscribe"):
-                    return
                 sub = form()
                 if sub is None:
                     return
@@ -190,8 +173,6 @@ async def notifications_page() -> None:
                 status.text = "Removed: no alarm reaches you by notification now"
 
             async def test_me() -> None:
-                if not permitted("notify.subscribe"):
-                    return
                 sub = form()
                 if sub is None:
                     return

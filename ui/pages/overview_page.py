@@ -12,7 +12,6 @@ Camera tiles (and camera figures) are only shown to roles with `cameras.view`.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
@@ -29,14 +28,13 @@ from live import events as live
 from live.video_hub import changed as video_changed
 from live.video_hub import hub
 from live.video_hub import model as video_model
-from ui import theme
+from ui import theme, widgets
 from ui.pages.alarms_page import SEVERITY_COLORS, STATUS_COLORS
 from ui.video_widgets import CameraTile, use_player, who_of
 
 CHART_MINUTES = 30
 FPS_SAMPLES = 300  # one a second: the last five minutes
 ALARM_ROWS = 8
-PALETTE = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#e53935", "#6d4c41"]
 
 #: (HH:MM:SS UTC, camera id → fps out) once a second, for the fps chart.
 fps_samples: deque[tuple[str, dict[str, float]]] = deque(maxlen=FPS_SAMPLES)
@@ -58,34 +56,21 @@ async def sample_forever() -> None:
         await asyncio.sleep(1.0)
 
 
-def _bars(labels: list[str], series: dict[str, list[int]], colors: dict[str, str]) -> dict:
-    return {
-        "animation": False,
-        "tooltip": {"trigger": "axis"},
-        "legend": {"top": 0, "type": "scroll"},
-        "grid": {"left": 40, "right": 16, "top": 32, "bottom": 24},
-        "xAxis": {"type": "category", "data": labels},
-        "yAxis": {"type": "value", "minInterval": 1},
-        "series": [
-            {"name": n, "type": "bar", "stack": "s", "data": d, "itemStyle": {"color": colors[n]}}
-            for n, d in series.items()
-        ],
-    }
-
-
 def events_chart() -> dict[str, Any]:
     labels, series = live.model.chart()
     n = CHART_MINUTES
-    return _bars(labels[-n:], {lv: series[lv][-n:] for lv in LEVELS}, theme.LEVEL_HEX)
+    return widgets.bar_chart(
+        labels[-n:], [(lv, series[lv][-n:], theme.LEVEL_HEX[lv]) for lv in LEVELS]
+    )
 
 
 def arrivals_chart() -> dict[str, Any]:
     m = attendance_live.model
     gates = m.gate_ids()
     labels, series = m.chart(gates, CHART_MINUTES)
-    named = {m.gate_name(g): series[g] for g in gates}
-    colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(named)}
-    return _bars(labels, named, colors)
+    return widgets.bar_chart(
+        labels, [(m.gate_name(g), series[g], widgets.palette(i)) for i, g in enumerate(gates)]
+    )
 
 
 def fps_chart(camera_ids: list[str]) -> dict[str, Any]:
@@ -103,34 +88,11 @@ def fps_chart(camera_ids: list[str]) -> dict[str, Any]:
                 "type": "line",
                 "showSymbol": False,
                 "data": [round(f.get(cam, 0.0), 1) for _, f in samples],
-                "itemStyle": {"color": PALETTE[i % len(PALETTE)]},
+                "itemStyle": {"color": widgets.palette(i)},
             }
             for i, cam in enumerate(camera_ids)
         ],
     }
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-
-
-def _set_chart(chart: ui.echart, opts: dict[str, Any]) -> None:
-    if not _same(chart.options, opts):
-        chart.options.clear()
-        chart.options.update(opts)
-        chart.update()
-
-
-def _kpi(title: str, test_id: str) -> tuple[ui.label, ui.label]:
-    with ui.card().classes("min-w-48 grow").props("flat bordered"):
-        ui.label(title).classes("text-xs uppercase text-gray-500")
-        value = ui.label("—").classes("text-3xl font-semibold").props(f'data-testid="{test_id}"')
-        sub = ui.label("").classes("text-sm text-gray-500")
-    return value, sub
-
-
-def _pct(part: int, whole: int) -> str:
-    return f"{part / whole:.0%}" if whole else "—"
 
 
 async def overview_page(client: Client) -> None:
@@ -148,9 +110,9 @@ async def overview_page(client: Client) -> None:
 
     with theme.frame("Overview", "/"):
         with ui.row().classes("w-full gap-4"):
-            checked_lbl, checked_sub = _kpi("Checked in / registered", "kpi-checked-in")
-            inside_lbl, inside_sub = _kpi("Inside now", "kpi-inside")
-            rate_lbl, rate_sub = _kpi("Events / min", "kpi-events-rate")
+            checked_lbl, checked_sub = widgets.kpi("Checked in / registered", "kpi-checked-in")
+            inside_lbl, inside_sub = widgets.kpi("Inside now", "kpi-inside")
+            rate_lbl, rate_sub = widgets.kpi("Events / min", "kpi-events-rate")
             with ui.card().classes("min-w-64 grow").props("flat bordered"):
                 ui.label("Open alarms").classes("text-xs uppercase text-gray-500")
                 alarms_total = ui.label("—").classes("text-3xl font-semibold")
@@ -162,13 +124,9 @@ async def overview_page(client: Client) -> None:
                         )
                         for s in alarms_live.SEVERITIES
                     }
-            cams_lbl, cams_sub = _kpi("Cameras streaming", "kpi-cameras")
+            cams_lbl, cams_sub = widgets.kpi("Cameras streaming", "kpi-cameras")
 
-        with (
-            ui.element("div")
-            .classes("w-full grid gap-4")
-            .style("grid-template-columns: repeat(auto-fill, minmax(440px, 1fr))")
-        ):
+        with widgets.grid(440):
             with ui.card().classes("w-full").props("flat bordered"):
                 ui.label("Events per minute by level (event time, UTC)").classes("font-medium")
                 ev_chart = ui.echart(events_chart()).classes("w-full h-56")
@@ -193,11 +151,7 @@ async def overview_page(client: Client) -> None:
         tiles: dict[str, CameraTile] = {}
         if show_cameras and cameras:
             who = who_of(client)
-            with (
-                ui.element("div")
-                .classes("w-full grid gap-4")
-                .style("grid-template-columns: repeat(auto-fill, minmax(320px, 1fr))")
-            ):
+            with widgets.grid(320):
                 for cam in cameras:
                     tiles[cam.id] = CameraTile(cam.id, cam.name, cam.width, cam.height, who)
 
@@ -241,10 +195,10 @@ async def overview_page(client: Client) -> None:
             registered, checked = int(t.get("registered") or 0), int(t.get("checked_in") or 0)
             inside = int(t.get("inside") or 0)
             checked_lbl.text = f"{checked:,} / {registered:,}"
-            checked_sub.text = f"{_pct(checked, registered)} of registered"
+            checked_sub.text = f"{widgets.pct(checked, registered)} of registered"
             inside_lbl.text = f"{inside:,}"
-            inside_sub.text = f"{_pct(inside, registered)} of registered"
-        _set_chart(arr_chart, arrivals_chart())
+            inside_sub.text = f"{widgets.pct(inside, registered)} of registered"
+        widgets.set_chart(arr_chart, arrivals_chart())
 
     def refresh_events() -> None:
         m = live.model
@@ -252,7 +206,7 @@ async def overview_page(client: Client) -> None:
         rate_sub.text = "live" if m.connected else "Redis unavailable"
         if m.version != state["ev"]:
             state["ev"] = m.version
-        _set_chart(ev_chart, events_chart())
+        widgets.set_chart(ev_chart, events_chart())
 
     def refresh_video() -> None:
         streaming = sum(
@@ -261,7 +215,7 @@ async def overview_page(client: Client) -> None:
         cams_lbl.text = f"{streaming} / {len(camera_ids)}"
         cams_sub.text = "of the venue file's cameras"
         if show_cameras:
-            _set_chart(fps, fps_chart(camera_ids))
+            widgets.set_chart(fps, fps_chart(camera_ids))
             for cam_id, tile in tiles.items():
                 tile.update(video_model.cameras.get(cam_id), hub.viewers(cam_id))
 

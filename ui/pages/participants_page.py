@@ -37,7 +37,7 @@ from core.settings import get_settings
 from live.redis import redis_client
 from storage.erasure import ErasureError, erase_participant
 from storage.queries import LakeUnavailable
-from ui import theme
+from ui import theme, widgets
 
 PAGE_SIZE = 25
 BAD_ROWS_SHOWN = 500
@@ -74,12 +74,6 @@ _ROW_SLOT = """
 """
 
 
-def _kpi(title: str, test_id: str) -> ui.label:
-    with ui.card().classes("min-w-44").props("flat bordered"):
-        ui.label(title).classes("text-xs uppercase text-gray-500")
-        return ui.label("—").classes("text-2xl font-semibold").props(f'data-testid="{test_id}"')
-
-
 async def _counts() -> tuple[int | None, int | None]:
     """(registered and active, known ids) from the flow's totals and `participants:index`."""
     r = redis_client()
@@ -112,8 +106,8 @@ async def participants_page() -> None:
 
     with theme.frame("Participants", "/participants"):
         with ui.row().classes("w-full gap-4 items-stretch"):
-            registered_lbl = _kpi("Registered (active)", "kpi-registered")
-            known_lbl = _kpi("Known ids", "kpi-known")
+            registered_lbl = widgets.small_kpi("Registered (active)", "kpi-registered")
+            known_lbl = widgets.small_kpi("Known ids", "kpi-known")
             ui.space()
             with ui.column().classes("justify-end"):
                 ui.link("Export all QR codes (zip)", "/participants/qr.zip").props(
