@@ -31,15 +31,8 @@ from redis.exceptions import RedisError
 from api.http import Router, redis_client
 from auth.keys import ApiKey
 from core import keys
-from core.alarms import (
-    Alarm,
-    AlarmCommand,
-    AlarmHead,
-    AlarmStatus,
-    AlarmTransition,
-    Severity,
-    split_alarm_id,
-)
+from core.alarms import Alarm, AlarmCommand, AlarmStatus, AlarmTransition, Severity, split_alarm_id
+from core.contract import AlarmHead
 from core.settings import get_settings
 from storage.queries import LakeUnavailable, alarm_transitions, latest_alarms
 
