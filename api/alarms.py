@@ -32,6 +32,7 @@ from api.http import Router, redis_client
 from auth.keys import ApiKey
 from core import keys
 from core.alarms import Alarm, AlarmCommand, AlarmStatus, AlarmTransition, Severity, split_alarm_id
+from core.contract import AlarmHead
 from core.settings import get_settings
 from storage.queries import LakeUnavailable, alarm_transitions, latest_alarms
 
@@ -41,15 +42,9 @@ router = Router(tags=["alarms"])
 AlarmIdPath = Annotated[str, Path(min_length=5, max_length=400, description="rule|source|seq")]
 
 
-class AlarmItem(BaseModel):
+class AlarmItem(AlarmHead):
     """One alarm now: from the live hash while open, else its newest transition in the lake."""
 
-    alarm_id: str
-    rule_id: str
-    rule_name: str
-    kind: str
-    source: str
-    severity: str
     status: str
     message: str
     count: int

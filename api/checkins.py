@@ -43,6 +43,7 @@ from api.http import (
 )
 from auth.permissions import gate_refusal
 from core import keys
+from core.contract import Verdict
 from core.records import CheckIn, field_errors
 from core.tokens import PUBLIC_NAME, key_dir, load_verifier
 from live import attendance as attendance_live
@@ -148,7 +149,7 @@ def _wait_param(request: Request) -> float | JSONResponse:
 @router.post(
     "/api/checkins",
     response_model=api_models.CheckinPending,
-    responses={200: {"model": api_models.Verdict}},
+    responses={200: {"model": Verdict}},
 )
 async def post_checkin(
     request: Request,
@@ -255,7 +256,7 @@ async def post_checkin_batch(
     return JSONResponse({"ids": ids, "count": len(ids)}, status_code=202)
 
 
-@router.get("/api/checkins/{nonce}", response_model=api_models.Verdict)
+@router.get("/api/checkins/{nonce}", response_model=Verdict)
 async def get_checkin(nonce: str, key: ApiKeyDep) -> JSONResponse:
     """The latest verdict stored for a scan's nonce (kept a day)."""
     try:

@@ -22,7 +22,7 @@ from pydantic_core import to_json
 from api.http import ApiKeyDep, Router, invalid_query, read_body
 from auth.permissions import current_user, personal_key
 from core import keys
-from core.records import ActivityIn, LogPost, field_errors, stored_json
+from core.records import MAX_LOG_BYTES, ActivityIn, LogPost, field_errors, stored_json
 from core.settings import get_settings
 from live.redis import RedisDown, xadd_json
 from storage.queries import REQUEST_LOG_COLUMNS, LakeUnavailable, request_logs_page
@@ -31,7 +31,6 @@ from storage.tables import REQUEST_LOGS
 
 router = Router(tags=["logs"])
 
-MAX_LOG_BYTES = 16 * 1024
 PERSONAL = sorted(REQUEST_LOGS.personal)  #: pseudonymised for callers without personal access
 COLUMNS = REQUEST_LOG_COLUMNS
 

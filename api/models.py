@@ -84,10 +84,6 @@ class CheckinBatchOut(_Open):
     count: int
 
 
-class Verdict(_Open):
-    status: str
-
-
 class PublicKey(_Open):
     pass
 

@@ -33,7 +33,6 @@ import redis
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from nicegui import run
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 
@@ -51,7 +50,7 @@ from core.participants import (
 )
 from core.qr import qr_png, qr_svg
 from core.qr_export import file_stem
-from core.records import Participant, ParticipantOp, reason_of
+from core.records import ParticipantOp
 from core.settings import get_settings
 from core.tokens import TokenSigner, load_signer
 from core.venue import venue_for
@@ -95,16 +94,7 @@ def parse_json_participants(raw: bytes | str) -> ParsedCsv:
     first: dict[str, int] = {}
     for i, item in enumerate(items, 1):
         out.rows += 1
-        try:
-            p = Participant.model_validate(item)
-        except ValidationError as exc:
-            out.add_bad(i, lambda exc=exc: reason_of(exc))
-            continue
-        if p.id in first:
-            out.add_bad(i, f"duplicate id {p.id!r}, first as item {first[p.id]}")
-            continue
-        first[p.id] = i
-        out.participants.append(p)
+        out.take(i, item, first, "as item")
     return out
 
 

@@ -11,8 +11,10 @@ Exit codes: 0 done; 1 done but something was refused (bad rows, unknown or revok
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -84,6 +86,21 @@ def connect(s: Settings) -> redis.Redis | None:
         )
         return None
     return r
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def with_redis(cmd: Callable[[argparse.Namespace, Settings, redis.Redis], int]) -> Command:
+    """The command given the settings and a Redis that answered; exit 2 (said why) if none."""
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> int:
+        s = Settings()
+        r = connect(s)
+        return 2 if r is None else cmd(args, s, r)
+
+    return run
 
 
 def _flow_alive(r: redis.Redis) -> bool:
@@ -159,15 +176,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if res.bad else 0
 
 
-def cmd_admin(args: argparse.Namespace) -> int:
+@with_redis
+def cmd_admin(args: argparse.Namespace, s: Settings, r: redis.Redis) -> int:
     from core.participant_admin import no_op, send_admin_op, wait_admin_op
     from core.participants import participant_index
 
     op = args.participants_command
-    s = Settings()
-    r = connect(s)
-    if r is None:
-        return 2
     before = participant_index(r, args.id)
     if before is None:
         _err(f"error: no participant with id {args.id!r} (import it first)")
@@ -194,15 +208,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_erase(args: argparse.Namespace) -> int:
+@with_redis
+def cmd_erase(args: argparse.Namespace, s: Settings, r: redis.Redis) -> int:
     import getpass
 
     from storage.erasure import ErasureError, erase_participant
 
-    s = Settings()
-    r = connect(s)
-    if r is None:
-        return 2
     by = args.by or f"cli:{getpass.getuser()}"
     try:
         res = erase_participant(s, r, args.id, by, args.wait)
@@ -220,14 +231,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token(args: argparse.Namespace) -> int:
+@with_redis
+def cmd_token(args: argparse.Namespace, s: Settings, r: redis.Redis) -> int:
     from core.participant_admin import mint_token
     from core.participants import participant_index
 
-    s = Settings()
-    r = connect(s)
-    if r is None:
-        return 2
     entry = participant_index(r, args.id)
     if entry is None:
         _err(f"error: no participant with id {args.id!r}")
@@ -248,13 +256,10 @@ def cmd_public_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_qr(args: argparse.Namespace) -> int:
+@with_redis
+def cmd_qr(args: argparse.Namespace, s: Settings, r: redis.Redis) -> int:
     from core.qr_export import FORMATS, badges, export_dir, export_zip
 
-    s = Settings()
-    r = connect(s)
-    if r is None:
-        return 2
     items, revoked = badges(r, s)
     formats = FORMATS[args.format]
     bar = ProgressBar(enabled=not args.quiet)

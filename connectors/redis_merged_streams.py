@@ -18,14 +18,12 @@ last emitted id per stream) re-emits exactly the rest of it, in the same order.
 from __future__ import annotations
 
 import logging
-import time
-from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.redis_streams import StreamBatch
+from connectors.redis_streams import Outage, Retention, StreamBatch
 from core.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
@@ -42,10 +40,9 @@ class _Merged(StatefulSourcePartition[StreamBatch, Ids]):
     def __init__(self, url: str, keys: list[str], last: Ids, count: int, retention: float):
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._keys, self._last, self._count = keys, dict(last), count
-        self._retention = retention
-        self._snapshots: deque[tuple[float, Ids]] = deque()
+        self._retention = Retention(self._r, retention)
         self._awake: datetime | None = None
-        self._down_since: datetime | None = None
+        self._outage = Outage(f"streams {keys}")
 
     def _read(self) -> tuple[list, int]:
         pipe = self._r.pipeline(transaction=True)
@@ -63,15 +60,9 @@ class _Merged(StatefulSourcePartition[StreamBatch, Ids]):
                 self._r.xread({k: self._last[k] for k in self._keys}, count=1, block=10)
                 return []
         except redis.exceptions.RedisError as exc:
-            now = datetime.now(UTC)
-            if self._down_since is None:
-                self._down_since = now
-                log.warning("streams %s: Redis unavailable (%s); retrying", self._keys, exc)
-            self._awake = now + timedelta(seconds=0.5)
+            self._awake = self._outage.failed(exc)
             return []
-        if self._down_since is not None:
-            log.warning("streams %s: Redis back", self._keys)
-            self._down_since = None
+        self._outage.answered()
         self._awake = None
         order = {k: i for i, k in enumerate(self._keys)}
         limit = (now_ms, -1, -1)  # nothing of the current millisecond
@@ -107,18 +98,7 @@ class _Merged(StatefulSourcePartition[StreamBatch, Ids]):
         return dict(self._last)
 
     def snapshot(self) -> Ids:
-        now = time.monotonic()
-        if not self._snapshots or self._snapshots[-1][1] != self._last:
-            self._snapshots.append((now, dict(self._last)))
-        trim_to: Ids | None = None
-        while self._snapshots and now - self._snapshots[0][0] > self._retention:
-            trim_to = self._snapshots.popleft()[1]
-        if trim_to is not None and self._retention > 0:
-            try:
-                for k, minid in trim_to.items():
-                    self._r.xtrim(k, minid=minid, approximate=True)
-            except redis.exceptions.RedisError as exc:
-                log.warning("streams %s: trim failed (%s); will retry", self._keys, exc)
+        self._retention.snapshot(self._last)
         return dict(self._last)
 
     def close(self) -> None:

@@ -40,7 +40,7 @@ from typing import Generic, TypeVar
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.redis_streams import StreamBatch
+from connectors.redis_streams import Retention, StreamBatch
 from core.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
@@ -165,9 +165,9 @@ class _ReadAheadPartition(StatefulSourcePartition[T, str]):
         ahead: int,
     ):
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self._key, self._last_id, self._retention = key, last_id, retention
+        self._key, self._last_id = key, last_id
+        self._retention = Retention(self._r, retention)
         self._idle_s = idle.total_seconds()
-        self._snapshots: deque[tuple[float, str]] = deque()
         block_ms = max(1, int(self._idle_s * 1000))
         self._reader: _Reader[T] = _Reader(url, key, last_id, count, block_ms, prepare, ahead)
         self._reader.start()
@@ -186,17 +186,7 @@ class _ReadAheadPartition(StatefulSourcePartition[T, str]):
         return items
 
     def snapshot(self) -> str:
-        now = time.monotonic()
-        if not self._snapshots or self._snapshots[-1][1] != self._last_id:
-            self._snapshots.append((now, self._last_id))
-        trim_to = None
-        while self._snapshots and now - self._snapshots[0][0] > self._retention:
-            trim_to = self._snapshots.popleft()[1]
-        if trim_to is not None and self._retention > 0:
-            try:
-                self._r.xtrim(self._key, minid=trim_to, approximate=True)
-            except redis.exceptions.RedisError as exc:
-                log.warning("stream %s: trim failed (%s); will retry", self._key, exc)
+        self._retention.snapshot({self._key: self._last_id})
         return self._last_id
 
     def close(self) -> None:

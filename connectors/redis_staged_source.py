@@ -22,7 +22,7 @@ from typing import Protocol
 
 from bytewax.inputs import FixedPartitionedSource
 
-from connectors.redis_streams import StreamBatch, _StreamPartition
+from connectors.redis_streams import StreamBatch, StreamPartition
 from core.shutdown import stop_requested
 
 
@@ -36,7 +36,7 @@ class Stage(Protocol):
     def alive(self) -> bool: ...
 
 
-class _StagedPartition(_StreamPartition):
+class _StagedPartition(StreamPartition):
     def __init__(self, stage: Stage, *args: object):
         super().__init__(*args)  # type: ignore[arg-type]
         self._stage = stage

@@ -37,20 +37,65 @@ class StreamBatch:
     entries: list[tuple[str, bytes | None]]
 
 
-class _StreamPartition(StatefulSourcePartition[StreamBatch, str]):
+class Retention:
+    """Trims streams only behind a position snapshotted more than `seconds` ago (long
+    committed: nothing a resume could still need). Shared by every stream source here."""
+
+    def __init__(self, r: redis.Redis, seconds: float):
+        self._r, self._seconds = r, seconds
+        self._held: deque[tuple[float, dict[str, str]]] = deque()
+
+    def snapshot(self, last: dict[str, str]) -> None:
+        """Note the position `last` (stream key → last emitted id); trim what is old enough."""
+        now = time.monotonic()
+        if not self._held or self._held[-1][1] != last:
+            self._held.append((now, dict(last)))
+        trim_to: dict[str, str] | None = None
+        while self._held and now - self._held[0][0] > self._seconds:
+            trim_to = self._held.popleft()[1]
+        if trim_to is None or self._seconds <= 0:
+            return
+        try:
+            for key, minid in trim_to.items():
+                self._r.xtrim(key, minid=minid, approximate=True)
+        except redis.exceptions.RedisError as exc:
+            log.warning("streams %s: trim failed (%s); will retry", list(trim_to), exc)
+
+
+class Outage:
+    """Logs once when Redis goes away and once when it is back; says when to try again."""
+
+    def __init__(self, what: str):
+        self._what = what
+        self._since: datetime | None = None
+
+    def failed(self, exc: Exception) -> datetime:
+        """Redis did not answer: the time to try again (the partition's `next_awake`)."""
+        now = datetime.now(UTC)
+        if self._since is None:
+            self._since = now
+            log.warning("%s: Redis unavailable (%s); retrying", self._what, exc)
+        return now + timedelta(seconds=0.5)
+
+    def answered(self) -> None:
+        if self._since is not None:
+            log.warning("%s: Redis back after %s", self._what, datetime.now(UTC) - self._since)
+            self._since = None
+
+
+class StreamPartition(StatefulSourcePartition[StreamBatch, str]):
     def __init__(
         self, url: str, key: str, last_id: str, count: int, idle: timedelta, retention: float
     ):
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self._retention = retention
-        self._snapshots: deque[tuple[float, str]] = deque()
+        self._retention = Retention(self._r, retention)
         self._key = key
         self._last_id = last_id
         self._count = count
         self._block_ms = max(1, int(idle.total_seconds() * 1000))
         self._drained = False
         self._awake: datetime | None = None
-        self._down_since: datetime | None = None
+        self._outage = Outage(f"stream {key}")
 
     def next_batch(self) -> list[StreamBatch]:
         if stop_requested():
@@ -62,16 +107,9 @@ class _StreamPartition(StatefulSourcePartition[StreamBatch, str]):
                 block=self._block_ms if self._drained else None,
             )
         except redis.exceptions.RedisError as exc:
-            now = datetime.now(UTC)
-            if self._down_since is None:
-                self._down_since = now
-                log.warning("stream %s: Redis unavailable (%s); retrying", self._key, exc)
-            self._awake = now + timedelta(seconds=0.5)
+            self._awake = self._outage.failed(exc)
             return []
-        if self._down_since is not None:
-            down_for = datetime.now(UTC) - self._down_since
-            log.warning("stream %s: Redis back after %s", self._key, down_for)
-            self._down_since = None
+        self._outage.answered()
         self._awake = None
         self._drained = not reply
         if not reply:
@@ -85,17 +123,7 @@ class _StreamPartition(StatefulSourcePartition[StreamBatch, str]):
         return self._awake
 
     def snapshot(self) -> str:
-        now = time.monotonic()
-        if not self._snapshots or self._snapshots[-1][1] != self._last_id:
-            self._snapshots.append((now, self._last_id))
-        trim_to = None
-        while self._snapshots and now - self._snapshots[0][0] > self._retention:
-            trim_to = self._snapshots.popleft()[1]
-        if trim_to is not None and self._retention > 0:
-            try:
-                self._r.xtrim(self._key, minid=trim_to, approximate=True)
-            except redis.exceptions.RedisError as exc:
-                log.warning("stream %s: trim failed (%s); will retry", self._key, exc)
+        self._retention.snapshot({self._key: self._last_id})
         return self._last_id
 
     def close(self) -> None:
@@ -122,6 +150,6 @@ class RedisStreamSource(FixedPartitionedSource[StreamBatch, str]):
     def list_parts(self) -> list[str]:
         return list(self.keys)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: str | None) -> _StreamPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: str | None) -> StreamPartition:
         last = resume_state if resume_state is not None else self.start_id
-        return _StreamPartition(self.url, for_part, last, self.count, self.idle, self.retention)
+        return StreamPartition(self.url, for_part, last, self.count, self.idle, self.retention)

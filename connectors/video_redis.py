@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from connectors.redis_streams import RedisStreamSource, StreamBatch, _StreamPartition
+from connectors.redis_streams import RedisStreamSource, StreamBatch, StreamPartition
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class FramePublisher:
         self._r.close()
 
 
-class _PolledPartition(_StreamPartition):
+class _PolledPartition(StreamPartition):
     def __init__(self, *args: object, poll: timedelta):
         super().__init__(*args)  # type: ignore[arg-type]
         self._poll = poll

@@ -49,6 +49,11 @@ CHECKIN_OUTCOMES: dict[str, str] = {
 }
 #: The same list as a type (derived: one definition).
 CheckinStatus = Literal[tuple(CHECKIN_OUTCOMES)]  # type: ignore[valid-type]
+#: Outcomes where the ticket is fine but the movement is not (a gate shows them amber; every
+#: other outcome but `accepted` is a refusal, shown red).
+CHECKIN_WARNINGS: frozenset[str] = frozenset(
+    {"duplicate", "reentry_not_allowed", "exit_without_entry"}
+)
 Direction = Literal["in", "out"]
 CheckinMethod = Literal["qr_scan", "manual", "beacon"]
 

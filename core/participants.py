@@ -66,6 +66,20 @@ class ParsedCsv:
         if len(self.bad) < MAX_REPORTED_BAD:
             self.bad.append(BadRow(line, reason if isinstance(reason, str) else reason()))
 
+    def take(self, line: int, doc: object, first: dict[str, int], where: str) -> None:
+        """Validate one row (`line`: its line or item number): keep it, or count it bad with the
+        reason — a repeated id names where the first one was (`first` maps id → `line`)."""
+        try:
+            p = Participant.model_validate(doc)
+        except ValidationError as exc:
+            self.add_bad(line, lambda exc=exc: reason_of(exc))
+            return
+        if p.id in first:
+            self.add_bad(line, f"duplicate id {p.id!r}, first {where} {first[p.id]}")
+            return
+        first[p.id] = line
+        self.participants.append(p)
+
 
 def parse_csv(data: str | bytes) -> ParsedCsv:
     """Parse a participants CSV (header row first). Each bad row is reported with its line
@@ -111,16 +125,7 @@ def parse_csv(data: str | bytes) -> ParsedCsv:
             continue
         doc: dict[str, object] = {f: row[i] for i, f in mapping.items() if i < len(row)}
         doc["extra"] = {n: row[i] for i, n in extra_cols.items() if i < len(row) and row[i]}
-        try:
-            p = Participant.model_validate(doc)
-        except ValidationError as exc:
-            out.add_bad(line, lambda exc=exc: reason_of(exc))
-            continue
-        if p.id in first_line:
-            out.add_bad(line, f"duplicate id {p.id!r}, first on line {first_line[p.id]}")
-            continue
-        first_line[p.id] = line
-        out.participants.append(p)
+        out.take(line, doc, first_line, "on line")
     return out
 
 

@@ -445,7 +445,19 @@ class FrameHeader(BaseModel):
 MAX_LOG_BYTES = 16 * 1024
 
 
-class ActivityIn(BaseModel):
+class LogPost(BaseModel):
+    """The body of `POST /logs`; the server adds the caller's IP and user agent (`ActivityIn`)."""
+
+    model_config = INPUT
+    event: ActivityName
+    ts: SourceTime | None = None
+    client_id: ClientId | None = None
+    room_id: ObjectId | None = None
+    camera_id: ObjectId | None = None
+    metadata: JsonObject = Field(default_factory=dict)
+
+
+class ActivityIn(LogPost):
     """An entry of `activity:in` (seed 000's client activity): who did what, from where.
 
     The dashboard writes connects, room joins/leaves and room changes; `POST /logs` writes
@@ -453,27 +465,8 @@ class ActivityIn(BaseModel):
     of the video flow) stores each as a `request_logs` row (capture commands are logged from
     `video:commands` directly, so they are never logged twice)."""
 
-    model_config = INPUT
-    event: ActivityName
-    ts: SourceTime | None = None
-    client_id: ClientId | None = None
     ip: Ip | None = None
     user_agent: UserAgent | None = None
-    room_id: ObjectId | None = None
-    camera_id: ObjectId | None = None
-    metadata: JsonObject = Field(default_factory=dict)
-
-
-class LogPost(BaseModel):
-    """The body of `POST /logs`; the server adds the caller's IP and user agent."""
-
-    model_config = INPUT
-    event: ActivityName
-    ts: SourceTime | None = None
-    client_id: ClientId | None = None
-    room_id: ObjectId | None = None
-    camera_id: ObjectId | None = None
-    metadata: JsonObject = Field(default_factory=dict)
 
 
 class Room(BaseModel):

@@ -8,8 +8,7 @@ The documented example is `venue.example.yaml` at the project root (the default)
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,12 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.alarms import AlarmRule
-from core.notify_config import FAILING_RULE_ID, Notifications
+from core.notify_config import FAILING_RULE_ID, Notifications, in_span, parse_span
 from core.records import Id, reason_of
 
 EXAMPLE_VENUE = Path(__file__).resolve().parent.parent / "venue.example.yaml"
-
-_HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 
 class _Strict(BaseModel):
@@ -76,34 +73,12 @@ class Gate(_Strict):
     @classmethod
     def _valid_hours(cls, spans: list[str]) -> list[str]:
         for span in spans:
-            m = _HOURS.match(span)
-            if not m:
-                raise ValueError(f"{span!r} is not HH:MM-HH:MM")
-            h1, m1, h2, m2 = (int(g) for g in m.groups())
-            if h1 > 23 or m1 > 59 or h2 > 24 or m2 > 59 or (h2 == 24 and m2):
-                raise ValueError(f"{span!r} is not a valid time span")
+            parse_span(span)
         return spans
-
-    def spans(self) -> list[tuple[time, time | None]]:
-        """(start, end) local times; end None means midnight at the end of the day."""
-        out = []
-        for span in self.open_hours:
-            h1, m1, h2, m2 = (int(g) for g in _HOURS.match(span).groups())  # type: ignore[union-attr]
-            out.append((time(h1, m1), None if h2 == 24 else time(h2, m2)))
-        return out
 
     def is_open(self, ts: datetime, zone: ZoneInfo) -> bool:
         local = ts.astimezone(zone).time().replace(tzinfo=None)
-        for start, end in self.spans():
-            if end is None:
-                if local >= start:
-                    return True
-            elif start <= end:
-                if start <= local < end:
-                    return True
-            elif local >= start or local < end:  # spans midnight
-                return True
-        return False
+        return any(in_span(local, span) for span in self.open_hours)
 
 
 class CheckinRules(_Strict):

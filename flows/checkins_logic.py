@@ -27,10 +27,10 @@ from pydantic_core import to_json
 from connectors.redis_streams import StreamBatch
 from core import keys
 from core.participants import participant_digest
-from core.records import CHECKIN_OUTCOMES, CheckIn, ParticipantOp, reason_of
+from core.records import CHECKIN_OUTCOMES, CheckIn, ParticipantOp
 from core.tokens import TokenClaims, TokenProblem, TokenVerifier, fingerprint, peek
 from core.venue import Venue
-from flows.dead_letters import dead_letter
+from flows.dead_letters import DeadLetters, dead_letter, entry_data
 from flows.events_logic import Group, entry_time, window_start
 
 #: Scans kept per participant; older ones are folded into `Base` (a 200-scan history is far
@@ -546,12 +546,10 @@ class OpItem:
 
 
 @dataclass(slots=True)
-class ParsedInput:
+class ParsedInput(DeadLetters):
     """One input batch: keyed items for `step`, and dead letters (Redis commands, lake rows)."""
 
     items: list[tuple[str, Scan | OpItem]] = field(default_factory=list)
-    dead: list[tuple] = field(default_factory=list)
-    dead_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -589,10 +587,7 @@ def parse_input(
     for entry_id, data in batch.entries:
         received = entry_time(entry_id)
         try:
-            if data is None:
-                raise ValueError("stream entry has no 'data' field")
-            if len(data) > max_bytes:
-                raise ValueError(f"entry is {len(data)} bytes, more than the limit {max_bytes}")
+            data = entry_data(data, max_bytes)
             data.decode("utf-8")
             if is_checkin:
                 c = CheckIn.model_validate_json(data)
@@ -615,11 +610,7 @@ def parse_input(
         except Exception as exc:  # every reason becomes a dead letter, never a crash
             if shard != 0:
                 continue  # shard 0 reports bad input, once
-            cmd, row = dead_letter(
-                keys.CHECKINS_DEAD, reason_of(exc), batch.stream, entry_id, data, received
-            )
-            out.dead.append(cmd)
-            out.dead_rows.append(row)
+            out.refuse(keys.CHECKINS_DEAD, exc, batch.stream, entry_id, data, received)
     return out
 
 

@@ -37,8 +37,8 @@ from pydantic_core import to_json
 from connectors.lake_sink import Columns
 from connectors.redis_streams import StreamBatch
 from core import keys
-from core.records import LEVELS, MAX_CLOCK_SKEW, PAYLOAD_SCHEMAS, parse_event, reason_of
-from flows.dead_letters import dead_letter
+from core.records import LEVELS, MAX_CLOCK_SKEW, PAYLOAD_SCHEMAS, parse_event
+from flows.dead_letters import DeadLetters, entry_data
 from flows.events_logic import EPOCH, Group, entry_time
 from storage.tables import TABLES
 
@@ -70,28 +70,26 @@ _known: set[str] = set()
 _KNOWN_MAX = 100_000
 
 
-def _source_ok(v: str) -> bool:
-    k = "s" + v
-    if k in _known:
+def _remembered(tag: str, match: Callable[[str], object]) -> Callable[[str], bool]:
+    """A check of `match(v) is not None` that remembers the values seen valid (in `_known`,
+    tagged so a source and a type of the same name stay apart)."""
+
+    def ok(v: str) -> bool:
+        k = tag + v
+        if k in _known:
+            return True
+        if match(v) is None:
+            return False
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        _known.add(k)
         return True
-    if _SOURCE(v) is None:
-        return False
-    if len(_known) >= _KNOWN_MAX:
-        _known.clear()
-    _known.add(k)
-    return True
+
+    return ok
 
 
-def _type_ok(v: str) -> bool:
-    k = "t" + v
-    if k in _known:
-        return True
-    if _TYPE(v) is None:
-        return False
-    if len(_known) >= _KNOWN_MAX:
-        _known.clear()
-    _known.add(k)
-    return True
+_source_ok = _remembered("s", _SOURCE)
+_type_ok = _remembered("t", _TYPE)
 
 
 PayloadCheck = Callable[[dict[str, Any]], bool]
@@ -209,7 +207,7 @@ def fast_event(data: bytes, max_bytes: int, latest: datetime) -> tuple | None:
 
 
 @dataclass(slots=True)
-class Batch:
+class Batch(DeadLetters):
     """One input batch, validated: columns of the stored events (`table()` for the lake),
     their `events:new` documents, pre-aggregated window groups, and dead letters (Redis
     commands and lake rows)."""
@@ -225,8 +223,6 @@ class Batch:
     docs: list[bytes] = field(default_factory=list)
     minutes: Counter = field(default_factory=Counter)  # (ISO minute, level) → events
     groups: list[tuple[str, Group]] = field(default_factory=list)
-    dead: list[tuple] = field(default_factory=list)
-    dead_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -303,15 +299,9 @@ def decode_batch(batch: StreamBatch, max_bytes: int, length: timedelta) -> Batch
         ev = fast_event(data, max_bytes, latest) if data is not None else None
         if ev is None:
             try:
-                if data is None:
-                    raise ValueError("stream entry has no 'data' field")
-                m = parse_event(data, max_bytes)
+                m = parse_event(entry_data(data), max_bytes)
             except Exception as exc:  # every reason becomes a dead letter, never a crash
-                cmd, row = dead_letter(
-                    keys.EVENTS_DEAD, reason_of(exc), batch.stream, entry_id, data, rc[0]
-                )
-                out.dead.append(cmd)
-                out.dead_rows.append(row)
+                out.refuse(keys.EVENTS_DEAD, exc, batch.stream, entry_id, data, rc[0])
                 continue
             ev = (m.source, m.type, m.level, m.payload, m.ts, None)
         source, typ, level, payload, ts, ts_iso = ev

@@ -19,8 +19,8 @@ from pydantic_core import to_json
 
 from connectors.redis_streams import StreamBatch
 from core import keys
-from core.records import parse_event, reason_of
-from flows.dead_letters import dead_letter
+from core.records import parse_event
+from flows.dead_letters import DeadLetters, entry_data
 from flows.event_time import Closed, Late
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -35,13 +35,11 @@ def entry_time(entry_id: str) -> datetime:
 
 
 @dataclass(slots=True)
-class Parsed:
+class Parsed(DeadLetters):
     """One input batch after validation: lake rows, and dead letters both as Redis commands
     (`events:dead`, capped) and as rows for the lake's `dead_letters` table (kept for good)."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
-    dead: list[tuple] = field(default_factory=list)
-    dead_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def parse_batch(batch: StreamBatch, max_bytes: int) -> Parsed:
@@ -53,15 +51,9 @@ def parse_batch(batch: StreamBatch, max_bytes: int) -> Parsed:
     for entry_id, data in batch.entries:
         received = entry_time(entry_id)
         try:
-            if data is None:
-                raise ValueError("stream entry has no 'data' field")
-            ev = parse_event(data, max_bytes)
+            ev = parse_event(entry_data(data), max_bytes)
         except Exception as exc:  # every reason becomes a dead letter, never a crash
-            cmd, row = dead_letter(
-                keys.EVENTS_DEAD, reason_of(exc), batch.stream, entry_id, data, received
-            )
-            out.dead.append(cmd)
-            out.dead_rows.append(row)
+            out.refuse(keys.EVENTS_DEAD, exc, batch.stream, entry_id, data, received)
             continue
         out.rows.append(
             {

@@ -37,8 +37,8 @@ from pydantic_core import to_json
 from connectors.redis_streams import StreamBatch
 from connectors.video_redis import PolledStreamSource
 from core import keys
-from core.records import MAX_LOG_BYTES, ActivityIn, CaptureCommand, reason_of
-from flows.dead_letters import dead_letter
+from core.records import MAX_LOG_BYTES, ActivityIn, CaptureCommand
+from flows.dead_letters import DeadLetters, entry_data
 from flows.events_logic import entry_time
 from flows.lake_output import LakeOutput
 
@@ -48,10 +48,8 @@ INPUTS = [keys.ACTIVITY_IN, keys.VIDEO_COMMANDS]
 
 
 @dataclass(slots=True)
-class ParsedLogs:
+class ParsedLogs(DeadLetters):
     rows: list[dict[str, Any]] = field(default_factory=list)
-    dead: list[tuple] = field(default_factory=list)
-    dead_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def log_row(
@@ -81,10 +79,7 @@ def parse_log_batch(batch: StreamBatch, cameras: frozenset[str]) -> ParsedLogs:
     for entry_id, data in batch.entries:
         received = entry_time(entry_id)
         try:
-            if data is None:
-                raise ValueError("stream entry has no 'data' field")
-            if len(data) > MAX_LOG_BYTES:
-                raise ValueError(f"entry is {len(data)} bytes, more than {MAX_LOG_BYTES}")
+            data = entry_data(data, MAX_LOG_BYTES)
             if batch.stream == keys.VIDEO_COMMANDS:
                 cmd = CaptureCommand.model_validate_json(data)
                 if cmd.camera_id is not None and cmd.camera_id not in cameras:
@@ -97,11 +92,7 @@ def parse_log_batch(batch: StreamBatch, cameras: frozenset[str]) -> ParsedLogs:
                 act = ActivityIn.model_validate_json(data)
                 row = log_row(entry_id, batch.stream, act.event, act, received)
         except Exception as exc:  # every reason becomes a dead letter, never a crash
-            cmd_, dead_row = dead_letter(
-                keys.VIDEO_DEAD, reason_of(exc), batch.stream, entry_id, data, received
-            )
-            out.dead.append(cmd_)
-            out.dead_rows.append(dead_row)
+            out.refuse(keys.VIDEO_DEAD, exc, batch.stream, entry_id, data, received)
             continue
         out.rows.append(row)
     return out

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from core import keys
+from core import contract, keys
 from live.subscriber import LiveSubscriber, json_object, json_objects, parse_utc
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 KEEP_TRANSITIONS = 200
 _GONE = 5_000  # alarm ids remembered after they left the active set (stale replays ignored)
 
-SEVERITIES = ("CRITICAL", "MAJOR", "MINOR", "WARNING")
-STATUSES = ("ACTIVE_UNACK", "ACTIVE_ACK", "CLEARED_UNACK", "CLEARED_ACK")
+SEVERITIES = contract.SEVERITIES
+STATUSES = contract.ALARM_STATUSES
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 Action = Literal["ack", "clear"]
 PERMISSION: dict[str, str] = {"ack": "alarms.ack", "clear": "alarms.clear"}

@@ -34,7 +34,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from nicegui import run
 
-from core import keys
+from core import contract, keys
 from core.records import CheckIn
 from core.tokens import fingerprint
 from live.redis import redis_client
@@ -49,9 +49,8 @@ _SEEN = 50_000  # (nonce, revision) pairs remembered, to count each verdict once
 VERDICT_PATTERN = keys.verdict_channel("*")
 _POLL_S = 0.5  # wait_verdict also reads `verdict:<nonce>` this often (a missed message)
 
-#: Statuses shown amber: the ticket is fine, the movement is not (everything else but
-#: `accepted` is a refusal, shown red).
-WARNING_STATUSES = frozenset({"duplicate", "reentry_not_allowed", "exit_without_entry"})
+#: Statuses shown amber (the list is `core.contract.CHECKIN_WARNINGS`).
+WARNING_STATUSES = contract.CHECKIN_WARNINGS
 
 
 def verdict_tone(status: str | None) -> str:

@@ -96,6 +96,7 @@ def test_lists_are_derived_from_one_definition() -> None:
     assert get_args(contract.Transition) == contract.TRANSITIONS
     assert get_args(contract.CheckinStatus) == tuple(contract.CHECKIN_OUTCOMES)
     assert set(REFUSED_STATUSES) == set(contract.CHECKIN_OUTCOMES) - {"accepted", "duplicate"}
+    assert contract.CHECKIN_WARNINGS.issubset(set(contract.CHECKIN_OUTCOMES) - {"accepted"})
     # A rule's `statuses:` accepts exactly the outcomes.
     rule = {"id": "r", "name": "r", "severity": "MAJOR", "kind": "refused_burst", "count": 1}
     RefusedBurstRule.model_validate({**rule, "statuses": list(contract.CHECKIN_OUTCOMES)})
