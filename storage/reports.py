@@ -5,61 +5,8 @@ printable HTML (`/reports/attendance.html`) all run exactly the queries below, s
 gets the same numbers with `uv run run.py query "<the SQL>"` (or `duckdb -readonly
 data/venue.duckdb`). The views they read are defined in `storage.catalog`.
 
-Sections (key: what, and the SQL — `SECTIONS[key].sql`):
-
-- `summary` — registered (active) participants, checked in, no-shows, revoked, scans,
-  entries, exits, refused and flagged scans::
-
-    SELECT
-      (SELECT count(*) FROM participants WHERE status = 'active') AS registered,
-      (SELECT count(DISTINCT participant_id) FROM checkins
-        WHERE status = 'accepted' AND direction = 'in') AS checked_in,
-      (SELECT count(*) FROM no_shows) AS no_shows,
-      (SELECT count(*) FROM participants WHERE status = 'revoked') AS revoked,
-      (SELECT count(*) FROM checkins) AS scans,
-      (SELECT count(*) FROM checkins WHERE status = 'accepted' AND direction = 'in') AS entries,
-      (SELECT count(*) FROM checkins WHERE status = 'accepted' AND direction = 'out') AS exits,
-      (SELECT count(*) FROM checkins WHERE status <> 'accepted') AS refused,
-      (SELECT count(*) FROM checkins WHERE flagged) AS flagged
-
-- `gate_totals` — per gate: entries, exits, refused, flagged, first and last scan::
-
-    SELECT * FROM gate_totals ORDER BY gate_id
-
-- `arrival_curve` — accepted entries per minute, all gates, every minute from the first to
-  the last with entries (0 where none)::
-
-    WITH per_minute AS (
-      SELECT minute, sum(count)::BIGINT AS entries FROM attendance_per_minute
-      WHERE direction = 'in' AND status = 'accepted' GROUP BY minute
-    ), span AS (
-      SELECT unnest(generate_series(min(minute), max(minute), INTERVAL 1 MINUTE)) AS minute
-      FROM per_minute
-    )
-    SELECT span.minute, coalesce(per_minute.entries, 0)::BIGINT AS entries
-    FROM span LEFT JOIN per_minute USING (minute) ORDER BY span.minute
-
-- `peak_minutes` — the 10 minutes with the most accepted entries::
-
-    SELECT minute, sum(count)::BIGINT AS entries FROM attendance_per_minute
-    WHERE direction = 'in' AND status = 'accepted' GROUP BY minute HAVING sum(count) > 0
-    ORDER BY entries DESC, minute LIMIT 10
-
-- `refusals` — refused scans by status::
-
-    SELECT status, count(*)::BIGINT AS scans FROM checkins WHERE status <> 'accepted'
-    GROUP BY status ORDER BY scans DESC, status
-
-- `flagged` — scans to look at (an offline gate let someone through on an invalid ticket,
-  or a verdict was overturned by an earlier scan)::
-
-    SELECT ts, gate_id, direction, status, participant_id, participant_name, offline,
-           revision, reason, nonce
-    FROM checkins WHERE flagged ORDER BY ts, nonce
-
-- `no_shows` — active participants never accepted in::
-
-    SELECT id, name, email, organization, category FROM no_shows ORDER BY id
+Sections: `SECTIONS` below, each with its key, title and SQL; `docs/gates.md` lists every
+query for analysts (`tests/test_report.py` checks that page holds each one verbatim).
 
 Freshness: `checkins` and `participants` are in the lake within seconds of the decision;
 `attendance_per_minute` (arrival curve, peak minutes) holds a minute once it has closed,
