@@ -84,7 +84,9 @@ def _key_only(rule: Rule | None, scope: Scope) -> bool:
 class KeyRequestBypass:
     """The outermost layer: an HTTP request decided by its API key alone goes to `fast`, the
     same app without NiceGUI's session, request-tracking, prefix-redirect and cache-control
-    middlewares (`ui.main` builds both); everything else to `full`. The origin check, the
+    middlewares (`ui.main` builds them), or to `plain` (`fast` without the gzip layer, which
+    parses the answer's headers even when it does not compress) when the client takes no gzip;
+    everything else to `full`. The origin check, the
     route matrix, the security headers and the routes' own limits run in both.
 
     Measured (cProfile of `python -m ui.main` under `bench.http`'s wrk run): the three
@@ -92,14 +94,17 @@ class KeyRequestBypass:
     on every cookieless request were most of `POST /api/events`' time; and NiceGUI's request
     tracking kept one new user storage per cookieless request, for good."""
 
-    def __init__(self, full: ASGIApp, fast: ASGIApp):
-        self.full, self.fast = full, fast
+    def __init__(self, full: ASGIApp, fast: ASGIApp, plain: ASGIApp | None = None):
+        self.full, self.fast, self.plain = full, fast, plain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and _key_only(_rule_for(scope["method"], scope["path"]), scope):
-            await self.fast(scope, receive, send)
-        else:
+        rule = _rule_for(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if not _key_only(rule, scope):
             await self.full(scope, receive, send)
+        elif self.plain is not None and "gzip" not in (_header(scope, b"accept-encoding") or ""):
+            await self.plain(scope, receive, send)  # `fast` without the gzip layer
+        else:
+            await self.fast(scope, receive, send)
 
 
 class AuthMiddleware:

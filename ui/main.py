@@ -112,23 +112,34 @@ def _session_middleware() -> frozenset[type]:
     )
 
 
+def _is_gzip(cls: object) -> bool:
+    from starlette.middleware.gzip import GZipMiddleware
+
+    return isinstance(cls, type) and issubclass(cls, GZipMiddleware)
+
+
 def with_key_bypass(fastapi_app: FastAPI) -> None:
-    """Build the app's middleware stack twice — as configured, and without NiceGUI's
-    session middlewares — behind `KeyRequestBypass`, which sends requests decided by their
-    API key alone to the second. Hooked into `build_middleware_stack` because `ui.run` adds
-    NiceGUI's middlewares after `setup` and the stack is built on the first ASGI call."""
+    """Build the app's middleware stack as configured, and without NiceGUI's session
+    middlewares (with and without gzip), behind `KeyRequestBypass`, which sends requests
+    decided by their API key alone to the latter. Hooked into `build_middleware_stack`
+    because `ui.run` adds NiceGUI's middlewares after `setup` and the stack is built on the
+    first ASGI call."""
     build = fastapi_app.build_middleware_stack
 
-    def build_both() -> ASGIApp:
-        full = build()
+    def build_without(leave_out: frozenset[type]) -> ASGIApp:
         configured = fastapi_app.user_middleware
-        browser_only = _session_middleware()
-        fastapi_app.user_middleware = [m for m in configured if m.cls not in browser_only]
+        fastapi_app.user_middleware = [m for m in configured if m.cls not in leave_out]
         try:
-            fast = build()
+            return build()
         finally:
             fastapi_app.user_middleware = configured
-        return KeyRequestBypass(full, fast)
+
+    def build_both() -> ASGIApp:
+        browser_only = _session_middleware()
+        gzip = frozenset(m.cls for m in fastapi_app.user_middleware if _is_gzip(m.cls))
+        fast = build_without(browser_only)
+        plain = build_without(browser_only | gzip) if gzip else None
+        return KeyRequestBypass(build(), fast, plain)
 
     fastapi_app.build_middleware_stack = build_both  # type: ignore[method-assign]
 
