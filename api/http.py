@@ -32,6 +32,7 @@ __all__ = [
     "redis_reason",
     "refusal_handler",
     "require_api_key",
+    "settings",
 ]
 
 
@@ -98,11 +99,15 @@ async def refusal_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body, status_code=exc.status)
 
 
-def require_api_key(request: Request) -> ApiKey:
+async def require_api_key(request: Request) -> ApiKey:
     """The caller's API key grant (kinds, bound gate). The auth middleware has checked it
     against the route's rule in `auth.permissions.ROUTES` already; this checks again by the
     matched route (so a route is never open if the middleware is missing) and hands it to the
-    handler. `API_KEYS` keys grant every kind; managed keys come from `run.py keys` or /users."""
+    handler. `API_KEYS` keys grant every kind; managed keys come from `run.py keys` or /users.
+
+    `async` (it never blocks) like `settings`: FastAPI runs a plain `def` dependency in its
+    thread pool, one thread hop per request each (measured with cProfile under wrk: the two
+    hops were the largest single cost of `POST /api/events` after NiceGUI's middlewares)."""
     key = getattr(request.state, "api_key", None)
     if isinstance(key, ApiKey):
         return key
@@ -156,8 +161,15 @@ async def read_body(request: Request, limit: int, what: str = "event body") -> b
 
 #: A handler parameter `key: ApiKeyDep` is the caller's checked API key (`require_api_key`).
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+
+
+async def settings() -> Settings:
+    """The process's settings (`get_settings`), as an `async` dependency: no thread hop."""
+    return get_settings()
+
+
 #: A handler parameter `settings: SettingsDep` is the process's settings.
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(settings)]
 
 
 def invalid_query(field: str, message: str, type_: str | None = None) -> JSONResponse:

@@ -197,6 +197,7 @@ ROUTES: tuple[Rule, ...] = (
     _r("POST", "/api/analytics/sql", "analytics.sql"),
     # events and activity: devices write, people read
     _r("POST", "/api/events", None, _DEVICE),
+    _r("POST", "/api/events/batch", None, _DEVICE),
     _r("GET", "/api/events", "events.view", _ADMIN),
     _r("POST", "/logs", None, _DEVICE),
     _r("GET", "/logs", "logs.view", _ADMIN),

@@ -359,8 +359,156 @@ def test_health_and_ingest_when_flow_then_redis_stop(
         resp = post(http, event("redis.down"))
         assert resp.status_code == 503
         assert "redis unavailable" in resp.json()["detail"]
+        # A batch: 503 with the reason, each item saying it was not stored (one MULTI/EXEC).
+        resp = http.post(
+            "/api/events/batch", json=[event("redis.down"), {"type": "x"}], headers=AUTH
+        )
+        assert resp.status_code == 503, resp.text
+        doc = resp.json()
+        assert "redis unavailable" in doc["detail"] and resp.headers["Retry-After"] == "1"
+        assert (doc["accepted"], doc["rejected"]) == (0, 2)
+        first, second = (x["error"] for x in doc["results"])
+        assert first["status"] == 503 and first["detail"].startswith("not stored: redis unav")
+        assert second["status"] == 422
         # Listing falls back to the lake, which the stopped flow flushed on its way out.
         resp = http.get("/api/events", params={"size": 5})
         assert resp.status_code == 200 and resp.json()["source"] == "lake"
         assert [e["type"] for e in resp.json()["items"]] == ["before.stop"]
         assert app_process.proc.poll() is None  # the app lives on without Redis
+
+
+# --- batch ingest -------------------------------------------------------------------------------
+
+
+def post_batch(http: httpx.Client, body: object, headers: dict | None = None) -> httpx.Response:
+    return http.post("/api/events/batch", json=body, headers=AUTH if headers is None else headers)
+
+
+def stored(r: redis.Redis, entry_id: str, stream: str = keys.EVENTS_IN) -> bytes:
+    """The `data` of one stream entry (exactly one must have that id)."""
+    entries = r.xrange(stream, entry_id, entry_id)
+    assert len(entries) == 1, entries
+    return entries[0][1][b"data"]
+
+
+def test_batch_mixed_items_answer_in_order_and_store_each_valid_one_once(stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:8]
+    items: list[object] = [
+        event(f"batch.{tag}", "WARN", payload={"ppm": 120}),
+        {"type": "GAS", "level": "INFO"},  # no source
+        {**event(f"batch.{tag}", "INFO"), "source": "sensor-2", "ts": "2026-01-02T03:04:05Z"},
+        5,  # not an object
+        {"source": "web", "type": "ui.click", "level": "INFO", "payload": {"page": "/"}},
+        {**event(f"batch.{tag}"), "payload": {"blob": "x" * MAX_EVENT_BYTES}},  # too large
+        event(f"batch.{tag}", "ERROR"),
+    ]
+    before = stack.redis.xlen(keys.EVENTS_IN)
+    r = post_batch(stack.http, items)
+    assert r.status_code == 207, r.text
+    doc = r.json()
+    assert (doc["accepted"], doc["rejected"]) == (3, 4)
+    assert (
+        uuid.UUID(doc["requestId"]).version == 4 and r.headers["X-Request-ID"] == doc["requestId"]
+    )
+    res = doc["results"]
+    assert len(res) == len(items)
+    assert [("id" in x, "error" in x) for x in res] == [
+        (True, False), (False, True), (True, False), (False, True), (False, True),
+        (False, True), (True, False),
+    ]  # fmt: skip
+    # Each refusal is the single route's, for the same item.
+    for i in (1, 3, 4):
+        single = post(stack.http, items[i])
+        assert single.status_code == 422
+        assert res[i]["error"] == {"status": 422, **single.json()}, (i, res[i])
+    assert res[5]["error"]["status"] == 413 and str(MAX_EVENT_BYTES) in res[5]["error"]["detail"]
+    assert {e["field"] for e in res[3]["error"]["errors"]} == {"body"}
+    # Each valid one is in events:in once, with what the single route writes for it.
+    ids = [res[i]["id"] for i in (0, 2, 6)]
+    assert len(set(ids)) == 3
+    assert stack.redis.xlen(keys.EVENTS_IN) == before + 3
+    for i, eid in zip((0, 2, 6), ids, strict=True):
+        single = post(stack.http, items[i])
+        assert single.status_code == 202
+        assert stored(stack.redis, eid) == stored(stack.redis, single.json()["id"])
+    assert json.loads(stored(stack.redis, ids[1]))["ts"].startswith("2026-01-02T03:04:05")
+
+
+def test_batch_all_valid_is_200_and_reaches_the_lake(stack: Stack) -> None:
+    tag = f"batch.all.{uuid.uuid4().hex[:8]}"
+    items = [event(tag, payload={"n": i}) for i in range(150)]
+    r = post_batch(stack.http, items)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert (doc["accepted"], doc["rejected"]) == (150, 0)
+    assert all(set(x) == {"id"} for x in doc["results"])
+    ids = [x["id"] for x in doc["results"]]
+    assert ids == sorted(ids, key=lambda e: tuple(map(int, e.split("-"))))  # in order
+    assert [json.loads(stored(stack.redis, e))["payload"]["n"] for e in ids] == list(range(150))
+    got = wait_in_lake(stack.http, 150, type=tag)
+    assert sorted(e["payload"]["n"] for e in got["items"]) == list(range(150))
+
+
+def test_batch_limits_and_bad_bodies(stack: Stack) -> None:
+    before = stack.redis.xlen(keys.EVENTS_IN)
+    r = post_batch(stack.http, [event()] * 1001)
+    assert r.status_code == 413, r.text
+    assert "1001 events; at most 1000" in r.json()["errors"][0]["message"]
+    # The body is bounded (1,000 times MAX_EVENT_BYTES here), declared or chunked.
+    big = json.dumps([event(payload={"blob": "x" * 4000})] * 1100).encode()
+    assert len(big) > 1000 * MAX_EVENT_BYTES
+    hdr = {**AUTH, "Content-Type": "application/json"}
+    r = stack.http.post("/api/events/batch", content=big, headers=hdr)
+    assert r.status_code == 413 and str(1000 * MAX_EVENT_BYTES) in r.json()["detail"], r.text
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(big), 64 * 1024):
+            yield big[i : i + 64 * 1024]
+
+    r = stack.http.post("/api/events/batch", content=chunks(), headers=hdr)
+    assert r.status_code == 413, r.text
+    for body in (b"[]", b"{not json", b'{"events": []}', b'[{"source": "\xff"}]', b"null"):
+        r = stack.http.post("/api/events/batch", content=body, headers=hdr)
+        assert r.status_code == 422, (body, r.text)
+        doc = r.json()
+        assert doc["detail"] == "invalid batch" and doc["errors"][0]["field"] == "body", doc
+    assert stack.redis.xlen(keys.EVENTS_IN) == before
+
+
+def test_batch_keys_as_the_single_route(stack: Stack) -> None:
+    from auth.keys import KeyStore
+
+    store = KeyStore(stack.data)
+    gate = store.create("batch gate", "gate", "test", "main")[0]
+    device = store.create("batch device", "device", "test")[0]
+    before = stack.redis.xlen(keys.EVENTS_IN)
+    for headers, status in (({}, 401), ({"X-API-Key": "wrong"}, 401), ({"X-API-Key": gate}, 403)):
+        r = post_batch(stack.http, [event()], headers)
+        assert r.status_code == status, r.text
+        single = stack.http.post("/api/events", json=event(), headers=headers)
+        assert single.status_code == status
+    assert stack.redis.xlen(keys.EVENTS_IN) == before
+    r = post_batch(stack.http, [event()], {"X-API-Key": device})
+    assert r.status_code == 200, r.text
+    # A login (no key) is no way in either: devices write, people read.
+    assert stack.http.post("/api/events/batch", json=[event()]).status_code == 401
+
+
+def test_batch_uses_the_namespace_and_the_stream_shards(stack: Stack) -> None:
+    from core.records import event_stream_for
+
+    streams = ["ns1:events:in", "ns1:events:in:2"]
+    env = dict(stack.env, REDIS_NAMESPACE="ns1", EVENT_STREAMS="events:in,events:in:2")
+    app = AppProcess(env, stack.data / "app-ns.log").wait_ready()
+    try:
+        items = [event(source=f"gw-{i}") for i in range(20)]
+        r = httpx.post(f"{app.base_url}/api/events/batch", json=items, headers=AUTH, timeout=10)
+        assert r.status_code == 200, r.text
+        for item, res in zip(items, r.json()["results"], strict=True):
+            stream = event_stream_for(item["source"], streams)
+            assert json.loads(stored(stack.redis, res["id"], stream)) == item
+        assert {event_stream_for(x["source"], streams) for x in items} == set(streams)
+        single = httpx.post(f"{app.base_url}/api/events", json=items[0], headers=AUTH, timeout=10)
+        assert stored(stack.redis, single.json()["id"], event_stream_for("gw-0", streams))
+    finally:
+        app.stop()

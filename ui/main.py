@@ -11,12 +11,14 @@ import os
 import secrets
 from pathlib import Path
 
+from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from nicegui import app, ui
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import registry
 from api import video as video_api
+from auth.middleware import KeyRequestBypass
 from core.settings import Settings, get_settings
 from live import attendance as attendance_live
 from live import events as live
@@ -94,6 +96,54 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def _session_middleware() -> frozenset[type]:
+    """NiceGUI's middlewares that only matter for browsers (sessions, its own paths)."""
+    from nicegui.middlewares import RedirectWithPrefixMiddleware, SetCacheControlMiddleware
+    from nicegui.storage import RequestTrackingMiddleware
+    from starlette.middleware.sessions import SessionMiddleware
+
+    return frozenset(
+        {
+            SessionMiddleware,
+            RequestTrackingMiddleware,
+            RedirectWithPrefixMiddleware,
+            SetCacheControlMiddleware,
+        }
+    )
+
+
+def _is_gzip(cls: object) -> bool:
+    from starlette.middleware.gzip import GZipMiddleware
+
+    return isinstance(cls, type) and issubclass(cls, GZipMiddleware)
+
+
+def with_key_bypass(fastapi_app: FastAPI) -> None:
+    """Build the app's middleware stack as configured, and without NiceGUI's session
+    middlewares (with and without gzip), behind `KeyRequestBypass`, which sends requests
+    decided by their API key alone to the latter. Hooked into `build_middleware_stack`
+    because `ui.run` adds NiceGUI's middlewares after `setup` and the stack is built on the
+    first ASGI call."""
+    build = fastapi_app.build_middleware_stack
+
+    def build_without(leave_out: frozenset[type]) -> ASGIApp:
+        configured = fastapi_app.user_middleware
+        fastapi_app.user_middleware = [m for m in configured if m.cls not in leave_out]
+        try:
+            return build()
+        finally:
+            fastapi_app.user_middleware = configured
+
+    def build_both() -> ASGIApp:
+        browser_only = _session_middleware()
+        gzip = frozenset(m.cls for m in fastapi_app.user_middleware if _is_gzip(m.cls))
+        fast = build_without(browser_only)
+        plain = build_without(browser_only | gzip) if gzip else None
+        return KeyRequestBypass(build(), fast, plain)
+
+    fastapi_app.build_middleware_stack = build_both  # type: ignore[method-assign]
+
+
 async def root_redirect() -> RedirectResponse:
     """`/` until a page takes it (`setup` adds this only when no page is registered there)."""
     return RedirectResponse("/events")
@@ -103,6 +153,7 @@ def setup(settings: Settings) -> None:
     """Register routes, pages and the live tasks on NiceGUI's app (before `ui.run`)."""
     registry.register(app)  # every HTTP API route, and the permission middleware
     app.add_middleware(SecurityHeaders)  # outside the permission middleware: refusals get them
+    with_key_bypass(app)  # API-key requests skip NiceGUI's session middlewares
     pages.register_all()
     login_page.register()  # /login
     users_page.register()  # /users (organisers)
