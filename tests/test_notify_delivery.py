@@ -181,12 +181,14 @@ def test_escalation_until_acknowledged(
 """)  # fmt: skip
     stack = Stack(flow_env, data_dir, venue).start(r)
     try:
+        sent_at = time.time()  # the alarm is raised after this (from this event)
         r.xadd(keys.EVENTS_IN, {"data": gas("gas-x", 180)})
         wait_for(lambda: first.bodies(), 60, what="the first route")
-        raised_at = time.time()
-        assert lead.bodies() == []  # not yet: 3 s after the raise
+        assert lead.bodies() == [] or time.time() - sent_at >= 3.0  # not before 3 s
         wait_for(lambda: len(lead.bodies()) >= 2, 30, what="two escalation steps")
-        assert time.time() - raised_at >= 5.0  # 3 s, then 3 s more (real clock)
+        # 3 s, then 3 s more (real clock), counted from before the raise: under parallel load
+        # the first delivery itself can come seconds after the raise, so it is no start mark.
+        assert time.time() - sent_at >= 6.0
         esc = lead.bodies()
         assert [b["escalation_level"] for b in esc[:2]] == [1, 2]
         assert all(b["transition"] == "escalation" and b["route"] == "leads" for b in esc)
