@@ -445,7 +445,8 @@ def floor_worker() -> int:
     from core.records import ID_PATTERN
     from core.settings import get_settings
     from core.shutdown import install_stop_handlers, stop_requested
-    from storage.lake import lake_from_settings, lake_schema, open_table
+    from core.lake_location import lake_from_settings
+    from storage.lake import lake_schema, open_table
     from storage.tables import TABLES
 
     s = get_settings()
