@@ -442,10 +442,10 @@ def floor_worker() -> int:
     import pyarrow.compute as pc
     from deltalake import CommitProperties, Transaction, write_deltalake
 
+    from core.lake_location import lake_from_settings
     from core.records import ID_PATTERN
     from core.settings import get_settings
     from core.shutdown import install_stop_handlers, stop_requested
-    from core.lake_location import lake_from_settings
     from storage.lake import lake_schema, open_table
     from storage.tables import TABLES
 
