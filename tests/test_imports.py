@@ -3,8 +3,9 @@
 The graph is read from the source with `ast` (no module is imported): every `import` and
 `from … import …` at any depth — inside functions and `if TYPE_CHECKING:` blocks too, since an
 import moved into a function to dodge a cycle is still the cycle. `from pkg import name` counts
-as an edge to `pkg.name` when that is a module of ours, else to `pkg` (a package's
-`__init__` running first is not counted: `from ui.pages import x` inside ui/pages/ is no ring).
+as an edge to `pkg` (its `__init__` runs first) and to `pkg.name` when that is a module of ours:
+a package `__init__` that imports its modules and a module that imports a sibling through the
+package (`from ui.pages import x` inside ui/pages/) are a ring.
 
 The layers, top to bottom (a package may import its own modules and anything below it, never
 anything above it):
@@ -91,7 +92,9 @@ def _imported(name: str, tree: ast.AST, is_package: bool) -> Iterator[tuple[str,
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
-            for alias in node.names:  # `from pkg import mod` is an edge to pkg.mod only
+            if base:  # `from pkg import mod` runs pkg's `__init__` too: an edge to both
+                yield base, node.lineno
+            for alias in node.names:
                 yield f"{base}.{alias.name}" if base else alias.name, node.lineno
 
 

@@ -24,8 +24,8 @@ from live import attendance as attendance_live
 from live import events as live
 from live.redis import close_redis
 from ops.processes import apply_umask, secure_data_dir
-from ui import pages, theme
-from ui.pages import login_page, users_page
+from ui import theme
+from ui.pages import registry as pages
 
 log = logging.getLogger("ui")
 
@@ -154,9 +154,7 @@ def setup(settings: Settings) -> None:
     registry.register(app)  # every HTTP API route, and the permission middleware
     app.add_middleware(SecurityHeaders)  # outside the permission middleware: refusals get them
     with_key_bypass(app)  # API-key requests skip NiceGUI's session middlewares
-    pages.register_all()
-    login_page.register()  # /login
-    users_page.register()  # /users (organisers)
+    pages.register_all()  # every page, /login and /users last
     if not any(getattr(r, "path", None) == "/" for r in app.routes):
         app.add_api_route("/", root_redirect, methods=["GET"], include_in_schema=False)
     redis_url = settings.effective_redis_url

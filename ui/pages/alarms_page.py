@@ -30,7 +30,7 @@ from storage.queries import (
     alarm_history,
 )
 from ui import alarm_actions, theme, widgets
-from ui.pages import notifications_page
+from ui.pages.notifications_page import attempts_table, load_attempts
 
 HISTORY_ROWS = ALARM_HISTORY_ROWS
 TRANSITIONS = ("raised", "acknowledged", "cleared", "escalated")
@@ -231,7 +231,7 @@ async def alarms_page(alarm: str | None = None) -> None:
                 ui.space()
                 ui.button(icon="refresh", on_click=lambda: load_notes()).props("flat dense")
             notes_info = ui.label("").classes("text-sm text-gray-500")
-            notes = notifications_page.attempts_table()
+            notes = attempts_table()
             notes.props('dense flat bordered wrap-cells data-testid="alarm-notifications"')
 
     comment_dialog = ui.dialog()
@@ -318,7 +318,7 @@ async def alarms_page(alarm: str | None = None) -> None:
         sel.on_value_change(lambda: refresh(force=True))
 
     async def load_notes() -> None:
-        await notifications_page.load_attempts(notes, notes_info, alarm)
+        await load_attempts(notes, notes_info, alarm)
 
     async def load_history() -> None:
         filters = {
