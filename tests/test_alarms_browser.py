@@ -256,7 +256,9 @@ def test_analyst_sees_alarms_without_actions_and_sql_is_read_only(
         assert not target.exists()
         editor.fill("SELECT * FROM read_csv('/etc/passwd')")
         page.get_by_test_id("sql-run").click()
-        expect(page.get_by_test_id("sql-error")).to_contain_text("Permission Error")
+        expect(page.get_by_test_id("sql-error")).to_contain_text(
+            "Permission Error", timeout=WAIT_MS
+        )
         in_lake = f"SELECT count(*) FROM events WHERE source = '{source}'"
         wait_for(lambda: rows(st.data, in_lake)[0][0] == 1, 30, 0.2, "the event in the lake")
         editor.fill("SELECT source, count(*) AS n FROM events GROUP BY source ORDER BY source")
