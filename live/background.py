@@ -28,8 +28,13 @@ class BackgroundTasks:
 
     async def cancel_all(self) -> None:
         tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
+        # Cancel again until each task is done: a task can swallow one cancellation (a client
+        # library catching it inside a read) and go on looping, and a plain `await t` then
+        # waits for ever (a suspect: once a LiveSubscriber test hung ten minutes, loop idle).
+        while pending := [t for t in tasks if not t.done()]:
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=1.0)
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
