@@ -46,6 +46,22 @@ def event_streams(settings: Settings) -> list[str]:
     return [p + k for k in settings.stream_keys]
 
 
+def shard_tag(shard: int) -> str:
+    """`{<shard>}`: the Redis Cluster hash tag every key of input shard `shard` carries, so
+    a shard's stream and the keys written with it in one transaction share a slot."""
+    return "{" + str(int(shard)) + "}"
+
+
+def sharded(base: str, shard: int, shards: int) -> str:
+    """Input stream `base` of shard `shard` of `shards`: the plain name when there is one
+    shard (today's names), else `<base>:{<shard>}` (under the namespace)."""
+    if shards <= 1:
+        return name(base)
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    return name(f"{base}:{shard_tag(shard)}")
+
+
 EVENTS_IN = name("events:in")  # stream: sensor / client events in
 EVENTS_PUBLISH = name("events:publish")  # pub/sub: events in, at-most-once
 EVENTS_NEW = name("events:new")  # pub/sub: every stored event out (JSON)

@@ -143,6 +143,21 @@ class Settings(BaseSettings):
         description="Decider processes of the check-in flow, each owning a share of the "
         "participants. Fixed once the flow has run (its state is cut in this many shares).",
     )
+    stream_shards: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Shards of each input stream (`events:in`, `checkins:in`, "
+        "`participants:in`): 1 = the plain names; N = `<name>:{0}` … `<name>:{N-1}`, each a "
+        "resumable partition of its flow (docs/contract.md says which hash picks the shard).",
+    )
+    flow_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes each flow runs as (a Bytewax cluster when > 1; `run.py up "
+        "--processes N` overrides it).",
+    )
     sql_max_concurrent: int = Field(
         default=2,
         ge=1,
