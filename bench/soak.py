@@ -22,8 +22,12 @@ Every `--sample-seconds` (60) the RSS of every process of the deployment (each p
 tree, psutil) is sampled; the load generators are sampled too and listed apart. At the end: one
 RSS series per process and its slope after `--warmup` minutes (least squares over the samples
 at or after the warm-up, MiB/min). Goal (issue 15): every slope < 1 MiB/min. `events:in` and
-`checkins:in` lengths are printed per sample: a growing backlog means the flows do not keep up
-with the load on this machine (Redis then grows by design, not by a leak).
+`checkins:in` lengths are printed per sample. The flows trim their input streams only
+`STREAM_RETENTION_S` behind what they have snapshotted (default one hour: then the streams, and
+redis-server's RSS, grow for the whole run by design); the soak sets it to `--retention-s` (60),
+so a length that stays near rate x (retention + snapshot interval) means the flows keep up, and
+one that keeps growing means they do not on this machine (Redis then grows by design, not by a
+leak).
 
 There is no floor to run against here: the last line ends with `ratio=<goal / worst slope>`
 (1 MiB/min divided by the steepest slope of a deployment process; ≥ 1 means the goal is met).
@@ -126,7 +130,7 @@ def venue(cams: list[str], camera_url: str, fps: int) -> tuple[dict, dict]:
 class Deployment:
     """redis-server, the events / check-in / video flows, the dashboard, the cameras."""
 
-    def __init__(self, work: Path, cams: int, fps: int):
+    def __init__(self, work: Path, cams: int, fps: int, retention_s: float):
         self.work = work
         self.data = work / "data"
         self.redis_proc, self.url = h.start_redis(self.data)
@@ -144,6 +148,7 @@ class Deployment:
         self.cams = [f"cam-{i + 1}" for i in range(cams)]
         event, rest = venue(self.cams, f"rtsp://127.0.0.1:{port}/test", fps)
         self.env = h.stack_env(work, self.url, self.data, rest, event=event)
+        self.env["STREAM_RETENTION_S"] = str(retention_s)
         os.environ.update(self.env)
         from core.tokens import load_signer
 
@@ -259,6 +264,7 @@ OPTIONS = """
 --fps             int    15      camera frames/s (15)
 --sample-seconds  float  60      RSS sample period in seconds (60)
 --warmup          float  5       minutes not in the slope (5)
+--retention-s     float  60      STREAM_RETENTION_S of the deployment (60)
 --workdir         path   -       where to put the deployment (a temp dir)
 --keep            flag   -       keep the work dir (logs, lake)
 --url             str    -       -
@@ -292,7 +298,7 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
         f"{args.sample_seconds:g} s, slope after {args.warmup:g} min",
         flush=True,
     )
-    dep = Deployment(work, args.cameras, args.fps)
+    dep = Deployment(work, args.cameras, args.fps, args.retention_s)
     load: dict[str, subprocess.Popen] = {}
     series: dict[str, list[tuple[float, float]]] = {}
     load_series: dict[str, list[tuple[float, float]]] = {}
