@@ -53,7 +53,10 @@ async def health() -> JSONResponse:
     try:
         r = redis_client()
         await r.ping()
-        beats = await r.mget([keys.heartbeat_key(f) for f in flows])
+        pipe = r.pipeline(transaction=False)  # not MGET: the keys lie in several cluster slots
+        for f in flows:
+            pipe.get(keys.heartbeat_key(f))
+        beats = await pipe.execute()
         body["redis"] = {"ok": True}
         body["flows"] = {f: _heartbeat(b) for f, b in zip(flows, beats, strict=True)}
     except (RedisError, OSError, TimeoutError) as exc:

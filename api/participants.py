@@ -51,6 +51,7 @@ from core.participants import (
 from core.qr import qr_png, qr_svg
 from core.qr_export import file_stem
 from core.records import ParticipantOp
+from core.redis_conn import connect
 from core.settings import get_settings
 from core.tokens import TokenSigner, load_signer
 from core.venue import venue_for
@@ -183,9 +184,7 @@ async def _multipart_file(request: Request) -> tuple[bytes, Literal["csv", "json
 
 
 def sync_redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        get_settings().effective_redis_url, socket_connect_timeout=2, socket_timeout=30
-    )
+    return connect(get_settings().effective_redis_url, socket_connect_timeout=2, socket_timeout=30)
 
 
 def run_import(parsed: ParsedCsv, wait: float, progress: Progress | None = None) -> ImportResult:

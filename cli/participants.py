@@ -68,15 +68,16 @@ def _err(msg: str) -> None:
 
 def connect(s: Settings) -> redis.Redis | None:
     """A Redis client that answered PING, or None after saying why on stderr."""
-    import redis
     from redis.exceptions import RedisError
+
+    from core.redis_conn import connect as connect_url
 
     try:
         url = s.effective_redis_url
     except RuntimeError as exc:  # no REDIS_URL and no embedded Redis for this DATA_DIR
         _err(f"error: {exc}")
         return None
-    r = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=60)
+    r = connect_url(url, socket_connect_timeout=3, socket_timeout=60)
     try:
         r.ping()
     except (RedisError, OSError) as exc:

@@ -22,8 +22,10 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from redis.cluster import RedisCluster
 
 from connectors.redis_streams import Outage, Retention, StreamBatch
+from core.redis_conn import connect
 from core.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
@@ -36,20 +38,47 @@ def _id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+def slot_groups(r: redis.Redis | RedisCluster, keys: list[str]) -> list[list[str]]:
+    """`keys` cut by Redis Cluster hash slot (in order of first appearance); one server: one
+    group."""
+    if not isinstance(r, RedisCluster):
+        return [list(keys)]
+    groups: dict[int, list[str]] = {}
+    for k in keys:
+        groups.setdefault(r.keyslot(k), []).append(k)
+    return list(groups.values())
+
+
 class _Merged(StatefulSourcePartition[StreamBatch, Ids]):
     def __init__(self, url: str, keys: list[str], last: Ids, count: int, retention: float):
-        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._r = connect(url, socket_timeout=5, socket_connect_timeout=5)
         self._keys, self._last, self._count = keys, dict(last), count
+        self._groups = slot_groups(self._r, keys)
         self._retention = Retention(self._r, retention)
         self._awake: datetime | None = None
         self._outage = Outage(f"streams {keys}")
 
     def _read(self) -> tuple[list, int]:
-        pipe = self._r.pipeline(transaction=True)
-        pipe.xread({k: self._last[k] for k in self._keys}, count=self._count)
-        pipe.time()
-        reply, (sec, usec) = pipe.execute()
-        return reply or [], sec * 1000 + usec // 1000
+        """Every stream's next entries and the server's `now` (ms). In a Redis Cluster, one
+        read per hash slot the streams lie in (a multi-key XREAD stays in one slot), each after
+        the TIME of its node (redis-py sends no keyless TIME in a cluster MULTI; asked first,
+        it is as safe: what the node adds later has an id at or after it), and `now` is the
+        earliest of those TIMEs, so nothing can still arrive before it."""
+        reply, now_ms = [], None
+        for group in self._groups:
+            if isinstance(self._r, RedisCluster):
+                node = self._r.get_node_from_key(group[0])
+                sec, usec = self._r.time(target_nodes=node)
+                part = self._r.xread({k: self._last[k] for k in group}, count=self._count)
+            else:
+                pipe = self._r.pipeline(transaction=True)
+                pipe.xread({k: self._last[k] for k in group}, count=self._count)
+                pipe.time()
+                part, (sec, usec) = pipe.execute()
+            reply += part or []
+            ms = sec * 1000 + usec // 1000
+            now_ms = ms if now_ms is None else min(now_ms, ms)
+        return reply, now_ms
 
     def next_batch(self) -> list[StreamBatch]:
         if stop_requested():
@@ -57,7 +86,7 @@ class _Merged(StatefulSourcePartition[StreamBatch, Ids]):
         try:
             reply, now_ms = self._read()
             if not reply:  # drained: wait inside Redis for up to 10 ms (never longer)
-                self._r.xread({k: self._last[k] for k in self._keys}, count=1, block=10)
+                self._r.xread({k: self._last[k] for k in self._groups[0]}, count=1, block=10)
                 return []
         except redis.exceptions.RedisError as exc:
             self._awake = self._outage.failed(exc)

@@ -28,6 +28,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from connectors.redis_streams import StreamBatch
 from core.records import event_stream_for
+from core.redis_conn import connect
 from core.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class _PubSubPartition(StatelessSourcePartition[StreamBatch]):
 
     def _connect(self) -> None:
         try:
-            self._r = redis.Redis.from_url(self._url, socket_timeout=5, socket_connect_timeout=5)
+            self._r = connect(self._url, socket_timeout=5, socket_connect_timeout=5)
             self._ps = self._r.pubsub(ignore_subscribe_messages=True)
             self._ps.subscribe(self._channel)
         except redis.exceptions.RedisError as exc:

@@ -41,6 +41,7 @@ import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.redis_streams import Retention, StreamBatch
+from core.redis_conn import connect
 from core.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class _Reader(threading.Thread, Generic[T]):
         self, url: str, key: str, last_id: str, count: int, block_ms: int, prepare, ahead: int
     ):
         super().__init__(name=f"readahead:{key}", daemon=True)
-        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._r = connect(url, socket_timeout=5, socket_connect_timeout=5)
         self._key, self._last, self._count, self._block_ms = key, last_id, count, block_ms
         self._prepare = prepare
         self._ahead = ahead
@@ -164,7 +165,7 @@ class _ReadAheadPartition(StatefulSourcePartition[T, str]):
         prepare,
         ahead: int,
     ):
-        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._r = connect(url, socket_timeout=5, socket_connect_timeout=5)
         self._key, self._last_id = key, last_id
         self._retention = Retention(self._r, retention)
         self._idle_s = idle.total_seconds()

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from core.redis_conn import connect
 from core.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ Command = tuple[str | bytes | int | float, ...]
 
 class _Partition(StatelessSinkPartition[Sequence[Command]]):
     def __init__(self, url: str, max_wait: float | None):
-        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._r = connect(url, socket_timeout=5, socket_connect_timeout=5)
         self._max_wait = max_wait
 
     def write_batch(self, items: list[Sequence[Command]]) -> None:

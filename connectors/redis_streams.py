@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from core.redis_conn import connect
 from core.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class StreamPartition(StatefulSourcePartition[StreamBatch, str]):
     def __init__(
         self, url: str, key: str, last_id: str, count: int, idle: timedelta, retention: float
     ):
-        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._r = connect(url, socket_timeout=5, socket_connect_timeout=5)
         self._retention = Retention(self._r, retention)
         self._key = key
         self._last_id = last_id

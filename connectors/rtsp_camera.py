@@ -40,6 +40,7 @@ from pydantic import ValidationError
 from connectors.video_capture import CameraCapture, CaptureOptions, Counters, Deliver
 from core import keys
 from core.records import CameraStatus, CaptureCommand
+from core.redis_conn import connect
 from core.shutdown import stop_requested
 from core.venue import Camera
 
@@ -113,7 +114,7 @@ class _CameraPartition(StatefulSourcePartition[VideoItem, CameraPartState]):
         #: by its partitions): a partition waits on Redis only when all of them are idle.
         self._all_waiting = waiting
         self._waiting = waiting[camera.id] = False
-        self._r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._r = connect(url, socket_timeout=2, socket_connect_timeout=2)
         self._poll, self._command_poll, self._report_every = poll, command_poll, report_every
         self._capture = CameraCapture(
             camera.id, camera.rtsp_url, camera.fps, opts, deliver, (camera.width, camera.height)

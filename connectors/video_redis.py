@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from connectors.redis_streams import RedisStreamSource, StreamBatch, StreamPartition
+from core.redis_conn import connect
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class FramePublisher:
     """Thread-safe PUBLISH of frames; drops them (returns False) while Redis is unreachable."""
 
     def __init__(self, url: str):
-        self._r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+        self._r = connect(url, socket_timeout=2, socket_connect_timeout=1)
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._retry_at = 0.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from core.redis_conn import is_cluster
 from core.settings import REDIS_NAMESPACE_PATTERN, Settings, get_settings
 
 _NAMESPACE = re.compile(REDIS_NAMESPACE_PATTERN)
@@ -38,6 +39,21 @@ PREFIX = prefix_of(get_settings().redis_namespace)
 def name(base: str) -> str:
     """A key or channel of this deployment (`base` under the namespace, if one is set)."""
     return PREFIX + base
+
+
+#: Whether this deployment's REDIS_URL names a Redis Cluster (`redis+cluster://`, see
+#: core/redis_conn.py); read once, like the namespace.
+CLUSTER = is_cluster(get_settings().redis_url or "")
+
+
+def slot_tagged(base: str, tag: str, cluster: bool = CLUSTER) -> str:
+    """`base` with its leading `tag` as a Redis Cluster hash tag in a cluster (`notify:jobs`,
+    tag `notify` → `{notify}:jobs`), else unchanged: keys written together in one transaction
+    or script carry the same tag, so they share a slot, while a single server keeps the names
+    (and the data) it always had."""
+    if not base.startswith(tag):
+        raise ValueError(f"{base!r} does not start with its tag {tag!r}")
+    return "{" + tag + "}" + base[len(tag) :] if cluster else base
 
 
 def event_streams(settings: Settings) -> list[str]:
@@ -172,28 +188,42 @@ def decided_key(shard: int) -> str:
 
 
 # --- notifications (see notify/ and docs/notifications.md) --------------------------------------
+# The notifier's outbox keys change together in one transaction: in a cluster they share the hash
+# tag `{notify}` (docs/operating.md#redis-cluster). So do `alarms:transitions` and its `seen` set.
 ALARMS_TRANSITIONS = name(
-    "alarms:transitions"
+    slot_tagged("alarms:transitions", "alarms:transitions")
 )  # stream: every alarm transition, once (notifier input)
 ALARMS_TRANSITIONS_MAXLEN = 100_000  # approximate trim; the lake `alarms` keeps all
 NOTIFY_CURSOR = name(
-    "notify:cursor"
+    slot_tagged("notify:cursor", "notify")
 )  # string: the last alarms:transitions entry the notifier planned
 NOTIFY_JOBS = name(
-    "notify:jobs"
+    slot_tagged("notify:jobs", "notify")
 )  # hash: notification id → Job JSON (the outbox: due, not yet done)
 NOTIFY_DUE = name(
-    "notify:due"
+    slot_tagged("notify:due", "notify")
 )  # sorted set: notification id → when its next attempt is due (epoch s)
-NOTIFY_INFLIGHT = name("notify:inflight")  # hash: notification id → attempt started (epoch s)
-NOTIFY_DONE = name("notify:done")  # sorted set: notification id → when it finished (de-dup, 7 days)
+NOTIFY_INFLIGHT = name(
+    slot_tagged("notify:inflight", "notify")
+)  # hash: notification id → attempt started (epoch s)
+NOTIFY_DONE = name(
+    slot_tagged("notify:done", "notify")
+)  # sorted set: notification id → when it finished (de-dup, 7 days)
 NOTIFY_ESCALATIONS = name(
-    "notify:escalations"
+    slot_tagged("notify:escalations", "notify")
 )  # sorted set: escalation key → next step due (epoch s)
-NOTIFY_ESCALATION_STATE = name("notify:escalation")  # hash: escalation key → Escalation JSON
-NOTIFY_HEALTH = name("notify:health")  # hash: target name → TargetHealth JSON
-NOTIFY_ATTEMPTS = name("notify:attempts")  # stream: every attempt (→ lake `notifications`)
+NOTIFY_ESCALATION_STATE = name(
+    slot_tagged("notify:escalation", "notify")
+)  # hash: escalation key → Escalation JSON
+NOTIFY_HEALTH = name(
+    slot_tagged("notify:health", "notify")
+)  # hash: target name → TargetHealth JSON
+NOTIFY_ATTEMPTS = name(
+    slot_tagged("notify:attempts", "notify")
+)  # stream: every attempt (→ lake `notifications`)
 NOTIFY_SUBSCRIPTIONS = name("notify:subscriptions")  # hash: username → Subscription JSON
 NOTIFY_LOCK = name("notify:lock")  # string (with TTL): the one running notifier's token
 NOTIFIER_HEARTBEAT = "notifier"  # its heartbeat is heartbeat_key("notifier"), like a flow's
-ALARMS_TRANSITIONS_SEEN = name("alarms:transitions:seen")  # sorted set: transitions already written
+ALARMS_TRANSITIONS_SEEN = name(
+    slot_tagged("alarms:transitions:seen", "alarms:transitions")
+)  # sorted set: transitions already written

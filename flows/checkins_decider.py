@@ -63,6 +63,7 @@ import redis
 from connectors.redis_merged_streams import RedisMergedStreamSource
 from connectors.redis_streams import StreamBatch
 from core import keys
+from core.redis_conn import connect
 from core.settings import get_settings
 from core.shutdown import install_stop_handlers, stop_requested
 from core.tokens import TokenVerifier, load_verifier
@@ -104,7 +105,7 @@ class CheckinDecider:
         self._decided_key = keys.decided_key(shard)
         self._nonces_key = keys.decider_nonces_key(shard)
         self._nonces = NonceBook()
-        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._r = connect(url, socket_timeout=5, socket_connect_timeout=5)
         self._states: dict[str, Any] = {}
         self._reader: Any = None
         # (time, input ids every shard had committed then): trimmed once older than retention

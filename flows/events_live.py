@@ -19,6 +19,7 @@ import time
 import redis
 
 from core import keys
+from core.redis_conn import connect
 from core.shutdown import stop_requested
 from flows.events_fast import Batch, live_messages
 
@@ -66,7 +67,7 @@ class LiveSender:
     """Sends batches' live outputs over one connection of its own (one thread uses it)."""
 
     def __init__(self, url: str):
-        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._r = connect(url, socket_timeout=5, socket_connect_timeout=5)
 
     def send(self, b: Batch) -> None:
         chunks, n = pack_live(b)

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from core import keys
 from core.records import ActivityIn
+from core.redis_conn import connect_async
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def redis_client() -> aioredis.Redis:
     """The app's shared Redis client (a connection pool), made in the running event loop."""
     global _redis
     if _redis is None:
-        _redis = aioredis.Redis.from_url(
+        _redis = connect_async(
             get_settings().effective_redis_url,
             socket_connect_timeout=2,
             socket_timeout=3,

@@ -50,9 +50,11 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from nicegui import Event
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from core.redis_conn import connect_async
 from live.background import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,17 @@ def json_objects(values: Iterable[bytes | str]) -> list[dict[str, Any]]:
             if isinstance(doc, dict):
                 out.append(doc)
     return out
+
+
+async def _pubsub(r: Any) -> aioredis.client.PubSub:
+    """A PubSub on `r`. In a Redis Cluster it is one connection to the node serving the first
+    channel's slot: classic pub/sub is cluster-wide, so that node hears every PUBLISH (made on
+    any node), and PSUBSCRIBE patterns work there too (tests/test_redis_cluster.py). The
+    cluster client learns its slots first (its `pubsub()` needs them: a KeyError otherwise,
+    measured with redis-py 8.1)."""
+    if isinstance(r, AsyncRedisCluster):
+        await r.initialize()
+    return r.pubsub(ignore_subscribe_messages=True)
 
 
 class LiveModel(Protocol):
@@ -238,14 +251,15 @@ class LiveSubscriber:
     async def _subscribe_forever(self) -> None:
         delay = BACKOFF_FIRST_S
         while True:
-            r = aioredis.Redis.from_url(
+            r = connect_async(
                 self.url,
                 socket_connect_timeout=2,
                 health_check_interval=10,
                 retry=Retry(NoBackoff(), 0),
             )
-            ps = r.pubsub(ignore_subscribe_messages=True)
+            ps = None
             try:
+                ps = await _pubsub(r)
                 await self._subscribe(ps)  # first: nothing published during the seed is lost
                 self.redis = r
                 if self._seed is not None:
@@ -272,7 +286,8 @@ class LiveSubscriber:
             finally:
                 self.redis = self._ps = None
                 with contextlib.suppress(Exception):
-                    await ps.aclose()
+                    if ps is not None:
+                        await ps.aclose()
                 with contextlib.suppress(Exception):
                     await r.aclose()
 

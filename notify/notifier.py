@@ -40,7 +40,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import redis
-import redis.asyncio as aioredis
 
 from core import keys
 from core.alarms import Alarm
@@ -68,6 +67,7 @@ from core.notify_plan import (
     utc,
 )
 from core.records import dumps
+from core.redis_conn import connect_async, transaction
 from core.settings import get_settings
 from core.venue import Venue, venue_for
 from notify import message
@@ -116,8 +116,7 @@ class Notifier:
     def __init__(self, url: str, venue: Venue):
         self.venue = venue
         self.n: Notifications = venue.notifications
-        self.r = aioredis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
-        self._enqueue = self.r.register_script(_ENQUEUE)
+        self.r = connect_async(url, socket_timeout=10, socket_connect_timeout=5)
         self.senders: dict[tuple[str, str], Sender] = {}
         self.sems: dict[str, asyncio.Semaphore] = {}
         self.running: set[str] = set()
@@ -229,7 +228,7 @@ class Notifier:
         entries = reply[0][1]
         subs = await self._subscriptions()
         now = time.time()
-        pipe = self.r.pipeline(transaction=True)
+        pipe = await transaction(self.r)
         planned = 0
         for eid, fields in entries:
             try:
@@ -239,11 +238,7 @@ class Notifier:
                 continue
             p = plan(self.n, subs, msg, self.venue.event.zone, now)
             for job in p.jobs:
-                await self._enqueue(
-                    keys=[keys.NOTIFY_JOBS, keys.NOTIFY_DUE, keys.NOTIFY_DONE],
-                    args=[job.id, job.model_dump_json(), now],
-                    client=pipe,
-                )
+                self._enqueue(pipe, job, now)
                 planned += 1
             for sk in p.skipped:
                 job = Job(id=f"{msg.alarm.alarm_id}/{msg.transition}-{msg.revision}/{sk.target}/"
@@ -262,6 +257,14 @@ class Notifier:
         await pipe.execute()
         if planned:
             self.wake.set()
+
+    @staticmethod
+    def _enqueue(pipe, job: Job, now: float) -> None:
+        """Queue `_ENQUEUE` for `job` in a transaction. Plain EVAL, not a registered script:
+        redis-py's cluster pipeline refuses EVALSHA ("Calling pipelined function evalsha is
+        blocked when running redis in cluster mode", measured with redis-py 8.1)."""
+        pipe.eval(_ENQUEUE, 3, keys.NOTIFY_JOBS, keys.NOTIFY_DUE, keys.NOTIFY_DONE,
+                  job.id, job.model_dump_json(), now)  # fmt: skip
 
     def _row(self, pipe, row: AttemptRow) -> None:
         pipe.xadd(
@@ -286,13 +289,9 @@ class Notifier:
                 alarm = Alarm.model_validate_json(cur)
                 esc, status = esc.model_copy(update={"alarm": alarm}), alarm.status
             jobs, nxt, what = escalation_step(self.n, esc, status, now)
-            pipe = self.r.pipeline(transaction=True)
+            pipe = await transaction(self.r)
             for job in jobs:
-                await self._enqueue(
-                    keys=[keys.NOTIFY_JOBS, keys.NOTIFY_DUE, keys.NOTIFY_DONE],
-                    args=[job.id, job.model_dump_json(), now],
-                    client=pipe,
-                )
+                self._enqueue(pipe, job, now)
             level = esc.level + 1 if jobs else esc.level
             step = Job(
                 id=f"{esc.alarm.alarm_id}/escalation-{level}/-/{esc.to}", kind="escalation",
@@ -388,7 +387,15 @@ class Notifier:
         h0 = self.health.get(job.target, TargetHealth())
         h, event = health_after(h0, d.ok, d.error, self.n.failing_after, now)
         self.health[job.target] = h
-        pipe = self.r.pipeline(transaction=True)
+        if event is not None:
+            # Before the transaction, not in it: `events:in` lies in another slot of a Redis
+            # Cluster. A crash in between sends the event again at the next failure (at least
+            # once; the alarm it raises is simply still active), never not at all.
+            await self.r.xadd(keys.EVENTS_IN, {"data": self._health_event(job.target, h, event,
+                                                                         now)})  # fmt: skip
+            log.warning("notifications to %s %s%s", job.target, event,
+                        f": {d.error}" if d.error else "")  # fmt: skip
+        pipe = await transaction(self.r)
         if d.ok or final:
             result = "delivered" if d.ok else "gave_up"
             pipe.hdel(keys.NOTIFY_JOBS, job.id)
@@ -403,10 +410,6 @@ class Notifier:
         self._row(pipe, attempt_row(job, result, now, round(d.latency_ms, 2), d.error,
                                     d.status_code))  # fmt: skip
         pipe.hset(keys.NOTIFY_HEALTH, job.target, h.model_dump_json())
-        if event is not None:
-            pipe.xadd(keys.EVENTS_IN, {"data": self._health_event(job.target, h, event, now)})
-            log.warning("notifications to %s %s%s", job.target, event,
-                        f": {d.error}" if d.error else "")  # fmt: skip
         await pipe.execute()
         if not d.ok:
             log.info("notification %s to %s failed (attempt %d): %s", job.id, job.target,

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis
+from redis.cluster import RedisCluster
 
 from core import keys
 from core.participants import participant_digest, participant_index, send_ops
@@ -208,8 +209,17 @@ def erase_in_redis(r: redis.Redis, values: set[str]) -> int:
     return changed
 
 
-def rewrite_redis_files(r: redis.Redis, timeout: float = 60) -> None:
-    """Rewrite the AOF (and the RDB, if one is kept) so old writes leave Redis's files."""
+def rewrite_redis_files(r: redis.Redis | RedisCluster, timeout: float = 60) -> None:
+    """Rewrite the AOF (and the RDB, if one is kept) so old writes leave Redis's files: on
+    each master of a Redis Cluster (each keeps its own files)."""
+    if isinstance(r, RedisCluster):
+        for node in r.get_primaries():
+            _rewrite_files(r.get_redis_connection(node), timeout)
+    else:
+        _rewrite_files(r, timeout)
+
+
+def _rewrite_files(r: redis.Redis, timeout: float) -> None:
     info = r.info("persistence")
     if info.get("aof_enabled"):
         r.bgrewriteaof()

@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 import redis
 from playwright.sync_api import Browser, Page
+from redis.cluster import RedisCluster
 
+from core.redis_conn import connect
+from sim.redis_cluster import LocalRedisCluster
 from tests.support import (
     API_KEY,
     ORGANISER,
@@ -154,3 +157,22 @@ def page(browser: Browser) -> Iterator[Page]:
         yield ctx.new_page()
     finally:
         ctx.close()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A real 3-master Redis Cluster on loopback (Debian's redis-server, `sim.redis_cluster`),
+    one per test module; its URL is `redis_cluster.url` (`redis+cluster://…`)."""
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def rc(redis_cluster: LocalRedisCluster) -> Iterator[RedisCluster]:
+    """A client of the module's cluster, emptied first (FLUSHALL on every master)."""
+    c = connect(redis_cluster.url, socket_timeout=10)
+    c.flushall()
+    yield c
+    c.close()
