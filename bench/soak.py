@@ -231,6 +231,8 @@ def sample(roots: dict[str, int]) -> dict[str, float]:
             continue
         for p in tree:
             with contextlib.suppress(psutil.Error):
+                if p.pid != pid and role == "redis-server":
+                    continue  # a short-lived fork (AOF rewrite, RDB save): shares the parent's pages
                 out[_label(role, pid, p)] = p.memory_info().rss / 2**20
     return out
 
