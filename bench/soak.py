@@ -232,7 +232,7 @@ def sample(roots: dict[str, int]) -> dict[str, float]:
         for p in tree:
             with contextlib.suppress(psutil.Error):
                 if p.pid != pid and role == "redis-server":
-                    continue  # a short-lived fork (AOF rewrite, RDB save): shares the parent's pages
+                    continue  # a short-lived fork (AOF rewrite, RDB save), copy-on-write
                 out[_label(role, pid, p)] = p.memory_info().rss / 2**20
     return out
 
