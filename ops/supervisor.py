@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,17 @@ class ProcessGroup:
         self.first: tuple[int, int, int] | None = None
         self._first_at = 0.0
         self.peers_killed = False
+        # Which process ended first: a thread per process waits for it (the supervisor polls
+        # only every 0.25 s, by when its peers have often gone as well).
+        self._lock = threading.Lock()
+        for i, p in enumerate(procs):
+            threading.Thread(target=self._watch, args=(i, p), daemon=True).start()
+
+    def _watch(self, i: int, p: subprocess.Popen) -> None:
+        code = p.wait()
+        with self._lock:
+            if self.first is None:
+                self.first, self._first_at = (i, p.pid, code), time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -64,12 +76,13 @@ class ProcessGroup:
         return [p.pid for p in self.procs]
 
     def _note_first(self) -> None:
-        if self.first is None:
-            for i, p in enumerate(self.procs):
-                code = p.poll()
-                if code is not None:
-                    self.first, self._first_at = (i, p.pid, code), time.monotonic()
-                    return
+        with self._lock:
+            if self.first is None:  # its watcher has not run yet
+                for i, p in enumerate(self.procs):
+                    code = p.poll()
+                    if code is not None:
+                        self.first, self._first_at = (i, p.pid, code), time.monotonic()
+                        return
 
     def poll(self) -> int | None:
         codes = [p.poll() for p in self.procs]

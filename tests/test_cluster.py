@@ -1,0 +1,281 @@
+"""Flows as Bytewax clusters over sharded input (issue 13): real Redis, real Bytewax clusters
+run by the real supervisor (as `run.py up --processes N` runs them), the real lake.
+
+- a 2-process cluster stores the same lake rows and window counts as one process;
+- kill -9 of one process of a cluster mid-load: its peer dies too, the supervisor restarts the
+  whole cluster from its snapshot, names the death; nothing lost, duplicated or emitted twice;
+- rescaling 2 → 3 → 1 processes between runs carries the state (a window open across every
+  restart closes with the count of all three runs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+
+from core import keys
+from core.records import event_stream_for
+from core.settings import Settings
+from ops.processes import PROJECT_DIR, flow_child
+from ops.supervisor import Child, ProcessGroup, Supervisor
+from tests.lake_helpers import event_rows, rows, scalar, windows_match_events
+from tests.support import RedisServer, wait_for
+
+TYPES, LEVELS = ["GAS", "TEMP", "DOOR"], ["INFO", "WARN", "ERROR", "CRITICAL"]
+
+
+def ev(i: int, ts: datetime) -> dict:
+    return {
+        "source": f"sensor-{i % 11}",
+        "type": TYPES[i % 3],
+        "level": LEVELS[i % 4],
+        "payload": {"i": i},
+        "ts": ts.isoformat(),
+    }
+
+
+def xadd(r: redis.Redis, s: Settings, events: list[dict], bad: int = 0) -> None:
+    """XADD each event to its source's shard (as sensors and the routes do), plus `bad`
+    invalid entries (dead letters) spread over the shards."""
+    streams = keys.event_write_streams(s)
+    pipe = r.pipeline(transaction=False)
+    for e in events:
+        pipe.xadd(event_stream_for(e["source"], streams), {"data": json.dumps(e)})
+    for k in range(bad):
+        pipe.xadd(streams[k % len(streams)], {"data": b'{"source": "x", "level": "LOUD"'})
+    pipe.execute()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    rs = RedisServer(tmp_path / "redis")
+    rs.start()
+    yield rs
+    rs.kill()
+
+
+@pytest.fixture
+def env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The settings every flow process of the test gets (through the environment, as
+    `run.py` hands them on)."""
+    e = {
+        "REDIS_URL": redis_server.url,
+        "STREAM_SHARDS": "2",
+        "WINDOW_S": "2",
+        "ALLOWED_LATENESS_S": "3",
+        "SNAPSHOT_INTERVAL_S": "1",
+        "LAKE_FLUSH_AGE_S": "0",
+    }
+    for k, v in e.items():
+        monkeypatch.setenv(k, v)
+    return e
+
+
+@contextmanager
+def supervised(
+    data: Path, processes: int, monkeypatch: pytest.MonkeyPatch, status: bool = False
+) -> Iterator[tuple[Supervisor, Child]]:
+    """The events flow as `run.py up --processes N` runs it: a real supervisor (in a thread)
+    over `flow_child`; stopped (SIGINT to every process) on exit."""
+    data.mkdir(exist_ok=True)
+    monkeypatch.setenv("DATA_DIR", str(data))
+    s = Settings()
+    sup = Supervisor(data / "processes.json" if status else None)
+    child = sup.add(flow_child(s, s.effective_redis_url, "events", 1, data / "flow.log", processes))
+    sup.start_all()
+    runner = threading.Thread(target=sup.run, daemon=True)
+    runner.start()
+    try:
+        yield sup, child
+    finally:
+        sup.request_stop()
+        runner.join(90)
+        assert not runner.is_alive()
+
+
+def counts(data: Path, where: str = "") -> dict[tuple, int]:
+    """Window counts (window start, type, level) → events, on-time rows plus corrections."""
+    got = rows(
+        data,
+        f"SELECT window_start, type, level, sum(count) FROM event_counts {where} GROUP BY ALL",
+    )
+    return {(w, t, lv): n for w, t, lv, n in got}
+
+
+def emitted_twice(data: Path) -> list[tuple]:
+    return rows(
+        data,
+        "SELECT window_start, type, level FROM event_count_parts "
+        "WHERE NOT late GROUP BY ALL HAVING count(*) > 1",
+    )
+
+
+def stored(data: Path) -> list[tuple]:
+    return rows(
+        data,
+        "SELECT stream, id, source, type, level, payload, ts, received_at FROM events ORDER BY ALL",
+    )
+
+
+def test_two_processes_store_what_one_does(tmp_path, redis_server, env, monkeypatch) -> None:
+    """6,000 events (and 40 dead letters) over 2 shards, read by 1 process, then (from the same
+    streams, into another lake) by a cluster of 2: the same rows, dead letters, windows."""
+    s = Settings()
+    assert keys.event_streams(s) == ["events:in", "events:in:{0}", "events:in:{1}"]
+    r = redis.Redis.from_url(redis_server.url)
+    t0 = datetime.now(UTC) - timedelta(seconds=3)
+    n = 6000
+    xadd(r, s, [ev(i, t0 + timedelta(milliseconds=(i % 20) * 100)) for i in range(n)], bad=40)
+    assert r.xlen("events:in:{0}") > 1000 and r.xlen("events:in:{1}") > 1000
+
+    lakes = []
+    for processes in (1, 2):
+        data = tmp_path / f"data{processes}"
+        with supervised(data, processes, monkeypatch) as (_sup, child):
+            if processes == 2:
+                assert isinstance(child.proc, ProcessGroup) and len(child.proc.pids) == 2
+            wait_for(lambda d=data: event_rows(d) >= n, 60, 0.5, f"{n} rows ({processes} procs)")
+            wait_for(
+                lambda d=data: scalar(d, "SELECT coalesce(sum(count), 0) FROM event_counts") == n,
+                60,
+                0.5,
+                f"windows to close ({processes} processes)",
+            )
+            wait_for(lambda d=data: scalar(d, "SELECT count(*) FROM dead_letters") >= 40, 30, 0.5)
+            assert child.restarts == 0
+        lakes.append(data)
+    one, two = lakes
+    assert len(stored(one)) == n
+    assert stored(one) == stored(two)
+    dead = "SELECT origin, origin_id, reason FROM dead_letters ORDER BY ALL"
+    assert rows(one, dead) == rows(two, dead) and len(rows(two, dead)) == 40
+    assert counts(one) == counts(two)
+    assert sum(counts(two).values()) == n
+    assert scalar(two, "SELECT count(*) FROM event_count_parts WHERE late") == 0
+    assert emitted_twice(one) == emitted_twice(two) == []
+
+
+def test_kill_9_of_one_cluster_process(tmp_path, redis_server, env, monkeypatch, caplog) -> None:
+    """40,000 events while one process of a 2-process cluster is killed with SIGKILL (twice):
+    its peer goes too, the supervisor logs which one died and restarts the cluster; the lake
+    holds every event once and every window once, with exact counts."""
+    caplog.set_level(logging.INFO, logger="venueflow.supervisor")
+    s = Settings()
+    r = redis.Redis.from_url(redis_server.url)
+    data = tmp_path / "data"
+    n = 40_000
+    done = threading.Event()
+
+    def produce() -> None:
+        for start in range(0, n, 1000):
+            now = datetime.now(UTC)
+            xadd(r, s, [ev(i, now) for i in range(start, start + 1000)])
+            time.sleep(0.1)
+        done.set()
+
+    with supervised(data, 2, monkeypatch, status=True) as (_sup, child):
+        # `run.py ps` lists every process of the cluster.
+        def listed() -> list[dict] | None:
+            ps = subprocess.run(
+                [sys.executable, "run.py", "ps", "--json"],
+                cwd=PROJECT_DIR,
+                env={**os.environ},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            got = [p for p in json.loads(ps.stdout or "[]") if p["name"].startswith("flow ev")]
+            return got if got and all(p["pid"] for p in got) else None
+
+        procs = wait_for(listed, 60, 0.5, "both cluster processes in `run.py ps`")
+        assert isinstance(child.proc, ProcessGroup)
+        assert [p["name"] for p in procs] == ["flow events [0/2]", "flow events [1/2]"]
+        assert [p["pid"] for p in procs] == child.proc.pids
+
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        wait_for(lambda: event_rows(data) > 0, 60, 0.5, "the cluster to store rows")
+        for victim in (1, 0):
+            # Once the cluster works (its processes connected: one killed before that leaves
+            # its peer retrying the connection, and the supervisor kills it after the grace).
+            stored_now = event_rows(data)
+            wait_for(lambda m=stored_now: event_rows(data) > m, 60, 0.25, "the cluster to work")
+            group = child.proc
+            assert isinstance(group, ProcessGroup)
+            pid = group.pids[victim]
+            os.kill(pid, signal.SIGKILL)
+            cause = f"process {victim} of 2 (pid {pid}) killed by SIGKILL first"
+            wait_for(lambda c=cause: c in caplog.text, 30, 0.25, "the death to be logged")
+            wait_for(lambda g=group: child.proc not in (None, g), 30, 0.25, "a restart")
+        # The peer was not killed by us: Bytewax failed it (exit code 1), within the grace.
+        assert "peers: 1 exited with code 1" in caplog.text
+        assert "peers: 0 exited with code 1" in caplog.text
+        assert "peers were killed" not in caplog.text
+        producer.join(120)
+        assert done.is_set()
+
+        wait_for(lambda: event_rows(data) >= n, 90, 0.5, f"{n} rows in the lake")
+        wait_for(
+            lambda: scalar(data, "SELECT coalesce(sum(count), 0) FROM event_counts") == n,
+            60,
+            0.5,
+            "window counts to sum to n",
+        )
+        time.sleep(1.5)  # a duplicate written late would show now
+        assert event_rows(data) == n
+        assert scalar(data, "SELECT count(DISTINCT (stream, id)) FROM events") == n
+        assert windows_match_events(data, 2) == []
+        assert emitted_twice(data) == []
+        assert child.restarts == 2
+
+
+def test_rescale_2_3_1_carries_state(tmp_path, redis_server, env, monkeypatch) -> None:
+    """Three runs of 2, 3 and 1 processes over one recovery store, each storing a third of
+    the events, all in one minute-long window that stays open across both restarts (the
+    event-time watermark does not move while the flow is down); a last event a minute later
+    closes it: its counts are those of all three runs, and the rows are every event once."""
+    monkeypatch.setenv("WINDOW_S", "60")
+    monkeypatch.setenv("ALLOWED_LATENESS_S", "1")
+    s = Settings()
+    r = redis.Redis.from_url(redis_server.url)
+    data = tmp_path / "data"
+    now = datetime.now(UTC)
+    w = datetime.fromtimestamp((int(now.timestamp()) // 60 - 3) * 60, UTC)  # 2-3 min ago
+    per_run, total = 3000, 0
+    expected: Counter = Counter()
+    for run, processes in enumerate((2, 3, 1)):
+        batch = [ev(i, w + timedelta(seconds=1 + run)) for i in range(total, total + per_run)]
+        xadd(r, s, batch)
+        total += per_run
+        expected.update((e["type"], e["level"]) for e in batch)
+        last = run == 2
+        with supervised(data, processes, monkeypatch) as (_sup, child):
+            assert child.size == processes
+            wait_for(lambda t=total: event_rows(data) >= t, 60, 0.5, f"{total} rows")
+            if last:  # a minute later in event time: the watermark passes the window's end
+                xadd(r, s, [ev(total, w + timedelta(seconds=75))])
+                wait_for(lambda: counts(data), 60, 0.5, "the open window to close")
+            else:
+                time.sleep(1.5)  # a snapshot or two after the rows
+                assert counts(data) == {}  # still open, held in the state
+    got = counts(data)
+    assert got == {(w, t, lv): n for (t, lv), n in expected.items()}
+    assert sum(got.values()) == total
+    assert event_rows(data) == total + 1
+    assert scalar(data, "SELECT count(DISTINCT (stream, id)) FROM events") == total + 1
+    assert emitted_twice(data) == []
+    assert scalar(data, "SELECT count(*) FROM late_records") == 0
