@@ -931,7 +931,8 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         print(f"cluster   ours as {args.processes} process(es); {args.shards} input shard(s)")
         print(f"work dir  {workdir}{'' if args.keep or args.workdir else ' (deleted at exit)'}")
 
-        print(f"\npreloading {args.events:,} events into {keys.EVENTS_IN} ...", flush=True)
+        streams = keys.event_write_streams(bench_settings(workdir, url))
+        print(f"\npreloading {args.events:,} events into {', '.join(streams)} ...", flush=True)
         t = time.perf_counter()
         n_valid, n_invalid, size = preload(r, args.events, args.invalid_frac, args.seed)
         preload_s = time.perf_counter() - t

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -279,3 +280,101 @@ def test_rescale_2_3_1_carries_state(tmp_path, redis_server, env, monkeypatch) -
     assert scalar(data, "SELECT count(DISTINCT (stream, id)) FROM events") == total + 1
     assert emitted_twice(data) == []
     assert scalar(data, "SELECT count(*) FROM late_records") == 0
+
+
+def test_checkin_cluster_decides_as_one_process(tmp_path, monkeypatch) -> None:
+    """The check-in flow (its internals belong to tests/test_checkins_flow.py; here it is only
+    run): the same participants and scans into two Redis servers, one flow of 1 process and
+    one cluster of 2 (with 2 deciders, which start in the processes that build their
+    partitions, one each): the same verdicts, and the same rows in the lake."""
+    from core.tokens import key_dir, load_signer
+    from ops.supervisor import child_pids
+    from tests.attendance_helpers import (
+        EVENT_ID,
+        add_participants,
+        scan,
+        wait_participants,
+        write_venue,
+    )
+
+    venue = write_venue(tmp_path / "venue.yaml")
+    for k, v in {
+        "VENUE_CONFIG": str(venue),
+        "SNAPSHOT_INTERVAL_S": "1",
+        "LAKE_FLUSH_AGE_S": "0",
+        "CHECKIN_DECIDERS": "2",
+        "STREAM_SHARDS": "2",
+    }.items():
+        monkeypatch.setenv(k, v)
+    signer = load_signer(tmp_path / "data1")
+    (tmp_path / "data2").mkdir()
+    shutil.copytree(key_dir(tmp_path / "data1"), key_dir(tmp_path / "data2"))
+    ids = [f"P{i:04d}" for i in range(40)]
+    # Per participant, in order: in at main; some again at side (duplicate), some out at exit;
+    # plus unreadable tickets. One participant's scans stay in order within its decider.
+    plan: list[tuple[str, str, str, str]] = []  # (nonce, token, gate, direction)
+    for i, pid in enumerate(ids):
+        tok = signer.mint(EVENT_ID, pid, 0)
+        plan.append((f"nonce-{i:04d}-a", tok, "main", "in"))
+        if i % 4 == 0:
+            plan.append((f"nonce-{i:04d}-b", tok, "side", "in"))
+        if i % 5 == 0:
+            plan.append((f"nonce-{i:04d}-c", tok, "exit", "out"))
+    plan += [(f"nonce-bad-{i}", "not-a-ticket", "main", "in") for i in range(5)]
+
+    # (Reasons are left out: they may quote times, which differ between the two servers.)
+    q = "SELECT nonce, status, participant_id, gate_id, direction FROM checkins ORDER BY 1"
+    servers, outcomes, lakes = [], [], []
+    try:
+        runs = []
+        for processes in (1, 2):
+            rs = RedisServer(tmp_path / f"redis{processes}")
+            rs.start()
+            servers.append(rs)
+            data = tmp_path / f"data{processes}"
+            s = Settings(_env_file=None, data_dir=data, redis_url=rs.url)
+            sup = Supervisor()
+            child = sup.add(flow_child(s, rs.url, "checkins", 1, data / "flow.log", processes))
+            sup.start_all()
+            runner = threading.Thread(target=sup.run, daemon=True)
+            runner.start()
+            runs.append((rs, data, sup, child, runner))
+        for rs, *_ in runs:
+            r = redis.Redis.from_url(rs.url)
+            add_participants(r, ids)
+        for rs, *_ in runs:
+            r = redis.Redis.from_url(rs.url)
+            wait_participants(r, ids, 90)
+            for nonce, tok, gate, direction in plan:
+                scan(r, tok, gate, direction, nonce=nonce)
+        for rs, data, sup, child, runner in runs:
+            r = redis.Redis.from_url(rs.url)
+
+            def verdicts(r: redis.Redis = r) -> dict[str, str] | None:
+                raw = r.mget([keys.verdict_key(n) for n, *_ in plan])
+                if any(v is None for v in raw):
+                    return None
+                return {n: json.loads(v)["status"] for (n, *_), v in zip(plan, raw, strict=True)}
+
+            outcomes.append(wait_for(verdicts, 90, 0.25, "every scan decided"))
+            wait_for(lambda d=data: len(rows(d, q)) == len(plan), 60, 0.5, "checkins in the lake")
+            lakes.append(rows(data, q))
+            if child.size == 2:  # each decider runs under its own process of the cluster
+                assert isinstance(child.proc, ProcessGroup)
+                kids = [set(child_pids(p)) for p in child.proc.pids]
+                deciders = [st.pid for st in child.part_states.values()]
+                assert len(deciders) == 2 and all(deciders)
+                assert [len(k & set(deciders)) for k in kids] == [1, 1]
+            sup.request_stop()
+            runner.join(60)
+            assert child.restarts == 0
+    finally:
+        for rs in servers:
+            rs.kill()
+    assert outcomes[0] == outcomes[1]
+    assert Counter(outcomes[0].values()) == {
+        "accepted": 40 + 8,
+        "duplicate": 10,
+        "unknown_token": 5,
+    }
+    assert lakes[0] == lakes[1]
