@@ -27,6 +27,7 @@ from pathlib import Path
 from cli.lake import add_parser as add_lake_parser
 from cli.lake import main as lake_main
 from cli.textout import format_table, jsonable
+from core import keys
 from core.settings import Settings
 from ops.processes import (
     FLOWS,
@@ -71,6 +72,17 @@ def _flow_child(
             s, url, name, args.process_index, addresses, args.workers, log_path
         )
     return flow_child(s, url, name, args.workers, log_path, args.processes)
+
+
+def _warn_shards(s: Settings, processes: int | None) -> None:
+    """A cluster larger than its input has partitions leaves processes without input."""
+    n = processes if processes is not None else s.flow_processes
+    if n > 1 and s.stream_shards < n:
+        log.warning(
+            "flows run as %d processes but STREAM_SHARDS=%d: the events flow reads %d "
+            "stream(s), so some processes get no input of their own (set STREAM_SHARDS=%d)",
+            n, s.stream_shards, len(keys.event_streams(s)), n,
+        )  # fmt: skip
 
 
 def status_path(s: Settings) -> Path:
@@ -147,6 +159,7 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
         camera_children, camera_notes = demo_cameras(s, url, logs)
         for child in camera_children:
             sup.add(child)
+    _warn_shards(s, args.processes)
     for name in FLOWS:
         sup.add(_flow_child(s, url, name, args, logs))
     maintain_argv = [sys.executable, "run.py", "lake", "maintain", "--every"]
@@ -287,6 +300,8 @@ def cmd_flow(args: argparse.Namespace) -> int:
     if args.addresses and args.process_index is None:
         print("--addresses needs --process-index (this machine's place in the list)")
         return 2
+    if args.name == "events" and not args.addresses:
+        _warn_shards(s, args.processes)
     sup.add(_flow_child(s, url, args.name, args, None))
     sup.start_all()
     sup.run()

@@ -1,7 +1,11 @@
 """Venueflow's processes, and starting them the same way everywhere (run.py, tests, benchmarks).
 
 Flows run as `python -m bytewax.run flows.<name>:flow` with recovery on, one OS process per
-flow, so a crash of one never takes another with it and `kill -9` is always safe.
+flow, so a crash of one never takes another with it and `kill -9` is always safe — or, with
+`run.py up --processes N` (`FLOW_PROCESSES`), the flows marked `FlowSpec.cluster` run as a
+Bytewax cluster of N processes (`-i k -a "127.0.0.1:P0;..."`, free ports picked at each start),
+supervised as one child (`ops.supervisor.ProcessGroup`); `remote_flow_child` is one process of
+a cluster across machines (`run.py flow NAME --addresses ... --process-index k`).
 
 `FLOW_SPECS` is the one list of flows: what each reads and writes, the lake tables it owns,
 the modules whose branches run inside it, and the processes it starts itself (its *parts*).
@@ -10,9 +14,10 @@ Who starts whom in a deployment (`run.py up`):
 ```
 run.py up (ops.supervisor.Supervisor; `run.py ps` lists everything below, with pids)
 ├─ redis-server (embedded unless REDIS_URL)
-├─ flow events          flows/events.py
-├─ flow checkins        flows/checkins.py
-│   └─ checkins decider 0..CHECKIN_DECIDERS-1   flows/checkins_decider.py (parts of the flow)
+├─ flow events          flows/events.py   ([0/N] … [N-1/N] with --processes N)
+├─ flow checkins        flows/checkins.py (a cluster too with --processes N)
+│   └─ checkins decider 0..CHECKIN_DECIDERS-1   flows/checkins_decider.py (parts of the flow,
+│                         each started by the cluster process that builds its partition)
 ├─ flow video           flows/video.py + flows/request_logs.py (the activity log, login audit)
 ├─ flow alarms          flows/alarms.py
 ├─ flow notifications   flows/notifications.py
