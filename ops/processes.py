@@ -121,7 +121,8 @@ FLOWS: dict[str, str] = {name: f.target for name, f in FLOW_SPECS.items()}
 #: this deployment is expected to run as. Bytewax fixes the count when the store is created
 #: and resumes with any number of workers (state moves to them); a cluster larger than the
 #: count still runs correctly, only fewer workers write snapshots. Stores made with 1 before
-#: clusters existed keep their count.
+#: clusters existed keep their count. Measured (the events flow idle, one process, 2 x 30 s
+#: each, load ~20 on the 2-core host): 1 partition 2.4-2.7 % of a core, 8 partitions 2.6 %.
 RECOVERY_PARTS = 8
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
