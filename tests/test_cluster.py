@@ -453,3 +453,48 @@ def test_cluster_across_two_machines(tmp_path, redis_server, env) -> None:
                 p.wait(60)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_run_py_flow_processes_lists_and_stops_the_cluster(tmp_path, redis_server, env) -> None:
+    """`run.py flow events --processes 2`: `run.py ps` lists both processes, Ctrl-C (SIGINT)
+    stops both, exit 0, no process left behind."""
+    data = tmp_path / "data"
+    child_env_ = {**os.environ, **env, "DATA_DIR": str(data)}
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "flow", "events", "--processes", "2"],
+        cwd=PROJECT_DIR,
+        env=child_env_,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def listed() -> list[dict] | None:
+            ps = subprocess.run(
+                [sys.executable, "run.py", "ps", "--json"],
+                cwd=PROJECT_DIR,
+                env=child_env_,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            got = json.loads(ps.stdout) if ps.returncode == 0 else []
+            return got if len(got) == 2 and all(p["pid"] for p in got) else None
+
+        got = wait_for(listed, 60, 0.5, "both processes in `run.py ps`")
+        assert [p["name"] for p in got] == ["flow events [0/2]", "flow events [1/2]"]
+        pids = [p["pid"] for p in got]
+        for pid in pids:
+            assert cmdline_of(pid)[-4:-2] == ["-i", str(pids.index(pid))]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def cmdline_of(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
