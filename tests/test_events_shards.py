@@ -108,3 +108,38 @@ def test_sensor_simulator_shards_by_source(tmp_path, redis_server) -> None:
     assert total > 50
     assert r.exists("events:in") == 0
     r.close()
+
+
+def test_pubsub_bridge_xadds_to_the_sources_shard(tmp_path, redis_server) -> None:
+    """A PUBLISHed event enters through its source's shard (the events flow's bridge)."""
+    from tests.support import FlowProcess, wait_for
+
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {
+        "REDIS_URL": redis_server.url,
+        "DATA_DIR": str(data),
+        "STREAM_SHARDS": "2",
+        "SNAPSHOT_INTERVAL_S": "1",
+    }
+    flow = FlowProcess("events", env, data / "flow.log").start()
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        wait_for(lambda: r.pubsub_numsub("events:publish")[0][1] >= 1, 60, 0.25, "subscribed")
+        sources = [f"dev-{i}" for i in range(20)]
+        for src in sources:
+            ev = {"source": src, "type": "GAS", "level": "INFO", "payload": {}}
+            assert r.publish("events:publish", json.dumps(ev)) == 1
+        wait_for(
+            lambda: r.xlen("events:in:{0}") + r.xlen("events:in:{1}") >= 20, 30, 0.25, "bridged"
+        )
+        for k in range(2):
+            for _, fields in r.xrange(f"events:in:{{{k}}}"):
+                assert shard(json.loads(fields[b"data"])["source"], 2) == f"events:in:{{{k}}}"
+        assert r.xlen("events:in:{0}") and r.xlen("events:in:{1}")
+        assert r.exists("events:in") == 0
+        assert flow.stop() == 0
+    finally:
+        if flow.alive():
+            flow.kill()
+        r.close()
