@@ -27,6 +27,7 @@ from pathlib import Path
 from cli.lake import add_parser as add_lake_parser
 from cli.lake import main as lake_main
 from cli.textout import format_table, jsonable
+from core import keys
 from core.settings import Settings
 from ops.processes import (
     FLOWS,
@@ -34,6 +35,7 @@ from ops.processes import (
     child_env,
     embedded_redis_child,
     flow_child,
+    remote_flow_child,
     secure_data_dir,
     spawn,
 )
@@ -60,8 +62,27 @@ def _redis(s: Settings, sup: Supervisor) -> str:
     return url
 
 
-def _flow_child(s: Settings, url: str, name: str, workers: int, logs: Path | None) -> Child:
-    return flow_child(s, url, name, workers, logs / f"flow-{name}.log" if logs else None)
+def _flow_child(
+    s: Settings, url: str, name: str, args: argparse.Namespace, logs: Path | None
+) -> Child:
+    log_path = logs / f"flow-{name}.log" if logs else None
+    if getattr(args, "addresses", None):  # one process of a cluster across machines
+        addresses = [a.strip() for a in args.addresses.split(";") if a.strip()]
+        return remote_flow_child(
+            s, url, name, args.process_index, addresses, args.workers, log_path
+        )
+    return flow_child(s, url, name, args.workers, log_path, args.processes)
+
+
+def _warn_shards(s: Settings, processes: int | None) -> None:
+    """A cluster larger than its input has partitions leaves processes without input."""
+    n = processes if processes is not None else s.flow_processes
+    if n > 1 and s.stream_shards < n:
+        log.warning(
+            "flows run as %d processes but STREAM_SHARDS=%d: the events flow reads %d "
+            "stream(s), so some processes get no input of their own (set STREAM_SHARDS=%d)",
+            n, s.stream_shards, len(keys.event_streams(s)), n,
+        )  # fmt: skip
 
 
 def status_path(s: Settings) -> Path:
@@ -138,8 +159,9 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
         camera_children, camera_notes = demo_cameras(s, url, logs)
         for child in camera_children:
             sup.add(child)
+    _warn_shards(s, args.processes)
     for name in FLOWS:
-        sup.add(_flow_child(s, url, name, args.workers, logs))
+        sup.add(_flow_child(s, url, name, args, logs))
     maintain_argv = [sys.executable, "run.py", "lake", "maintain", "--every"]
     maintain_argv.append(str(s.lake_maintain_every_s))
     sup.add(
@@ -275,7 +297,12 @@ def cmd_flow(args: argparse.Namespace) -> int:
     sup = Supervisor(status_path(s))
     sup.install_signal_handlers()
     url = _redis(s, sup)
-    sup.add(_flow_child(s, url, args.name, args.workers, None))
+    if args.addresses and args.process_index is None:
+        print("--addresses needs --process-index (this machine's place in the list)")
+        return 2
+    if args.name == "events" and not args.addresses:
+        _warn_shards(s, args.processes)
+    sup.add(_flow_child(s, url, args.name, args, None))
     sup.start_all()
     sup.run()
     return 0
@@ -363,8 +390,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="Redis (embedded unless REDIS_URL), all flows, the dashboard")
     up.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers per flow")
+    up.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="processes per flow: a Bytewax cluster on loopback (default FLOW_PROCESSES, 1)",
+    )
     demo = sub.add_parser("demo", help="`up` plus simulated sensors")
     demo.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers per flow")
+    demo.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="processes per flow: a Bytewax cluster on loopback (default FLOW_PROCESSES, 1)",
+    )
     demo.add_argument("--rate", type=float, default=20.0, help="simulated events per second")
     demo.add_argument(
         "--gate-rate", type=float, default=5.0, help="simulated gate check-ins per second (5)"
@@ -376,6 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
     fl = sub.add_parser("flow", help="run one flow, supervised, with recovery")
     fl.add_argument("name", choices=sorted(FLOWS))
     fl.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers")
+    fl.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="processes per flow: a Bytewax cluster on loopback (default FLOW_PROCESSES, 1)",
+    )
+    fl.add_argument(
+        "--addresses",
+        default=None,
+        help='a cluster across machines: every process\'s host:port, ";"-separated, the same '
+        "list on each machine (docs/operating.md)",
+    )
+    fl.add_argument(
+        "--process-index", type=int, default=None, help="this machine's place in --addresses"
+    )
     sub.add_parser("ui", help="the dashboard alone (needs REDIS_URL or a running `up`)")
     q = sub.add_parser("query", help="SQL against the catalog (views: events, event_counts, ...)")
     q.add_argument("sql")

@@ -8,6 +8,7 @@ everything else. Errors are answered as JSON with a reason, never as a stack tra
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Annotated, Any
@@ -44,7 +45,8 @@ def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
 
 
 def _stream_for(ev: Event, streams: list[str]) -> str:
-    """Shard by source across EVENT_STREAMS (default just `events:in`); one source, one order."""
+    """Shard by source across `keys.event_write_streams` (the `STREAM_SHARDS` shards
+    `events:in:{k}`, k = crc32(source) % N, else EVENT_STREAMS); one source, one order."""
     return event_stream_for(ev.source, streams)
 
 
@@ -65,7 +67,7 @@ async def post_event(request: Request) -> JSONResponse:
     request_id = str(uuid.uuid4())
     try:
         entry_id = await http.redis_client().xadd(
-            _stream_for(ev, keys.event_streams(settings)),
+            _stream_for(ev, keys.event_write_streams(settings)),
             {"data": ev.model_dump_json(exclude_none=True)},
         )
     except (RedisError, OSError, TimeoutError) as exc:
@@ -139,8 +141,10 @@ def _item_errors(exc: ValidationError) -> dict[int, list[dict[str, Any]]]:
 @router.post("/api/events/batch", response_model=BatchResult)
 async def post_event_batch(request: Request) -> JSONResponse:
     """A JSON array of 1 to 1,000 events, each validated as `POST /api/events` validates one;
-    the valid ones XADDed in one MULTI/EXEC round trip (all of them or none), to the streams
-    the single route uses. 200 when all were stored, 207 when some were refused."""
+    the valid ones XADDed to the streams the single route uses, one MULTI/EXEC per stream (all
+    of a stream's events or none; one stream's keys share a Redis Cluster slot), the streams'
+    transactions sent at once. 200 when all were stored, 207 when some were refused (a
+    stream that could not be written: its events get 503 items; all of them: 503)."""
     await http.require_api_key(request)
     settings = get_settings()
     limit = min(MAX_BATCH * settings.max_event_bytes, MAX_BATCH_BYTES)
@@ -166,7 +170,7 @@ async def post_event_batch(request: Request) -> JSONResponse:
         return _batch_refusal(413, f"{n} events; at most {MAX_BATCH} per batch", "too_long")
     results: list[dict[str, Any]] = []
     docs: list[tuple[int, str, str]] = []  # (index, stream, stored JSON)
-    streams = keys.event_streams(settings)
+    streams = keys.event_write_streams(settings)
     for i, ev in enumerate(events):
         if ev is None:
             errs = errors[i]
@@ -182,26 +186,42 @@ async def post_event_batch(request: Request) -> JSONResponse:
         docs.append((i, _stream_for(ev, streams), doc))
     request_id = str(uuid.uuid4())
     headers = {"X-Request-ID": request_id}
-    if docs:
-        try:
-            pipe = http.redis_client().pipeline(transaction=True)
-            for _, stream, doc in docs:
-                pipe.xadd(stream, {"data": doc})
-            ids = await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            reason = http.redis_reason(exc)
-            log.warning("POST /api/events/batch: %s", reason)
-            for i, _, _ in docs:
-                results[i] = {"error": {"status": 503, "detail": f"not stored: {reason}"}}
-            body = {"detail": reason, "results": results, "accepted": 0, "rejected": n}
+    by_stream: dict[str, list[tuple[int, str]]] = {}
+    for i, stream, doc in docs:
+        by_stream.setdefault(stream, []).append((i, doc))
+    outcomes = await asyncio.gather(*(_xadd_all(st, items) for st, items in by_stream.items()))
+    failed: list[str] = []
+    accepted = 0
+    for items, outcome in zip(by_stream.values(), outcomes, strict=True):
+        if isinstance(outcome, str):  # the stream's transaction failed: none of it stored
+            failed.append(outcome)
+            for i, _ in items:
+                results[i] = {"error": {"status": 503, "detail": f"not stored: {outcome}"}}
+            continue
+        accepted += len(items)
+        for (i, _), eid in zip(items, outcome, strict=True):
+            results[i] = {"id": eid.decode() if isinstance(eid, bytes) else str(eid)}
+    if failed:
+        log.warning("POST /api/events/batch: %s", failed[0])
+        if not accepted:
+            body = {"detail": failed[0], "results": results, "accepted": 0, "rejected": n}
             body["requestId"] = request_id
             return JSONResponse(body, 503, headers={**headers, "Retry-After": "1"})
-        for (i, _, _), eid in zip(docs, ids, strict=True):
-            results[i] = {"id": eid.decode() if isinstance(eid, bytes) else str(eid)}
-    accepted = len(docs)
     body = {"results": results, "accepted": accepted, "rejected": n - accepted}
     body["requestId"] = request_id
     return JSONResponse(body, status_code=200 if accepted == n else 207, headers=headers)
+
+
+async def _xadd_all(stream: str, items: list[tuple[int, str]]) -> list[Any] | str:
+    """XADD every document to `stream` in one MULTI/EXEC: the entry ids, or why not (then
+    none was stored)."""
+    try:
+        pipe = http.redis_client().pipeline(transaction=True)
+        for _, doc in items:
+            pipe.xadd(stream, {"data": doc})
+        return await pipe.execute()
+    except (RedisError, OSError, TimeoutError) as exc:
+        return http.redis_reason(exc)
 
 
 def _valid_items(raw: bytes, errors: dict[int, list[dict[str, Any]]]) -> list[Event | None]:

@@ -3,7 +3,12 @@
     uv run python -m bench.ingest                       # 1,000,000 events + a 20 s latency run
     uv run python -m bench.ingest --events 100000 --latency-seconds 10     # quick
     uv run python -m bench.ingest --rounds 3 --no-latency                  # throughput only
+    uv run python -m bench.ingest --shards 2 --processes 2 --no-latency   # a 2-process cluster
     uv run python -m bench.ingest --help
+
+`--shards K` preloads into `STREAM_SHARDS=K` shards (`events:in:{k}` by crc32(source), as
+sensors write them) and runs every side with it; `--processes N` runs ours as a Bytewax cluster
+of N processes on loopback, as `run.py up --processes N` does (its CPU: every process's tree).
 
 One run starts its own redis-server (`bench.harness.start_redis`: AOF, fsync everysec, never
 the shared Redis on 6379), preloads N realistic events into `events:in` (`--invalid-frac` adds
@@ -70,7 +75,6 @@ from bench.harness import (
     parser,
     pct,
     print_header,
-    proc_cpu,
     rewrite_aof,
     rows,
     run_bench,
@@ -85,8 +89,10 @@ from bench.harness import (
     wait_aof_idle,
 )
 from core import keys
+from core.records import event_stream_for
 from core.settings import Settings
-from ops.processes import child_env, flow_argv, spawn
+from ops.processes import child_env, cluster_addresses, flow_argv, spawn
+from ops.supervisor import ProcessGroup, member_pids
 
 FLOW = "events"
 TUNING = (
@@ -103,15 +109,34 @@ IDLE_MS = 10  # RedisStreamSource's XREAD BLOCK once the stream is drained (its 
 FLOOR_APP = "floor"  # the floor's Delta application-transaction id prefix and `_writer`
 
 
+#: Set from `--shards` / `--processes` (the cluster shape every run of this bench uses).
+SHAPE = {"shards": 1, "processes": 1}
+
+
 def default_tuning() -> dict[str, str]:
     """The flow's tuning settings at their defaults, as environment variables: passed
-    explicitly to every child so neither our environment nor a `.env` file changes them."""
-    return {n.upper(): str(Settings.model_fields[n].default) for n in TUNING}
+    explicitly to every child so neither our environment nor a `.env` file changes them
+    (`STREAM_SHARDS` is the bench's `--shards`)."""
+    env = {n.upper(): str(Settings.model_fields[n].default) for n in TUNING}
+    return {**env, "STREAM_SHARDS": str(SHAPE["shards"])}
 
 
 def bench_settings(data_dir: Path, url: str) -> Settings:
     tuning = {n: Settings.model_fields[n].default for n in TUNING}
-    return Settings(_env_file=None, data_dir=data_dir, redis_url=url, **tuning)
+    return Settings(
+        _env_file=None, data_dir=data_dir, redis_url=url, stream_shards=SHAPE["shards"], **tuning
+    )
+
+
+def group_cpu(proc: Any) -> float | None:
+    """CPU seconds of every process of `proc` (a cluster's: each one's tree)."""
+    cpus = [tree_cpu(p) for p in member_pids(proc)]
+    return None if cpus[0] is None else sum(c or 0.0 for c in cpus)
+
+
+def group_hwm_mib(proc: Any) -> float | None:
+    hwms = [tree_hwm_mib(p) for p in member_pids(proc)]
+    return None if hwms[0] is None else sum(h or 0.0 for h in hwms)
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,6 +221,7 @@ def preload(r: redis.Redis, n: int, invalid_frac: float, seed: int) -> tuple[int
     """XADD n events in pipelines of 2,000; return (valid, invalid, total bytes)."""
     rng = random.Random(seed)
     valid = invalid = size = 0
+    streams = keys.event_write_streams(bench_settings(Path("."), ""))
     pipe = r.pipeline(transaction=False)
     for _ in range(n):
         if invalid_frac and rng.random() < invalid_frac:
@@ -205,7 +231,9 @@ def preload(r: redis.Redis, n: int, invalid_frac: float, seed: int) -> tuple[int
             data = make_event(rng, time.time())
             valid += 1
         size += len(data)
-        pipe.execute_command("XADD", keys.EVENTS_IN, "*", "data", data)
+        source = json.loads(data).get("source") if len(streams) > 1 else None
+        stream = event_stream_for(source if isinstance(source, str) else None, streams)
+        pipe.execute_command("XADD", stream, "*", "data", data)
         if len(pipe) >= 2000:
             pipe.execute()
     pipe.execute()
@@ -251,7 +279,7 @@ class LiveTally(Listener):
     def __init__(self, url: str, target: int):
         super().__init__(url, keys.LIVE_EVENTS)
         self.target = target
-        self.pid: int | None = None
+        self.proc: Any = None
         self.total = 0
         self.first_total = 0
         self.first_t: float | None = None
@@ -264,7 +292,7 @@ class LiveTally(Listener):
         n = int(m.group(1)) if m else 0
         if self.first_t is None:
             self.first_t, self.first_total = now, n
-            self.first_cpu = tree_cpu(self.pid) if self.pid else None
+            self.first_cpu = group_cpu(self.proc) if self.proc else None
         self.total += n
         if self.done_t is None and self.total >= self.target:
             self.done_t = now
@@ -569,6 +597,15 @@ def start(kind: str, workdir: Path, phase: str, url: str) -> Run:
         t = time.perf_counter()
         argv = flow_argv(s, FLOW)  # creates the recovery store (run.py does the same)
         extra["recovery_init_s"] = time.perf_counter() - t
+        if SHAPE["processes"] > 1:  # a cluster, as `run.py up --processes N` starts it
+            env = child_env(s, url, **default_tuning())
+            addrs = cluster_addresses(SHAPE["processes"])
+            log = workdir / f"{phase}.log"
+            ru0 = children_cpu()
+            t0 = time.perf_counter()
+            procs = [spawn(flow_argv(s, FLOW, 1, i, addrs), env, log) for i in range(len(addrs))]
+            argv = flow_argv(s, FLOW, 1, 0, addrs)
+            return Run(kind, data_dir, ProcessGroup(procs), log, argv, t0, ru0, extra)  # type: ignore[arg-type]
     else:
         argv = [sys.executable, "-m", "bench.ingest", "--floor-worker"]
     env = child_env(s, url, **default_tuning())
@@ -588,7 +625,7 @@ def throughput(
     tally.ready.wait(10)
     mcpu = MachineCpu(redis_pid)
     run = start(kind, workdir, phase, url)
-    tally.pid = run.proc.pid
+    tally.proc = run.proc
     s = bench_settings(run.data_dir, url)
     # Longest wait for the lake once everything is processed: a flush at a snapshot once the
     # oldest buffered row is LAKE_FLUSH_AGE_S old, plus two snapshot intervals and a margin.
@@ -611,9 +648,9 @@ def throughput(
             if now - run.t0 > timeout:
                 raise fail(run, f"not done after {timeout:.0f} s: lake={c:,} live={tally.total:,}")
             time.sleep(0.1)
-        cpu_done = tree_cpu(run.proc.pid) or 0.0
+        cpu_done = group_cpu(run.proc) or 0.0
         machine = mcpu.since(cpu_done)
-        hwm = tree_hwm_mib(run.proc.pid)
+        hwm = group_hwm_mib(run.proc)
         t_stop = time.perf_counter()
         rc = stop(run)
         stop_s = time.perf_counter() - t_stop
@@ -705,10 +742,10 @@ def latency(
         ready_s = time.perf_counter() - run.t0
         poller = LakePoller(s.lake_dir)
         poller.start()
-        cpu0 = proc_cpu(run.proc.pid) or 0.0
+        cpu0 = group_cpu(run.proc) or 0.0
         mcpu = MachineCpu(redis_pid)
         sent_ns, produce_s = produce(r, n, rate)
-        cpu = (proc_cpu(run.proc.pid) or 0.0) - cpu0
+        cpu = (group_cpu(run.proc) or 0.0) - cpu0
         machine = mcpu.since(cpu)
         # The lake gets the last rows at the first snapshot after they are LAKE_FLUSH_AGE_S old.
         deadline = time.perf_counter() + s.lake_flush_age_s + 2 * s.snapshot_interval_s + 3
@@ -858,6 +895,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--invalid-frac", type=float, default=0.0, help="fraction of invalid events (0)")
     add_common_args(p, "events", 1000.0, 20.0)
+    p.add_argument(
+        "--shards", type=int, default=1, help="STREAM_SHARDS: input shards, by crc32(source) (1)"
+    )
+    p.add_argument(
+        "--processes", type=int, default=1, help="ours as a Bytewax cluster of N processes (1)"
+    )
     p.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -866,6 +909,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.floor_worker:
         return floor_worker()
+    SHAPE.update(shards=args.shards, processes=args.processes)
     started = time.perf_counter()
     return run_bench(
         lambda work: _bench(args, work, started), args.workdir, args.keep, "venueflow-bench-"
@@ -884,9 +928,11 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         )
         tuning = " ".join(f"{k}={v}" for k, v in default_tuning().items())
         print(f"settings  defaults (forced, ignoring env and .env): {tuning}")
+        print(f"cluster   ours as {args.processes} process(es); {args.shards} input shard(s)")
         print(f"work dir  {workdir}{'' if args.keep or args.workdir else ' (deleted at exit)'}")
 
-        print(f"\npreloading {args.events:,} events into {keys.EVENTS_IN} ...", flush=True)
+        streams = keys.event_write_streams(bench_settings(workdir, url))
+        print(f"\npreloading {args.events:,} events into {', '.join(streams)} ...", flush=True)
         t = time.perf_counter()
         n_valid, n_invalid, size = preload(r, args.events, args.invalid_frac, args.seed)
         preload_s = time.perf_counter() - t
@@ -913,7 +959,8 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
                     f"µs/ev (process + redis), exit {x['rc']}",
                     flush=True,
                 )
-        r.unlink(keys.EVENTS_IN)  # frees the preload's memory before the latency part
+        # frees the preload's memory before the latency part
+        r.unlink(*keys.event_streams(bench_settings(workdir, url)))
         lat = None
         if not args.no_latency:
             print(

@@ -57,9 +57,26 @@ def slot_tagged(base: str, tag: str, cluster: bool = CLUSTER) -> str:
 
 
 def event_streams(settings: Settings) -> list[str]:
-    """The stream keys the events flow reads (`EVENT_STREAMS`, under `settings`' namespace)."""
+    """The stream keys the events flow (and the alarm flow) reads, under `settings`'
+    namespace: every `EVENT_STREAMS` key, plus the input shards `events:in:{0}` …
+    `events:in:{N-1}` when `STREAM_SHARDS=N` > 1 (the plain `events:in` is still read then:
+    entries written before the switch, or by a writer that does not shard). Each is one
+    resumable partition of the flow, so a cluster spreads them over its processes."""
     p = prefix_of(settings.redis_namespace)
-    return [p + k for k in settings.stream_keys]
+    streams = [p + k for k in settings.stream_keys]
+    return streams + [s for s in event_write_streams(settings) if s not in streams]
+
+
+def event_write_streams(settings: Settings) -> list[str]:
+    """The streams events are XADDed to, in shard order: with `STREAM_SHARDS=N` > 1 the
+    shards `events:in:{k}`, else the `EVENT_STREAMS` keys. An event of `source` goes to
+    element `crc32(utf8(source)) % len(...)` (`core.records.event_stream_for`; docs/contract.md
+    spells the hash out for sensors in other languages)."""
+    p = prefix_of(settings.redis_namespace)
+    n = settings.stream_shards
+    if n <= 1:
+        return [p + k for k in settings.stream_keys]
+    return [f"{p}events:in:{shard_tag(k)}" for k in range(n)]
 
 
 def shard_tag(shard: int) -> str:

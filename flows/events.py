@@ -68,7 +68,8 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     # PUBLISHed events enter through the streams too (see connectors.redis_pubsub): the alarm
     # flow, which reads the streams, sees them exactly as XADDed ones.
     pubsub = op.input("pubsub", flow, RedisPubSubSource(url, keys.EVENTS_PUBLISH))
-    bridged = op.map("bridge", pubsub, lambda b: bridge_commands(b, keys.event_streams(s)))
+    write_streams = keys.event_write_streams(s)  # the shard of each message's source
+    bridged = op.map("bridge", pubsub, lambda b: bridge_commands(b, write_streams))
     op.output("bridge_out", bridged, RedisCommandSink(url))
 
     beats = op.input("heartbeat", flow, HeartbeatSource())

@@ -1,7 +1,11 @@
 """Venueflow's processes, and starting them the same way everywhere (run.py, tests, benchmarks).
 
 Flows run as `python -m bytewax.run flows.<name>:flow` with recovery on, one OS process per
-flow, so a crash of one never takes another with it and `kill -9` is always safe.
+flow, so a crash of one never takes another with it and `kill -9` is always safe — or, with
+`run.py up --processes N` (`FLOW_PROCESSES`), the flows marked `FlowSpec.cluster` run as a
+Bytewax cluster of N processes (`-i k -a "127.0.0.1:P0;..."`, free ports picked at each start),
+supervised as one child (`ops.supervisor.ProcessGroup`); `remote_flow_child` is one process of
+a cluster across machines (`run.py flow NAME --addresses ... --process-index k`).
 
 `FLOW_SPECS` is the one list of flows: what each reads and writes, the lake tables it owns,
 the modules whose branches run inside it, and the processes it starts itself (its *parts*).
@@ -10,9 +14,10 @@ Who starts whom in a deployment (`run.py up`):
 ```
 run.py up (ops.supervisor.Supervisor; `run.py ps` lists everything below, with pids)
 ├─ redis-server (embedded unless REDIS_URL)
-├─ flow events          flows/events.py
-├─ flow checkins        flows/checkins.py
-│   └─ checkins decider 0..CHECKIN_DECIDERS-1   flows/checkins_decider.py (parts of the flow)
+├─ flow events          flows/events.py   ([0/N] … [N-1/N] with --processes N)
+├─ flow checkins        flows/checkins.py (a cluster too with --processes N)
+│   └─ checkins decider 0..CHECKIN_DECIDERS-1   flows/checkins_decider.py (parts of the flow,
+│                         each started by the cluster process that builds its partition)
 ├─ flow video           flows/video.py + flows/request_logs.py (the activity log, login audit)
 ├─ flow alarms          flows/alarms.py
 ├─ flow notifications   flows/notifications.py
@@ -43,7 +48,7 @@ from pathlib import Path
 
 from core.settings import Settings, get_settings
 from ops.embedded_redis import free_port, redis_argv, start_embedded_redis, wait_until_ready
-from ops.supervisor import Child, Part
+from ops.supervisor import Child, Part, ProcessGroup
 
 
 def decider_argv(shard: int) -> list[str]:
@@ -76,6 +81,9 @@ class FlowSpec:
     branches: tuple[str, ...] = ()
     #: Processes the flow starts itself (they live and die with it).
     parts: Callable[[Settings], list[Part]] = field(default=_no_parts)
+    #: Whether it runs as a Bytewax cluster of `--processes N` (else always one process; the
+    #: reasons per flow are in docs/operating.md, "Flows as clusters").
+    cluster: bool = False
 
 
 #: The one list of flows, in start order.
@@ -86,12 +94,14 @@ FLOW_SPECS: dict[str, FlowSpec] = {
             "events",
             "flows.events:flow",
             ("events", "event_counts", "late_records", "dead_letters"),
+            cluster=True,
         ),
         FlowSpec(
             "checkins",
             "flows.checkins:flow",
             ("checkins", "participants", "attendance_counts", "late_records", "dead_letters"),
             parts=checkin_deciders,
+            cluster=True,
         ),
         FlowSpec(
             "video",
@@ -107,7 +117,13 @@ FLOW_SPECS: dict[str, FlowSpec] = {
 #: Flow name → import string (derived from `FLOW_SPECS`). Each module exposes `flow`.
 FLOWS: dict[str, str] = {name: f.target for name, f in FLOW_SPECS.items()}
 
-RECOVERY_PARTS = 1
+#: Recovery partitions of a new flow's store: the most workers (processes times `-w`) a flow of
+#: this deployment is expected to run as. Bytewax fixes the count when the store is created
+#: and resumes with any number of workers (state moves to them); a cluster larger than the
+#: count still runs correctly, only fewer workers write snapshots. Stores made with 1 before
+#: clusters existed keep their count. Measured (the events flow idle, one process, 2 x 30 s
+#: each, load ~20 on the 2-core host): 1 partition 2.4-2.7 % of a core, 8 partitions 2.6 %.
+RECOVERY_PARTS = 8
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -140,8 +156,13 @@ def recovery_dir(s: Settings, name: str) -> Path:
     return s.recovery_dir / name
 
 
-def ensure_recovery(s: Settings, name: str) -> Path:
-    """Create the flow's recovery store once (`python -m bytewax.recovery DIR N`)."""
+def ensure_recovery(s: Settings, name: str, machine: int = 0, machines: int = 1) -> Path:
+    """Create the flow's recovery store once (`python -m bytewax.recovery DIR N`).
+
+    A cluster across `machines` machines (each with its own DATA_DIR) keeps on machine
+    `machine` only the partitions `i` with `i % machines == machine`: the cluster as a whole
+    must hold every partition exactly once, and a partition held twice would resume from
+    whichever copy its worker found."""
     d = recovery_dir(s, name)
     if not any(d.glob("part-*.sqlite3")):
         d.mkdir(parents=True, exist_ok=True)
@@ -152,28 +173,103 @@ def ensure_recovery(s: Settings, name: str) -> Path:
             stdout=subprocess.DEVNULL,
             umask=data_umask(),
         )
+        for i in range(RECOVERY_PARTS):
+            if i % machines != machine:
+                (d / f"part-{i}.sqlite3").unlink()
     return d
 
 
-def flow_argv(s: Settings, name: str, workers: int = 1) -> list[str]:
+def cluster_addresses(processes: int, host: str = "127.0.0.1") -> list[str]:
+    """`processes` addresses on free loopback ports, for one start of a local cluster."""
+    return [f"{host}:{free_port()}" for _ in range(processes)]
+
+
+def flow_argv(
+    s: Settings,
+    name: str,
+    workers: int = 1,
+    process: int | None = None,
+    addresses: list[str] | None = None,
+    machines: int = 1,
+) -> list[str]:
+    """`python -m bytewax.run` of flow `name`; process `process` of the cluster `addresses`
+    (`-i`/`-a`) if given. `machines`: how many machines share the cluster's processes (the
+    recovery store of this one keeps its share of the partitions, see `ensure_recovery`)."""
     if name not in FLOWS:
         raise KeyError(f"unknown flow {name!r}; known: {', '.join(sorted(FLOWS))}")
-    return [
+    machine = 0
+    if addresses and machines > 1:
+        assert process is not None
+        machine = process % machines
+    argv = [
         sys.executable, "-m", "bytewax.run", FLOWS[name],
-        "-r", str(ensure_recovery(s, name)),
+        "-r", str(ensure_recovery(s, name, machine, machines)),
         "-s", str(s.snapshot_interval_s),
         "-b", "0",
         "-w", str(workers),
     ]  # fmt: skip
+    if addresses and len(addresses) > 1:
+        argv += ["-i", str(process), "-a", ";".join(addresses)]
+    return argv
+
+
+def flow_processes(s: Settings, name: str, processes: int | None = None) -> int:
+    """How many processes flow `name` runs as: `processes` (or FLOW_PROCESSES) if it runs as
+    a cluster (`FlowSpec.cluster`), else 1."""
+    n = processes if processes is not None else s.flow_processes
+    return max(1, n) if FLOW_SPECS[name].cluster else 1
 
 
 def flow_child(
-    s: Settings, url: str, name: str, workers: int = 1, log_path: Path | None = None
+    s: Settings,
+    url: str,
+    name: str,
+    workers: int = 1,
+    log_path: Path | None = None,
+    processes: int | None = None,
 ) -> Child:
-    """Flow `name` as a supervised child, with the parts it starts itself."""
+    """Flow `name` as a supervised child, with the parts it starts itself: one process, or a
+    cluster of `flow_processes(...)` on loopback (free ports picked at each start), supervised
+    as one `ProcessGroup` (see ops/supervisor.py)."""
+    n = flow_processes(s, name, processes)
+    env = child_env(s, url)
+
+    def start() -> subprocess.Popen | ProcessGroup:
+        if n == 1:
+            return spawn(flow_argv(s, name, workers), env, log_path)
+        addrs = cluster_addresses(n)
+        procs: list[subprocess.Popen] = []
+        try:
+            for i in range(n):
+                procs.append(spawn(flow_argv(s, name, workers, i, addrs), env, log_path))
+        except BaseException:
+            for p in procs:
+                p.kill()
+            raise
+        return ProcessGroup(procs)
+
+    return Child(f"flow {name}", start, log_path, parts=FLOW_SPECS[name].parts(s), size=n)
+
+
+def remote_flow_child(
+    s: Settings,
+    url: str,
+    name: str,
+    process: int,
+    addresses: list[str],
+    workers: int = 1,
+    log_path: Path | None = None,
+) -> Child:
+    """Process `process` of a cluster whose processes run on several machines (each listed
+    once in `addresses`, one process per machine): this machine's supervisor restarts it,
+    and it rejoins its peers (each restarted by its own machine's supervisor)."""
+    n = len(addresses)
+    if not 0 <= process < n:
+        raise ValueError(f"process {process} is not in 0..{n - 1} ({n} addresses)")
+    argv = flow_argv(s, name, workers, process, addresses, machines=n)
     return Child(
-        f"flow {name}",
-        lambda: spawn(flow_argv(s, name, workers), child_env(s, url), log_path),
+        f"flow {name} [{process}/{n}]",
+        lambda: spawn(argv, child_env(s, url), log_path),
         log_path,
         parts=FLOW_SPECS[name].parts(s),
     )

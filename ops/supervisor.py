@@ -13,6 +13,13 @@ it starts and when it goes, and lists it in `status()` (written to the status fi
 `run.py ps` prints). It does not start or restart a part itself: the rule is that a part lives
 and dies with its flow (`flows/checkins_decider.py` says why), so a part that dies takes its
 flow down, and restarting the flow (logged with the part's name as the cause) restarts it.
+
+A flow run as a Bytewax cluster of N processes (`run.py up --processes N`) is one child whose
+`proc` is a `ProcessGroup`: the cluster lives and dies as a whole. When one of its processes
+exits, Bytewax makes its peers fail too (their connection to it breaks; measured on 0.21.1:
+the peers exit with code 1 within a second of a `kill -9`); any peer still running after
+`PEER_GRACE_S` is killed. Then the whole cluster is restarted from its last snapshot, and the
+log names the process that died first, its pid and exit code. `status()` lists each process.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +38,105 @@ from pathlib import Path
 log = logging.getLogger("venueflow.supervisor")
 
 STOP_TIMEOUT_S = 20
+#: How long the rest of a cluster may take to exit after one of its processes did.
+PEER_GRACE_S = 10.0
+
+
+class ProcessGroup:
+    """The processes of one Bytewax cluster, as one `subprocess.Popen`-like child: `poll()`
+    returns the exit code of the process that ended first, once every process has ended
+    (the peers of one that ends are killed after `PEER_GRACE_S` if they do not end too)."""
+
+    def __init__(self, procs: list[subprocess.Popen], grace: float = PEER_GRACE_S):
+        if not procs:
+            raise ValueError("a process group needs at least one process")
+        self.procs, self.grace = procs, grace
+        #: (index, pid, exit code) of the process that ended first.
+        self.first: tuple[int, int, int] | None = None
+        self._first_at = 0.0
+        self.peers_killed = False
+        # Which process ended first: a thread per process waits for it (the supervisor polls
+        # only every 0.25 s, by when its peers have often gone as well).
+        self._lock = threading.Lock()
+        for i, p in enumerate(procs):
+            threading.Thread(target=self._watch, args=(i, p), daemon=True).start()
+
+    def _watch(self, i: int, p: subprocess.Popen) -> None:
+        code = p.wait()
+        with self._lock:
+            if self.first is None:
+                self.first, self._first_at = (i, p.pid, code), time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.procs[0].pid
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def _note_first(self) -> None:
+        with self._lock:
+            if self.first is None:  # its watcher has not run yet
+                for i, p in enumerate(self.procs):
+                    code = p.poll()
+                    if code is not None:
+                        self.first, self._first_at = (i, p.pid, code), time.monotonic()
+                        return
+
+    def poll(self) -> int | None:
+        codes = [p.poll() for p in self.procs]
+        if all(c is None for c in codes):
+            return None
+        self._note_first()
+        assert self.first is not None
+        if any(c is None for c in codes):
+            if time.monotonic() - self._first_at < self.grace:
+                return None
+            self.peers_killed = True
+            self.kill()
+            for p in self.procs:
+                p.wait()
+        return self.first[2]
+
+    def death(self) -> str:
+        """Which process ended first and how, and how its peers went (for the log)."""
+        if self.first is None:
+            return ""
+        i, pid, code = self.first
+        n = len(self.procs)
+        peers = [
+            f"{j} {describe_exit(p.returncode)}"
+            for j, p in enumerate(self.procs)
+            if j != i and p.returncode is not None
+        ]
+        how = f"; its peers were killed after {self.grace:.0f}s" if self.peers_killed else ""
+        return (
+            f"process {i} of {n} (pid {pid}) {describe_exit(code)} first; peers: "
+            f"{', '.join(peers) or 'none'}{how}"
+        )
+
+    def send_signal(self, sig: int) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for p in self.procs:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            p.wait(left)
+        self._note_first()
+        assert self.first is not None
+        return self.first[2]
+
+
+def member_pids(proc: object) -> list[int]:
+    """The pids of a child's processes (several for a `ProcessGroup`)."""
+    return list(getattr(proc, "pids", [proc.pid]))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -71,6 +178,8 @@ class Child:
     #: The part that died first while this child ran (named as the cause when it exits).
     lost_parts: list[str] = field(default_factory=list)
     started_wall: float = 0.0
+    #: Processes the child runs as (> 1: a Bytewax cluster, `proc` a `ProcessGroup`).
+    size: int = 1
 
 
 def child_pids(pid: int) -> list[int]:
@@ -157,7 +266,9 @@ class Supervisor:
         c.lost_parts = []
         self._status_dirty = True
         parts = f"; it starts {', '.join(p.name for p in c.parts)}" if c.parts else ""
-        log.info("%s started (pid %d)%s", c.name, c.proc.pid, parts)
+        pids = member_pids(c.proc)
+        what = f"pid {pids[0]}" if len(pids) == 1 else f"a cluster of {len(pids)}: pids {pids}"
+        log.info("%s started (%s)%s", c.name, what, parts)
 
     def _scan_parts(self, c: Child) -> None:
         """Find the child's parts among its processes; log each one that starts or goes."""
@@ -165,14 +276,18 @@ class Supervisor:
         found: dict[int, list[str]] = {}
         if running:
             assert c.proc is not None
+            members = member_pids(c.proc)
             known = [c.part_states.get(p.name) for p in c.parts]
-            if all(st and st.pid and alive_child_of(st.pid, c.proc.pid) for st in known):
+            if all(
+                st and st.pid and any(alive_child_of(st.pid, m) for m in members) for st in known
+            ):
                 # The usual case: one /proc read per part. Measured on this 2-core host (busy),
                 # for a process of 21 threads and 2 children: 0.2 ms, where the full look below
                 # (every thread's children, their command lines) took 4.8 ms — ~2 % of a core
                 # at 4 looks a second.
                 return
-            found = {pid: cmdline(pid) for pid in child_pids(c.proc.pid)}
+            # A part is started by whichever process of a cluster builds its partition.
+            found = {pid: cmdline(pid) for m in members for pid in child_pids(m)}
         for part in c.parts:
             st = c.part_states.setdefault(part.name, PartState(part))
             pid = next((p for p, cl in found.items() if part.matches(cl)), None)
@@ -209,7 +324,8 @@ class Supervisor:
                         c.next_start = now + c.backoff
                         c.backoff = min(c.backoff * 2, 30)
                 continue
-            code = c.proc.poll()
+            proc = c.proc
+            code = proc.poll()
             if code is None:
                 if now - c.started_at > 60:
                     c.backoff = 1.0
@@ -219,6 +335,8 @@ class Supervisor:
             if c.parts:
                 self._scan_parts(c)  # its parts went with it
             cause = f" (after its {c.lost_parts[0]} died)" if c.lost_parts else ""
+            if isinstance(proc, ProcessGroup):
+                cause += f" [cluster: {proc.death()}]"
             if not c.restart:
                 log.warning("%s %s%s; not restarted", c.name, describe_exit(code), cause)
                 continue
@@ -246,16 +364,23 @@ class Supervisor:
                 state = f"restarting in {max(0.0, c.next_start - now):.0f}s"
             else:
                 state = "stopped"
-            rows.append(
-                {
-                    "name": c.name,
-                    "pid": c.proc.pid if alive and c.proc else None,
-                    "state": state,
-                    "restarts": c.restarts,
-                    "since": c.started_wall if alive else None,
-                    "started_by": "supervisor",
-                }
-            )
+            pids = member_pids(c.proc) if alive and c.proc else []
+            for i in range(c.size):
+                pid = pids[i] if i < len(pids) else None
+                member_state = state
+                group = c.proc if isinstance(c.proc, ProcessGroup) else None
+                if pid is not None and group and group.procs[i].poll() is not None:
+                    pid, member_state = None, "exited"  # its peers are still going
+                rows.append(
+                    {
+                        "name": c.name if c.size == 1 else f"{c.name} [{i}/{c.size}]",
+                        "pid": pid,
+                        "state": member_state,
+                        "restarts": c.restarts,
+                        "since": c.started_wall if alive else None,
+                        "started_by": "supervisor",
+                    }
+                )
             for part in c.parts:
                 st = c.part_states.get(part.name)
                 pid = st.pid if st else None

@@ -1,7 +1,8 @@
 """Simulated venue sensors for `run.py demo`: every input path, every kind of event.
 
 Sends realistic readings (gas, temperature, crowd noise, door contacts) and browser UI events
-through all three inputs — sensors by `XADD events:in` (most) and `PUBLISH events:publish`
+through all three inputs — sensors by `XADD events:in` (its shard `events:in:{k}` with
+STREAM_SHARDS > 1; most) and `PUBLISH events:publish`
 (at-most-once devices), browser `ui.click`/`ui.keydown` events by `POST /api/events` with an API
 key, as a browser would — plus, rarely, an invalid message (to show the dead-letter path) and a
 late reading from a sensor that was offline (to show late handling). For the alarm rules of
@@ -27,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from core import keys
+from core.records import event_stream_for
+from core.settings import get_settings
 
 log = logging.getLogger("venueflow.sim")
 
@@ -127,6 +130,11 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sim %(levelname)s %(message)s")
     r = redis.Redis.from_url(os.environ["REDIS_URL"])
+    streams = keys.event_write_streams(get_settings())  # the STREAM_SHARDS shards
+
+    def stream_of(ev: dict) -> str:
+        return event_stream_for(ev.get("source"), streams)
+
     rng = random.Random()
     stop = False
 
@@ -152,16 +160,17 @@ def main() -> None:
         ev["ts"] = datetime.now(UTC).isoformat()
         try:
             if rng.random() < 0.003:
-                r.xadd(keys.EVENTS_IN, {"data": b'{"source": "gas-hall-a", "level": "LOUD"'})
+                bad = b'{"source": "gas-hall-a", "level": "LOUD"'  # cut off: a dead letter
+                r.xadd(event_stream_for("gas-hall-a", streams), {"data": bad})
             elif rng.random() < 0.005:
                 ev["ts"] = (datetime.now(UTC) - timedelta(minutes=3)).isoformat()  # offline sensor
-                r.xadd(keys.EVENTS_IN, {"data": json.dumps(ev)})
+                r.xadd(stream_of(ev), {"data": json.dumps(ev)})
             elif args.http and args.api_key and ev["type"].startswith("ui."):
                 post(args.http, args.api_key, ev)
             elif rng.random() < 0.1:
                 r.publish(keys.EVENTS_PUBLISH, json.dumps(ev))
             else:
-                r.xadd(keys.EVENTS_IN, {"data": json.dumps(ev)})
+                r.xadd(stream_of(ev), {"data": json.dumps(ev)})
             sent += 1
         except (redis.exceptions.RedisError, OSError) as exc:
             log.warning("send failed (%s); retrying", exc)
