@@ -40,7 +40,7 @@ from typing import Generic, TypeVar
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.redis_streams import Retention, StreamBatch
+from connectors.redis_streams import Retention, StreamBatch, node_for, relearn
 from core.redis_conn import connect
 from core.shutdown import stop_requested
 
@@ -95,8 +95,9 @@ class _Reader(threading.Thread, Generic[T]):
         """Up to `count` entries after `_last`, as (entry id, `data` field or None).
 
         The raw reply, not `Redis.xread`: its reply callbacks build a dict per entry, 10 % of
-        the flow's CPU in a py-spy profile at full rate."""
-        pool = self._r.connection_pool
+        the flow's CPU in a py-spy profile at full rate. On a Redis Cluster it goes to the
+        master of the stream's slot (each partition reads one stream, so one node)."""
+        pool = node_for(self._r, self._key).connection_pool
         conn = pool.get_connection()
         try:
             args: tuple = ("XREAD", "COUNT", self._count)
@@ -126,6 +127,7 @@ class _Reader(threading.Thread, Generic[T]):
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning("stream %s: Redis unavailable (%s); retrying", self._key, exc)
+                relearn(self._r)
                 self._halt.wait(0.5)
                 continue
             if down_since is not None:

@@ -23,11 +23,32 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from redis.cluster import RedisCluster
 
-from core.redis_conn import connect
+from core.redis_conn import Sync, connect
 from core.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
+
+
+def node_for(r: Sync, key: str) -> redis.Redis:
+    """The one-server client to send a raw command on `key` to: `r` itself, or on a Redis
+    Cluster the client of the master serving `key`'s slot (elsewhere it answers MOVED). The
+    raw senders (`redis_readahead`, `flows.events_live`) talk to a connection of its pool."""
+    if isinstance(r, RedisCluster):
+        return r.get_node_from_key(key).redis_connection
+    return r
+
+
+def relearn(r: Sync) -> None:
+    """After a failed raw command on a cluster (a node down, a slot moved: MOVED/ASK), learn
+    the slot map again, so that `node_for` names the serving node; best effort (a cluster
+    that cannot answer now is asked again at the next failure)."""
+    if isinstance(r, RedisCluster):
+        try:
+            r.nodes_manager.initialize()
+        except redis.exceptions.RedisError as exc:
+            log.warning("Redis Cluster: cannot learn the slot map (%s)", exc)
 
 
 @dataclass(frozen=True, slots=True)

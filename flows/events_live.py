@@ -7,6 +7,11 @@ commands are packed into RESP here and sent together: redis-py's pipeline built 
 command per event, which cost more CPU than validating the event (measured: 4.6 µs per event
 for packing the pipeline alone, see `flows.events_fast`).
 
+On a Redis Cluster the keys lie on different masters (`events:new`, `events:recent` and
+`events:dead` hash to three slots): each command goes to the master of its key's slot, one
+connection per master, all written before any reply is read, so a batch still costs one round
+trip (tests/test_redis_cluster.py::test_events_end_to_end_on_a_cluster).
+
 Delivery is at-least-once, as before: if Redis goes away mid-send the whole batch is sent
 again once it is back (retrying until it is, or until the flow is asked to stop).
 """
@@ -18,6 +23,7 @@ import time
 
 import redis
 
+from connectors.redis_streams import node_for, relearn
 from core import keys
 from core.redis_conn import connect
 from core.shutdown import stop_requested
@@ -41,69 +47,86 @@ def pack(*args: bytes | str | int) -> bytes:
     return b"*%d\r\n%s" % (len(args), b"".join(map(_bulk, args)))
 
 
-def pack_live(b: Batch) -> tuple[list[bytes], int]:
-    """The RESP chunks of a batch's live commands and how many replies they get."""
-    chunks: list[bytes] = []
-    n = 0
+def pack_live(b: Batch) -> list[tuple[str, bytes]]:
+    """A batch's live commands in RESP, each with the key that places it on a Redis Cluster
+    (one reply each). PUBLISH has no key (it reaches every node's subscribers): `live:events`
+    goes with `events:recent`."""
+    cmds: list[tuple[str, bytes]] = []
     live = live_messages(b)
     if live is not None:
         newest, msg = live
         docs = b.docs
         head = pack(b"EVAL", _PUBLISH_EACH, 1, keys.EVENTS_NEW)
         # `*<n>` of the command covers the head's 4 arguments and every document.
-        chunks.append(b"*%d\r\n" % (4 + len(docs)) + head[head.index(b"\r\n") + 2 :])
-        chunks.append(b"".join([b"$%d\r\n%s\r\n" % (len(d), d) for d in docs]))
-        chunks.append(pack(b"LPUSH", keys.EVENTS_RECENT, *reversed(newest)))
-        chunks.append(pack(b"LTRIM", keys.EVENTS_RECENT, 0, keys.RECENT_SIZE - 1))
-        chunks.append(pack(b"PUBLISH", keys.LIVE_EVENTS, msg))
-        n += 4
+        publish_each = b"".join(
+            [b"*%d\r\n" % (4 + len(docs)), head[head.index(b"\r\n") + 2 :]]
+            + [b"$%d\r\n%s\r\n" % (len(d), d) for d in docs]
+        )
+        cmds.append((keys.EVENTS_NEW, publish_each))
+        cmds.append((keys.EVENTS_RECENT, pack(b"LPUSH", keys.EVENTS_RECENT, *reversed(newest))))
+        trim = pack(b"LTRIM", keys.EVENTS_RECENT, 0, keys.RECENT_SIZE - 1)
+        cmds.append((keys.EVENTS_RECENT, trim))
+        cmds.append((keys.EVENTS_RECENT, pack(b"PUBLISH", keys.LIVE_EVENTS, msg)))
     for cmd in b.dead:
-        chunks.append(pack(*cmd))
-        n += 1
-    return chunks, n
+        cmds.append((cmd[1], pack(*cmd)))
+    return cmds
 
 
 class LiveSender:
-    """Sends batches' live outputs over one connection of its own (one thread uses it)."""
+    """Sends batches' live outputs over one connection of its own (one thread uses it); on a
+    Redis Cluster over one connection per master, each getting the commands of its slots (all
+    sent before any reply is read: still one round trip per batch)."""
 
     def __init__(self, url: str):
         self._r = connect(url, socket_timeout=5, socket_connect_timeout=5)
 
     def send(self, b: Batch) -> None:
-        chunks, n = pack_live(b)
-        if not n:
+        cmds = pack_live(b)
+        if not cmds:
             return
         delay = 0.1
         while True:
             try:
-                self._send(chunks, n)
+                self._send(cmds)
                 return
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 if stop_requested():
                     log.error("stopping with Redis down; live outputs of a batch not sent: %s", exc)
                     return
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+                relearn(self._r)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _send(self, chunks: list[bytes], n: int) -> None:
-        pool = self._r.connection_pool
-        conn = pool.get_connection()
+    def _send(self, cmds: list[tuple[str, bytes]]) -> None:
+        by_node: dict[int, tuple[redis.Redis, list[bytes]]] = {}
+        for key, wire in cmds:
+            node = node_for(self._r, key)
+            by_node.setdefault(id(node), (node, []))[1].append(wire)
+        sent: list[tuple[redis.Redis, object, int]] = []
+        errors: list[redis.exceptions.ResponseError] = []
         try:
-            conn.send_packed_command([b"".join(chunks)], check_health=False)
-            errors = []
-            for _ in range(n):
-                try:
-                    conn.read_response()
-                except redis.exceptions.ResponseError as exc:
-                    errors.append(exc)
-            if errors:
-                log.error("%d live command(s) failed, first: %s", len(errors), errors[0])
+            for node, wires in by_node.values():
+                conn = node.connection_pool.get_connection()
+                sent.append((node, conn, len(wires)))
+                conn.send_packed_command([b"".join(wires)], check_health=False)
+            for _, conn, n in sent:
+                for _ in range(n):
+                    try:
+                        conn.read_response()
+                    except redis.exceptions.ResponseError as exc:
+                        errors.append(exc)
         except BaseException:
-            conn.disconnect()
+            for _, conn, _ in sent:
+                conn.disconnect()
             raise
         finally:
-            pool.release(conn)
+            for node, conn, _ in sent:
+                node.connection_pool.release(conn)
+        if errors:
+            log.error("%d live command(s) failed, first: %s", len(errors), errors[0])
+            if any(isinstance(e, redis.exceptions.AskError) for e in errors):
+                relearn(self._r)  # a slot moved: the next batch goes to its new node
 
     def close(self) -> None:
         self._r.close()

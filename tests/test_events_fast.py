@@ -215,9 +215,11 @@ def test_live_commands_are_one_round_trip_of_resp() -> None:
             ("1-1", b"not json"),
         ],
     )
-    chunks, n = pack_live(decode_batch(batch, MAX, LENGTH))
-    wire = b"".join(chunks)
-    assert n == 5  # EVAL (every events:new message), LPUSH, LTRIM, PUBLISH live:events, XADD
+    cmds = pack_live(decode_batch(batch, MAX, LENGTH))
+    wire = b"".join(w for _, w in cmds)
+    # EVAL (every events:new message), LPUSH, LTRIM, PUBLISH live:events, XADD; each with the
+    # key that places it on a Redis Cluster.
+    assert [k for k, _ in cmds] == [keys.EVENTS_NEW] + [keys.EVENTS_RECENT] * 3 + [keys.EVENTS_DEAD]
     assert wire.startswith(b"*5\r\n$4\r\nEVAL\r\n")
     assert pack(b"LTRIM", keys.EVENTS_RECENT, 0, keys.RECENT_SIZE - 1) in wire
     assert wire.count(b"events:dead") == 1

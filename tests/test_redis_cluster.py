@@ -261,14 +261,6 @@ def test_alarm_fires_is_acked_cleared_and_notified_on_a_cluster(
 # --- events end to end -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the events flow talks to one server's connection pool: its read-ahead reader "
-    "(connectors/redis_readahead.py `_xread`: `self._r.connection_pool`, AttributeError on a "
-    "RedisCluster) and its live sender (flows/events_live.py `LiveSender._send`: every live "
-    "command packed onto one connection, MOVED for keys on other nodes); being reworked with "
-    "the events flow's sharding",
-)
 def test_events_end_to_end_on_a_cluster(
     rc: RedisCluster, redis_cluster: LocalRedisCluster, tmp_path: Path
 ) -> None:
