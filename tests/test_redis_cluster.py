@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,11 +28,13 @@ import redis
 from redis.cluster import RedisCluster
 
 from core import keys
+from core.records import event_stream_for
 from core.redis_conn import cluster_params, connect, connect_async, is_cluster, transaction
+from core.settings import Settings
 from live.subscriber import LiveSubscriber
 from sim.redis_cluster import LocalRedisCluster
 from tests.conftest import API_KEY, AppProcess, FlowProcess, add_user, login_http, wait_for
-from tests.lake_helpers import event_rows, rows
+from tests.lake_helpers import event_rows, rows, scalar, windows_match_events
 from tests.notify_helpers import SECRET, NotifierProcess, WebhookReceiver, write_notify_venue
 
 RULES = """
@@ -261,38 +265,170 @@ def test_alarm_fires_is_acked_cleared_and_notified_on_a_cluster(
 # --- events end to end -----------------------------------------------------------------------
 
 
-def test_events_end_to_end_on_a_cluster(
-    rc: RedisCluster, redis_cluster: LocalRedisCluster, tmp_path: Path
-) -> None:
-    """XADDed events reach the lake once each, `events:recent` and `live:events`."""
+SHARDS = 3
+
+
+def _ev(i: int, source: str) -> dict:
+    return {"source": source, "type": ["GAS", "TEMP", "DOOR"][i % 3],
+            "level": ["INFO", "WARN", "ERROR"][i % 3], "payload": {"i": i},
+            "ts": datetime.now(UTC).isoformat()}  # fmt: skip
+
+
+def _xadd_sharded(rc: RedisCluster, docs: list[dict], streams: list[str]) -> None:
+    """XADD each event to its source's shard (`core.records.event_stream_for`), as a sensor
+    does; one cluster pipeline (its commands go to each stream's node)."""
+    pipe = rc.pipeline(transaction=False)
+    for d in docs:
+        pipe.xadd(event_stream_for(d["source"], streams), {"data": json.dumps(d)})
+    pipe.execute()
+
+
+@pytest.fixture
+def events_env(redis_cluster: LocalRedisCluster, tmp_path: Path) -> dict[str, str]:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    env = {
+    return {
         "REDIS_URL": redis_cluster.url, "DATA_DIR": str(data_dir), "API_KEYS": API_KEY,
         "WINDOW_S": "2", "ALLOWED_LATENESS_S": "1", "SNAPSHOT_INTERVAL_S": "1",
-        "LAKE_FLUSH_AGE_S": "0",
+        "LAKE_FLUSH_AGE_S": "0", "STREAM_SHARDS": str(SHARDS),
     }  # fmt: skip
-    flow = FlowProcess("events", env, data_dir / "events-flow.log").start()
+
+
+def _shards(env: dict[str, str]) -> list[str]:
+    return keys.event_write_streams(Settings(_env_file=None, stream_shards=SHARDS))
+
+
+def test_events_end_to_end_on_a_cluster(rc: RedisCluster, events_env: dict[str, str]) -> None:
+    """STREAM_SHARDS=3 on three masters: events in through POST /api/events, the pub/sub bridge
+    and direct XADDs (to the shards and to the plain `events:in`), plus refused ones: every
+    stored event is in the lake once, on `events:new` once, the newest in `events:recent`, the
+    windows sum to the rows, and each refused one is a dead letter with its reason (in
+    `events:dead` and the lake)."""
+    data_dir = Path(events_env["DATA_DIR"])
+    shards = _shards(events_env)
+    # The shards' hash tags {0} {1} {2} hash to slots 13907, 9842, 5649: with redis-cli's
+    # even split of the slots, two different masters (the third and the second).
+    nodes = {rc.get_node_from_key(s).port for s in shards}
+    assert len(nodes) == 2, nodes
+    live_nodes = {rc.get_node_from_key(k).port for k in (keys.EVENTS_NEW, keys.EVENTS_RECENT)}
+    assert len(live_nodes) == 2  # the live sender writes to two masters per batch
+
+    flow = FlowProcess("events", events_env, data_dir / "events-flow.log").start()
+    app = AppProcess(events_env, data_dir / "app.log")
     ps = rc.pubsub(ignore_subscribe_messages=True)
-    ps.subscribe(keys.LIVE_EVENTS)
+    ps.subscribe(keys.LIVE_EVENTS, keys.EVENTS_NEW)
+    heard: dict[str, list[bytes]] = {keys.LIVE_EVENTS: [], keys.EVENTS_NEW: []}
+
+    def listen() -> None:
+        while (m := ps.get_message(timeout=0.05)) is not None:
+            heard[m["channel"].decode()].append(m["data"])
+
     try:
+        app.wait_ready()
         wait_for(lambda: rc.get(keys.heartbeat_key("events")), 90, what="the events flow")
-        n = 300
-        for i in range(n):
-            doc = {"source": f"s-{i % 7}", "type": "T", "level": "INFO", "payload": {"i": i}}
-            rc.xadd(keys.EVENTS_IN, {"data": json.dumps(doc)})
+        wait_for(
+            lambda: sum(n.redis_connection.pubsub_numsub(keys.EVENTS_PUBLISH)[0][1]
+                        for n in rc.get_primaries()) >= 1,
+            60, what="the bridge's subscription",
+        )  # fmt: skip
+        n_xadd, n_plain, n_http, n_pub = 300, 20, 40, 30
+        _xadd_sharded(rc, [_ev(i, f"s-{i % 7}") for i in range(n_xadd)], shards)
+        for i in range(n_plain):  # a writer that does not shard: `events:in` is read too
+            rc.xadd(keys.EVENTS_IN, {"data": json.dumps(_ev(i, "plain"))})
+        with httpx.Client(base_url=app.base_url, headers={"X-API-Key": API_KEY}) as http:
+            for i in range(n_http):
+                resp = http.post("/api/events", json=_ev(i, f"http-{i % 5}"))
+                assert resp.status_code == 202, resp.text
+        for i in range(n_pub):
+            rc.publish(keys.EVENTS_PUBLISH, json.dumps(_ev(i, f"pub-{i % 4}")))
+        bad = [b"not json", json.dumps({"source": "s-1", "type": "T"}).encode()]
+        for data in bad:
+            rc.xadd(shards[1], {"data": data})
+        rc.xadd(shards[2], {"other": "field"})
+
+        n = n_xadd + n_plain + n_http + n_pub
         wait_for(lambda: event_rows(data_dir) >= n or not flow.alive(), 90, 0.5,
                  "every event in the lake")  # fmt: skip
         assert flow.alive(), flow.log_tail()
+        time.sleep(1)  # a duplicate written late would show now
         assert event_rows(data_dir) == n
-        assert rows(data_dir, "select count(distinct payload) from events") == [(n,)]
+        assert rows(data_dir, "select count(distinct payload) from events where source like "
+                              "'s-%'") == [(n_xadd,)]  # fmt: skip
+        assert rows(data_dir, "select count(distinct (stream, id)) from events") == [(n,)]
+        streams = dict(rows(data_dir, "select stream, count(*) from events group by 1"))
+        assert set(streams) == {*shards, keys.EVENTS_IN}, streams
         assert rc.llen(keys.EVENTS_RECENT) == keys.RECENT_SIZE
-        wait_for(lambda: ps.get_message(timeout=0.1), 30, what="a message on live:events")
+
+        # Dead letters with reasons, on `events:dead` and in the lake.
+        dead = wait_for(lambda: (d := rows(data_dir, "select origin, reason from dead_letters"))
+                        and len(d) >= 3 and d, 60, 0.5, "three dead letters")  # fmt: skip
+        assert len(dead) == 3 and {o for o, _ in dead} == {shards[1], shards[2]}
+        assert all(reason for _, reason in dead)
+        assert any("data" in reason for _, reason in dead)
+        assert rc.xlen(keys.EVENTS_DEAD) == 3
+        assert all(f[b"reason"] for _, f in rc.xrange(keys.EVENTS_DEAD))
+
+        # Windows: the closed ones sum to the rows (all closed once the events are 3 s old).
+        wait_for(
+            lambda: scalar(data_dir, "select coalesce(sum(count), 0) from event_counts") == n,
+            60, 0.5, "the windows to sum to the rows",
+        )  # fmt: skip
+        assert windows_match_events(data_dir, 2) == []
+
+        wait_for(lambda: listen() or len(heard[keys.EVENTS_NEW]) >= n, 30, what="events:new")
+        assert len(heard[keys.EVENTS_NEW]) == n
+        assert len({json.loads(d)["id"] + json.loads(d)["stream"] for d in
+                    heard[keys.EVENTS_NEW]}) == n  # fmt: skip
+        assert heard[keys.LIVE_EVENTS]
         assert flow.alive(), flow.log_tail()
     finally:
         ps.close()
+        app.stop()
         if flow.alive():
             assert flow.stop() == 0, flow.log_tail()
+
+
+def test_events_kill_9_mid_load_on_a_cluster(rc: RedisCluster, events_env: dict[str, str]) -> None:
+    """20k events XADDed to the three shards while the flow is killed with SIGKILL three times
+    and restarted: each is in the lake exactly once, and the windows sum to them."""
+    data_dir = Path(events_env["DATA_DIR"])
+    shards = _shards(events_env)
+    flow = FlowProcess("events", events_env, data_dir / "events-flow.log").start()
+    try:
+        wait_for(lambda: rc.get(keys.heartbeat_key("events")), 90, what="the events flow")
+        n, chunk = 20_000, 500
+        done = threading.Event()
+
+        def produce() -> None:
+            for start in range(0, n, chunk):
+                _xadd_sharded(rc, [_ev(i, f"k-{i % 11}") for i in range(start, start + chunk)],
+                              shards)  # fmt: skip
+                time.sleep(0.05)
+            done.set()
+
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        rng = random.Random(13)
+        for _ in range(3):
+            time.sleep(rng.uniform(0.8, 2.5))
+            flow.kill()
+            flow.start()
+        producer.join(120)
+        assert done.is_set()
+        wait_for(lambda: event_rows(data_dir) >= n, 120, 0.5, "every event in the lake")
+        time.sleep(2)  # a duplicate written late would show now
+        assert event_rows(data_dir) == n
+        assert scalar(data_dir, "select count(distinct payload) from events") == n
+        assert {s for (s,) in rows(data_dir, "select distinct stream from events")} == set(shards)
+        wait_for(
+            lambda: scalar(data_dir, "select coalesce(sum(count), 0) from event_counts") == n,
+            60, 0.5, "the windows to sum to the rows",
+        )  # fmt: skip
+        assert windows_match_events(data_dir, 2) == []
+        assert flow.alive(), flow.log_tail()
+    finally:
+        if flow.alive():
+            flow.kill()
 
 
 def test_erasure_scrubs_every_node_and_rewrites_each_aof(rc: RedisCluster, redis_cluster) -> None:
