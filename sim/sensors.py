@@ -29,6 +29,7 @@ import redis
 
 from core import keys
 from core.records import event_stream_for
+from core.redis_conn import connect
 from core.settings import get_settings
 
 log = logging.getLogger("venueflow.sim")
@@ -129,7 +130,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sim %(levelname)s %(message)s")
-    r = redis.Redis.from_url(os.environ["REDIS_URL"])
+    r = connect(os.environ["REDIS_URL"])  # one server or a Redis Cluster
     streams = keys.event_write_streams(get_settings())  # the STREAM_SHARDS shards
 
     def stream_of(ev: dict) -> str:

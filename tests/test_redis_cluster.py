@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +35,7 @@ from core.records import event_stream_for
 from core.redis_conn import cluster_params, connect, connect_async, is_cluster, transaction
 from core.settings import Settings
 from live.subscriber import LiveSubscriber
+from ops.processes import PROJECT_DIR
 from sim.redis_cluster import LocalRedisCluster
 from tests.conftest import API_KEY, AppProcess, FlowProcess, add_user, login_http, wait_for
 from tests.lake_helpers import event_rows, rows, scalar, windows_match_events
@@ -429,6 +433,18 @@ def test_events_kill_9_mid_load_on_a_cluster(rc: RedisCluster, events_env: dict[
     finally:
         if flow.alive():
             flow.kill()
+
+
+def test_sensor_simulator_writes_to_a_cluster(rc: RedisCluster, events_env: dict[str, str]) -> None:
+    """`sim.sensors` with a cluster URL XADDs to every shard (on two masters)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "sim.sensors", "--rate", "300", "--seconds", "2"],
+        cwd=PROJECT_DIR, env={**os.environ, **events_env}, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    lengths = [rc.xlen(s) for s in _shards(events_env)]
+    assert all(lengths) and sum(lengths) > 50, lengths
+    assert rc.exists(keys.EVENTS_IN) == 0
 
 
 def test_erasure_scrubs_every_node_and_rewrites_each_aof(rc: RedisCluster, redis_cluster) -> None:
