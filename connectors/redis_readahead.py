@@ -6,7 +6,8 @@ and the recovery store has committed (see `flows/checkins_decider.py` for the me
 The events flow broadcast `events:new` from inside the dataflow, so at 1k ev/s its p99
 XADD → broadcast was that pause (54-77 ms) while a plain loop answered in 1-3 ms.
 
-Here one thread per partition (stream key) reads the stream from the partition's resume point
+Here one thread per partition (stream key) reads the stream (on a Redis Cluster from the
+master serving the stream's slot: `redis_streams.node_for`) from the partition's resume point
 (`XREAD`, `BLOCK` only once drained), runs `prepare(batch)` on each batch — the events flow
 validates and broadcasts there — and queues the result; `next_batch` hands queued results to
 the dataflow. The snapshot is the last entry ID *handed to the dataflow*, exactly as for

@@ -7,7 +7,10 @@ redis-server (`sim.redis_cluster`, `redis-cli --cluster create`), REDIS_URL `red
 - alarms end to end: a rule fires from an event (`events:in`), the alarm is in `alarms:active`,
   on `live:alarms` and in the lake; acknowledged and cleared through the HTTP API; the notifier
   delivers raise and clear to a real loopback HTTP receiver (its outbox keys share `{notify}`);
-  the dashboard's /health sees Redis and the flows.
+  the dashboard's /health sees Redis and the flows;
+- the events flow with STREAM_SHARDS=3 (shards on two masters): HTTP, bridge and XADD input in
+  the lake exactly once, windows, events:new/events:recent, dead letters with reasons, and
+  kill -9 mid-load with nothing lost or duplicated; the sensor simulator writes to the shards.
 """
 
 from __future__ import annotations
