@@ -416,12 +416,15 @@ def test_events_kill_9_mid_load_on_a_cluster(rc: RedisCluster, events_env: dict[
         producer = threading.Thread(target=produce, daemon=True)
         producer.start()
         rng = random.Random(13)
+        mid_load = []
         for _ in range(3):
             time.sleep(rng.uniform(0.8, 2.5))
             flow.kill()
+            mid_load.append(not done.is_set())
             flow.start()
         producer.join(120)
         assert done.is_set()
+        assert mid_load[0], "the first kill came after the load"
         wait_for(lambda: event_rows(data_dir) >= n, 120, 0.5, "every event in the lake")
         time.sleep(2)  # a duplicate written late would show now
         assert event_rows(data_dir) == n
