@@ -67,7 +67,7 @@ def build_flow(s: Settings | None = None) -> Dataflow:
 
     flow = Dataflow(FLOW_NAME)
 
-    decided_keys = [keys.decided_key(i) for i in range(s.checkin_deciders)]
+    decided_keys = [keys.decided_key(i, s.stream_shards) for i in range(keys.decider_count(s))]
 
     def decider(decided: str) -> ChildStage:
         return ChildStage(decider_argv(decided_keys.index(decided)))

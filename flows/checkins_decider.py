@@ -70,15 +70,14 @@ from core.venue import Venue, venue_for
 from flows.checkins_logic import (
     Decided,
     NonceBook,
+    global_commands,
     outcome_dead_letters,
     parse_input,
     step,
-    verdict_commands,
 )
 
 log = logging.getLogger(__name__)
 
-INPUTS = [keys.PARTICIPANTS_IN, keys.CHECKINS_IN]  # participants first at equal times
 _TRIM_EVERY_S = 1.0
 
 
@@ -95,14 +94,28 @@ class CheckinDecider:
         shard: int = 0,
         shards: int = 1,
         count: int = 1000,
+        stream_shards: int = 1,
     ):
+        """Decider `shard` of `shards`. With `stream_shards` > 1 (then `shards` equals it) it
+        reads only its own input shard and decides all of it; with one input stream it reads
+        every entry and decides its share (`parse_input`)."""
         self._url, self._venue, self._verifier = url, venue, verifier
         self._max_bytes, self._retention, self._count = max_bytes, retention, count
         self._shard, self._shards = shard, shards
-        self._state_key = keys.decider_state_key(shard)
-        self._offsets_key = keys.decider_offsets_key(shard)
-        self._decided_key = keys.decided_key(shard)
-        self._nonces_key = keys.decider_nonces_key(shard)
+        self._sharded = stream_shards > 1
+        self._layout = f"{shards} input shards" if self._sharded else str(shards)
+        self._inputs = keys.checkin_inputs(shard if self._sharded else 0, stream_shards)
+        self._state_key = keys.decider_state_key(shard, stream_shards)
+        self._offsets_key = keys.decider_offsets_key(shard, stream_shards)
+        self._decided_key = keys.decided_key(shard, stream_shards)
+        self._nonces_key = keys.decider_nonces_key(shard, stream_shards)
+        self._published_key = keys.decider_published_key(shard, stream_shards)
+        # whose offsets bound the trimming of our inputs: every decider's, or only ours
+        self._readers = (
+            [self._offsets_key]
+            if self._sharded
+            else [keys.decider_offsets_key(i) for i in range(shards)]
+        )
         self._nonces = NonceBook()
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._states: dict[str, Any] = {}
@@ -122,7 +135,8 @@ class CheckinDecider:
                     if wake is not None:
                         pause = (wake - datetime.now(UTC)).total_seconds()
                         time.sleep(min(max(pause, 0.0), 0.5))
-                if self._shard == 0 and time.monotonic() - last_trim >= _TRIM_EVERY_S:
+                trims = self._sharded or self._shard == 0
+                if trims and time.monotonic() - last_trim >= _TRIM_EVERY_S:
                     self._trim()
                     last_trim = time.monotonic()
         except StopIteration:
@@ -147,13 +161,22 @@ class CheckinDecider:
 
     def _load(self) -> None:
         """State and offsets as last committed (both empty on a first start)."""
-        self._r.setnx(keys.CHECKIN_DECIDER_SHARDS, self._shards)  # the first start decides
+        self._r.setnx(keys.CHECKIN_DECIDER_SHARDS, self._layout)  # the first start decides
         was = self._r.get(keys.CHECKIN_DECIDER_SHARDS)
-        if was is not None and int(was) != self._shards:
-            raise SystemExit(
-                f"the check-in state is cut in {int(was)} decider shares, not "
-                f"CHECKIN_DECIDERS={self._shards}: set it back to {int(was)}"
+        if was is not None and was.decode() != self._layout:
+            was_s = was.decode()
+            hint = (
+                f"set STREAM_SHARDS back to {was_s.split()[0]}"
+                if was_s.endswith("input shards")
+                else f"set STREAM_SHARDS=1 and CHECKIN_DECIDERS back to {was_s}"
+                if self._sharded
+                else f"set it back to {was_s}"
             )
+            raise SystemExit(
+                f"the check-in state is cut in {was_s} decider shares, not {self._layout} "
+                f"(CHECKIN_DECIDERS / STREAM_SHARDS): {hint}"
+            )
+        self._publish_last()
         raw = self._r.get(self._offsets_key)
         offsets = json.loads(raw) if raw else {}
         states: dict[str, Any] = {}
@@ -175,7 +198,7 @@ class CheckinDecider:
         self._nonces = NonceBook.load(stored)
         self._reader = RedisMergedStreamSource(
             self._url,
-            INPUTS,
+            self._inputs,
             count=self._count,
             retention=0,  # trimming: `_trim`
         ).build_part("decide", "", offsets)
@@ -185,15 +208,16 @@ class CheckinDecider:
         )  # fmt: skip
 
     def _trim(self) -> None:
-        """Shard 0 trims the inputs behind what EVERY shard committed `retention` ago."""
+        """Trim the inputs behind what every decider reading them committed `retention` ago
+        (with one input stream shard 0 trims it for all; with input shards each its own)."""
         if self._retention <= 0:
             return
         now = time.monotonic()
         try:
-            raws = self._r.mget([keys.decider_offsets_key(i) for i in range(self._shards)])
+            raws = [self._r.get(k) for k in self._readers]  # one slot each (Cluster)
             if all(raws):
                 offs = [json.loads(r) for r in raws]
-                low = {k: min((o.get(k, "0-0") for o in offs), key=_order) for k in INPUTS}
+                low = {k: min((o.get(k, "0-0") for o in offs), key=_order) for k in self._inputs}
                 self._committed.append((now, low))
             trim_to = None
             while self._committed and now - self._committed[0][0] > self._retention:
@@ -213,13 +237,13 @@ class CheckinDecider:
         if not batches:
             return False
         decided = Decided()
-        cmds: list[tuple] = []
         changed: dict[str, Any] = {}
+        # with input shards, everything read is ours: no share to pick, bad input is ours to report
+        share, shares = (0, 1) if self._sharded else (self._shard, self._shards)
         for batch in batches:
             parsed = parse_input(
-                batch, self._verifier, self._max_bytes, self._shard, self._shards, self._nonces
+                batch, self._verifier, self._max_bytes, share, shares, self._nonces
             )
-            cmds += parsed.dead
             decided.dead_rows += parsed.dead_rows
             for key, item in parsed.items:
                 st, out = step(self._states.get(key), item, self._venue)
@@ -228,13 +252,10 @@ class CheckinDecider:
                 else:
                     self._states[key] = st
                 changed[key] = st
-                cmds += verdict_commands(out)
-                for cmd, row in outcome_dead_letters(out):
-                    cmds.append(cmd)
-                    decided.dead_rows.append(row)
+                decided.dead_rows += [row for _, row in outcome_dead_letters(out)]
                 decided.outcomes.append(out)
         try:
-            self._commit(decided, cmds, changed)
+            self._commit(decided, changed)
         except redis.exceptions.RedisError as exc:
             # The in-memory state ran ahead of what Redis holds: go back to what was committed
             # (the EXEC may or may not have run; Redis alone knows) and read on from there.
@@ -243,7 +264,11 @@ class CheckinDecider:
             return True
         return True
 
-    def _commit(self, decided: Decided, cmds: list[tuple], changed: dict[str, Any]) -> None:
+    def _commit(self, decided: Decided, changed: dict[str, Any]) -> None:
+        """One MULTI/EXEC: states, nonces, the batch, the offsets — and, with one input
+        stream, its writes to shared keys (`global_commands`). With input shards those keys
+        (`verdict:<nonce>`, `checkins:verdicts`, `checkins:dead`, `participants:index`) lie in
+        other Redis Cluster slots than this shard's, so they follow the EXEC (`_publish`)."""
         pipe = self._r.pipeline(transaction=True)
         keep = {k: pickle.dumps(st, pickle.HIGHEST_PROTOCOL) for k, st in changed.items() if st}
         if keep:
@@ -256,9 +281,11 @@ class CheckinDecider:
             pipe.hset(self._nonces_key, mapping=added)
         if expired:
             pipe.hdel(self._nonces_key, *expired)
-        for c in cmds:
-            pipe.execute_command(*c)
-        if decided.outcomes or decided.dead_rows:
+        has_batch = bool(decided.outcomes or decided.dead_rows)
+        if has_batch and not self._sharded:
+            for c in global_commands(decided):
+                pipe.execute_command(*c)
+        if has_batch:
             data = pickle.dumps(decided, pickle.HIGHEST_PROTOCOL)
             pipe.execute_command("XADD", self._decided_key, "*", "data", data)
         pipe.set(self._offsets_key, json.dumps(self._reader.position()))
@@ -266,6 +293,33 @@ class CheckinDecider:
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             log.error("decider: %d command(s) of a batch failed, first: %s", len(failed), failed[0])
+        if has_batch and self._sharded:
+            self._publish(results[-2].decode(), decided)
+
+    def _publish(self, batch_id: str, decided: Decided) -> None:
+        """The shared-key writes of committed batch `batch_id`, then the mark that they were
+        made. All are idempotent (SET, HSET, PUBLISH of the same verdict) except the two
+        XADDs: a `kill -9` between them and the mark repeats that one batch's entries on
+        `checkins:verdicts` / `checkins:dead` (at least once there; the lake, written from
+        `checkins:decided:{k}`, stays exactly once)."""
+        pipe = self._r.pipeline(transaction=False)
+        for c in global_commands(decided):
+            pipe.execute_command(*c)
+        pipe.set(self._published_key, batch_id)
+        pipe.execute()
+
+    def _publish_last(self) -> None:
+        """After a crash between a batch's EXEC and its `_publish`: make those writes now."""
+        if not self._sharded:
+            return
+        last = self._r.xrevrange(self._decided_key, count=1)
+        if not last:
+            return
+        batch_id, fields = last[0][0].decode(), last[0][1]
+        done = self._r.get(self._published_key)
+        if done is None or done.decode() != batch_id:
+            log.info("decider %d: publishing committed batch %s again", self._shard, batch_id)
+            self._publish(batch_id, pickle.loads(fields[b"data"]))
 
 
 def _order(entry_id: str) -> tuple[int, int]:
@@ -275,7 +329,7 @@ def _order(entry_id: str) -> tuple[int, int]:
 
 def main() -> int:
     """`python -m flows.checkins_decider SHARD`: what the check-in flow starts, once per shard
-    (settings from the environment, like the flow's; `CHECKIN_DECIDERS` shards)."""
+    (settings from the environment, like the flow's; `keys.decider_count` deciders)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -288,7 +342,8 @@ def main() -> int:
         s.max_checkin_bytes,
         s.stream_retention_s,
         shard=int(sys.argv[1]) if len(sys.argv) > 1 else 0,
-        shards=s.checkin_deciders,
+        shards=keys.decider_count(s),
+        stream_shards=s.stream_shards,
     )
     gc.freeze()  # modules, venue, verifier: out of the collector's full passes
     decider.run()

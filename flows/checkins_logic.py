@@ -15,7 +15,6 @@ history (token, gate, revocation) are final.
 from __future__ import annotations
 
 import json
-import zlib
 from bisect import insort
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -552,9 +551,9 @@ class ParsedInput(DeadLetters):
     items: list[tuple[str, Scan | OpItem]] = field(default_factory=list)
 
 
-def shard_of(key: str, shards: int) -> int:
-    """The decider shard that owns a participant key (stable across processes and runs)."""
-    return zlib.crc32(key.encode()) % shards
+#: The decider shard that owns a participant key (stable across processes and runs): the one
+#: hash gates, the API and the deciders all use (`core.keys.shard_of`, crc32).
+shard_of = keys.shard_of
 
 
 def claimed_key(token: str) -> str:
@@ -583,7 +582,7 @@ def parse_input(
     check-in (every shard's) is entered in it and each scan carries the scan its nonce names.
     """
     out = ParsedInput()
-    is_checkin = batch.stream != keys.PARTICIPANTS_IN
+    is_checkin = not batch.stream.startswith(keys.PARTICIPANTS_IN)  # or a shard of it
     for entry_id, data in batch.entries:
         received = entry_time(entry_id)
         try:
@@ -672,6 +671,24 @@ def verdict_commands(out: Outcome) -> list[tuple]:
         cmds.append(
             ("HSET", keys.PARTICIPANTS_INDEX, out.participant_rows[0]["id"], to_json(out.index))
         )
+    return cmds
+
+
+def global_commands(decided: Decided) -> list[tuple]:
+    """Every write of a committed batch outside the decider's own keys, in order: verdicts
+    (`verdict_commands`) and dead letters (rebuilt from the rows the batch carries). With one
+    input shard they go in the batch's MULTI/EXEC; with more, right after it, and again from
+    the last committed batch after a crash (`flows/checkins_decider.py`): all of them are
+    derived from the committed batch alone."""
+    cmds: list[tuple] = []
+    for out in decided.outcomes:
+        cmds += verdict_commands(out)
+    for row in decided.dead_rows:
+        cmd, _ = dead_letter(
+            keys.CHECKINS_DEAD, row["reason"], row["origin"], row["origin_id"], row["data"],
+            row["received_at"],
+        )  # fmt: skip
+        cmds.append(cmd)
     return cmds
 
 
