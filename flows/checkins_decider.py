@@ -70,6 +70,7 @@ from core.venue import Venue, venue_for
 from flows.checkins_logic import (
     Decided,
     NonceBook,
+    dumps,
     global_commands,
     outcome_dead_letters,
     parse_input,
@@ -270,7 +271,7 @@ class CheckinDecider:
         (`verdict:<nonce>`, `checkins:verdicts`, `checkins:dead`, `participants:index`) lie in
         other Redis Cluster slots than this shard's, so they follow the EXEC (`_publish`)."""
         pipe = self._r.pipeline(transaction=True)
-        keep = {k: pickle.dumps(st, pickle.HIGHEST_PROTOCOL) for k, st in changed.items() if st}
+        keep = {k: dumps(st) for k, st in changed.items() if st}
         if keep:
             pipe.hset(self._state_key, mapping=keep)
         gone = [k for k, st in changed.items() if st is None]
@@ -286,7 +287,7 @@ class CheckinDecider:
             for c in global_commands(decided):
                 pipe.execute_command(*c)
         if has_batch:
-            data = pickle.dumps(decided, pickle.HIGHEST_PROTOCOL)
+            data = dumps(decided)
             pipe.execute_command("XADD", self._decided_key, "*", "data", data)
         pipe.set(self._offsets_key, json.dumps(self._reader.position()))
         results = pipe.execute(raise_on_error=False)

@@ -14,11 +14,15 @@ history (token, gate, revocation) are final.
 
 from __future__ import annotations
 
+import copyreg
+import io
 import json
+import pickle
 from bisect import insort
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta, timezone
+from operator import attrgetter
 from typing import Any
 
 from pydantic_core import to_json
@@ -42,6 +46,37 @@ MAX_REFUSED = 64
 NONCE_TTL_MS = keys.VERDICT_TTL_S * 1000
 
 
+def _by_fields(cls: type) -> type:
+    """Pickle a slots dataclass as (class, field values): the `__getstate__` dataclasses
+    writes for slots classes runs in Python per object, and `Entry` / `Count` objects are
+    pickled by the thousand per batch (measured with `pickle.dumps` of one `Entry`: 42 → 20 µs,
+    on the loaded 2-core machine)."""
+    values = attrgetter(*(f.name for f in fields(cls)))
+    cls.__reduce__ = lambda self: (cls, values(self))  # type: ignore[method-assign]
+    return cls
+
+
+def _timezone(tz: timezone) -> tuple:
+    """UTC as `getattr(timezone, "utc")`: pickle's generic path for `timezone` costs more
+    than the datetime holding it (measured: 17 µs for `datetime.UTC` alone, 19.5 → 3.1 µs for
+    an aware datetime with this reducer)."""
+    return (getattr, (timezone, "utc")) if tz is UTC else tz.__reduce_ex__(2)
+
+
+_DISPATCH = {**copyreg.dispatch_table, timezone: _timezone}
+
+
+def dumps(obj: Any) -> bytes:
+    """`pickle.dumps` for participant states and decided batches (plain `pickle.loads` reads
+    it): the same bytes but for UTC, written the cheap way (`_timezone`)."""
+    buf = io.BytesIO()
+    p = pickle.Pickler(buf, pickle.HIGHEST_PROTOCOL)
+    p.dispatch_table = _DISPATCH
+    p.dump(obj)
+    return buf.getvalue()
+
+
+@_by_fields
 @dataclass(frozen=True, slots=True)
 class NonceUse:
     """The scan a nonce names: its first use's ticket (fingerprint), gate and direction, and
@@ -133,6 +168,7 @@ class Scan:
         return self.checkin.ts or self.received_at
 
 
+@_by_fields
 @dataclass(slots=True, order=True)
 class Entry:
     """A scan that passed the stateless checks, in the participant's history (ts order)."""
@@ -153,6 +189,7 @@ class Entry:
     flagged: bool = field(compare=False, default=False)
 
 
+@_by_fields
 @dataclass(slots=True)
 class Base:
     """Where the retained history starts: the effect of the scans folded away."""
@@ -185,6 +222,7 @@ class ParticipantState:
         return registered, int(entered), int(inside)
 
 
+@_by_fields
 @dataclass(slots=True)
 class Count:
     """+1/-1 of one scan's status in its minute: what the attendance windows add up."""
@@ -213,6 +251,7 @@ class Outcome:
     index: dict[str, Any] | None = None  # new `participants:index` value for this id
 
 
+@_by_fields
 @dataclass(slots=True)
 class Decided:
     """One batch committed by a decider (`flows/checkins_decider.py`), as the dataflow reads it
@@ -313,6 +352,23 @@ def _replay(base: Base, history: list[Entry], venue: Venue) -> list[str]:
     return out
 
 
+_OPEN: dict[tuple, bool] = {}
+
+
+def _is_open(gate: Any, ts: datetime, zone: Any) -> bool:
+    """`gate.is_open`, remembered per gate, opening hours, zone and minute (hours are HH:MM
+    spans, so one minute has one answer). `is_open` parses its spans on every call: measured
+    with cProfile over 20,000 scans (/tmp micro-benchmark of `parse_input` + `step`), 2.6 s of
+    24 s profiled went to it."""
+    key = (gate.id, tuple(gate.open_hours), str(zone), int(ts.timestamp()) // 60)
+    hit = _OPEN.get(key)
+    if hit is None:
+        if len(_OPEN) >= 10_000:
+            _OPEN.clear()
+        hit = _OPEN[key] = gate.is_open(ts, zone)
+    return hit
+
+
 def _stateless_refusal(scan: Scan, venue: Venue) -> tuple[str, str | None] | None:
     """Checks that need no history: token, event, gate, direction, opening hours."""
     c = scan.checkin
@@ -328,7 +384,7 @@ def _stateless_refusal(scan: Scan, venue: Venue) -> tuple[str, str | None] | Non
             "wrong_direction",
             f"{gate.name} does not scan {'entries' if c.direction == 'in' else 'exits'}",
         )
-    if not gate.is_open(scan.ts, venue.event.zone):
+    if not _is_open(gate, scan.ts, venue.event.zone):
         return "gate_closed", f"{gate.name} opens {', '.join(gate.open_hours)}"
     return None
 
