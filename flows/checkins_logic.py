@@ -162,6 +162,7 @@ class Scan:
     received_at: datetime
     token: TokenClaims | TokenProblem
     first_use: NonceUse | None = None  # the scan its nonce names (None: not checked)
+    token_fp: str = ""  # `fingerprint(checkin.token)`, if already computed
 
     @property
     def ts(self) -> datetime:
@@ -409,7 +410,7 @@ def decide(
     now = now or datetime.now(UTC)
     out = Outcome()
     c = scan.checkin
-    fp = fingerprint(c.token)
+    fp = scan.token_fp or fingerprint(c.token)
 
     if scan.first_use is not None:
         other = scan.first_use.differs(NonceUse(fp, c.gate_id, c.direction, 0))
@@ -646,16 +647,15 @@ def parse_input(
             data.decode("utf-8")
             if is_checkin:
                 c = CheckIn.model_validate_json(data)
-                first = None
+                first, fp = None, ""
                 if nonces is not None:
-                    use = NonceUse(
-                        fingerprint(c.token), c.gate_id, c.direction, received_ms(entry_id)
-                    )
+                    fp = fingerprint(c.token)
+                    use = NonceUse(fp, c.gate_id, c.direction, received_ms(entry_id))
                     first = nonces.first_use(c.nonce, use)
                 if shards > 1 and shard_of(claimed_key(c.token), shards) != shard:
                     continue  # another shard's participant
                 tok = verifier.check(c.token)
-                scan = Scan(entry_id, c, received, tok, first)
+                scan = Scan(entry_id, c, received, tok, first, fp)
                 out.items.append((route_key(tok, c.token), scan))
             else:
                 op = ParticipantOp.model_validate_json(data)
