@@ -3,6 +3,7 @@
     uv run python -m bench.checkins --rounds 3          # 50,000 participants, 200,000 check-ins
     uv run python -m bench.checkins --checkins 50000 --participants 10000 --latency-seconds 10
     uv run python -m bench.checkins --profile /tmp/checkins.pyspy   # + where ours spends its time
+    uv run python -m bench.checkins --shards 2           # ours with STREAM_SHARDS=2
     uv run python -m bench.checkins --help               # --workers, --deciders, --flow, ...
 
 One run starts its own redis-server (never the shared one) and measures, on the same data:
