@@ -1,7 +1,9 @@
 """The gate-facing HTTP API: send a scan and get its verdict, sync an offline gate, look a
 verdict up, fetch the public key that lets a gate verify tickets offline.
 
-Like event ingest, the API only validates and `XADD`s to `checkins:in`; the check-in flow
+Like event ingest, the API only validates and `XADD`s to `checkins:in` (with `STREAM_SHARDS` > 1
+to `checkins:in:{k}`, k the shard of the participant the ticket claims: `keys.checkins_in`,
+docs/gates.md); the check-in flow
 decides (`flows.checkins_logic.decide`) and publishes the verdict on
 `checkins:verdict:<gate>` and under `verdict:<nonce>`. `POST /api/checkins` waits up to `wait`
 seconds for that scan's verdict (a future registered with `live.attendance` *before* the

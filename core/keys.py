@@ -138,6 +138,12 @@ def verdict_channel(gate_id: str) -> str:
 VERDICT_CHANNEL_PREFIX = verdict_channel("")
 
 
+def nonce_claim_key(nonce: str) -> str:
+    """String (TTL 1 day, `STREAM_SHARDS` > 1 only): the scan that first used `nonce`, over
+    all input shards (JSON [ticket fingerprint, gate, direction, arrival ms, shard])."""
+    return name(f"checkins:nonce:{nonce}")
+
+
 def verdict_key(nonce: str) -> str:
     """String key holding the (latest) verdict of one scan, for `GET /api/checkins/<nonce>`."""
     return name(f"verdict:{nonce}")

@@ -70,6 +70,8 @@ from core.venue import Venue, venue_for
 from flows.checkins_logic import (
     Decided,
     NonceBook,
+    NonceUse,
+    Scan,
     dumps,
     global_commands,
     outcome_dead_letters,
@@ -242,12 +244,20 @@ class CheckinDecider:
         changed: dict[str, Any] = {}
         # with input shards, everything read is ours: no share to pick, bad input is ours to report
         share, shares = (0, 1) if self._sharded else (self._shard, self._shards)
-        for batch in batches:
-            parsed = parse_input(
-                batch, self._verifier, self._max_bytes, share, shares, self._nonces
-            )
-            decided.dead_rows += parsed.dead_rows
-            for key, item in parsed.items:
+        parsed = [
+            parse_input(batch, self._verifier, self._max_bytes, share, shares, self._nonces)
+            for batch in batches
+        ]
+        if self._sharded:
+            try:
+                self._claim_nonces([i for p in parsed for _, i in p.items if isinstance(i, Scan)])
+            except redis.exceptions.RedisError as exc:
+                log.warning("decider: nonce claims failed (%s); reloading", exc)
+                self._load_until_ok()
+                return True
+        for p in parsed:
+            decided.dead_rows += p.dead_rows
+            for key, item in p.items:
                 st, out = step(self._states.get(key), item, self._venue)
                 if st is None:
                     self._states.pop(key, None)
@@ -265,6 +275,37 @@ class CheckinDecider:
             self._load_until_ok()
             return True
         return True
+
+    def _claim_nonces(self, scans: list[Scan]) -> None:
+        """With input shards, a nonce reused with another participant's ticket may come to
+        another decider, whose nonce book never sees ours. So each scan whose nonce is new
+        here claims it for all shards: `SET checkins:nonce:<nonce> <its use> NX` (kept as long
+        as its verdict). A nonce another shard claimed first makes the scan a
+        `nonce_conflict`, as a reused nonce in one shard does. A replay after a crash finds
+        its own claim (same ticket, gate, direction) and decides as before. Retries check the
+        claim too: a `nonce_conflict` stores nothing, so a retry of the refused scan would
+        otherwise pass as the first use this shard's book records."""
+        new = [s for s in scans if s.first_use is not None]  # retries too: see below
+        if not new:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for s in new:
+            u = s.first_use
+            assert u is not None
+            doc = json.dumps([u.token_fp, u.gate_id, u.direction, u.at_ms, self._shard])
+            pipe.set(keys.nonce_claim_key(s.checkin.nonce), doc, nx=True, ex=keys.VERDICT_TTL_S)
+        taken = [s for s, ok in zip(new, pipe.execute(), strict=True) if not ok]
+        if not taken:
+            return
+        raws = [self._r.get(keys.nonce_claim_key(s.checkin.nonce)) for s in taken]
+        for s, raw in zip(taken, raws, strict=True):
+            if raw is None:
+                continue  # expired meanwhile: nobody else holds it
+            fp, gate, direction, at_ms, _shard = json.loads(raw)
+            claim = NonceUse(fp, gate, direction, at_ms)
+            assert s.first_use is not None
+            if claim.differs(s.first_use):
+                s.first_use = claim  # another scan named it first: `decide` refuses this one
 
     def _commit(self, decided: Decided, changed: dict[str, Any]) -> None:
         """One MULTI/EXEC: states, nonces, the batch, the offsets — and, with one input

@@ -117,7 +117,7 @@ def _verdicts(side: Side, nonces: list[str]) -> dict[str, tuple]:
     return out
 
 
-def _lake(side: Side, rows: int) -> dict[str, list[tuple]]:
+def _lake(side: Side, rows: int, dead: int) -> dict[str, list[tuple]]:
     q = {
         "decisions": "select nonce, status, revision, flagged, participant_id, gate_id, "
         "direction from checkin_decisions order by all",
@@ -125,7 +125,7 @@ def _lake(side: Side, rows: int) -> dict[str, list[tuple]]:
         "dead": "select reason from dead_letters order by all",
     }
     wait_for(
-        lambda: len(side.sql(q["decisions"])) >= rows and len(side.sql(q["dead"])) >= 2,
+        lambda: len(side.sql(q["decisions"])) >= rows and len(side.sql(q["dead"])) >= dead,
         90,
         0.5,
         f"lake rows with STREAM_SHARDS={side.shards}",
@@ -159,11 +159,22 @@ def test_two_input_shards_decide_as_one(tmp_path: Path) -> None:
             1,
         )  # overturned
         assert got[0]["first-in-S07"][8] is True  # the retry was answered again (replayed)
+        # S00's nonce reused with the ticket of someone in the other shard, then retried: a
+        # nonce_conflict both times, with one input or two (the claim crosses the shards).
+        other = next(p for p in PEOPLE if keys.shard_of(f"p:{p}", 2) != keys.shard_of("p:S00", 2))
+        for side in (one, two):
+            ticket = side.signer.mint(EVENT_ID, other)
+            for _ in range(2):
+                scan(side.r, ticket, nonce="first-in-S00", ts=t0, shards=side.shards)
         rows = len(set(nonces)) + 1  # + S05's revision; the retry is not a new decision
-        lakes = [_lake(side, rows) for side in (one, two)]
+        lakes = [_lake(side, rows, dead=4) for side in (one, two)]
         assert lakes[0] == lakes[1]
         dead = [r for (r,) in lakes[1]["dead"]]
-        assert len(dead) == 2 and sum("nonce_conflict" in r for r in dead) == 1, dead
+        assert len(dead) == 4 and sum("nonce_conflict" in r for r in dead) == 3, dead
+        assert two.r.exists(keys.nonce_claim_key("first-in-S00"))
+        for side in (one, two):  # the first scan's verdict stands
+            v = json.loads(side.r.get(keys.verdict_key("first-in-S00")))
+            assert (v["participant_id"], v["status"]) == ("S00", "accepted")
 
         # Sharded layout: per-shard inputs and decider keys carrying their hash tag, no
         # plain `checkins:in`, and the state refuses to run unsharded.
