@@ -1,7 +1,9 @@
 """The gate-facing HTTP API: send a scan and get its verdict, sync an offline gate, look a
 verdict up, fetch the public key that lets a gate verify tickets offline.
 
-Like event ingest, the API only validates and `XADD`s to `checkins:in`; the check-in flow
+Like event ingest, the API only validates and `XADD`s to `checkins:in` (with `STREAM_SHARDS` > 1
+to `checkins:in:{k}`, k the shard of the participant the ticket claims: `keys.checkins_in`,
+docs/gates.md); the check-in flow
 decides (`flows.checkins_logic.decide`) and publishes the verdict on
 `checkins:verdict:<gate>` and under `verdict:<nonce>`. `POST /api/checkins` waits up to `wait`
 seconds for that scan's verdict (a future registered with `live.attendance` *before* the
@@ -76,17 +78,16 @@ async def submit_checkin(checkin: CheckIn, wait: float = DEFAULT_WAIT_S) -> Subm
     the HTTP API and the gate page. Raises RedisError/OSError/TimeoutError if Redis is down."""
     r = redis_client()
     data = checkin.model_dump_json(exclude_none=True)
+    stream = keys.checkins_in(checkin.token, checkin.gate_id)  # its participant's shard
     if wait <= 0:
-        return Submitted(
-            _decode(await r.xadd(keys.CHECKINS_IN, {"data": data})), checkin.nonce, None
-        )
+        return Submitted(_decode(await r.xadd(stream, {"data": data})), checkin.nonce, None)
     scan = attendance_live.scan_id(checkin)
     fut = attendance_live.expect_verdict(scan)  # before the XADD: no race
     try:
         # A retried nonce already has a verdict stored: the flow answers it again (replayed),
         # and that answer, not the stored one, is what this request waits for.
         stale = await r.get(keys.verdict_key(checkin.nonce))
-        entry_id = _decode(await r.xadd(keys.CHECKINS_IN, {"data": data}))
+        entry_id = _decode(await r.xadd(stream, {"data": data}))
         verdict = await attendance_live.wait_verdict(scan, wait, r=r, future=fut, stale=stale)
     finally:
         attendance_live.forget_verdict(scan, fut)
@@ -100,7 +101,8 @@ async def submit_batch(checkins: list[CheckIn]) -> list[str]:
     for i in range(0, len(checkins), _PIPELINE_CHUNK):
         pipe = r.pipeline(transaction=False)
         for c in checkins[i : i + _PIPELINE_CHUNK]:
-            pipe.xadd(keys.CHECKINS_IN, {"data": c.model_dump_json(exclude_none=True)})
+            data = c.model_dump_json(exclude_none=True)
+            pipe.xadd(keys.checkins_in(c.token, c.gate_id), {"data": data})
         ids.extend(_decode(e) for e in await pipe.execute())
     return ids
 

@@ -484,7 +484,7 @@ async def admin_op(
         return 200, {"id": pid, "op": op, "applied": True, "changed": False, "index": before}
     msg = ParticipantOp(op=op, id=pid, reason=reason or None)
     r = redis_client()
-    await r.xadd(keys.PARTICIPANTS_IN, {"data": msg.model_dump_json(exclude_none=True)})
+    await r.xadd(keys.participants_in(pid), {"data": msg.model_dump_json(exclude_none=True)})
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     now = before

@@ -3,6 +3,7 @@
     uv run python -m bench.checkins --rounds 3          # 50,000 participants, 200,000 check-ins
     uv run python -m bench.checkins --checkins 50000 --participants 10000 --latency-seconds 10
     uv run python -m bench.checkins --profile /tmp/checkins.pyspy   # + where ours spends its time
+    uv run python -m bench.checkins --shards 2           # ours with STREAM_SHARDS=2
     uv run python -m bench.checkins --help               # --workers, --deciders, --flow, ...
 
 One run starts its own redis-server (never the shared one) and measures, on the same data:
@@ -74,6 +75,7 @@ TUNING = (
     "max_checkin_bytes",
     "checkin_allowed_lateness_s",
     "checkin_deciders",
+    "stream_shards",
     "lake_flush_rows",
     "lake_flush_age_s",
 )
@@ -127,6 +129,28 @@ def default_tuning() -> dict[str, str]:
     """The flow's tuning settings (defaults unless overridden here), as environment variables:
     forced, so neither our environment nor a `.env` file changes what is measured."""
     return {n.upper(): str(v) for n, v in tuning_values().items()}
+
+
+def shards() -> int:
+    """STREAM_SHARDS of ours (--shards); the floor always reads the one plain stream."""
+    return int(tuning_values()["stream_shards"])
+
+
+def master(base: str, shard: int | None = None) -> str:
+    """A master stream in DB 1: the whole input (`shard` None, the floor's), or ours' shard."""
+    return base if shard is None else f"{base}:{keys.shard_tag(shard)}"
+
+
+def copy_inputs(b: Bench, kind: str, base_master: str, base: str) -> None:
+    """The preloaded input `base` into DB 0, as the side reads it: one stream for the floor
+    (and ours with one shard), ours' `STREAM_SHARDS` streams otherwise, in one MULTI."""
+    n = shards() if kind == "ours" else 1
+    pipe = b.r1.pipeline(transaction=True)
+    for k in range(n):
+        src = master(base_master, k if n > 1 else None)
+        pipe.execute_command("COPY", src, keys.sharded(base, k, n), "DB", 0, "REPLACE")
+    if not all(pipe.execute()):
+        raise h.BenchError(f"COPY {base_master} → DB 0 failed")
 
 
 def bench_settings(data_dir: Path, url: str, venue: Path) -> Settings:
@@ -242,6 +266,7 @@ def preload(
     clock runs, and after CHECKIN_ALLOWED_LATENESS_S every count would become a late
     correction — work a live venue never causes."""
     r1.flushdb()
+    n = shards()
     people = synthetic_participants(n_participants, seed)
     ids = [p.id for p in people]
     rng = random.Random(seed)
@@ -256,12 +281,22 @@ def preload(
         seq += 1
         op = ParticipantOp(op="upsert", participant=p).model_dump_json(exclude_none=True)
         pipe.execute_command("XADD", MASTER_PARTICIPANTS, f"{reg_ms}-{seq}", "data", op)
+        if n > 1:
+            k = keys.shard_of(f"p:{p.id}", n)
+            pipe.execute_command(
+                "XADD", master(MASTER_PARTICIPANTS, k), f"{reg_ms}-{seq}", "data", op
+            )
         if len(pipe) >= 2000:
             pipe.execute()
     for pid in revoked:
         seq += 1
         op = ParticipantOp(op="revoke", id=pid, reason="bench").model_dump_json(exclude_none=True)
         pipe.execute_command("XADD", MASTER_PARTICIPANTS, f"{reg_ms + 1}-{seq}", "data", op)
+        if n > 1:
+            k = keys.shard_of(f"p:{pid}", n)
+            pipe.execute_command(
+                "XADD", master(MASTER_PARTICIPANTS, k), f"{reg_ms + 1}-{seq}", "data", op
+            )
     pipe.execute()
     gen = Generator(signer, [i for i in ids if i not in set(revoked)], revoked, rng)
     size = 0
@@ -272,6 +307,10 @@ def preload(
         size += len(doc)
         docs.append(doc)
         pipe.execute_command("XADD", MASTER_CHECKINS, f"{at_ms}-{i + 1}", "data", doc)
+        if n > 1:
+            pipe.execute_command(
+                "XADD", master(MASTER_CHECKINS, scan_shard(doc, n)), f"{at_ms}-{i + 1}", "data", doc
+            )
         if len(pipe) >= 2000:
             pipe.execute()
     pipe.execute()
@@ -284,6 +323,15 @@ def preload(
         if len(sentinels) >= SENTINELS:
             break
     return gen, revoked, sentinels, size, (end_ms - start_ms) / 1000
+
+
+def scan_shard(doc: str | bytes, n: int) -> int:
+    """The input shard of a scan's JSON (`keys.checkin_shard`, as the API computes it)."""
+    try:
+        c = json.loads(doc)
+        return keys.checkin_shard(str(c.get("token")), str(c.get("gate_id")), n)
+    except (ValueError, AttributeError):
+        return keys.shard_of("", n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,16 +629,10 @@ class Bench:
     flow: str | None = None  # another import string for ours (to measure a change)
 
 
-def copy_to_db0(r1: redis.Redis, src: str, dst: str) -> None:
-    """COPY a master key of DB 1 into DB 0 (redis-py's `copy` drops `DB 0`: 0 is falsy)."""
-    if not r1.execute_command("COPY", src, dst, "DB", 0, "REPLACE"):
-        raise h.BenchError(f"COPY {src} {dst} DB 0 failed")
-
-
 def start(b: Bench, kind: str, phase: str) -> h.Run:
     """A fresh DB 0 with the participants waiting, then ours or the floor."""
     b.r0.flushdb()
-    copy_to_db0(b.r1, MASTER_PARTICIPANTS, keys.PARTICIPANTS_IN)
+    copy_inputs(b, kind, MASTER_PARTICIPANTS, "participants:in")
     h.wait_aof_idle(b.r0)
     b.r0.bgrewriteaof()  # a small AOF: no rewrite starts during the measurement
     time.sleep(0.1)
@@ -678,9 +720,9 @@ def throughput(
         mcpu = h.MachineCpu(b.redis_pid)
         cpu0 = h.tree_cpu(run.proc.pid) or 0.0
         t_copy = time.perf_counter()
-        copy_to_db0(b.r1, MASTER_CHECKINS, keys.CHECKINS_IN)
+        copy_inputs(b, kind, MASTER_CHECKINS, "checkins:in")
         t_start = time.perf_counter()
-        first_entry = b.r0.xrange(keys.CHECKINS_IN, count=1)
+        first_entry = b.r0.xrange(keys.sharded("checkins:in", 0, shards()), count=1)
         if first_entry:
             m = re.search(rb'"nonce":"([^"]+)"', first_entry[0][1][b"data"])
             first_key = keys.verdict_key(m.group(1).decode()) if m else None
@@ -789,12 +831,14 @@ def latency(
         mcpu = h.MachineCpu(b.redis_pid)
         docs = [gen.scan(nonce=f"lat-{i:08d}") for i in range(n)]  # made before timing
         sent_ns = [0] * n
+        n_in = shards() if kind == "ours" else 1
+        streams = [keys.sharded("checkins:in", scan_shard(d, n_in), n_in) for d in docs]
 
         def send(i: int, due: int) -> None:
             pipe = b.r0.pipeline(transaction=False)
             for j in range(i, due):
                 sent_ns[j] = time.time_ns()
-                pipe.execute_command("XADD", keys.CHECKINS_IN, "*", "data", docs[j])
+                pipe.execute_command("XADD", streams[j], "*", "data", docs[j])
             pipe.execute()
 
         t_start = time.perf_counter()
@@ -1012,6 +1056,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--deciders", type=int, help="CHECKIN_DECIDERS for ours (default: the setting's default)"
     )
     p.add_argument(
+        "--shards",
+        type=int,
+        help="STREAM_SHARDS for ours (default: the setting's default, 1): N > 1 preloads "
+        "checkins:in:{k} / participants:in:{k} and runs N deciders, one per shard",
+    )
+    p.add_argument(
         "--flow",
         help="run this flow as ours instead of flows.checkins:flow (module:attr or "
         "path/to/file.py:attr), to measure a change against the same floor",
@@ -1031,6 +1081,8 @@ def main(argv: list[str] | None = None) -> int:
         OVERRIDES["snapshot_interval_s"] = args.snapshot_interval
     if args.deciders is not None:
         OVERRIDES["checkin_deciders"] = args.deciders
+    if args.shards is not None:
+        OVERRIDES["stream_shards"] = args.shards
 
     started = time.perf_counter()
     return h.run_bench(

@@ -13,9 +13,11 @@ has one deployment).
 from __future__ import annotations
 
 import re
+import zlib
 
 from core.redis_conn import is_cluster
 from core.settings import REDIS_NAMESPACE_PATTERN, Settings, get_settings
+from core.tokens import peek
 
 _NAMESPACE = re.compile(REDIS_NAMESPACE_PATTERN)
 
@@ -121,6 +123,44 @@ LIVE_ATTENDANCE = name("live:attendance")  # pub/sub: totals + newest verdicts, 
 LIVE_ATTENDANCE_COUNTS = name("live:attendance_counts")  # pub/sub: closed per-minute gate windows
 VERDICT_TTL_S = 86_400  # `verdict:<nonce>` keeps each verdict this long for late lookups
 
+#: Input shards of this deployment (`STREAM_SHARDS`), read once like the namespace.
+STREAM_SHARDS = get_settings().stream_shards
+
+
+def shard_of(key: str, shards: int) -> int:
+    """THE check-in shard of a participant key `p:<participant id>` (or of a gate id, for a
+    scan whose token names nobody): `crc32(UTF-8 bytes) mod shards` (zlib/IEEE CRC-32, the
+    one of zip and PNG). Example: crc32(b"p:P001") = 814731454, so shard 0 of 2, 2 of 4. A
+    gate in any language computes the same (docs/gates.md); the deciders of the check-in flow own
+    their participants by it too."""
+    return zlib.crc32(key.encode()) % shards if shards > 1 else 0
+
+
+def checkin_shard(token: str, gate_id: str, shards: int) -> int:
+    """The shard of a scan: that of the participant its token *claims* (decoded, not
+    verified: the decider verifies), or of its gate id when the token is not parseable."""
+    claims = peek(token)
+    return shard_of(f"p:{claims.participant_id}" if claims else gate_id, shards)
+
+
+def checkins_in(token: str, gate_id: str, shards: int | None = None) -> str:
+    """The `checkins:in` stream a scan goes to: `checkins:in` with one shard, else
+    `checkins:in:{k}` with k = `checkin_shard` (so one participant's scans stay in order)."""
+    n = STREAM_SHARDS if shards is None else shards
+    return sharded("checkins:in", checkin_shard(token, gate_id, n), n)
+
+
+def participants_in(participant_id: str, shards: int | None = None) -> str:
+    """The `participants:in` stream a change of participant `participant_id` goes to: the
+    shard of `p:<participant_id>`, the one its scans go to."""
+    n = STREAM_SHARDS if shards is None else shards
+    return sharded("participants:in", shard_of(f"p:{participant_id}", n), n)
+
+
+def checkin_inputs(shard: int, shards: int) -> list[str]:
+    """The input streams decider `shard` reads, participants first (at equal times)."""
+    return [sharded("participants:in", shard, shards), sharded("checkins:in", shard, shards)]
+
 
 def verdict_channel(gate_id: str) -> str:
     """Pub/sub channel where a gate hears the verdict of each of its scans."""
@@ -129,6 +169,12 @@ def verdict_channel(gate_id: str) -> str:
 
 #: The common beginning of every gate's verdict channel (what a PSUBSCRIBE pattern starts with).
 VERDICT_CHANNEL_PREFIX = verdict_channel("")
+
+
+def nonce_claim_key(nonce: str) -> str:
+    """String (TTL 1 day, `STREAM_SHARDS` > 1 only): the scan that first used `nonce`, over
+    all input shards (JSON [ticket fingerprint, gate, direction, arrival ms, shard])."""
+    return name(f"checkins:nonce:{nonce}")
 
 
 def verdict_key(nonce: str) -> str:
@@ -181,27 +227,53 @@ ALARMS_DEAD = name("alarms:dead")  # stream: refused alarm commands with the rea
 LIVE_ALARMS = name("live:alarms")  # pub/sub: {"transition": ..., "alarm": Alarm JSON} per change
 
 # --- check-in deciders (internal to the check-in flow; see flows/checkins_decider.py) ----------
-CHECKIN_DECIDER_SHARDS = name("checkins:decider:shards")  # string: shards the state is cut in
+CHECKIN_DECIDER_SHARDS = name("checkins:decider:shards")  # string: shares the state is cut in
 
 
-def decider_state_key(shard: int) -> str:
+def decider_count(s: Settings) -> int:
+    """How many deciders the check-in flow runs: one per input shard when `STREAM_SHARDS` > 1
+    (decider k reads only `checkins:in:{k}` / `participants:in:{k}`), else `CHECKIN_DECIDERS`
+    (each reads the one `checkins:in` and decides its share of the participants)."""
+    return s.stream_shards if s.stream_shards > 1 else s.checkin_deciders
+
+
+def decider_layout(s: Settings) -> str:
+    """How the decider state is cut, as stored under `CHECKIN_DECIDER_SHARDS`: "<n>" for n
+    deciders over one input (today's value), "<n> input shards" with `STREAM_SHARDS` = n."""
+    n = decider_count(s)
+    return f"{n} input shards" if s.stream_shards > 1 else str(n)
+
+
+def _decider(shard: int, stream_shards: int) -> str:
+    """`<shard>` with one input shard (today's names), `{<shard>}` with more: then every key
+    a decider writes in its MULTI/EXEC carries its input shard's Redis Cluster hash tag."""
+    return shard_tag(shard) if stream_shards > 1 else str(shard)
+
+
+def decider_state_key(shard: int, stream_shards: int = 1) -> str:
     """Hash of one decider shard: participant key → pickled state."""
-    return name(f"checkins:decider:{shard}:state")
+    return name(f"checkins:decider:{_decider(shard, stream_shards)}:state")
 
 
-def decider_offsets_key(shard: int) -> str:
+def decider_offsets_key(shard: int, stream_shards: int = 1) -> str:
     """String: the input offsets one decider shard has committed (JSON)."""
-    return name(f"checkins:decider:{shard}:offsets")
+    return name(f"checkins:decider:{_decider(shard, stream_shards)}:offsets")
 
 
-def decider_nonces_key(shard: int) -> str:
+def decider_nonces_key(shard: int, stream_shards: int = 1) -> str:
     """Hash of one decider shard: nonce → the scan it first named (`checkins_logic.NonceBook`)."""
-    return name(f"checkins:decider:{shard}:nonces")
+    return name(f"checkins:decider:{_decider(shard, stream_shards)}:nonces")
 
 
-def decided_key(shard: int) -> str:
+def decider_published_key(shard: int, stream_shards: int = 1) -> str:
+    """String (with input shards only): the last `checkins:decided:{<shard>}` entry whose
+    keyless-slot writes (`verdict:<nonce>`, `checkins:verdicts`, ...) were made after EXEC."""
+    return name(f"checkins:decider:{_decider(shard, stream_shards)}:published")
+
+
+def decided_key(shard: int, stream_shards: int = 1) -> str:
     """Stream: the batches of outcomes one decider shard committed (pickled)."""
-    return name(f"checkins:decided:{shard}")
+    return name(f"checkins:decided:{_decider(shard, stream_shards)}")
 
 
 # --- notifications (see notify/ and docs/notifications.md) --------------------------------------

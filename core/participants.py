@@ -169,7 +169,8 @@ def send_ops(r: redis.Redis, ops: list[ParticipantOp], progress: Progress | None
     for i in range(0, len(ops), CHUNK):
         pipe = r.pipeline(transaction=False)
         for op in ops[i : i + CHUNK]:
-            pipe.xadd(keys.PARTICIPANTS_IN, {"data": op.model_dump_json(exclude_none=True)})
+            data = op.model_dump_json(exclude_none=True)
+            pipe.xadd(keys.participants_in(op.id), {"data": data})
         pipe.execute()
         if progress:
             progress("send", min(i + CHUNK, len(ops)), len(ops))

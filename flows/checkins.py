@@ -43,9 +43,9 @@ from core import keys
 from core.records import dumps
 from core.settings import Settings, get_settings
 from core.shutdown import install_stop_handlers
-from core.venue import venue_for
-from flows.attendance_totals import totals_step
-from flows.checkins_logic import attendance_row, counts_by_window
+from core.venue import Venue, venue_for
+from flows.attendance_totals import Totals, add, totals_step
+from flows.checkins_logic import Outcome, attendance_row, counts_by_window
 from flows.event_time import Closed, Late, TumblingCounter
 from flows.events_logic import late_rows
 from flows.lake_output import lake_output as flow_lake_output
@@ -67,7 +67,7 @@ def build_flow(s: Settings | None = None) -> Dataflow:
 
     flow = Dataflow(FLOW_NAME)
 
-    decided_keys = [keys.decided_key(i) for i in range(s.checkin_deciders)]
+    decided_keys = [keys.decided_key(i, s.stream_shards) for i in range(keys.decider_count(s))]
 
     def decider(decided: str) -> ChildStage:
         return ChildStage(decider_argv(decided_keys.index(decided)))
@@ -89,16 +89,19 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     live_ticks = op.input("live_ticks", flow, HeartbeatSource(timedelta(milliseconds=250)))
 
     lake_output = flow_lake_output(s, beats, prefix="checkins.")
-    outcomes = op.flat_map("outcomes", decided, lambda d: d.outcomes)
+    # Every step below takes one committed batch (`Decided`: up to 1,000 outcomes), never one
+    # outcome at a time: Bytewax charges each item a few µs per step, and there are seven.
 
     # The lake records every decision that is not a replayed answer to a retried nonce.
     lake_output(
         "checkins_lake",
         op.filter_map(
             "checkin_rows",
-            outcomes,
-            lambda o: (
-                ("c", rows) if (rows := [v for v in o.verdicts if not v["replayed"]]) else None
+            decided,
+            lambda d: (
+                ("c", rows)
+                if (rows := [v for o in d.outcomes for v in o.verdicts if not v["replayed"]])
+                else None
             ),
         ),
         "checkins",
@@ -107,13 +110,17 @@ def build_flow(s: Settings | None = None) -> Dataflow:
         "participants_lake",
         op.filter_map(
             "participant_rows",
-            outcomes,
-            lambda o: ("p", o.participant_rows) if o.participant_rows else None,
+            decided,
+            lambda d: (
+                ("p", rows)
+                if (rows := [r for o in d.outcomes for r in o.participant_rows])
+                else None
+            ),
         ),
         "participants",
     )
     # Dead letters (bad entries, changes to unknown participants): Redis got them from the
-    # decider in the same transaction; the lake gets them here.
+    # decider with the batch; the lake gets them here.
     dead_rows = op.filter_map(
         "dead_rows", decided, lambda d: ("d", d.dead_rows) if d.dead_rows else None
     )
@@ -125,8 +132,12 @@ def build_flow(s: Settings | None = None) -> Dataflow:
         "window_in",
         op.filter_map(
             "window_groups",
-            outcomes,
-            lambda o: ("all", counts_by_window(o.counts, MINUTE)) if o.counts else None,
+            decided,
+            lambda d: (
+                ("all", counts_by_window(counts, MINUTE))
+                if (counts := [c for o in d.outcomes for c in o.counts])
+                else None
+            ),
         ),
         op.map("window_ticks", beats, lambda _t: ("all", [])),
     )
@@ -152,11 +163,13 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     # Totals: exact (in the snapshot), published at most 4 times a second.
     totals_in = op.merge(
         "totals_in",
-        op.map("totals_outcomes", outcomes, lambda o: ("all", o)),
+        op.filter_map(
+            "totals_outcomes", decided, lambda d: ("all", d.outcomes) if d.outcomes else None
+        ),
         op.map("totals_ticks", live_ticks, lambda _t: ("all", None)),
     )
     totals = op.stateful_flat_map(
-        "totals", totals_in, lambda st, item: totals_step(st, item, venue)
+        "totals", totals_in, lambda st, item: _totals_step(st, item, venue)
     )
     beat_cmds = op.map(
         "beat_cmds",
@@ -174,6 +187,18 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     op.output("redis_out", redis_cmds, RedisCommandSink(url))
     gc.freeze()
     return flow
+
+
+def _totals_step(
+    st: Totals | None, outcomes: list[Outcome] | None, venue: Venue
+) -> tuple[Totals, list[list[tuple]]]:
+    """`totals_step` over a batch's outcomes (None: a live tick)."""
+    if outcomes is None:
+        return totals_step(st, None, venue)
+    st = st or Totals()
+    for o in outcomes:
+        add(st, o)
+    return st, []
 
 
 def _window_row(res: Closed | Late) -> dict:

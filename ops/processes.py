@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.keys import decider_count
 from core.settings import Settings, get_settings
 from ops.embedded_redis import free_port, redis_argv, start_embedded_redis, wait_until_ready
 from ops.supervisor import Child, Part, ProcessGroup
@@ -58,10 +59,8 @@ def decider_argv(shard: int) -> list[str]:
 
 
 def checkin_deciders(s: Settings) -> list[Part]:
-    """The check-in flow's parts: one decider per share (`CHECKIN_DECIDERS`)."""
-    return [
-        Part(f"checkins decider {i}", tuple(decider_argv(i))) for i in range(s.checkin_deciders)
-    ]
+    """The check-in flow's parts: one decider per share (`core.keys.decider_count`)."""
+    return [Part(f"checkins decider {i}", tuple(decider_argv(i))) for i in range(decider_count(s))]
 
 
 def _no_parts(_s: Settings) -> list[Part]:

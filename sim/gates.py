@@ -278,7 +278,8 @@ class Sender:
             return False
 
     def _xadd(self, checkin: dict[str, Any]) -> None:
-        self.r.xadd(keys.CHECKINS_IN, {"data": json.dumps(checkin)})
+        stream = keys.checkins_in(str(checkin.get("token")), str(checkin.get("gate_id")))
+        self.r.xadd(stream, {"data": json.dumps(checkin)})
         self._count("xadd")
 
     def _post_one(self, checkin: dict[str, Any], query: str) -> None:
@@ -324,10 +325,13 @@ class Sender:
         for i in range(0, len(checkins), CHUNK):
             pipe = self.r.pipeline(transaction=False)
             for c in checkins[i : i + CHUNK]:
-                pipe.xadd(keys.CHECKINS_IN, {"data": json.dumps(c)})
+                stream = keys.checkins_in(str(c.get("token")), str(c.get("gate_id")))
+                pipe.xadd(stream, {"data": json.dumps(c)})
             pipe.execute()
         self._count("xadd", len(checkins))
-        return f"one XADD pipeline to {keys.CHECKINS_IN}"
+        return f"one XADD pipeline to {keys.CHECKINS_IN}" + (
+            f" (its {keys.STREAM_SHARDS} shards)" if keys.STREAM_SHARDS > 1 else ""
+        )
 
     def close(self) -> None:
         """Finish the HTTP scans in flight (at most 8, each bounded by its 5 s timeout)."""

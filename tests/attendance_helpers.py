@@ -47,11 +47,12 @@ def write_venue(path: Path, **rules: bool) -> Path:
     return path
 
 
-def add_participants(r: redis.Redis, ids: list[str]) -> None:
+def add_participants(r: redis.Redis, ids: list[str], shards: int = 1) -> None:
+    """Upsert `ids` on `participants:in` (or its shards, as the API routes them)."""
     pipe = r.pipeline(transaction=False)
     for pid in ids:
         op = {"op": "upsert", "participant": {"id": pid, "name": f"Name {pid}"}}
-        pipe.xadd(keys.PARTICIPANTS_IN, {"data": json.dumps(op)})
+        pipe.xadd(keys.participants_in(pid, shards), {"data": json.dumps(op)})
     pipe.execute()
 
 
@@ -69,15 +70,16 @@ def scan(
     nonce: str | None = None,
     ts: datetime | None = None,
     offline: bool = False,
+    shards: int = 1,
 ) -> str:
-    """XADD a check-in; return its nonce."""
+    """XADD a check-in (to its shard of `checkins:in`, as the API routes it); return its nonce."""
     nonce = nonce or uuid.uuid4().hex
     doc: dict = {"gate_id": gate, "token": token, "direction": direction, "nonce": nonce}
     if ts is not None:
         doc["ts"] = ts.isoformat()
     if offline:
         doc["offline"] = True
-    r.xadd(keys.CHECKINS_IN, {"data": json.dumps(doc)})
+    r.xadd(keys.checkins_in(token, gate, shards), {"data": json.dumps(doc)})
     return nonce
 
 
