@@ -28,6 +28,7 @@ from cli.lake import add_parser as add_lake_parser
 from cli.lake import main as lake_main
 from cli.textout import format_table, jsonable
 from core.settings import Settings
+from ops.balancer import dashboard_children
 from ops.processes import (
     FLOWS,
     apply_umask,
@@ -158,13 +159,8 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
             logs / "notifier.log",
         )
     )
-    sup.add(
-        Child(
-            "dashboard",
-            lambda: spawn([sys.executable, "-m", "ui.main"], child_env(s, url), logs / "ui.log"),
-            logs / "ui.log",
-        )
-    )
+    for child in dashboard_children(s, url, s.ui_replicas, logs):  # + HAProxy if UI_REPLICAS > 1
+        sup.add(child)
     if demo:
         key = sorted(s.api_key_set)[0]
         base = f"http://{s.host}:{s.port}"
@@ -284,9 +280,22 @@ def cmd_flow(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     s = Settings()
     os.environ["REDIS_URL"] = s.effective_redis_url
-    from ui.main import main
+    replicas = args.replicas or s.ui_replicas
+    if replicas <= 1:
+        from ui.main import main
 
-    main()
+        main()
+        return 0
+    _setup_logging()  # N replicas behind HAProxy, supervised (ops.balancer)
+    sup = Supervisor()
+    sup.install_signal_handlers()
+    logs = s.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for child in dashboard_children(s, s.effective_redis_url, replicas, logs):
+        sup.add(child)
+    sup.start_all()
+    print(f"Dashboard: {replicas} replicas behind HAProxy on http://{s.host}:{s.port}", flush=True)
+    sup.run()
     return 0
 
 
@@ -376,7 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     fl = sub.add_parser("flow", help="run one flow, supervised, with recovery")
     fl.add_argument("name", choices=sorted(FLOWS))
     fl.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers")
-    sub.add_parser("ui", help="the dashboard alone (needs REDIS_URL or a running `up`)")
+    ui_p = sub.add_parser("ui", help="the dashboard alone (needs REDIS_URL or a running `up`)")
+    ui_p.add_argument(
+        "--replicas", type=int, default=0, help="N processes behind HAProxy (default UI_REPLICAS)"
+    )
     q = sub.add_parser("query", help="SQL against the catalog (views: events, event_counts, ...)")
     q.add_argument("sql")
     q.add_argument("--json", action="store_true", help="print JSON rows instead of a table")

@@ -197,3 +197,12 @@ NOTIFY_SUBSCRIPTIONS = name("notify:subscriptions")  # hash: username → Subscr
 NOTIFY_LOCK = name("notify:lock")  # string (with TTL): the one running notifier's token
 NOTIFIER_HEARTBEAT = "notifier"  # its heartbeat is heartbeat_key("notifier"), like a flow's
 ALARMS_TRANSITIONS_SEEN = name("alarms:transitions:seen")  # sorted set: transitions already written
+
+
+# --- dashboard sessions (auth/sessions.py) ------------------------------------------------------
+
+
+def session_key(digest: str) -> str:
+    """String (TTL SESSION_MAX_AGE_S): one dashboard session's `app.storage.user` (JSON), by
+    the SHA-256 of its session id (first 32 hex digits)."""
+    return name(f"session:{digest}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import registry
 from api import video as video_api
 from auth.middleware import KeyRequestBypass
+from auth.sessions import use_redis_sessions
 from core.settings import Settings, get_settings
 from live import attendance as attendance_live
 from live import events as live
@@ -43,23 +45,22 @@ def storage_secret(settings: Settings) -> str:
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         value = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another replica, starting at the same time, writes it
+            return _read_when_written(path)
         with os.fdopen(fd, "w") as fh:
             fh.write(value)
         return value
 
 
-def use_session_dir(settings: Settings) -> None:
-    """Keep NiceGUI's per-browser storage (the login sessions) under DATA_DIR/ui/sessions,
-    mode 0700, instead of `.nicegui` in whatever folder the app was started from."""
-    from nicegui.storage import Storage
-
-    if os.environ.get("NICEGUI_STORAGE_PATH"):
-        return
-    path = (Path(settings.data_dir) / "ui" / "sessions").resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    Storage.path = path
+def _read_when_written(path: Path, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not (value := path.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not value:
+        raise RuntimeError(f"{path} stayed empty")
+    return value
 
 
 #: Sent with every HTTP response. No other site may frame us (clickjacking: the modern
@@ -181,7 +182,7 @@ def main() -> None:
     apply_umask()  # started by hand too (`python -m ui.main`), not only by run.py
     settings = get_settings()
     secure_data_dir(settings.data_dir)
-    use_session_dir(settings)
+    use_redis_sessions()  # every replica sees every login (auth.sessions)
     setup(settings)
     log.info("Venueflow dashboard on http://%s:%d", settings.host, settings.port)
     ui.run(
