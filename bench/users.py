@@ -280,6 +280,7 @@ class Stats:
     api_lat: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     connected: int = 0
+    updates: int = 0  # messages the users' sockets received (pings left out)
     measuring: bool = False
 
     def error(self, what: str) -> None:
@@ -364,6 +365,7 @@ async def _user(
                 if text == "2":
                     await ws.send("3")  # engine.io pong
                     continue
+                stats.updates += 1
                 _seen(text, seen, stats)
                 if srv.kind == "ours":
                     ids = MSG_ID.findall(text)
@@ -511,6 +513,7 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
     ]
     await asyncio.sleep(args.warmup)
     stats.measuring = True
+    updates0 = stats.updates
     cpu0, rcpu0, own0, t0 = srv.cpu(), h.proc_cpu(redis_proc.pid) or 0, own_cpu(), time.monotonic()
     load0 = os.getloadavg()[0]
     await asyncio.sleep(args.seconds)
@@ -541,6 +544,8 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
         "rss_mib": rss1,
         "cpu_per_req_ms": (cpu1 - cpu0) / max(1, requests) * 1000,
         "server_cores": (cpu1 - cpu0) / span,
+        "cpu_per_user_ms": (cpu1 - cpu0) / span / max(1, connected) * 1000,
+        "updates_per_s": (stats.updates - updates0) / span,
         "redis_cores": (rcpu1 - rcpu0) / span,
         "client_cores": (own1 - own0) / span,
         "load": f"{load0:.1f}-{load1:.1f}",
@@ -557,6 +562,7 @@ def line(m: dict[str, Any]) -> str:
         f"live p50={m['live_p50_ms']:.0f} ms p99={m['live_p99_ms']:.0f} ms "
         f"({m['live_seen']} deliveries) mem/user={m['mib_per_user'] * 1024:.0f} KiB "
         f"(RSS {m['rss_mib']:.0f} MiB) CPU/request={m['cpu_per_req_ms']:.2f} ms "
+        f"CPU/user={m['cpu_per_user_ms']:.2f} ms/s updates/s={m['updates_per_s']:.0f} "
         f"(server {m['server_cores']:.2f} cores, redis {m['redis_cores']:.2f}, "
         f"client {m['client_cores']:.2f}) load={m['load']} tabs saw={m['tabs_saw']} "
         f"errors={m['errors'] or 0}"

@@ -14,9 +14,13 @@ process that rendered it, and its socket.io connection (WebSocket, or the long-p
 fallback: a series of HTTP requests) must reach that process. The cookie `VF_REPLICA`
 carries the replica on every request of the browser, the socket's included.
 
-When a replica dies, HAProxy's check (GET /health every second; 200 or 503 both mean "the
-process answers": 503 only says a flow is down) marks it down within ~2 s, and requests
-carrying its cookie go to another replica (`option redispatch`). The page's socket reconnects
+When a replica dies, a request sent to it is refused at once and retried on another replica
+(`retries`, `option redispatch`), and HAProxy's check (GET /health every second; 200 or 503
+both mean "the process answers": 503 only says a flow is down) marks it down after three
+failures (~3 s); requests carrying its cookie then go to another replica directly. A check
+may take 5 s: a replica busy with many users answers late, and taking it out would only pile
+its users onto the others (`python -m bench.users --users 200`: with 1 s, busy replicas were
+taken out and HAProxy answered 503 to 11% of the check-ins). The page's socket reconnects
 there, NiceGUI finds no such page and reloads it, and the session is still valid because it
 is in Redis (`auth.sessions`). The supervisor restarts the dead replica on its port; HAProxy
 takes it back after two good checks. `option forwardfor` passes the browser's address on
@@ -86,7 +90,8 @@ backend replicas
     cookie {STICKY_COOKIE} insert indirect nocache httponly
     option httpchk GET /health
     http-check expect rstatus ^(200|503)$
-    default-server check inter 1s fall 2 rise 2
+    timeout check 5s
+    default-server check inter 1s fall 3 rise 2
 {servers}
 """
 
