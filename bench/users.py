@@ -280,6 +280,7 @@ class Stats:
     api_lat: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     connected: int = 0
+    peak: int = 0
     updates: int = 0  # messages the users' sockets received (pings left out)
     measuring: bool = False
 
@@ -345,6 +346,7 @@ async def _user(
     else:
         url, cid = f"ws://{host}/ws", ""
     seen: set[int] = set()
+    counted = False
     try:
         async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
             if srv.kind == "ours":
@@ -354,6 +356,8 @@ async def _user(
                     return
                 await ws.send("40")
             stats.connected += 1
+            stats.peak = max(stats.peak, stats.connected)
+            counted = True
             ready.set()
             next_id, acked, last_ack = 0, 0, time.monotonic()
             while not stop.is_set():
@@ -375,9 +379,13 @@ async def _user(
                         ack = {"client_id": cid, "next_message_id": next_id}
                         await ws.send("42" + json.dumps(["ack", ack]))
                         acked, last_ack = next_id, time.monotonic()
-            stats.connected -= 1
+    except websockets.ConnectionClosed as exc:  # the server closed it (e.g. a late pong)
+        stats.error(f"socket closed by the server ({exc.rcvd.code if exc.rcvd else 'no'} close)")
     except (OSError, websockets.WebSocketException) as exc:
         stats.error(f"socket {type(exc).__name__}: {str(exc)[:60]}")
+    finally:
+        if counted:
+            stats.connected -= 1
 
 
 def stored_event(seq: int) -> dict[str, Any]:
@@ -505,7 +513,7 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
     tab_counts: list[int] = []
     tabs = asyncio.create_task(chromium_tabs(srv, args.tabs, stop, tab_counts))
     await asyncio.sleep(3)
-    rss1 = srv.tree_rss_mib()
+    rss1, at_rss1 = srv.tree_rss_mib(), stats.connected
     load = [
         asyncio.create_task(publisher(args.redis_url, args.live_rate, stats, stop)),
         asyncio.create_task(gates(srv, args.checkin_rate, stats, stop)),
@@ -529,6 +537,7 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
     return {
         "side": srv.kind if srv.kind == "floor" else f"ours x{srv.replicas}",
         "users": connected,
+        "users_peak": stats.peak,
         "connect_s": connect_s,
         "errors": stats.errors,
         "checkins_per_s": len(stats.checkin_lat) / span,
@@ -540,7 +549,7 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
         "live_p50_ms": h.pct(sorted(stats.delays), 50) * 1000 if stats.delays else float("nan"),
         "live_p99_ms": h.pct(sorted(stats.delays), 99) * 1000 if stats.delays else float("nan"),
         "live_seen": len(stats.delays),
-        "mib_per_user": (rss1 - rss0) / max(1, connected),
+        "mib_per_user": (rss1 - rss0) / max(1, at_rss1),
         "rss_mib": rss1,
         "cpu_per_req_ms": (cpu1 - cpu0) / max(1, requests) * 1000,
         "server_cores": (cpu1 - cpu0) / span,
@@ -555,7 +564,8 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
 
 def line(m: dict[str, Any]) -> str:
     return (
-        f"{m['side']:>8}: users={m['users']} (connected in {m['connect_s']:.0f} s) "
+        f"{m['side']:>8}: users={m['users']} at the end of {m['users_peak']} "
+        f"(connected in {m['connect_s']:.0f} s) "
         f"checkins/s={m['checkins_per_s']:.0f} events-pages/s={m['api_per_s']:.0f} "
         f"API p50={m['p50_ms']:.1f} ms p99={m['p99_ms']:.1f} ms "
         f"(checkins p99 {m['checkin_p99_ms']:.1f}, /api/events p99 {m['events_p99_ms']:.1f}) "

@@ -189,8 +189,26 @@ def test_a_replica_killed_under_a_logged_in_page_loses_neither_login_nor_live_vi
     r.close()
 
 
-def test_a_logout_ends_the_session_on_every_replica(replicas: Replicas) -> None:
+def test_socket_polling_sticks_and_a_logout_ends_the_session_on_every_replica(
+    replicas: Replicas,
+) -> None:
     base = replicas.base_url
+    # socket.io's long-polling fallback is a series of HTTP requests naming an engine.io
+    # session that only the replica which opened it knows: the cookie keeps them there
+    # (round robin would send every second one to the other replica: 400 "Session ID unknown").
+    path = "/_nicegui_ws/socket.io/?EIO=4&transport=polling"
+    with httpx.Client(base_url=base, headers={"Origin": base}) as poll:
+        opened = poll.get(path)
+        assert opened.status_code == 200 and opened.text.startswith("0"), opened.text
+        assert STICKY_COOKIE in poll.cookies
+        sid = json.loads(opened.text[1:])["sid"]
+        sent = poll.post(f"{path}&sid={sid}", content="40")  # socket.io: connect
+        assert sent.status_code == 200, sent.text
+        got = poll.get(f"{path}&sid={sid}")
+        assert got.status_code == 200 and got.text.startswith("40"), got.text
+        for _ in range(4):  # engine.io pongs: each a request of its own
+            sent = poll.post(f"{path}&sid={sid}", content="3")
+            assert sent.status_code == 200, sent.text
     with httpx.Client(base_url=base) as a:
         r = a.post("/api/auth/login", json={"username": ORGANISER, "password": PASSWORD})
         assert r.status_code == 200, r.text
