@@ -4,7 +4,7 @@ up        Redis (embedded unless REDIS_URL is set), every flow, the dashboard
 ps        every process of the running `up` (incl. the check-in deciders), with pids
 demo      `up` plus simulated sensors, so a newcomer sees it live
 flow      one flow, supervised (restarted with recovery if it dies)
-ui        the dashboard alone
+ui        the dashboard alone (--replicas N: N of it behind HAProxy)
 query     SQL against the DuckDB catalog (table, or --json; --as-of TIME for time travel)
 lake      lake tables: maintain, status, history, migrate (`lake -h`)
 catalog   (re)create the catalog's views
@@ -28,7 +28,7 @@ from cli.lake import add_parser as add_lake_parser
 from cli.lake import main as lake_main
 from cli.textout import format_table, jsonable
 from core.settings import Settings
-from ops.balancer import dashboard_children
+from ops.balancer import BalancerMissing, dashboard_children
 from ops.processes import (
     FLOWS,
     apply_umask,
@@ -432,7 +432,11 @@ def main(argv: list[str] | None = None) -> int:
         "keys": cmd_keys,
         "notify": cmd_notify,
     }
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except BalancerMissing as exc:  # UI_REPLICAS / --replicas > 1 without HAProxy
+        print(f"run.py {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
