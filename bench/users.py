@@ -38,8 +38,28 @@ processes during the load window — the live pushes to every user included — 
 requests answered), redis CPU, this client's CPU, and the machine's load. The last line ends
 with `ratio=<floor CPU per request / ours>` for each replica count.
 
-The users' client runs in this one process; on the 2-core machine it is part of the load.
-Measured figures: see the end of this docstring (each with its command and the load).
+The users' client runs in this one process; on the 2-core machine it is part of the load
+(and it, not the floor, limited the floor's check-in rate below: `client` ≈ 0.6-0.7 cores).
+
+Measured on the 2-core machine shared with three other helpers' tests (2026-12-04, load
+average 6-7 during the runs), `python -m bench.users --users 200 --checkin-rate 200
+--seconds 20 --tabs 2`, twice (a, b):
+
+| side | users kept | API p50 / p99 | live p50 / p99 | mem/user | CPU/request | server cores |
+|---|---|---|---|---|---|---|
+| ours, 1 replica | a 65 / b 24 of 200 | 1.6 / 16.4 s; 1.1 / 14.0 s | 2.6 / 5.5 s; 3.0 / 4.5 s | 0.83 MiB | 27 ms; 17 ms | 0.51; 0.49 |
+| ours, 2 replicas | a 187 / b 125 of 200 | 1.3 / 9.5 s; 2.1 / 11.1 s | 1.4 / 4.9 s; 2.6 / 4.9 s | 0.98 MiB | 28 ms; 37 ms | 0.85; 0.75 |
+| floor | 200 / 200 | 0.23 / 1.6 s; 0.45 / 4.5 s | 0.07 / 0.15 s; 0.15 / 0.57 s | 0.04 MiB | 1.05 ms; 1.38 ms | 0.20; 0.11 |
+
+ratio (floor CPU per request / ours): a 0.038 (1 replica), 0.037 (2); b 0.082, 0.037. The
+requests were few (16-26 check-ins/s reached of the 200/s asked, the gates' 64 requests in
+flight all waiting): almost all of ours' CPU is the events page's live updates to every user
+(NiceGUI re-renders each open page's feed and chart on every change, about 4-8 ms of CPU per
+user-second here), which the floor does not do (it forwards the message). A dashboard process
+got only about half a core on this machine; its event loop then lagged past NiceGUI's
+engine.io ping timeout (2 s) and the server closed most sockets ("users kept"); with two
+replicas most stayed. The issue's goal (API p99 < 200 ms at 1,000 users) is far from reached
+on this machine: each replica must serve the API on the same event loop as its pages.
 """
 
 from __future__ import annotations
