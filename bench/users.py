@@ -45,11 +45,12 @@ Measured on the 2-core machine shared with three other helpers' tests (2026-12-0
 average 6-7 during the runs), `python -m bench.users --users 200 --checkin-rate 200
 --seconds 20 --tabs 2`, twice (a, b):
 
-| side | users kept | API p50 / p99 | live p50 / p99 | mem/user | CPU/request | server cores |
-|---|---|---|---|---|---|---|
-| ours, 1 replica | a 65 / b 24 of 200 | 1.6 / 16.4 s; 1.1 / 14.0 s | 2.6 / 5.5 s; 3.0 / 4.5 s | 0.83 MiB | 27 ms; 17 ms | 0.51; 0.49 |
-| ours, 2 replicas | a 187 / b 125 of 200 | 1.3 / 9.5 s; 2.1 / 11.1 s | 1.4 / 4.9 s; 2.6 / 4.9 s | 0.98 MiB | 28 ms; 37 ms | 0.85; 0.75 |
-| floor | 200 / 200 | 0.23 / 1.6 s; 0.45 / 4.5 s | 0.07 / 0.15 s; 0.15 / 0.57 s | 0.04 MiB | 1.05 ms; 1.38 ms | 0.20; 0.11 |
+* ours, 1 replica: users kept a 65 / b 24 of 200; API p50/p99 1.6/16.4 s, 1.1/14.0 s; live
+  p50/p99 2.6/5.5 s, 3.0/4.5 s; 0.83 MiB per user; CPU/request 27 ms, 17 ms; 0.5 core;
+* ours, 2 replicas: kept 187 / 125; API 1.3/9.5 s, 2.1/11.1 s; live 1.4/4.9 s, 2.6/4.9 s;
+  0.98 MiB per user; CPU/request 28 ms, 37 ms; 0.75-0.85 core;
+* floor: kept 200 / 200; API 0.23/1.6 s, 0.45/4.5 s; live 0.07/0.15 s, 0.15/0.57 s;
+  0.04 MiB per user; CPU/request 1.05 ms, 1.38 ms; 0.1-0.2 core.
 
 ratio (floor CPU per request / ours): a 0.038 (1 replica), 0.037 (2); b 0.082, 0.037. The
 requests were few (16-26 check-ins/s reached of the 200/s asked, the gates' 64 requests in
