@@ -61,6 +61,17 @@ got only about half a core on this machine; its event loop then lagged past Nice
 engine.io ping timeout (2 s) and the server closed most sockets ("users kept"); with two
 replicas most stayed. The issue's goal (API p99 < 200 ms at 1,000 users) is far from reached
 on this machine: each replica must serve the API on the same event loop as its pages.
+
+At 1,000 users (`python -m bench.users --seconds 20 --tabs 2`, same machine, load 4-9; same
+3 s timeout): one replica held at most 211 sockets at once (981 closed by the server, 353 s to
+connect them all), two held 478 (851 closed); API p99 15.4 s and 11.3 s, live p99 4.5 s and
+6.4 s, 1.3-2.2 MiB per user; the floor kept all 1,000 (API p99 2.1 s, limited by this client:
+1 core; live p99 0.37 s, 63 KiB per user); ratio=0.151 (1 replica), 0.035 (2).
+
+After `ui.main.RECONNECT_TIMEOUT_S` = 10 s (NiceGUI's socket pings every 8 s, 4 s to answer,
+instead of 2.4 s / 2 s), `--users 200 --checkin-rate 200 --replicas 1 2 --no-floor`, load
+3-11: 1 replica kept 200 of 200 (API p50/p99 2.3/8.9 s, live p50/p99 3.6/4.8 s, 0.67 core,
+3.3 ms CPU per user-second), 2 replicas 200 of 200 (API 2.3/13.1 s, live 2.9/7.5 s).
 """
 
 from __future__ import annotations

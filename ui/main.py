@@ -63,6 +63,17 @@ def _read_when_written(path: Path, timeout: float = 10.0) -> str:
     return value
 
 
+#: How long a page waits for its browser to come back; NiceGUI derives its socket pings from it
+#: (every 0.8x, answer within 0.4x, at least 4 s and 2 s: NiceGUI's default 3 s gives those).
+#: A busy dashboard process whose event loop lags past the ping timeout closes its sockets.
+#: Measured (`python -m bench.users --users 200 --checkin-rate 200 --replicas 1 2`, shared
+#: 2-core machine, load 3-11): with 3 s one replica kept 24-65 of 200 users' sockets, two
+#: 125-187; with 10 s (pings every 8 s, 4 s to answer) both kept all 200. The price: a closed
+#: tab's page (and its room membership) goes 10 s after it closed instead of 3 s. A killed
+#: replica's pages move at once all the same (their sockets break; `tests/test_replicas.py`).
+RECONNECT_TIMEOUT_S = 10.0
+
+
 #: Sent with every HTTP response. No other site may frame us (clickjacking: the modern
 #: `frame-ancestors` and the older `X-Frame-Options`); browsers must not guess content types
 #: (an upload served as text cannot run as a script); our URLs (room ids, filters) are not
@@ -194,6 +205,7 @@ def main() -> None:
         storage_secret=storage_secret(settings),
         favicon=theme.FAVICON,
         show_welcome_message=False,
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
     )
 
 
