@@ -4,7 +4,7 @@ up        Redis (embedded unless REDIS_URL is set), every flow, the dashboard
 ps        every process of the running `up` (incl. the check-in deciders), with pids
 demo      `up` plus simulated sensors, so a newcomer sees it live
 flow      one flow, supervised (restarted with recovery if it dies)
-ui        the dashboard alone
+ui        the dashboard alone (--replicas N: N of it behind HAProxy)
 query     SQL against the DuckDB catalog (table, or --json; --as-of TIME for time travel)
 lake      lake tables: maintain, status, history, migrate (`lake -h`)
 catalog   (re)create the catalog's views
@@ -29,6 +29,7 @@ from cli.lake import main as lake_main
 from cli.textout import format_table, jsonable
 from core import keys
 from core.settings import Settings
+from ops.balancer import BalancerMissing, dashboard_children
 from ops.processes import (
     FLOWS,
     apply_umask,
@@ -180,13 +181,8 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
             logs / "notifier.log",
         )
     )
-    sup.add(
-        Child(
-            "dashboard",
-            lambda: spawn([sys.executable, "-m", "ui.main"], child_env(s, url), logs / "ui.log"),
-            logs / "ui.log",
-        )
-    )
+    for child in dashboard_children(s, url, s.ui_replicas, logs):  # + HAProxy if UI_REPLICAS > 1
+        sup.add(child)
     if demo:
         key = sorted(s.api_key_set)[0]
         base = f"http://{s.host}:{s.port}"
@@ -311,9 +307,22 @@ def cmd_flow(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     s = Settings()
     os.environ["REDIS_URL"] = s.effective_redis_url
-    from ui.main import main
+    replicas = args.replicas or s.ui_replicas
+    if replicas <= 1:
+        from ui.main import main
 
-    main()
+        main()
+        return 0
+    _setup_logging()  # N replicas behind HAProxy, supervised (ops.balancer)
+    sup = Supervisor()
+    sup.install_signal_handlers()
+    logs = s.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for child in dashboard_children(s, s.effective_redis_url, replicas, logs):
+        sup.add(child)
+    sup.start_all()
+    print(f"Dashboard: {replicas} replicas behind HAProxy on http://{s.host}:{s.port}", flush=True)
+    sup.run()
     return 0
 
 
@@ -430,7 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument(
         "--process-index", type=int, default=None, help="this machine's place in --addresses"
     )
-    sub.add_parser("ui", help="the dashboard alone (needs REDIS_URL or a running `up`)")
+    ui_p = sub.add_parser("ui", help="the dashboard alone (needs REDIS_URL or a running `up`)")
+    ui_p.add_argument(
+        "--replicas", type=int, default=0, help="N processes behind HAProxy (default UI_REPLICAS)"
+    )
     q = sub.add_parser("query", help="SQL against the catalog (views: events, event_counts, ...)")
     q.add_argument("sql")
     q.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
@@ -474,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         "keys": cmd_keys,
         "notify": cmd_notify,
     }
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except BalancerMissing as exc:  # UI_REPLICAS / --replicas > 1 without HAProxy
+        print(f"run.py {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

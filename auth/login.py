@@ -36,6 +36,7 @@ from auth.permissions import (
     end_session,
     rule_for_route,
 )
+from auth.sessions import flush
 from auth.settings import get_auth_settings
 from auth.throttle import LoginThrottle
 from auth.users import MAX_PASSWORD, User, user_store
@@ -135,8 +136,8 @@ async def logout(storage: MutableMapping[str, Any] | None, caller: Caller) -> st
 async def fresh_session(request: Request) -> MutableMapping[str, Any]:
     """Give the browser of `request` a new session id (the response carries the new signed
     cookie) and return its storage. What the old storage held, except the login, moves to the
-    new one; the old one is emptied (NiceGUI then deletes its file), so the old cookie opens
-    nothing."""
+    new one; the old one is emptied (and so deleted from Redis: `auth.sessions`), so the old
+    cookie opens nothing, on any replica."""
     from nicegui import app
 
     storages = app.storage._users  # NiceGUI has no public call to rekey a user's storage
@@ -149,6 +150,7 @@ async def fresh_session(request: Request) -> MutableMapping[str, Any]:
         carry = {k: v for k, v in old.items() if k != "auth"}
         old.clear()
         new.update(carry)
+        await flush(old)  # gone from Redis before the answer: no replica reopens it
     request.session["id"] = new_id
     return new
 

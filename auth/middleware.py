@@ -43,23 +43,29 @@ log = logging.getLogger(__name__)
 
 
 async def _user_storage(scope: Scope) -> MutableMapping[str, Any] | None:
-    """The session's `app.storage.user`. For HTTP NiceGUI's request tracking has made it; a
-    WebSocket handshake bypasses that middleware, so it is looked up (or loaded) by the
-    session id here — NiceGUI offers no public call for that."""
+    """The session's `app.storage.user`, as Redis has it now (`auth.sessions.refresh`). For
+    HTTP NiceGUI's request tracking has made it; a WebSocket handshake bypasses that
+    middleware, so it is looked up (or loaded) by the session id here — NiceGUI offers no
+    public call for that."""
     from nicegui import app
+
+    from auth.sessions import refresh
 
     if scope["type"] == "http":
         try:
-            return app.storage.user
+            storage = app.storage.user
         except (RuntimeError, AssertionError, KeyError):
             return None
-    sid = (scope.get("session") or {}).get("id")
-    if not sid:
-        return None
-    users = app.storage._users
-    if sid not in users:
-        await app.storage._create_user_storage(sid)
-    return users.get(sid)
+    else:
+        sid = (scope.get("session") or {}).get("id")
+        if not sid:
+            return None
+        users = app.storage._users
+        if sid not in users:
+            await app.storage._create_user_storage(sid)
+        storage = users.get(sid)
+    await refresh(storage)  # another replica may have changed it (auth.sessions)
+    return storage
 
 
 def _is_route(scope: Scope) -> bool:
@@ -73,9 +79,18 @@ def _is_route(scope: Scope) -> bool:
 _rule_for = lru_cache(maxsize=4096)(rule_for)
 
 
+#: Public routes that never read a session. `KeyRequestBypass` sends them past NiceGUI's
+#: session middlewares too: the balancer checks each replica's /health every second without a
+#: cookie, and NiceGUI would make (and keep in memory) a new session for every check.
+SESSIONLESS = frozenset({"/health"})
+
+
 def _key_only(rule: Rule | None, scope: Scope) -> bool:
     """True when `AuthMiddleware` decides this request by its API key alone (never by the
-    session): a key route (`perm` None), or a route that also takes keys and got one."""
+    session): a key route (`perm` None), or a route that also takes keys and got one; and
+    the `SESSIONLESS` routes, which it lets pass whoever asks."""
+    if scope["type"] == "http" and scope["path"] in SESSIONLESS:
+        return True
     if rule is None or not rule.keys:
         return False
     return rule.perm is None or _header(scope, b"x-api-key") is not None

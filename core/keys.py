@@ -316,3 +316,12 @@ NOTIFIER_HEARTBEAT = "notifier"  # its heartbeat is heartbeat_key("notifier"), l
 ALARMS_TRANSITIONS_SEEN = name(
     slot_tagged("alarms:transitions:seen", "alarms:transitions")
 )  # sorted set: transitions already written
+
+
+# --- dashboard sessions (auth/sessions.py) ------------------------------------------------------
+
+
+def session_key(digest: str) -> str:
+    """String (TTL SESSION_MAX_AGE_S): one dashboard session's `app.storage.user` (JSON), by
+    the SHA-256 of its session id (first 32 hex digits)."""
+    return name(f"session:{digest}")

@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         description="Processes each flow runs as (a Bytewax cluster when > 1; `run.py up "
         "--processes N` overrides it).",
     )
+    ui_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Dashboard processes: more than 1 runs them on loopback ports behind "
+        "HAProxy on HOST:PORT, sticky by cookie (`run.py ui --replicas N` overrides it).",
+    )
     sql_max_concurrent: int = Field(
         default=2,
         ge=1,

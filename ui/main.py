@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import registry
 from api import video as video_api
 from auth.middleware import KeyRequestBypass
+from auth.sessions import use_redis_sessions
 from core.settings import Settings, get_settings
 from live import attendance as attendance_live
 from live import events as live
@@ -43,23 +45,33 @@ def storage_secret(settings: Settings) -> str:
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         value = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another replica, starting at the same time, writes it
+            return _read_when_written(path)
         with os.fdopen(fd, "w") as fh:
             fh.write(value)
         return value
 
 
-def use_session_dir(settings: Settings) -> None:
-    """Keep NiceGUI's per-browser storage (the login sessions) under DATA_DIR/ui/sessions,
-    mode 0700, instead of `.nicegui` in whatever folder the app was started from."""
-    from nicegui.storage import Storage
+def _read_when_written(path: Path, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not (value := path.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not value:
+        raise RuntimeError(f"{path} stayed empty")
+    return value
 
-    if os.environ.get("NICEGUI_STORAGE_PATH"):
-        return
-    path = (Path(settings.data_dir) / "ui" / "sessions").resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    Storage.path = path
+
+#: How long a page waits for its browser to come back; NiceGUI derives its socket pings from it
+#: (every 0.8x, answer within 0.4x, at least 4 s and 2 s: NiceGUI's default 3 s gives those).
+#: A busy dashboard process whose event loop lags past the ping timeout closes its sockets.
+#: Measured (`python -m bench.users --users 200 --checkin-rate 200 --replicas 1 2`, shared
+#: 2-core machine, load 3-11): with 3 s one replica kept 24-65 of 200 users' sockets, two
+#: 125-187; with 10 s (pings every 8 s, 4 s to answer) both kept all 200. The price: a closed
+#: tab's page (and its room membership) goes 10 s after it closed instead of 3 s. A killed
+#: replica's pages move at once all the same (their sockets break; `tests/test_replicas.py`).
+RECONNECT_TIMEOUT_S = 10.0
 
 
 #: Sent with every HTTP response. No other site may frame us (clickjacking: the modern
@@ -181,7 +193,7 @@ def main() -> None:
     apply_umask()  # started by hand too (`python -m ui.main`), not only by run.py
     settings = get_settings()
     secure_data_dir(settings.data_dir)
-    use_session_dir(settings)
+    use_redis_sessions()  # every replica sees every login (auth.sessions)
     setup(settings)
     log.info("Venueflow dashboard on http://%s:%d", settings.host, settings.port)
     ui.run(
@@ -193,6 +205,7 @@ def main() -> None:
         storage_secret=storage_secret(settings),
         favicon=theme.FAVICON,
         show_welcome_message=False,
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
     )
 
 

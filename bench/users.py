@@ -1,0 +1,672 @@
+"""Concurrent dashboard users (issue 13 "Measured"): the dashboard, 1 replica or N behind
+HAProxy, against a bare FastAPI floor serving the same routes.
+
+    uv run python -m bench.users                         # 1,000 users, 1 and 2 replicas, floor
+    uv run python -m bench.users --users 200 --checkin-rate 200 --seconds 20
+    uv run python -m bench.users --replicas 2 --no-floor  # one side only
+
+One run starts its own redis-server and, per side, the server on a free port:
+
+* **ours**: `run.py ui --replicas R` (R = 1: the dashboard alone; R > 1: R replicas behind
+  HAProxy, `ops.balancer`), a fresh DATA_DIR, one organiser, one API key;
+* **the floor** (`--floor-server`, in this file): the simplest correct FastAPI app serving the
+  same routes: `GET /events` (a page checked against a session kept in Redis, whose script
+  opens a WebSocket), `WS /ws` (one Redis subscriber to `live:events` per process, every
+  message sent to every socket), `POST /api/checkins` (API key, the same `CheckIn` model, one
+  XADD to `checkins:in`, 202), `GET /api/events` (API key, the newest events from
+  `events:recent`, as ours answers page 1).
+
+The load, the same on both sides:
+
+* **users** (`--users`, default 1,000): each loads the events page over HTTP with a logged-in
+  session cookie (its own cookie jar: the balancer spreads them) and then connects the page's
+  socket as the browser does — for ours NiceGUI's socket.io: the engine.io v4 WebSocket with
+  the page's query (client id, implicit handshake), answering pings and acknowledging
+  messages like `nicegui.js` — and reads every live update;
+* **live updates**: one stored event per `1/--live-rate` s published on `live:events` (as the
+  events flow does), its id carrying a sequence number: the delay is from the PUBLISH to the
+  first message of each user's socket that carries the id;
+* **gates**: `POST /api/checkins?wait=0` at `--checkin-rate` per second (default 1,000);
+* **API clients** (`--api-clients`, default 4): `GET /api/events?page=1&size=20` in a loop;
+* **Chromium tabs** (`--tabs`, default 2): real headless Chromium pages, logged in, on the
+  events page; they must show the live events (a count is printed).
+
+Printed per side: users connected, API p50/p99 (check-ins and event pages together, and
+each), live-update delay p50/p99, memory per connected user (server processes' RSS after the
+users connected minus before, over users), server CPU per HTTP request (all CPU of the server
+processes during the load window — the live pushes to every user included — over the HTTP
+requests answered), redis CPU, this client's CPU, and the machine's load. The last line ends
+with `ratio=<floor CPU per request / ours>` for each replica count.
+
+The users' client runs in this one process; on the 2-core machine it is part of the load
+(and it, not the floor, limited the floor's check-in rate below: `client` ≈ 0.6-0.7 cores).
+
+Measured on the 2-core machine shared with three other helpers' tests (2026-12-04, load
+average 6-7 during the runs), `python -m bench.users --users 200 --checkin-rate 200
+--seconds 20 --tabs 2`, twice (a, b):
+
+* ours, 1 replica: users kept a 65 / b 24 of 200; API p50/p99 1.6/16.4 s, 1.1/14.0 s; live
+  p50/p99 2.6/5.5 s, 3.0/4.5 s; 0.83 MiB per user; CPU/request 27 ms, 17 ms; 0.5 core;
+* ours, 2 replicas: kept 187 / 125; API 1.3/9.5 s, 2.1/11.1 s; live 1.4/4.9 s, 2.6/4.9 s;
+  0.98 MiB per user; CPU/request 28 ms, 37 ms; 0.75-0.85 core;
+* floor: kept 200 / 200; API 0.23/1.6 s, 0.45/4.5 s; live 0.07/0.15 s, 0.15/0.57 s;
+  0.04 MiB per user; CPU/request 1.05 ms, 1.38 ms; 0.1-0.2 core.
+
+ratio (floor CPU per request / ours): a 0.038 (1 replica), 0.037 (2); b 0.082, 0.037. The
+requests were few (16-26 check-ins/s reached of the 200/s asked, the gates' 64 requests in
+flight all waiting): almost all of ours' CPU is the events page's live updates to every user
+(NiceGUI re-renders each open page's feed and chart on every change, about 4-8 ms of CPU per
+user-second here), which the floor does not do (it forwards the message). A dashboard process
+got only about half a core on this machine; its event loop then lagged past NiceGUI's
+engine.io ping timeout (2 s) and the server closed most sockets ("users kept"); with two
+replicas most stayed. The issue's goal (API p99 < 200 ms at 1,000 users) is far from reached
+on this machine: each replica must serve the API on the same event loop as its pages.
+
+At 1,000 users (`python -m bench.users --seconds 20 --tabs 2`, same machine, load 4-9; same
+3 s timeout): one replica held at most 211 sockets at once (981 closed by the server, 353 s to
+connect them all), two held 478 (851 closed); API p99 15.4 s and 11.3 s, live p99 4.5 s and
+6.4 s, 1.3-2.2 MiB per user; the floor kept all 1,000 (API p99 2.1 s, limited by this client:
+1 core; live p99 0.37 s, 63 KiB per user); ratio=0.151 (1 replica), 0.035 (2).
+
+After `ui.main.RECONNECT_TIMEOUT_S` = 10 s (NiceGUI's socket pings every 8 s, 4 s to answer,
+instead of 2.4 s / 2 s), `--users 200 --checkin-rate 200 --replicas 1 2 --no-floor`, load
+3-11: 1 replica kept 200 of 200 (API p50/p99 2.3/8.9 s, live p50/p99 3.6/4.8 s, 0.67 core,
+3.3 ms CPU per user-second), 2 replicas 200 of 200 (API 2.3/13.1 s, live 2.9/7.5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+import redis.asyncio as aioredis
+import websockets
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect  # module level: FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse  # resolves the
+from pydantic import ValidationError  # floor's handler annotations here
+
+from bench import harness as h
+from core import keys
+from core.records import CheckIn
+from ops.processes import PROJECT_DIR
+
+USER, PASSWORD, API_KEY = "organiser", "bench-password-1", "bench-key"
+MARK = re.compile(r"vfbm(\d+)x")
+MSG_ID = re.compile(r'"_id":(\d+)')
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The floor: the same routes, simplest correct implementation
+
+
+FLOOR_PAGE = """<!doctype html><meta charset=utf-8><title>events</title><div id=feed></div>
+<script>const ws = new WebSocket(`ws://${location.host}/ws`);
+ws.onmessage = (m) => { for (const e of JSON.parse(m.data).events || []) {
+  const d = document.createElement('div'); d.className = 'row'; d.dataset.eventId = e.id;
+  d.textContent = e.type; document.getElementById('feed').prepend(d); } };</script>"""
+
+
+def floor_app(redis_url: str, api_key: str) -> Any:
+    import hmac
+
+    app = FastAPI()
+    r = aioredis.Redis.from_url(redis_url)
+    sockets: set[WebSocket] = set()
+
+    def key_ok(request: Request) -> bool:
+        return hmac.compare_digest(
+            (request.headers.get("x-api-key") or "").encode(), api_key.encode()
+        )
+
+    async def logged_in(cookies: dict[str, str]) -> bool:
+        sid = cookies.get("sid")
+        return bool(sid) and bool(await r.exists(keys.name(f"floor:session:{sid}")))
+
+    @app.post("/login")
+    async def login() -> JSONResponse:
+        sid = uuid.uuid4().hex
+        await r.set(keys.name(f"floor:session:{sid}"), USER, ex=3600)
+        resp = JSONResponse({"username": USER})
+        resp.set_cookie("sid", sid, httponly=True)
+        return resp
+
+    @app.get("/events")
+    async def page(request: Request) -> Any:
+        if not await logged_in(request.cookies):
+            return RedirectResponse("/login", 303)
+        return HTMLResponse(FLOOR_PAGE)
+
+    @app.websocket("/ws")
+    async def ws(socket: WebSocket) -> None:
+        if not await logged_in(socket.cookies):
+            await socket.close(1008)
+            return
+        await socket.accept()
+        sockets.add(socket)
+        try:
+            while True:
+                await socket.receive_text()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            sockets.discard(socket)
+
+    async def fan_out() -> None:
+        sub = r.pubsub()
+        await sub.subscribe(keys.LIVE_EVENTS)
+        async for msg in sub.listen():
+            if msg["type"] == "message":
+                text = msg["data"].decode()
+                await asyncio.gather(
+                    *(s.send_text(text) for s in list(sockets)), return_exceptions=True
+                )
+
+    @app.on_event("startup")
+    async def start() -> None:
+        app.state.fan_out = asyncio.create_task(fan_out())
+
+    @app.post("/api/checkins", status_code=202)
+    async def checkin(request: Request) -> JSONResponse:
+        if not key_ok(request):
+            return JSONResponse({"detail": "invalid API key"}, 401)
+        try:
+            c = CheckIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return JSONResponse({"detail": exc.errors(include_url=False)}, 422)
+        entry = await r.xadd(keys.CHECKINS_IN, {"data": c.model_dump_json(exclude_none=True)})
+        return JSONResponse({"id": entry.decode(), "nonce": c.nonce, "status": "pending"}, 202)
+
+    @app.get("/api/events")
+    async def events(request: Request, page: int = 1, size: int = 20) -> JSONResponse:
+        if not key_ok(request):
+            return JSONResponse({"detail": "invalid API key"}, 401)
+        raw = await r.lrange(keys.EVENTS_RECENT, (page - 1) * size, page * size - 1)
+        return JSONResponse({"page": page, "size": size, "items": [json.loads(x) for x in raw]})
+
+    return app
+
+
+def floor_server(port: int) -> int:
+    import uvicorn
+
+    app = floor_app(os.environ["REDIS_URL"], os.environ["API_KEYS"])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The servers
+
+
+@dataclass
+class Server:
+    kind: str  # "ours" or "floor"
+    replicas: int
+    proc: subprocess.Popen
+    base: str
+    log: Path
+
+    def tree_rss_mib(self) -> float:
+        return sum(h.proc_rss_mib(p) or 0.0 for p in h.process_tree(self.proc.pid))
+
+    def cpu(self) -> float:
+        return h.tree_cpu(self.proc.pid) or 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _env(redis_url: str, data: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(
+        REDIS_URL=redis_url, DATA_DIR=str(data), HOST="127.0.0.1", PORT=str(port),
+        API_KEYS=API_KEY, HEALTH_FLOWS="events", PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(PROJECT_DIR),
+    )  # fmt: skip
+    return env
+
+
+def start_ours(redis_url: str, work: Path, replicas: int) -> Server:
+    from auth.users import UserStore
+
+    data = work / f"ours-{replicas}"
+    data.mkdir(parents=True)
+    UserStore(data).add(USER, "organiser", PASSWORD)
+    port = h.free_port()
+    log = data / "run-ui.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "run.py", "ui", "--replicas", str(replicas)],
+            cwd=PROJECT_DIR, env=_env(redis_url, data, port), stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    srv = Server("ours", replicas, proc, f"http://127.0.0.1:{port}", log)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise h.BenchError(f"ours exited:\n{h.log_tail(log)}")
+        if replicas == 1:
+            return httpx.get(srv.base + "/login", timeout=5).status_code == 200
+        pinned = [  # every replica in the balancer (no new sticky cookie: it served)
+            httpx.get(srv.base + "/login", cookies={"VF_REPLICA": f"d{i}"}, timeout=5)
+            for i in range(replicas)
+        ]
+        return all(r.status_code == 200 and "VF_REPLICA" not in r.cookies for r in pinned)
+
+    h.wait_until(up, 300, f"{replicas} replica(s) of the dashboard", 0.5)
+    return srv
+
+
+def start_floor(redis_url: str, work: Path) -> Server:
+    data = work / "floor"
+    data.mkdir(parents=True)
+    port = h.free_port()
+    log = data / "floor.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.users", "--floor-server", str(port)],
+            cwd=PROJECT_DIR, env=_env(redis_url, data, port), stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    srv = Server("floor", 1, proc, f"http://127.0.0.1:{port}", log)
+    h.wait_until(lambda: httpx.post(srv.base + "/login").status_code == 200, 120, "the floor")
+    return srv
+
+
+# --------------------------------------------------------------------------------------------
+# The load
+
+
+@dataclass
+class Stats:
+    sent: dict[int, float] = field(default_factory=dict)  # live event seq → PUBLISH time
+    delays: list[float] = field(default_factory=list)
+    checkin_lat: list[float] = field(default_factory=list)
+    api_lat: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    connected: int = 0
+    peak: int = 0
+    updates: int = 0  # messages the users' sockets received (pings left out)
+    measuring: bool = False
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+
+async def login_cookies(srv: Server) -> dict[str, str]:
+    async with httpx.AsyncClient(base_url=srv.base, timeout=30) as c:
+        if srv.kind == "ours":
+            r = await c.post("/api/auth/login", json={"username": USER, "password": PASSWORD})
+        else:
+            r = await c.post("/login")
+        r.raise_for_status()
+        return {k: v for k, v in c.cookies.items() if k != "VF_REPLICA"}
+
+
+def _seen(text: str, seen: set[int], stats: Stats) -> None:
+    now = time.monotonic()
+    for m in MARK.findall(text):
+        seq = int(m)
+        if seq not in seen:
+            seen.add(seq)
+            sent = stats.sent.get(seq)
+            if sent is not None and stats.measuring:
+                stats.delays.append(now - sent)
+
+
+async def user(
+    srv: Server, cookies: dict[str, str], stats: Stats, stop: asyncio.Event, ready: asyncio.Event
+) -> None:
+    """One dashboard user: the page over HTTP, then its socket, read until `stop` (`ready` is
+    set once it is connected, or has failed)."""
+    try:
+        await _user(srv, cookies, stats, stop, ready)
+    finally:
+        ready.set()
+
+
+async def _user(
+    srv: Server, cookies: dict[str, str], stats: Stats, stop: asyncio.Event, ready: asyncio.Event
+) -> None:
+    host = srv.base.removeprefix("http://")
+    async with httpx.AsyncClient(base_url=srv.base, cookies=cookies, timeout=60) as c:
+        r = await c.get("/events")
+        if r.status_code != 200:
+            stats.error(f"page {r.status_code}")
+            return
+        jar = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+    headers = {"Cookie": jar, "Origin": srv.base}
+    if srv.kind == "ours":
+        found = re.search(r"query: (\{.*?\}),\n", r.text)
+        if not found:
+            stats.error("no socket query in the page")
+            return
+        query = ast.literal_eval(found.group(1))  # NiceGUI renders a Python dict
+        cid = query["client_id"]
+        query.update(document_id=str(uuid.uuid4()), tab_id=str(uuid.uuid4()))
+        qs = "&".join(
+            f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in query.items()
+        )
+        url = f"ws://{host}/_nicegui_ws/socket.io/?EIO=4&transport=websocket&{qs}"
+    else:
+        url, cid = f"ws://{host}/ws", ""
+    seen: set[int] = set()
+    counted = False
+    try:
+        async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+            if srv.kind == "ours":
+                opened = await ws.recv()
+                if not str(opened).startswith("0"):
+                    stats.error("no engine.io open")
+                    return
+                await ws.send("40")
+            stats.connected += 1
+            stats.peak = max(stats.peak, stats.connected)
+            counted = True
+            ready.set()
+            next_id, acked, last_ack = 0, 0, time.monotonic()
+            while not stop.is_set():
+                try:
+                    msg = await asyncio.wait_for(ws.recv(), 1.0)
+                except TimeoutError:
+                    continue
+                text = msg if isinstance(msg, str) else msg.decode(errors="replace")
+                if text == "2":
+                    await ws.send("3")  # engine.io pong
+                    continue
+                stats.updates += 1
+                _seen(text, seen, stats)
+                if srv.kind == "ours":
+                    ids = MSG_ID.findall(text)
+                    if ids:
+                        next_id = max(next_id, int(ids[-1]) + 1)
+                    if next_id > acked and time.monotonic() - last_ack > 3:  # as nicegui.js
+                        ack = {"client_id": cid, "next_message_id": next_id}
+                        await ws.send("42" + json.dumps(["ack", ack]))
+                        acked, last_ack = next_id, time.monotonic()
+    except websockets.ConnectionClosed as exc:  # the server closed it (e.g. a late pong)
+        stats.error(f"socket closed by the server ({exc.rcvd.code if exc.rcvd else 'no'} close)")
+    except (OSError, websockets.WebSocketException) as exc:
+        stats.error(f"socket {type(exc).__name__}: {str(exc)[:60]}")
+    finally:
+        if counted:
+            stats.connected -= 1
+
+
+def stored_event(seq: int) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    return {
+        "id": f"vfbm{seq}x", "ts": now, "received_at": now, "source": "bench-users",
+        "type": "bench.users", "level": "INFO", "payload": {"seq": seq},
+    }  # fmt: skip
+
+
+async def publisher(redis_url: str, rate: float, stats: Stats, stop: asyncio.Event) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    seq = 0
+    try:
+        while not stop.is_set():
+            seq += 1
+            ev = json.dumps(stored_event(seq))
+            await r.lpush(keys.EVENTS_RECENT, ev)
+            await r.ltrim(keys.EVENTS_RECENT, 0, keys.RECENT_SIZE - 1)
+            stats.sent[seq] = time.monotonic()
+            await r.publish(keys.LIVE_EVENTS, json.dumps({"events": [json.loads(ev)], "total": 1}))
+            await asyncio.sleep(1 / rate)
+    finally:
+        await r.aclose()
+
+
+async def gates(srv: Server, rate: float, stats: Stats, stop: asyncio.Event) -> None:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    sem = asyncio.Semaphore(64)
+    async with httpx.AsyncClient(base_url=srv.base, timeout=30, limits=limits) as c:
+
+        async def one(i: int) -> None:
+            body = {"gate_id": f"g{i % 8}", "token": "bench-token", "nonce": uuid.uuid4().hex}
+            t0 = time.monotonic()
+            try:
+                r = await c.post("/api/checkins?wait=0", json=body, headers={"X-API-Key": API_KEY})
+                if r.status_code != 202:
+                    stats.error(f"checkin {r.status_code}")
+                elif stats.measuring:
+                    stats.checkin_lat.append(time.monotonic() - t0)
+            except httpx.HTTPError as exc:
+                stats.error(f"checkin {type(exc).__name__}")
+            finally:
+                sem.release()
+
+        tasks: set[asyncio.Task] = set()
+        start, i = time.monotonic(), 0
+        while not stop.is_set():
+            due = int((time.monotonic() - start) * rate)
+            while i < due and not stop.is_set():
+                await sem.acquire()  # at most 64 in flight: a slow server lowers the rate
+                t = asyncio.create_task(one(i))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                i += 1
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def api_client(srv: Server, stats: Stats, stop: asyncio.Event) -> None:
+    async with httpx.AsyncClient(base_url=srv.base, timeout=30) as c:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                r = await c.get("/api/events?page=1&size=20", headers={"X-API-Key": API_KEY})
+                if r.status_code != 200:
+                    stats.error(f"events {r.status_code}")
+                elif stats.measuring:
+                    stats.api_lat.append(time.monotonic() - t0)
+            except httpx.HTTPError as exc:
+                stats.error(f"events {type(exc).__name__}")
+            await asyncio.sleep(0.05)
+
+
+async def chromium_tabs(srv: Server, n: int, stop: asyncio.Event, out: list[int]) -> None:
+    """`n` real Chromium pages on the events page; `out` gets how many live events each saw."""
+    if n <= 0:
+        return
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        pages = []
+        for _ in range(n):
+            ctx = await browser.new_context()
+            if srv.kind == "ours":
+                data = {"username": USER, "password": PASSWORD}
+                await ctx.request.post(srv.base + "/api/auth/login", data=data)
+            else:
+                await ctx.request.post(srv.base + "/login")
+            page = await ctx.new_page()
+            await page.goto(srv.base + "/events")
+            pages.append(page)
+        await stop.wait()
+        sel = ".vf-feed-row[data-event-id^=vfbm]" if srv.kind == "ours" else ".row"
+        for page in pages:
+            out.append(await page.locator(sel).count())
+        await browser.close()
+
+
+def own_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Namespace) -> dict:
+    stats, stop = Stats(), asyncio.Event()
+    cookies = [await login_cookies(srv) for _ in range(args.sessions)]
+    await asyncio.sleep(2)
+    rss0 = srv.tree_rss_mib()
+    users: list[asyncio.Task] = []
+    gate = asyncio.Semaphore(args.connect_concurrency)
+
+    async def connect(i: int) -> None:
+        async with gate:  # at most this many page loads and socket opens at once
+            ready = asyncio.Event()
+            users.append(
+                asyncio.create_task(user(srv, cookies[i % len(cookies)], stats, stop, ready))
+            )
+            await ready.wait()
+
+    t_connect = time.monotonic()
+    await asyncio.gather(*(connect(i) for i in range(args.users)))
+    connect_s = time.monotonic() - t_connect
+    tab_counts: list[int] = []
+    tabs = asyncio.create_task(chromium_tabs(srv, args.tabs, stop, tab_counts))
+    await asyncio.sleep(3)
+    rss1, at_rss1 = srv.tree_rss_mib(), stats.connected
+    load = [
+        asyncio.create_task(publisher(args.redis_url, args.live_rate, stats, stop)),
+        asyncio.create_task(gates(srv, args.checkin_rate, stats, stop)),
+        *(asyncio.create_task(api_client(srv, stats, stop)) for _ in range(args.api_clients)),
+    ]
+    await asyncio.sleep(args.warmup)
+    stats.measuring = True
+    updates0 = stats.updates
+    cpu0, rcpu0, own0, t0 = srv.cpu(), h.proc_cpu(redis_proc.pid) or 0, own_cpu(), time.monotonic()
+    load0 = os.getloadavg()[0]
+    await asyncio.sleep(args.seconds)
+    stats.measuring = False
+    cpu1, rcpu1, own1, t1 = srv.cpu(), h.proc_cpu(redis_proc.pid) or 0, own_cpu(), time.monotonic()
+    load1 = os.getloadavg()[0]
+    connected = stats.connected
+    requests = len(stats.checkin_lat) + len(stats.api_lat)
+    stop.set()
+    await asyncio.gather(*load, tabs, *users, return_exceptions=True)
+    span = t1 - t0
+    lat = sorted(stats.checkin_lat + stats.api_lat)
+    return {
+        "side": srv.kind if srv.kind == "floor" else f"ours x{srv.replicas}",
+        "users": connected,
+        "users_peak": stats.peak,
+        "connect_s": connect_s,
+        "errors": stats.errors,
+        "checkins_per_s": len(stats.checkin_lat) / span,
+        "api_per_s": len(stats.api_lat) / span,
+        "p50_ms": h.pct(lat, 50) * 1000 if lat else float("nan"),
+        "p99_ms": h.pct(lat, 99) * 1000 if lat else float("nan"),
+        "checkin_p99_ms": h.pct(sorted(stats.checkin_lat), 99) * 1000 if stats.checkin_lat else 0,
+        "events_p99_ms": h.pct(sorted(stats.api_lat), 99) * 1000 if stats.api_lat else 0,
+        "live_p50_ms": h.pct(sorted(stats.delays), 50) * 1000 if stats.delays else float("nan"),
+        "live_p99_ms": h.pct(sorted(stats.delays), 99) * 1000 if stats.delays else float("nan"),
+        "live_seen": len(stats.delays),
+        "mib_per_user": (rss1 - rss0) / max(1, at_rss1),
+        "rss_mib": rss1,
+        "cpu_per_req_ms": (cpu1 - cpu0) / max(1, requests) * 1000,
+        "server_cores": (cpu1 - cpu0) / span,
+        "cpu_per_user_ms": (cpu1 - cpu0) / span / max(1, connected) * 1000,
+        "updates_per_s": (stats.updates - updates0) / span,
+        "redis_cores": (rcpu1 - rcpu0) / span,
+        "client_cores": (own1 - own0) / span,
+        "load": f"{load0:.1f}-{load1:.1f}",
+        "tabs_saw": tab_counts,
+    }
+
+
+def line(m: dict[str, Any]) -> str:
+    return (
+        f"{m['side']:>8}: users={m['users']} at the end of {m['users_peak']} "
+        f"(connected in {m['connect_s']:.0f} s) "
+        f"checkins/s={m['checkins_per_s']:.0f} events-pages/s={m['api_per_s']:.0f} "
+        f"API p50={m['p50_ms']:.1f} ms p99={m['p99_ms']:.1f} ms "
+        f"(checkins p99 {m['checkin_p99_ms']:.1f}, /api/events p99 {m['events_p99_ms']:.1f}) "
+        f"live p50={m['live_p50_ms']:.0f} ms p99={m['live_p99_ms']:.0f} ms "
+        f"({m['live_seen']} deliveries) mem/user={m['mib_per_user'] * 1024:.0f} KiB "
+        f"(RSS {m['rss_mib']:.0f} MiB) CPU/request={m['cpu_per_req_ms']:.2f} ms "
+        f"CPU/user={m['cpu_per_user_ms']:.2f} ms/s updates/s={m['updates_per_s']:.0f} "
+        f"(server {m['server_cores']:.2f} cores, redis {m['redis_cores']:.2f}, "
+        f"client {m['client_cores']:.2f}) load={m['load']} tabs saw={m['tabs_saw']} "
+        f"errors={m['errors'] or 0}"
+    )
+
+
+async def run_side(srv: Server, redis_proc: subprocess.Popen, args: argparse.Namespace) -> dict:
+    try:
+        return await measure(srv, redis_proc, args)
+    finally:
+        srv.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench.users", description=__doc__.split("\n\n")[0])
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--replicas", type=int, nargs="*", default=[1, 2])
+    p.add_argument("--checkin-rate", type=float, default=1000.0)
+    p.add_argument("--api-clients", type=int, default=4)
+    p.add_argument("--live-rate", type=float, default=2.0, help="live events published per s")
+    p.add_argument("--tabs", type=int, default=2, help="real Chromium tabs per side")
+    p.add_argument("--sessions", type=int, default=10, help="logins shared by the users")
+    p.add_argument("--connect-concurrency", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--no-floor", action="store_true")
+    p.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.floor_server:
+        return floor_server(args.floor_server)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of sockets
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vf-bench-users-") as tmp:
+        work = Path(tmp)
+        redis_proc, args.redis_url = h.start_redis(work / "redis")
+        try:
+            sides = [("ours", n) for n in args.replicas] + ([] if args.no_floor else [("floor", 1)])
+            for kind, n in sides:
+                r = redis.Redis.from_url(args.redis_url)
+                r.flushall()
+                r.close()
+                srv = (
+                    start_ours(args.redis_url, work, n)
+                    if kind == "ours"
+                    else start_floor(args.redis_url, work)
+                )
+                m = asyncio.run(run_side(srv, redis_proc, args))
+                print(line(m), flush=True)
+                results.append(m)
+        finally:
+            h.stop_redis(redis_proc)
+    floor = next((m for m in results if m["side"] == "floor"), None)
+    if floor:
+        ratios = " ".join(
+            f"{m['side'].replace(' ', '')}:ratio={floor['cpu_per_req_ms'] / m['cpu_per_req_ms']:.3f}"  # noqa: E501
+            for m in results
+            if m is not floor and m["cpu_per_req_ms"] > 0
+        )
+        print(f"floor CPU per request / ours: {ratios}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The dashboard as N replicas behind HAProxy (`UI_REPLICAS`, `run.py ui --replicas N`).
+
+```
+browser ── HOST:PORT  haproxy (DATA_DIR/balancer/haproxy.cfg, written here at each start)
+              ├─ dashboard 0   python -m ui.main on 127.0.0.1:<free port>
+              └─ dashboard 1   …
+```
+
+Why HAProxy (Debian's `haproxy`) and not nginx: sticky sessions by an inserted cookie and
+active health checks are in the free HAProxy; nginx has neither (its `ip_hash` sticks by
+address, which puts every user behind one NAT on one replica, and it only notices a dead
+replica when a request to it fails). NiceGUI needs stickiness: a page's state lives in the
+process that rendered it, and its socket.io connection (WebSocket, or the long-polling
+fallback: a series of HTTP requests) must reach that process. The cookie `VF_REPLICA`
+carries the replica on every request of the browser, the socket's included.
+
+When a replica dies, a request sent to it is refused at once and retried on another replica
+(`retries`, `option redispatch`), and HAProxy's check (GET /health every second; 200 or 503
+both mean "the process answers": 503 only says a flow is down) marks it down after three
+failures (~3 s); requests carrying its cookie then go to another replica directly. A check
+may take 5 s: a replica busy with many users answers late, and taking it out would only pile
+its users onto the others (`python -m bench.users --users 200`: with 1 s, busy replicas were
+taken out and HAProxy answered 503 to 11% of the check-ins). The page's socket reconnects
+there, NiceGUI finds no such page and reloads it, and the session is still valid because it
+is in Redis (`auth.sessions`). The supervisor restarts the dead replica on its port; HAProxy
+takes it back after two good checks. `option forwardfor` passes the browser's address on
+(uvicorn trusts X-Forwarded-For from 127.0.0.1), so the login throttle and the activity log
+see the browser, not the balancer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from core.settings import Settings
+from ops.embedded_redis import free_port
+from ops.processes import child_env, spawn
+from ops.supervisor import Child
+
+#: The cookie HAProxy adds to pin a browser to a replica (its value: the replica's name).
+STICKY_COOKIE = "VF_REPLICA"
+HAPROXY_APT = "apt-get install -y haproxy"
+
+
+class BalancerMissing(RuntimeError):
+    """HAProxy is not installed."""
+
+
+def haproxy_binary() -> str:
+    path = shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if Path(p).exists()), None
+    )
+    if path is None:
+        raise BalancerMissing(
+            f"UI_REPLICAS > 1 needs HAProxy, which is not installed: {HAPROXY_APT}"
+        )
+    return path
+
+
+def haproxy_config(host: str, port: int, replicas: list[int], maxconn: int = 8000) -> str:
+    """The balancer's configuration: `host:port` in front, one server per replica port."""
+    servers = "\n".join(
+        f"    server dashboard{i} 127.0.0.1:{p} cookie d{i}" for i, p in enumerate(replicas)
+    )
+    return f"""# Written by ops/balancer.py at each start; edits are lost.
+global
+    maxconn {maxconn}
+
+defaults
+    mode http
+    option forwardfor
+    option redispatch
+    retries 3
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+    timeout http-keep-alive 10s
+    timeout queue 10s
+
+frontend dashboard
+    bind {host}:{port}
+    default_backend replicas
+
+backend replicas
+    balance roundrobin
+    cookie {STICKY_COOKIE} insert indirect nocache httponly
+    option httpchk GET /health
+    http-check expect rstatus ^(200|503)$
+    timeout check 5s
+    default-server check inter 1s fall 3 rise 2
+{servers}
+"""
+
+
+def write_config(s: Settings, replicas: list[int]) -> Path:
+    """Write and check (`haproxy -c`) the configuration under DATA_DIR/balancer."""
+    path = s.data_dir / "balancer" / "haproxy.cfg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(haproxy_config(s.host, s.port, replicas))
+    check = subprocess.run(
+        [haproxy_binary(), "-c", "-q", "-f", str(path)], capture_output=True, text=True
+    )
+    if check.returncode != 0:
+        raise RuntimeError(f"{path} is not valid:\n{check.stdout}{check.stderr}")
+    return path
+
+
+def dashboard_children(
+    s: Settings, redis_url: str, replicas: int, logs: Path | None = None
+) -> list[Child]:
+    """The dashboard as supervised children: itself alone on HOST:PORT (`replicas` 1), or
+    `replicas` of it on free loopback ports and HAProxy on HOST:PORT (started last, so it is
+    stopped first)."""
+    argv = [sys.executable, "-m", "ui.main"]
+
+    def replica(name: str, log: Path | None, **env: str) -> Child:
+        return Child(name, lambda: spawn(argv, child_env(s, redis_url, **env), log), log)
+
+    if replicas <= 1:
+        return [replica("dashboard", logs / "ui.log" if logs else None)]
+    haproxy = haproxy_binary()
+    ports = [free_port() for _ in range(replicas)]
+    config = write_config(s, ports)
+    children = [
+        replica(f"dashboard {i}", logs / f"ui-{i}.log" if logs else None,
+                HOST="127.0.0.1", PORT=str(p))
+        for i, p in enumerate(ports)
+    ]  # fmt: skip
+    log = logs / "balancer.log" if logs else None
+    argv_lb = [haproxy, "-db", "-f", str(config)]
+    children.append(Child("balancer", lambda: spawn(argv_lb, child_env(s, redis_url), log), log))
+    return children
