@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,9 +38,11 @@ from core import keys
 from core.records import event_stream_for
 from core.redis_conn import cluster_params, connect, connect_async, is_cluster, transaction
 from core.settings import Settings
+from core.tokens import load_signer
 from live.subscriber import LiveSubscriber
 from ops.processes import PROJECT_DIR
 from sim.redis_cluster import LocalRedisCluster
+from tests.attendance_helpers import EVENT_ID, write_venue
 from tests.conftest import API_KEY, AppProcess, FlowProcess, add_user, login_http, wait_for
 from tests.lake_helpers import event_rows, rows, scalar, windows_match_events
 from tests.notify_helpers import SECRET, NotifierProcess, WebhookReceiver, write_notify_venue
@@ -470,3 +473,96 @@ def test_erasure_scrubs_every_node_and_rewrites_each_aof(rc: RedisCluster, redis
         files = [f for f in redis_cluster.node_dir(port).rglob("appendonly*") if f.is_file()]
         assert files, port
         assert all(b"Erin Erased" not in f.read_bytes() for f in files), port
+
+
+# --- check-ins end to end ----------------------------------------------------------------------
+
+
+def _checkins_env(cluster: LocalRedisCluster, tmp: Path, shards: int) -> dict[str, str]:
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    return {
+        "REDIS_URL": cluster.url, "DATA_DIR": str(data_dir), "API_KEYS": API_KEY,
+        "VENUE_CONFIG": str(write_venue(tmp / "venue.yaml", allow_entry_after_exit=True)),
+        "SNAPSHOT_INTERVAL_S": "1", "LAKE_FLUSH_AGE_S": "0", "STREAM_SHARDS": str(shards),
+        "CHECKIN_ALLOWED_LATENESS_S": "2",
+    }  # fmt: skip
+
+
+def _lake_rows(data_dir: Path, sql: str) -> list[tuple]:
+    try:
+        return rows(data_dir, sql)
+    except Exception:  # no table yet: nothing flushed
+        return []
+
+
+@pytest.mark.parametrize("shards", [2, 1])
+def test_checkins_end_to_end_on_a_cluster(
+    rc: RedisCluster, redis_cluster: LocalRedisCluster, tmp_path: Path, shards: int
+) -> None:
+    """The check-in flow (its deciders, the Bytewax part) and the app on three masters:
+    participants through POST /api/participants, scans through POST /api/checkins with their
+    verdicts (accepted, duplicate, exit, forged, unknown), each verdict again at
+    GET /api/checkins/<nonce>, and every decision in the lake exactly once."""
+    env = _checkins_env(redis_cluster, tmp_path, shards)
+    data_dir = Path(env["DATA_DIR"])
+    signer = load_signer(data_dir)  # before the flow and the app: the key pair they share
+    if shards == 2:  # the input shards {0} and {1} lie on two different masters
+        ins = [keys.sharded("checkins:in", k, 2) for k in range(2)]
+        assert len({rc.get_node_from_key(s).port for s in ins}) == 2
+    flow = FlowProcess("checkins", env, data_dir / "flow.log").start()
+    app = AppProcess(env, data_dir / "app.log")
+    people = [f"C{i:02d}" for i in range(12)]
+    try:
+        app.wait_ready()
+        wait_for(lambda: rc.get(keys.heartbeat_key("checkins")), 90, what="the check-in flow")
+        with httpx.Client(base_url=app.base_url, timeout=30,
+                          headers={"X-API-Key": API_KEY}) as http:  # fmt: skip
+            resp = http.post("/api/participants", params={"wait": 45},
+                             json=[{"id": p, "name": f"Name {p}"} for p in people])  # fmt: skip
+            assert resp.status_code == 200 and resp.json()["applied"], resp.text
+            assert rc.hlen(keys.PARTICIPANTS_INDEX) == len(people)
+
+            def post(token: str, gate: str = "main", direction: str = "in") -> dict:
+                body = {"gate_id": gate, "token": token, "direction": direction,
+                        "nonce": uuid.uuid4().hex}  # fmt: skip
+                resp = http.post("/api/checkins", json=body, params={"wait": 10})
+                assert resp.status_code == 200, resp.text
+                assert resp.json()["nonce"] == body["nonce"]
+                return resp.json()
+
+            got: list[dict] = []
+            for p in people:
+                tok = signer.mint(EVENT_ID, p)
+                got.append(post(tok))
+                got.append(post(tok))  # again: a duplicate
+                if p.endswith(("0", "5")):
+                    got.append(post(tok, "exit", "out"))
+            tok0 = signer.mint(EVENT_ID, people[0])
+            forged = f"{tok0.split('.')[0]}.{signer.mint(EVENT_ID, people[1]).split('.')[1]}"
+            got.append(post(forged))
+            got.append(post(signer.mint(EVENT_ID, "NOBODY")))
+            statuses = [v["status"] for v in got]
+            assert statuses.count("accepted") == len(people) + 3  # 12 entries, 3 exits
+            assert statuses.count("duplicate") == len(people)
+            assert len(set(statuses) - {"accepted", "duplicate"}) >= 1
+            assert statuses[-2] != "accepted" and statuses[-1] != "accepted"
+            for v in got:
+                again = http.get(f"/api/checkins/{v['nonce']}")
+                assert again.status_code == 200, again.text
+                assert again.json()["status"] == v["status"]
+            assert http.get("/api/checkins/never-sent").status_code == 404
+
+        decisions = wait_for(
+            lambda: len(_lake_rows(data_dir, "select nonce from checkin_decisions")) >= len(got),
+            60, 0.5, "every decision in the lake",
+        )  # fmt: skip
+        time.sleep(1)  # a duplicate written late would show now
+        decisions = rows(data_dir, "select nonce, status from checkin_decisions")
+        assert sorted(decisions) == sorted((v["nonce"], v["status"]) for v in got)
+        assert scalar(data_dir, "select count(*) from participants") == len(people)
+        assert flow.alive(), flow.log_tail()
+    finally:
+        app.stop()
+        if flow.alive():
+            assert flow.stop() == 0, flow.log_tail()
