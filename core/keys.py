@@ -157,6 +157,14 @@ def participants_in(participant_id: str, shards: int | None = None) -> str:
     return sharded("participants:in", shard_of(f"p:{participant_id}", n), n)
 
 
+def checkin_streams(shards: int | None = None) -> list[str]:
+    """Every stream scans are XADDed to (`checkins_in`): `checkins:in`, or with
+    `STREAM_SHARDS=N` > 1 its shards `checkins:in:{0}` … `checkins:in:{N-1}` (what the alarm
+    flow reads for `gate_congestion`; the deciders read only these too)."""
+    n = STREAM_SHARDS if shards is None else shards
+    return [sharded("checkins:in", k, n) for k in range(max(n, 1))]
+
+
 def checkin_inputs(shard: int, shards: int) -> list[str]:
     """The input streams decider `shard` reads, participants first (at equal times)."""
     return [sharded("participants:in", shard, shards), sharded("checkins:in", shard, shards)]
