@@ -588,20 +588,21 @@ def test_checkins_end_to_end_on_a_cluster(
             assert flow.stop() == 0, flow.log_tail()
 
 
+@pytest.mark.parametrize("shards", [2, 1])
 def test_checkins_kill_9_mid_load_on_a_cluster(
-    rc: RedisCluster, redis_cluster: LocalRedisCluster, tmp_path: Path
+    rc: RedisCluster, redis_cluster: LocalRedisCluster, tmp_path: Path, shards: int
 ) -> None:
-    """STREAM_SHARDS=2 on three masters, 2,000 scans XADDed to their shards while the check-in
-    flow (with its deciders) is killed with SIGKILL twice and restarted: every scan has the
+    """STREAM_SHARDS=2 (and 1) on three masters, 2,000 scans XADDed to their shards while the
+    check-in flow (with its deciders) is killed with SIGKILL twice and restarted: every scan has the
     verdict an undisturbed run gives (in → accepted, in → duplicate, out → accepted,
     in → accepted, per person), nobody is admitted twice, and the lake holds each decision once."""
-    env = _checkins_env(redis_cluster, tmp_path, 2)
+    env = _checkins_env(redis_cluster, tmp_path, shards)
     data_dir = Path(env["DATA_DIR"])
     signer = load_signer(data_dir)
     people = [f"K{i:03d}" for i in range(500)]
     flow = FlowProcess("checkins", env, data_dir / "flow.log").start()
     try:
-        add_participants(rc, people, 2)
+        add_participants(rc, people, shards)
         wait_for(lambda: rc.hlen(keys.PARTICIPANTS_INDEX) == len(people), 90,
                  what="the participants applied")  # fmt: skip
         plan = [("in", "accepted"), ("in", "duplicate"), ("out", "accepted"), ("in", "accepted")]
@@ -613,7 +614,7 @@ def test_checkins_kill_9_mid_load_on_a_cluster(
                 nonce = f"kill-{p}-{step}"
                 expected[nonce] = status
                 doc = {"gate_id": "main", "token": tok, "direction": direction, "nonce": nonce}
-                docs.append((keys.checkins_in(tok, "main", 2), doc))
+                docs.append((keys.checkins_in(tok, "main", shards), doc))
 
         def produce() -> None:
             for i in range(0, len(docs), 100):
@@ -626,12 +627,15 @@ def test_checkins_kill_9_mid_load_on_a_cluster(
         producer = threading.Thread(target=produce, daemon=True)
         producer.start()
         rng = random.Random(2026)
+        mid_load = []
         for _ in range(2):
             time.sleep(rng.uniform(0.5, 1.5))
             flow.kill()
+            mid_load.append(producer.is_alive())
             flow.start()
         producer.join(60)
         assert not producer.is_alive()
+        assert mid_load[0], "the first kill came after the load"
 
         nonces = list(expected)
 
