@@ -540,6 +540,18 @@ def test_checkins_end_to_end_on_a_cluster(
                 got.append(post(tok))  # again: a duplicate
                 if p.endswith(("0", "5")):
                     got.append(post(tok, "exit", "out"))
+            # `run.py participants revoke` (the CLI path) on the cluster: refused from now on.
+            gone = "C99"
+            resp = http.post("/api/participants", params={"wait": 30},
+                             json=[{"id": gone, "name": "Name C99"}])  # fmt: skip
+            assert resp.status_code == 200 and resp.json()["applied"], resp.text
+            cli = subprocess.run(
+                [sys.executable, "run.py", "participants", "revoke", gone, "--wait", "30"],
+                cwd=PROJECT_DIR, env={**os.environ, **env}, capture_output=True, timeout=60,
+            )  # fmt: skip
+            assert cli.returncode == 0, cli.stderr[-2000:]
+            got.append(post(signer.mint(EVENT_ID, gone)))
+            assert got[-1]["status"] == "revoked", got[-1]
             tok0 = signer.mint(EVENT_ID, people[0])
             forged = f"{tok0.split('.')[0]}.{signer.mint(EVENT_ID, people[1]).split('.')[1]}"
             got.append(post(forged))
@@ -580,7 +592,7 @@ def test_checkins_end_to_end_on_a_cluster(
         time.sleep(1)  # a duplicate written late would show now
         decisions = rows(data_dir, "select nonce, status from checkin_decisions")
         assert sorted(decisions) == sorted((v["nonce"], v["status"]) for v in got)
-        assert scalar(data_dir, "select count(*) from participants") == len(people)
+        assert scalar(data_dir, "select count(distinct id) from participants") == len(people) + 1
         assert flow.alive(), flow.log_tail()
     finally:
         app.stop()
