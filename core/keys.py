@@ -157,6 +157,14 @@ def participants_in(participant_id: str, shards: int | None = None) -> str:
     return sharded("participants:in", shard_of(f"p:{participant_id}", n), n)
 
 
+def checkin_streams(shards: int | None = None) -> list[str]:
+    """Every stream scans are XADDed to (`checkins_in`): `checkins:in`, or with
+    `STREAM_SHARDS=N` > 1 its shards `checkins:in:{0}` … `checkins:in:{N-1}` (what the alarm
+    flow reads for `gate_congestion`; the deciders read only these too)."""
+    n = STREAM_SHARDS if shards is None else shards
+    return [sharded("checkins:in", k, n) for k in range(max(n, 1))]
+
+
 def checkin_inputs(shard: int, shards: int) -> list[str]:
     """The input streams decider `shard` reads, participants first (at equal times)."""
     return [sharded("participants:in", shard, shards), sharded("checkins:in", shard, shards)]
@@ -244,10 +252,12 @@ def decider_layout(s: Settings) -> str:
     return f"{n} input shards" if s.stream_shards > 1 else str(n)
 
 
-def _decider(shard: int, stream_shards: int) -> str:
-    """`<shard>` with one input shard (today's names), `{<shard>}` with more: then every key
-    a decider writes in its MULTI/EXEC carries its input shard's Redis Cluster hash tag."""
-    return shard_tag(shard) if stream_shards > 1 else str(shard)
+def _decider(shard: int, stream_shards: int, cluster: bool | None = None) -> str:
+    """`<shard>` with one input shard on one server (today's names), `{<shard>}` with more
+    input shards or in a Redis Cluster: then every key a decider writes in its MULTI/EXEC
+    carries one hash tag (its input shard's, or with one input stream its decider's own)."""
+    tagged = stream_shards > 1 or (CLUSTER if cluster is None else cluster)
+    return shard_tag(shard) if tagged else str(shard)
 
 
 def decider_state_key(shard: int, stream_shards: int = 1) -> str:
@@ -266,8 +276,9 @@ def decider_nonces_key(shard: int, stream_shards: int = 1) -> str:
 
 
 def decider_published_key(shard: int, stream_shards: int = 1) -> str:
-    """String (with input shards only): the last `checkins:decided:{<shard>}` entry whose
-    keyless-slot writes (`verdict:<nonce>`, `checkins:verdicts`, ...) were made after EXEC."""
+    """String (with input shards or in a Redis Cluster): the last `checkins:decided:{<shard>}`
+    entry whose shared-key writes (`verdict:<nonce>`, `checkins:verdicts`, ...) were made
+    after EXEC."""
     return name(f"checkins:decider:{_decider(shard, stream_shards)}:published")
 
 

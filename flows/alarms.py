@@ -5,7 +5,7 @@ Run it with `uv run run.py flow alarms` (recovery on); `run.py up/demo` start it
 ```
 alarms:commands ─┐
 events:in ───────┤ (one merged, resumable  ┌─▶ lake alarms (one row per transition, exactly once)
-checkins:in ─────┤  source: one order)     ├─▶ alarms:active (HSET/HDEL), live:alarms
+checkins:in(:{k})┤  source: one order)     ├─▶ alarms:active (HSET/HDEL), live:alarms
 checkins:verdicts┘─▶ parse ─▶ rules + lifecycle (state) ─┼─▶ alarms:dead + lake dead_letters
 ticks (250 ms) ──────────────┘                   └─▶ lake late_records (data too late to count)
 ```
@@ -48,12 +48,19 @@ def build_flow(s: Settings | None = None) -> Dataflow:
     engine = AlarmEngine(venue_for(s.venue_config))
     in_streams = keys.event_streams(s)
     event_streams = frozenset(in_streams)
-    streams = [keys.ALARMS_COMMANDS, *in_streams, keys.CHECKINS_IN, keys.CHECKINS_VERDICTS]
+    # every input shard of the scans (`checkins:in:{k}` with STREAM_SHARDS > 1), as the
+    # deciders read them; in a Redis Cluster the source reads each slot's streams apart
+    scan_streams = keys.checkin_streams(s.stream_shards)
+    checkin_streams = frozenset(scan_streams)
+    streams = [keys.ALARMS_COMMANDS, *in_streams, *scan_streams, keys.CHECKINS_VERDICTS]
 
     flow = Dataflow(FLOW_NAME)
     batches = op.input("in", flow, RedisMergedStreamSource(url, streams, retention=0))
+    max_bytes = s.max_event_bytes
     inputs = op.map(
-        "parse", batches, lambda b: ("all", parse_batch(b, event_streams, s.max_event_bytes))
+        "parse",
+        batches,
+        lambda b: ("all", parse_batch(b, event_streams, max_bytes, checkin_streams)),
     )
     beats = op.input("heartbeat", flow, HeartbeatSource())
     ticks = op.input("ticks", flow, HeartbeatSource(timedelta(milliseconds=250)))

@@ -46,8 +46,17 @@ class CommandIn:
 Input = Obs | CommandIn
 
 
-def parse_batch(batch: StreamBatch, event_streams: frozenset[str], max_bytes: int) -> list[Input]:
-    """Every entry of a batch that the alarm rules could use; others are skipped (see above)."""
+def parse_batch(
+    batch: StreamBatch,
+    event_streams: frozenset[str],
+    max_bytes: int,
+    checkin_streams: frozenset[str] | None = None,
+) -> list[Input]:
+    """Every entry of a batch that the alarm rules could use; others are skipped (see above).
+    `checkin_streams`: the scans' streams (default `keys.checkin_streams()`, this deployment's
+    `checkins:in` or its input shards)."""
+    if checkin_streams is None:
+        checkin_streams = frozenset(keys.checkin_streams())
     out: list[Input] = []
     stream = batch.stream
     for entry_id, data in batch.entries:
@@ -58,7 +67,8 @@ def parse_batch(batch: StreamBatch, event_streams: frozenset[str], max_bytes: in
         if data is None:
             continue
         try:
-            obs = _parse(stream, event_streams, entry_id, data, arrival, max_bytes)
+            obs = _parse(stream, event_streams, checkin_streams, entry_id, data, arrival,
+                         max_bytes)  # fmt: skip
         except Exception:  # refused and dead-lettered by the owning flow
             continue
         if obs is not None:
@@ -69,6 +79,7 @@ def parse_batch(batch: StreamBatch, event_streams: frozenset[str], max_bytes: in
 def _parse(
     stream: str,
     event_streams: frozenset[str],
+    checkin_streams: frozenset[str],
     entry_id: str,
     data: bytes,
     arrival: datetime,
@@ -78,7 +89,7 @@ def _parse(
         ev = parse_event(data, max_bytes)
         ts = ev.ts or arrival
         return Obs("events", entry_id, ev.source, ev.type, ev.level, ts, arrival, ev.payload)
-    if stream == keys.CHECKINS_IN:
+    if stream in checkin_streams:
         c = CheckIn.model_validate(json.loads(data))
         return Obs("checkins", entry_id, c.gate_id, "scan", "INFO", c.ts or arrival, arrival, {},
                    c.nonce)  # fmt: skip

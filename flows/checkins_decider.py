@@ -107,6 +107,9 @@ class CheckinDecider:
         self._max_bytes, self._retention, self._count = max_bytes, retention, count
         self._shard, self._shards = shard, shards
         self._sharded = stream_shards > 1
+        # writes to shared keys after the EXEC: with input shards, or in a Redis Cluster
+        # (there the MULTI holds one slot's keys only; see `_commit`)
+        self._after_exec = self._sharded or keys.CLUSTER
         self._layout = f"{shards} input shards" if self._sharded else str(shards)
         self._inputs = keys.checkin_inputs(shard if self._sharded else 0, stream_shards)
         self._state_key = keys.decider_state_key(shard, stream_shards)
@@ -310,9 +313,11 @@ class CheckinDecider:
 
     def _commit(self, decided: Decided, changed: dict[str, Any]) -> None:
         """One MULTI/EXEC: states, nonces, the batch, the offsets — and, with one input
-        stream, its writes to shared keys (`global_commands`). With input shards those keys
-        (`verdict:<nonce>`, `checkins:verdicts`, `checkins:dead`, `participants:index`) lie in
-        other Redis Cluster slots than this shard's, so they follow the EXEC (`_publish`)."""
+        stream on one server, its writes to shared keys (`global_commands`). With input shards
+        or in a Redis Cluster those keys (`verdict:<nonce>`, `checkins:verdicts`,
+        `checkins:dead`, `participants:index`) lie in other slots than this decider's `{k}`
+        keys (one MULTI in a cluster is one slot: CROSSSLOT otherwise, measured with
+        STREAM_SHARDS=1 in tests/test_redis_cluster.py), so they follow the EXEC (`_publish`)."""
         pipe = self._r.pipeline(transaction=True)
         keep = {k: dumps(st) for k, st in changed.items() if st}
         if keep:
@@ -326,7 +331,7 @@ class CheckinDecider:
         if expired:
             pipe.hdel(self._nonces_key, *expired)
         has_batch = bool(decided.outcomes or decided.dead_rows)
-        if has_batch and not self._sharded:
+        if has_batch and not self._after_exec:
             for c in global_commands(decided):
                 pipe.execute_command(*c)
         if has_batch:
@@ -337,7 +342,7 @@ class CheckinDecider:
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             log.error("decider: %d command(s) of a batch failed, first: %s", len(failed), failed[0])
-        if has_batch and self._sharded:
+        if has_batch and self._after_exec:
             self._publish(results[-2].decode(), decided)
 
     def _publish(self, batch_id: str, decided: Decided) -> None:
@@ -354,7 +359,7 @@ class CheckinDecider:
 
     def _publish_last(self) -> None:
         """After a crash between a batch's EXEC and its `_publish`: make those writes now."""
-        if not self._sharded:
+        if not self._after_exec:
             return
         last = self._r.xrevrange(self._decided_key, count=1)
         if not last:

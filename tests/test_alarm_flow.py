@@ -18,9 +18,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
+from redis.cluster import RedisCluster
 
 from connectors.redis_streams import StreamBatch
 from core import keys
+from core.tokens import load_signer
 from core.venue import load_venue
 from flows.alarms_inputs import parse_batch
 from flows.alarms_logic import AlarmEngine
@@ -267,3 +269,56 @@ def test_published_event_reaches_the_alarm_rules(
     finally:
         flow.stop()
         assert events_flow.stop() == 0
+
+
+CONGESTION = """
+  - {id: busy, name: Busy, kind: gate_congestion, severity: WARNING, factor: 1.5,
+     for_minutes: 1, gates: [main]}
+"""
+BUSY = "busy|main|1"
+
+
+def xadd_sharded_scans(r: redis.Redis | RedisCluster, data_dir: Path, n: int, shards: int) -> None:
+    """`n` scans at gate `main` in one minute, each XADDed to its participant's input shard
+    (`keys.checkins_in`, as the API routes them: the tokens are real, for `n` people). With
+    `shards` = 2 neither shard alone holds more than the rule's 15 scans a minute."""
+    signer = load_signer(data_dir)
+    ts = (datetime.now(UTC) - timedelta(seconds=2)).isoformat()
+    per_shard: dict[str, int] = {}
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        tok = signer.mint("alarm-test", f"CG{i:03d}")
+        stream = keys.checkins_in(tok, "main", shards)
+        per_shard[stream] = per_shard.get(stream, 0) + 1
+        doc = {
+            "gate_id": "main",
+            "token": tok,
+            "direction": "in",
+            "nonce": f"congest-{i:04d}",
+            "ts": ts,
+        }
+        pipe.xadd(stream, {"data": json.dumps(doc)})
+    pipe.execute()
+    assert sorted(per_shard) == keys.checkin_streams(shards), per_shard
+    assert all(c <= 15 for c in per_shard.values()) or shards == 1, per_shard
+
+
+def test_gate_congestion_reads_every_checkin_input_shard(
+    r: redis.Redis, flow_env: dict[str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    """STREAM_SHARDS=2: scans go to `checkins:in:{0}` and `checkins:in:{1}`; the alarm flow
+    reads both, so 24 scans in a minute at a gate of capacity 10 (limit 15) raise
+    `gate_congestion` although neither shard alone exceeds the limit."""
+    env = {**flow_env, "STREAM_SHARDS": "2",
+           "VENUE_CONFIG": str(write_alarm_venue(tmp_path / "venue.yaml", CONGESTION))}  # fmt: skip
+    flow = FlowProcess("alarms", env, data_dir / "alarms-flow.log").start()
+    try:
+        wait_for(lambda: r.get(keys.heartbeat_key("alarms")), 60, what="the alarm flow to run")
+        xadd_sharded_scans(r, data_dir, 24, 2)
+        alarm = wait_for(lambda: _hash(r).get(BUSY), 30, what="the congestion alarm")
+        assert alarm["status"] == "ACTIVE_UNACK"
+        assert "24 scans/min" in alarm["message"] or alarm["count"] >= 1, alarm
+        assert list(_hash(r)) == [BUSY]
+        assert flow.alive(), flow.log_tail()
+    finally:
+        assert flow.stop() == 0

@@ -23,9 +23,10 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -37,12 +38,16 @@ from core import keys
 from core.records import event_stream_for
 from core.redis_conn import cluster_params, connect, connect_async, is_cluster, transaction
 from core.settings import Settings
+from core.tokens import load_signer
 from live.subscriber import LiveSubscriber
 from ops.processes import PROJECT_DIR
 from sim.redis_cluster import LocalRedisCluster
+from tests.alarm_helpers import write_alarm_venue
+from tests.attendance_helpers import EVENT_ID, add_participants, write_venue
 from tests.conftest import API_KEY, AppProcess, FlowProcess, add_user, login_http, wait_for
 from tests.lake_helpers import event_rows, rows, scalar, windows_match_events
 from tests.notify_helpers import SECRET, NotifierProcess, WebhookReceiver, write_notify_venue
+from tests.test_alarm_flow import BUSY, CONGESTION, xadd_sharded_scans
 
 RULES = """
   - {id: gas, name: Gas high, kind: threshold, severity: CRITICAL, type: GAS, source: "gas-*",
@@ -470,3 +475,244 @@ def test_erasure_scrubs_every_node_and_rewrites_each_aof(rc: RedisCluster, redis
         files = [f for f in redis_cluster.node_dir(port).rglob("appendonly*") if f.is_file()]
         assert files, port
         assert all(b"Erin Erased" not in f.read_bytes() for f in files), port
+
+
+# --- check-ins end to end ----------------------------------------------------------------------
+
+
+def _checkins_env(cluster: LocalRedisCluster, tmp: Path, shards: int) -> dict[str, str]:
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    return {
+        "REDIS_URL": cluster.url, "DATA_DIR": str(data_dir), "API_KEYS": API_KEY,
+        "VENUE_CONFIG": str(write_venue(tmp / "venue.yaml", allow_entry_after_exit=True)),
+        "SNAPSHOT_INTERVAL_S": "1", "LAKE_FLUSH_AGE_S": "0", "STREAM_SHARDS": str(shards),
+        "CHECKIN_ALLOWED_LATENESS_S": "2",
+    }  # fmt: skip
+
+
+def _lake_rows(data_dir: Path, sql: str) -> list[tuple]:
+    try:
+        return rows(data_dir, sql)
+    except Exception:  # no table yet: nothing flushed
+        return []
+
+
+@pytest.mark.parametrize("shards", [2, 1])
+def test_checkins_end_to_end_on_a_cluster(
+    rc: RedisCluster, redis_cluster: LocalRedisCluster, tmp_path: Path, shards: int
+) -> None:
+    """The check-in flow (its deciders, the Bytewax part) and the app on three masters:
+    participants through POST /api/participants, scans through POST /api/checkins with their
+    verdicts (accepted, duplicate, exit, forged, unknown), each verdict again at
+    GET /api/checkins/<nonce>, and every decision in the lake exactly once."""
+    env = _checkins_env(redis_cluster, tmp_path, shards)
+    data_dir = Path(env["DATA_DIR"])
+    signer = load_signer(data_dir)  # before the flow and the app: the key pair they share
+    if shards == 2:  # the input shards {0} and {1} lie on two different masters
+        ins = [keys.sharded("checkins:in", k, 2) for k in range(2)]
+        assert len({rc.get_node_from_key(s).port for s in ins}) == 2
+    flow = FlowProcess("checkins", env, data_dir / "flow.log").start()
+    app = AppProcess(env, data_dir / "app.log")
+    people = [f"C{i:02d}" for i in range(12)]
+    try:
+        app.wait_ready()
+        wait_for(lambda: rc.get(keys.heartbeat_key("checkins")), 90, what="the check-in flow")
+        with httpx.Client(base_url=app.base_url, timeout=30,
+                          headers={"X-API-Key": API_KEY}) as http:  # fmt: skip
+            resp = http.post("/api/participants", params={"wait": 45},
+                             json=[{"id": p, "name": f"Name {p}"} for p in people])  # fmt: skip
+            assert resp.status_code == 200 and resp.json()["applied"], resp.text
+            assert rc.hlen(keys.PARTICIPANTS_INDEX) == len(people)
+
+            def post(token: str, gate: str = "main", direction: str = "in") -> dict:
+                body = {"gate_id": gate, "token": token, "direction": direction,
+                        "nonce": uuid.uuid4().hex}  # fmt: skip
+                resp = http.post("/api/checkins", json=body, params={"wait": 10})
+                assert resp.status_code == 200, resp.text
+                assert resp.json()["nonce"] == body["nonce"]
+                return resp.json()
+
+            got: list[dict] = []
+            for p in people:
+                tok = signer.mint(EVENT_ID, p)
+                got.append(post(tok))
+                got.append(post(tok))  # again: a duplicate
+                if p.endswith(("0", "5")):
+                    got.append(post(tok, "exit", "out"))
+            # `run.py participants revoke` (the CLI path) on the cluster: refused from now on.
+            gone = "C99"
+            resp = http.post("/api/participants", params={"wait": 30},
+                             json=[{"id": gone, "name": "Name C99"}])  # fmt: skip
+            assert resp.status_code == 200 and resp.json()["applied"], resp.text
+            cli = subprocess.run(
+                [sys.executable, "run.py", "participants", "revoke", gone, "--wait", "30"],
+                cwd=PROJECT_DIR, env={**os.environ, **env}, capture_output=True, timeout=60,
+            )  # fmt: skip
+            assert cli.returncode == 0, cli.stderr[-2000:]
+            got.append(post(signer.mint(EVENT_ID, gone)))
+            assert got[-1]["status"] == "revoked", got[-1]
+            tok0 = signer.mint(EVENT_ID, people[0])
+            forged = f"{tok0.split('.')[0]}.{signer.mint(EVENT_ID, people[1]).split('.')[1]}"
+            got.append(post(forged))
+            got.append(post(signer.mint(EVENT_ID, "NOBODY")))
+            # An offline gate's backlog (POST /api/checkins/batch, one cluster pipeline over
+            # both shards): an hour ago, before every entry above, so each is a late entry
+            # that overturns nothing but is decided and stored once.
+            ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+            backlog = [{"gate_id": "side", "token": signer.mint(EVENT_ID, p), "direction": "out",
+                        "nonce": uuid.uuid4().hex, "ts": ago, "offline": True}
+                       for p in people[:6]]  # fmt: skip
+            resp = http.post("/api/checkins/batch", json=backlog)
+            assert resp.status_code == 202 and resp.json()["count"] == 6, resp.text
+
+            def stored(nonce: str) -> dict | None:
+                g = http.get(f"/api/checkins/{nonce}")
+                return g.json() if g.status_code == 200 else None
+
+            for b in backlog:
+                v = wait_for(lambda n=b["nonce"]: stored(n), 30, what="a backlog verdict")
+                assert v["offline"] and v["status"] == "exit_without_entry", v
+                got.append(v)
+            statuses = [v["status"] for v in got]
+            assert statuses.count("accepted") == len(people) + 3  # 12 entries, 3 exits
+            assert statuses.count("duplicate") == len(people)
+            assert statuses.count("exit_without_entry") == 6
+            assert statuses[-2] != "accepted" and statuses[-1] != "accepted"
+            for v in got:
+                again = http.get(f"/api/checkins/{v['nonce']}")
+                assert again.status_code == 200, again.text
+                assert again.json()["status"] == v["status"]
+            assert http.get("/api/checkins/never-sent").status_code == 404
+
+        decisions = wait_for(
+            lambda: len(_lake_rows(data_dir, "select nonce from checkin_decisions")) >= len(got),
+            60, 0.5, "every decision in the lake",
+        )  # fmt: skip
+        time.sleep(1)  # a duplicate written late would show now
+        decisions = rows(data_dir, "select nonce, status from checkin_decisions")
+        assert sorted(decisions) == sorted((v["nonce"], v["status"]) for v in got)
+        assert scalar(data_dir, "select count(distinct id) from participants") == len(people) + 1
+        assert flow.alive(), flow.log_tail()
+    finally:
+        app.stop()
+        if flow.alive():
+            assert flow.stop() == 0, flow.log_tail()
+
+
+@pytest.mark.parametrize("shards", [2, 1])
+def test_checkins_kill_9_mid_load_on_a_cluster(
+    rc: RedisCluster, redis_cluster: LocalRedisCluster, tmp_path: Path, shards: int
+) -> None:
+    """STREAM_SHARDS=2 (and 1) on three masters, 2,000 scans XADDed to their shards while the
+    check-in flow (with its deciders) is killed with SIGKILL twice and restarted: every scan has the
+    verdict an undisturbed run gives (in → accepted, in → duplicate, out → accepted,
+    in → accepted, per person), nobody is admitted twice, and the lake holds each decision once."""
+    env = _checkins_env(redis_cluster, tmp_path, shards)
+    data_dir = Path(env["DATA_DIR"])
+    signer = load_signer(data_dir)
+    people = [f"K{i:03d}" for i in range(500)]
+    flow = FlowProcess("checkins", env, data_dir / "flow.log").start()
+    try:
+        add_participants(rc, people, shards)
+        wait_for(lambda: rc.hlen(keys.PARTICIPANTS_INDEX) == len(people), 90,
+                 what="the participants applied")  # fmt: skip
+        plan = [("in", "accepted"), ("in", "duplicate"), ("out", "accepted"), ("in", "accepted")]
+        expected: dict[str, str] = {}
+        docs: list[tuple[str, dict]] = []
+        for step, (direction, status) in enumerate(plan):
+            for p in people:
+                tok = signer.mint(EVENT_ID, p)
+                nonce = f"kill-{p}-{step}"
+                expected[nonce] = status
+                doc = {"gate_id": "main", "token": tok, "direction": direction, "nonce": nonce}
+                docs.append((keys.checkins_in(tok, "main", shards), doc))
+
+        def produce() -> None:
+            for i in range(0, len(docs), 100):
+                pipe = rc.pipeline(transaction=False)
+                for stream, d in docs[i : i + 100]:
+                    pipe.xadd(stream, {"data": json.dumps(d)})
+                pipe.execute()
+                time.sleep(0.1)
+
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        rng = random.Random(2026)
+        mid_load = []
+        for _ in range(2):
+            time.sleep(rng.uniform(0.5, 1.5))
+            flow.kill()
+            mid_load.append(producer.is_alive())
+            flow.start()
+        producer.join(60)
+        assert not producer.is_alive()
+        assert mid_load[0], "the first kill came after the load"
+
+        nonces = list(expected)
+
+        def verdicts() -> dict[str, str] | None:
+            raws = rc.mget_nonatomic([keys.verdict_key(n) for n in nonces])
+            if not all(raws):
+                return None
+            return {json.loads(v)["nonce"]: json.loads(v)["status"] for v in raws}
+
+        got = wait_for(lambda: verdicts() or not flow.alive(), 90, 0.5, "every verdict")
+        assert flow.alive(), flow.log_tail()
+        if not isinstance(got, dict):  # debugging aid
+            raws = rc.mget_nonatomic([keys.verdict_key(n) for n in nonces])
+            missing = [n for n, v in zip(nonces, raws, strict=True) if v is None]
+            raise AssertionError(f"{len(missing)} verdicts missing, e.g. {missing[:5]}")
+        wrong = {n: (got[n], s) for n, s in expected.items() if got[n] != s}
+        assert not wrong, f"{len(wrong)} verdicts differ, e.g. {list(wrong.items())[:5]}"
+
+        wait_for(
+            lambda: len(_lake_rows(data_dir, "select nonce from checkin_decisions"))
+            >= len(nonces), 90, 0.5, "every decision in the lake",
+        )  # fmt: skip
+        time.sleep(1.5)  # a duplicate written late would show now
+        decisions = rows(data_dir, "select nonce, revision, status from checkin_decisions")
+        assert len(decisions) == len(nonces)
+        assert {n: s for n, _, s in decisions} == expected
+        # (from `checkin_decisions`: the `checkins` view keeps one row per `checkin_id`, the
+        # stream entry id, which two input shards can both give — see docs/operating.md)
+        admitted = rows(
+            data_dir,
+            "select participant_id, count(*) from checkin_decisions "
+            "where status = 'accepted' and direction = 'in' group by 1",
+        )
+        assert sorted(admitted) == [(p, 2) for p in people]  # entry, and re-entry after the exit
+        assert flow.alive(), flow.log_tail()
+    finally:
+        if flow.alive():
+            flow.kill()
+
+
+def test_gate_congestion_from_checkin_shards_on_a_cluster(
+    rc: RedisCluster, redis_cluster: LocalRedisCluster, tmp_path: Path
+) -> None:
+    """The alarm flow on three masters with STREAM_SHARDS=2 reads both `checkins:in:{k}`
+    (on two masters): 24 scans a minute at a gate of capacity 10 raise `gate_congestion`,
+    though neither shard alone exceeds the limit of 15."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    env = {
+        "REDIS_URL": redis_cluster.url, "DATA_DIR": str(data_dir), "API_KEYS": API_KEY,
+        "SNAPSHOT_INTERVAL_S": "1", "LAKE_FLUSH_AGE_S": "0", "STREAM_SHARDS": "2",
+        "VENUE_CONFIG": str(write_alarm_venue(tmp_path / "venue.yaml", CONGESTION)),
+    }  # fmt: skip
+    flow = FlowProcess("alarms", env, data_dir / "alarms-flow.log").start()
+    try:
+        wait_for(lambda: rc.get(keys.heartbeat_key("alarms")), 90, what="the alarm flow")
+        xadd_sharded_scans(rc, data_dir, 24, 2)
+        alarm = wait_for(lambda: rc.hget(keys.ALARMS_ACTIVE, BUSY), 30, what="the alarm")
+        assert json.loads(alarm)["status"] == "ACTIVE_UNACK"
+        got = wait_for(
+            lambda: _lake_rows(data_dir, f"select transition from alarms where alarm_id='{BUSY}'"),
+            60, 0.5, "the raise in the lake",
+        )  # fmt: skip
+        assert got == [("raised",)]
+        assert flow.alive(), flow.log_tail()
+    finally:
+        if flow.alive():
+            assert flow.stop() == 0, flow.log_tail()
