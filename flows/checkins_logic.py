@@ -123,12 +123,13 @@ class NonceBook:
 
     The book holds only the uses since the last `take_changes` (the batch being decided);
     earlier ones are read from Redis by `committed` — one call (the decider's: one MGET) per
-    `parse_input`. Before, the book kept 24 h of nonces in memory: measured with
-    bench/README.md's memory run (`bench.checkins --checkins 200000 --participants 2000`,
-    the decider's RSS sampled with psutil), +46 MiB per 100k scans, which is what made the
-    deciders grow by 6.75 MiB/min in the 30-minute soak; now flat.
-    Without `committed` (tests replaying a stream in-process) nothing is taken and the book
-    remembers every use itself.
+    `parse_input`. Before, the book kept a day of nonces in memory, ~350 bytes each: the
+    deciders grew by 6.75 MiB/min in the 30-minute soak. Measured (`uv run python -m
+    bench.checkins --checkins 200000 --participants 20 --no-latency --deciders 1`, the
+    decider's RSS sampled with psutil; 20 participants so their histories are full early and
+    only the book can grow): 79.5 → 147.0 MiB over the 200,000 scans before, 78.8 → 81.4 MiB
+    now (bench/README.md). Without `committed` (tests replaying a stream in-process) the book
+    remembers every use itself: do not call `take_changes` then.
     """
 
     def __init__(self, committed: Callable[[list[str]], list[bytes | None]] | None = None):
