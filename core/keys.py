@@ -270,8 +270,21 @@ def decider_offsets_key(shard: int, stream_shards: int = 1) -> str:
     return name(f"checkins:decider:{_decider(shard, stream_shards)}:offsets")
 
 
+#: How long a decider keeps a nonce's first use (`decider_nonce_key`): the day a nonce names
+#: its scan (`checkins_logic.NONCE_TTL_MS`, by entry time) plus an hour for a decider that is
+#: behind its input, so the key outlives that day for every scan that may still look it up.
+NONCE_KEY_TTL_S = VERDICT_TTL_S + 3600
+
+
+def decider_nonce_key(shard: int, nonce: str, stream_shards: int = 1) -> str:
+    """String (TTL `NONCE_KEY_TTL_S`) of one decider shard: the scan `nonce` first named, JSON
+    [ticket fingerprint, gate, direction, arrival ms] (`checkins_logic.NonceBook`)."""
+    return name(f"checkins:decider:{_decider(shard, stream_shards)}:nonce:{nonce}")
+
+
 def decider_nonces_key(shard: int, stream_shards: int = 1) -> str:
-    """Hash of one decider shard: nonce → the scan it first named (`checkins_logic.NonceBook`)."""
+    """Hash of one decider shard, before the per-nonce keys: nonce → the scan it first named.
+    Read once into `decider_nonce_key` keys and deleted by the decider's first start."""
     return name(f"checkins:decider:{_decider(shard, stream_shards)}:nonces")
 
 

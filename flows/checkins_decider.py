@@ -19,7 +19,7 @@ one core; one process reached 7,300 check-ins/s, two 11,100.
    (`connectors.redis_merged_streams`), from this shard's committed offsets;
 2. `parse_input` + `step` — the same single decision function as before — per item;
 3. one `MULTI … EXEC` per batch: the changed participant states (`checkins:decider:<shard>:state`),
-   the nonces first used in it (`checkins:decider:<shard>:nonces`: a nonce names one scan,
+   the nonces first used in it (`checkins:decider:<shard>:nonce:<nonce>`: a nonce names one scan,
    whichever participant it comes with — `checkins_logic.NonceBook`),
    every verdict (`checkins:verdict:<gate>`, `verdict:<nonce>`, `checkins:verdicts`), dead
    letters, the batch of outcomes for the Bytewax part (`checkins:decided:<shard>`), and the
@@ -83,6 +83,11 @@ from flows.checkins_logic import (
 log = logging.getLogger(__name__)
 
 _TRIM_EVERY_S = 1.0
+#: SET KEYS[i] ARGV[i+1] EX ARGV[1], for every key: a batch's new nonces in one command. One
+#: SET per nonce in the MULTI cost 13-16 client CPU µs per nonce (redis-py builds and parses
+#: each), this 2 (and the server 4-5 µs vs 4-8): measured over 20 transactions of 1,000 nonces
+#: against a local redis-server (/tmp micro-benchmark, not kept).
+_SET_EACH = "for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i + 1], 'EX', ARGV[1]) end"
 
 
 class CheckinDecider:
@@ -115,7 +120,8 @@ class CheckinDecider:
         self._state_key = keys.decider_state_key(shard, stream_shards)
         self._offsets_key = keys.decider_offsets_key(shard, stream_shards)
         self._decided_key = keys.decided_key(shard, stream_shards)
-        self._nonces_key = keys.decider_nonces_key(shard, stream_shards)
+        self._nonces_key = keys.decider_nonces_key(shard, stream_shards)  # before: one hash
+        self._nonce_prefix = keys.decider_nonce_key(shard, "", stream_shards)
         self._published_key = keys.decider_published_key(shard, stream_shards)
         # whose offsets bound the trimming of our inputs: every decider's, or only ours
         self._readers = (
@@ -123,7 +129,7 @@ class CheckinDecider:
             if self._sharded
             else [keys.decider_offsets_key(i) for i in range(shards)]
         )
-        self._nonces = NonceBook()
+        self._nonces = NonceBook(self._committed_nonces)
         self._r = connect(url, socket_timeout=5, socket_connect_timeout=5)
         self._states: dict[str, Any] = {}
         self._reader: Any = None
@@ -194,15 +200,9 @@ class CheckinDecider:
                 states[k.decode()] = pickle.loads(v)
             if cursor == 0:
                 break
-        stored: dict[bytes, bytes] = {}
-        cursor = 0
-        while True:
-            cursor, chunk = self._r.hscan(self._nonces_key, cursor, count=5000)
-            stored.update(chunk)
-            if cursor == 0:
-                break
+        self._migrate_nonce_hash()
         self._states = states
-        self._nonces = NonceBook.load(stored)
+        self._nonces = NonceBook(self._committed_nonces)  # the batch's; the rest in Redis
         gc.freeze()  # the loaded states: long-lived, out of the collector's passes
         self._reader = RedisMergedStreamSource(
             self._url,
@@ -248,10 +248,15 @@ class CheckinDecider:
         changed: dict[str, Any] = {}
         # with input shards, everything read is ours: no share to pick, bad input is ours to report
         share, shares = (0, 1) if self._sharded else (self._shard, self._shards)
-        parsed = [
-            parse_input(batch, self._verifier, self._max_bytes, share, shares, self._nonces)
-            for batch in batches
-        ]
+        try:  # each parse looks its nonces up in Redis (`_committed_nonces`)
+            parsed = [
+                parse_input(batch, self._verifier, self._max_bytes, share, shares, self._nonces)
+                for batch in batches
+            ]
+        except redis.exceptions.RedisError as exc:
+            log.warning("decider: nonce look-up failed (%s); reloading", exc)
+            self._load_until_ok()
+            return True
         if self._sharded:
             try:
                 self._claim_nonces([i for p in parsed for _, i in p.items if isinstance(i, Scan)])
@@ -311,6 +316,28 @@ class CheckinDecider:
             if claim.differs(s.first_use):
                 s.first_use = claim  # another scan named it first: `decide` refuses this one
 
+    def _committed_nonces(self, nonces: list[str]) -> list[bytes | None]:
+        """The first uses of `nonces` this shard committed (None: new, or expired), in one
+        MGET: what `NonceBook` asks per batch instead of keeping a day of nonces in memory."""
+        return self._r.mget([self._nonce_prefix + n for n in nonces])
+
+    def _migrate_nonce_hash(self) -> None:
+        """First uses a decider committed before the per-nonce keys (one hash whose fields
+        never expired): copied to their keys with what is left of their time, then deleted."""
+        now_ms = int(time.time() * 1000)
+        cursor = 0
+        while True:
+            cursor, chunk = self._r.hscan(self._nonces_key, cursor, count=5000)
+            pipe = self._r.pipeline(transaction=False)
+            for nonce, use in chunk.items():
+                left = json.loads(use)[3] + keys.NONCE_KEY_TTL_S * 1000 - now_ms
+                if left > 0:
+                    pipe.set(self._nonce_prefix + nonce.decode(), use, px=left, nx=True)
+            pipe.execute()
+            if cursor == 0:
+                break
+        self._r.delete(self._nonces_key)
+
     def _commit(self, decided: Decided, changed: dict[str, Any]) -> None:
         """One MULTI/EXEC: states, nonces, the batch, the offsets — and, with one input
         stream on one server, its writes to shared keys (`global_commands`). With input shards
@@ -325,11 +352,12 @@ class CheckinDecider:
         gone = [k for k, st in changed.items() if st is None]
         if gone:
             pipe.hdel(self._state_key, *gone)
-        added, expired = self._nonces.take_changes()
+        added = self._nonces.take_changes()
         if added:
-            pipe.hset(self._nonces_key, mapping=added)
-        if expired:
-            pipe.hdel(self._nonces_key, *expired)
+            nonce_keys = [self._nonce_prefix + n for n in added]
+            pipe.execute_command(
+                "EVAL", _SET_EACH, len(added), *nonce_keys, keys.NONCE_KEY_TTL_S, *added.values()
+            )
         has_batch = bool(decided.outcomes or decided.dead_rows)
         if has_batch and not self._after_exec:
             for c in global_commands(decided):

@@ -20,6 +20,7 @@ import json
 import pickle
 from bisect import insort
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta, timezone
 from operator import attrgetter
@@ -100,56 +101,77 @@ class NonceUse:
         ]
 
 
+@dataclass(slots=True)
+class Noted:
+    """A nonce's use waiting for `NonceBook.resolve`, and the scan to tell (None: not ours)."""
+
+    nonce: str
+    use: NonceUse
+    scan: Scan | None = None
+
+
 class NonceBook:
     """The first use of every nonce, over all participants: a nonce names one scan.
 
     State is per participant, but a reused nonce may come with another participant's ticket
     (another key, maybe another decider shard). Every shard reads every `checkins:in` entry in
-    the same order, so each builds the same book from the input alone, and commits it with its
-    state and offsets (`checkins:decider:<shard>:nonces`): replays after a crash decide the
-    same. Nonces older than `NONCE_TTL_MS` (by entry time, so also deterministic) are dropped.
-    Cost, measured on the shared 2-core machine: `parse_input` of 20,000 check-ins as shard 0
-    of 2 took 11.7 CPU µs per entry without the book and 17.3 with it (medians of 8).
+    the same order, so each books the same first uses from the input alone, and commits them
+    with its state and offsets (`keys.decider_nonce_key`, one key per nonce): replays after a
+    crash decide the same. A use older than `NONCE_TTL_MS` (by entry time, so also
+    deterministic) names nothing any more; Redis drops the key some time after
+    (`NONCE_KEY_TTL_S`).
+
+    The book holds only the uses since the last `take_changes` (the batch being decided);
+    earlier ones are read from Redis by `committed` — one call (the decider's: one MGET) per
+    `parse_input`. Before, the book kept a day of nonces in memory, ~350 bytes each: the
+    deciders grew by 6.75 MiB/min in the 30-minute soak. Measured (`uv run python -m
+    bench.checkins --checkins 200000 --participants 20 --no-latency --deciders 1`, the
+    decider's RSS sampled with psutil; 20 participants so their histories are full early and
+    only the book can grow): 79.5 → 147.0 MiB over the 200,000 scans before, 78.8 → 81.4 MiB
+    now (bench/README.md). Without `committed` (tests replaying a stream in-process) the book
+    remembers every use itself: do not call `take_changes` then.
     """
 
-    def __init__(self) -> None:
-        self.uses: OrderedDict[str, NonceUse] = OrderedDict()  # in arrival order
-        self.added: dict[str, NonceUse] = {}  # since the last `take_changes`
-        self.removed: set[str] = set()
+    def __init__(self, committed: Callable[[list[str]], list[bytes | None]] | None = None):
+        self._committed = committed
+        self.added: dict[str, NonceUse] = {}  # first uses since the last `take_changes`
+        self._pending: list[Noted] = []
 
-    def first_use(self, nonce: str, use: NonceUse) -> NonceUse:
-        """The scan `nonce` names: its first use, which is `use` if the nonce is new."""
-        while self.uses:
-            old_nonce, old = next(iter(self.uses.items()))
-            if use.at_ms - old.at_ms <= NONCE_TTL_MS:
-                break
-            del self.uses[old_nonce]
-            self.added.pop(old_nonce, None)
-            self.removed.add(old_nonce)
-        first = self.uses.get(nonce)
-        if first is None:
-            first = self.uses[nonce] = self.added[nonce] = use
-            self.removed.discard(nonce)
-        return first
+    def note(self, nonce: str, use: NonceUse) -> Noted:
+        """A valid check-in's nonce, in input order; `resolve` tells the scan set on the
+        returned note (if any: another shard's scan is only booked) what it names."""
+        noted = Noted(nonce, use)
+        self._pending.append(noted)
+        return noted
 
-    def take_changes(self) -> tuple[dict[str, bytes], list[str]]:
-        """(nonce → encoded use) added and nonces dropped since the last call, to commit."""
+    def resolve(self) -> None:
+        """Set each noted scan's `first_use`: the first use of its nonce (its own use if the
+        nonce is new or its first use expired), from this batch or as committed before."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        stored: dict[str, NonceUse] = {}
+        if self._committed is not None:
+            ask = list({p.nonce for p in pending if p.nonce not in self.added})
+            if ask:
+                for n, raw in zip(ask, self._committed(ask), strict=True):
+                    if raw is not None:
+                        stored[n] = NonceUse(*json.loads(raw))
+        for p in pending:
+            first = self.added.get(p.nonce) or stored.get(p.nonce)
+            if first is None or p.use.at_ms - first.at_ms > NONCE_TTL_MS:
+                first = self.added[p.nonce] = p.use
+            if p.scan is not None:
+                p.scan.first_use = first
+
+    def take_changes(self) -> dict[str, bytes]:
+        """Nonce → encoded first use, for those first used since the last call, to commit."""
         added = {
             n: json.dumps([u.token_fp, u.gate_id, u.direction, u.at_ms]).encode()
             for n, u in self.added.items()
         }
-        removed = sorted(self.removed)
-        self.added, self.removed = {}, set()
-        return added, removed
-
-    @classmethod
-    def load(cls, stored: dict[bytes, bytes]) -> NonceBook:
-        """The book as committed (what `take_changes` wrote)."""
-        book = cls()
-        uses = [(k.decode(), NonceUse(*json.loads(v))) for k, v in stored.items()]
-        for n, u in sorted(uses, key=lambda nu: nu[1].at_ms):
-            book.uses[n] = u
-        return book
+        self.added = {}
+        return added
 
 
 @dataclass(slots=True)
@@ -636,7 +658,8 @@ def parse_input(
     *verified* token names; `decide` turns the result into the verdict. With `shards` > 1 only
     this shard's participants are kept (routed by the key the token claims, before the costly
     verification), and only shard 0 reports bad entries. With a `nonces` book every valid
-    check-in (every shard's) is entered in it and each scan carries the scan its nonce names.
+    check-in (every shard's) is entered in it and each scan carries the scan its nonce names
+    (`NonceBook.resolve`, once the batch is parsed).
     """
     out = ParsedInput()
     is_checkin = not batch.stream.startswith(keys.PARTICIPANTS_IN)  # or a shard of it
@@ -647,15 +670,17 @@ def parse_input(
             data.decode("utf-8")
             if is_checkin:
                 c = CheckIn.model_validate_json(data)
-                first, fp = None, ""
+                noted, fp = None, ""
                 if nonces is not None:
                     fp = fingerprint(c.token)
                     use = NonceUse(fp, c.gate_id, c.direction, received_ms(entry_id))
-                    first = nonces.first_use(c.nonce, use)
+                    noted = nonces.note(c.nonce, use)
                 if shards > 1 and shard_of(claimed_key(c.token), shards) != shard:
                     continue  # another shard's participant
                 tok = verifier.check(c.token)
-                scan = Scan(entry_id, c, received, tok, first, fp)
+                scan = Scan(entry_id, c, received, tok, None, fp)
+                if noted is not None:
+                    noted.scan = scan
                 out.items.append((route_key(tok, c.token), scan))
             else:
                 op = ParticipantOp.model_validate_json(data)
@@ -666,6 +691,8 @@ def parse_input(
             if shard != 0:
                 continue  # shard 0 reports bad input, once
             out.refuse(keys.CHECKINS_DEAD, exc, batch.stream, entry_id, data, received)
+    if nonces is not None:
+        nonces.resolve()  # every scan's `first_use`: one look-up of the batch's nonces
     return out
 
 
