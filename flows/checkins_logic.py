@@ -18,6 +18,7 @@ import copyreg
 import io
 import json
 import pickle
+import re
 from bisect import insort
 from collections import OrderedDict
 from collections.abc import Callable
@@ -290,8 +291,9 @@ def received_ms(entry_id: str) -> int:
 
 
 def entry_order(entry_id: str) -> tuple[int, int]:
-    """A stream entry id ("ms-seq") as a sortable pair; "9-0" < "10-0" unlike the strings."""
-    ms, _, seq = entry_id.partition("-")
+    """A stream entry id ("ms-seq", or a check-in id "ms-seq@k") as a sortable pair; "9-0" <
+    "10-0" unlike the strings."""
+    ms, _, seq = entry_id.partition("@")[0].partition("-")
     try:
         return int(ms), int(seq or 0)
     except ValueError:
@@ -644,6 +646,10 @@ def claimed_key(token: str) -> str:
     return route_key(TokenProblem("unknown_token", ""), token)
 
 
+#: The shard number at the end of an input shard's stream name (`checkins:in:{3}`).
+_INPUT_SHARD = re.compile(r":\{(\d+)\}$")
+
+
 def parse_input(
     batch: StreamBatch,
     verifier: TokenVerifier,
@@ -663,6 +669,10 @@ def parse_input(
     """
     out = ParsedInput()
     is_checkin = not batch.stream.startswith(keys.PARTICIPANTS_IN)  # or a shard of it
+    in_shard = _INPUT_SHARD.search(batch.stream)
+    # A check-in's id is its entry id; input shards' ids may coincide, so there it names the
+    # shard too ("<ms>-<seq>@<k>"): the lake view `checkins` keeps one row per id.
+    suffix = f"@{in_shard.group(1)}" if in_shard else ""
     for entry_id, data in batch.entries:
         received = entry_time(entry_id)
         try:
@@ -678,7 +688,7 @@ def parse_input(
                 if shards > 1 and shard_of(claimed_key(c.token), shards) != shard:
                     continue  # another shard's participant
                 tok = verifier.check(c.token)
-                scan = Scan(entry_id, c, received, tok, None, fp)
+                scan = Scan(entry_id + suffix, c, received, tok, None, fp)
                 if noted is not None:
                     noted.scan = scan
                 out.items.append((route_key(tok, c.token), scan))

@@ -341,12 +341,12 @@ def test_checkin_cluster_decides_as_one_process(tmp_path, monkeypatch) -> None:
             runs.append((rs, data, sup, child, runner))
         for rs, *_ in runs:
             r = redis.Redis.from_url(rs.url)
-            add_participants(r, ids)
+            add_participants(r, ids, shards=2)  # where the API routes them with STREAM_SHARDS=2
         for rs, *_ in runs:
             r = redis.Redis.from_url(rs.url)
             wait_participants(r, ids, 90)
             for nonce, tok, gate, direction in plan:
-                scan(r, tok, gate, direction, nonce=nonce)
+                scan(r, tok, gate, direction, nonce=nonce, shards=2)
         for rs, data, sup, child, runner in runs:
             r = redis.Redis.from_url(rs.url)
 
