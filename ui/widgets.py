@@ -8,9 +8,10 @@ badge looks is made in one place. Nothing here reads Redis or the lake.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from nicegui import ui
 
@@ -18,6 +19,7 @@ from nicegui import ui
 PALETTE = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#e53935", "#6d4c41"]
 
 Columns = Sequence[tuple[str, str]]
+T = TypeVar("T")
 
 
 def columns(pairs: Columns, *, sortable: bool = False) -> list[dict[str, Any]]:
@@ -141,13 +143,49 @@ def palette(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
 def set_chart(chart: ui.echart, opts: dict[str, Any]) -> None:
-    """Give `chart` the options `opts`, sending nothing to the browser when they are unchanged."""
-    if not _same(chart.options, opts):
-        chart.options.clear()
-        chart.options.update(opts)
-        chart.update()
+    """Give `chart` the options `opts`, sending nothing to the browser when they are unchanged.
+
+    `opts` may be a `Shared` value (the same dict on every client): it is put in place, never
+    copied or mutated, and the very object already shown costs one identity check."""
+    if chart.options is opts or _same(chart.options, opts):
+        return
+    chart.props["options"] = opts
+    chart.update()
+
+
+class Shared(Generic[T]):
+    """What every open page shows alike, built once per process per model version, not once
+    per client per push: `shared(version, *args)` returns `build(*args)` as built for that
+    `version` (any hashable: a model's version, plus the minute for a chart of the last
+    hour); the `keep` most recent `args` (a page's filters) are kept.
+
+    When a rebuild comes out equal (as JSON) to the previous value for the same `args`, the
+    previous object is returned, so a page skips an unchanged value by identity (`is`).
+    Values are shared: read them, never mutate them.
+
+    Measured (`python -m bench.users --users 200 --replicas 1 --no-floor`, py-spy): building
+    the events chart for each client on each push was 19 % of the dashboard's CPU."""
+
+    def __init__(self, build: Callable[..., T], keep: int = 32) -> None:
+        self._build = build
+        self._keep = keep
+        self._latest: OrderedDict[tuple[Any, ...], tuple[Hashable, T]] = OrderedDict()
+
+    def __call__(self, version: Hashable, *args: Any) -> T:
+        entry = self._latest.get(args)
+        if entry is not None and entry[0] == version:
+            self._latest.move_to_end(args)
+            return entry[1]
+        value = self._build(*args)
+        if entry is not None and _same(entry[1], value):
+            value = entry[1]
+        self._latest[args] = (version, value)
+        self._latest.move_to_end(args)
+        while len(self._latest) > self._keep:
+            self._latest.popitem(last=False)
+        return value
