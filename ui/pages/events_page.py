@@ -105,7 +105,8 @@ _feed = widgets.Shared(
 )
 _HISTORY_KEEP = 64
 _HISTORY_MAX_AGE_S = 1.0  # the lake may gain rows without the live model moving
-_history: dict[tuple[str, EventQuery], tuple[int, float, asyncio.Future[EventPage]]] = {}
+HistoryRows = tuple[EventPage, list[dict[str, Any]]]
+_history: dict[tuple[str, EventQuery], tuple[int, float, asyncio.Future[HistoryRows]]] = {}
 
 
 def chart_now() -> dict[str, Any]:
@@ -113,9 +114,15 @@ def chart_now() -> dict[str, Any]:
     return _chart((live.model.version, int(time.time() // 60)))
 
 
-async def shared_history(lake_dir: Any, q: EventQuery, force: bool = False) -> EventPage:
-    """`fetch_events(lake_dir, q)`, one lake query per (model version, query) and at most one a
-    second for all clients (a failed one is not kept); `force` (the refresh button) queries anew."""
+async def _history_rows(lake_dir: Any, q: EventQuery) -> HistoryRows:
+    page = await fetch_events(lake_dir, q)
+    return page, [table_row(e) for e in page.items]
+
+
+async def shared_history(lake_dir: Any, q: EventQuery, force: bool = False) -> HistoryRows:
+    """`fetch_events(lake_dir, q)` and its table rows: one lake query per (model version, query),
+    at most one a second, for all clients (a failed one is not kept); `force` (the refresh
+    button) queries anew."""
     key, version, now = (str(lake_dir), q), live.model.version, time.monotonic()
     hit = _history.get(key)
     if (
@@ -126,7 +133,7 @@ async def shared_history(lake_dir: Any, q: EventQuery, force: bool = False) -> E
         or (hit[2].done() and hit[2].exception() is not None)
     ):
         _history.pop(key, None)
-        hit = (version, now, asyncio.ensure_future(fetch_events(lake_dir, q)))
+        hit = (version, now, asyncio.ensure_future(_history_rows(lake_dir, q)))
         _history[key] = hit
         while len(_history) > _HISTORY_KEEP:
             _history.pop(next(iter(_history)))
@@ -200,13 +207,11 @@ async def events_page() -> None:
         q = EventQuery(page=pager.value or 1, size=HISTORY_SIZE, type=type_, level=level)
         state["history_version"] = live.model.version
         try:
-            page = await shared_history(lake_dir, q, force)
+            page, rows = await shared_history(lake_dir, q, force)
         except LakeUnavailable as exc:
             history_info.text = str(exc)
             return
-        if page is not state.get("history_page"):  # else this client shows that shared page
-            state["history_page"] = page
-            history.rows = [table_row(e) for e in page.items]
+        widgets.put_prop(history, "rows", rows)  # shared, sent only when it is another page
         pages = max(1, math.ceil(page.total / HISTORY_SIZE))
         if pager.max != pages:
             pager.max = pages
@@ -217,9 +222,7 @@ async def events_page() -> None:
         if m.version != state["version"]:
             state["version"] = m.version
             type_, level = filters()
-            rows = _feed(m.version, type_, level)
-            if feed.rows is not rows:
-                feed.rows = rows
+            widgets.put_prop(feed, "rows", _feed(m.version, type_, level))
             types = tuple(m.types)
             if types != state["types"]:
                 state["types"] = types
