@@ -11,15 +11,15 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
+import orjson  # NiceGUI's own JSON encoder (its dependency): `Fragment` is sent as is
 from nicegui import ui
 
 #: Series colours for charts whose series are not event levels (gates, cameras), in order.
 PALETTE = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#e53935", "#6d4c41"]
 
 Columns = Sequence[tuple[str, str]]
-T = TypeVar("T")
 
 
 def columns(pairs: Columns, *, sortable: bool = False) -> list[dict[str, Any]]:
@@ -144,14 +144,26 @@ def palette(i: int) -> str:
 
 
 def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, orjson.Fragment) or isinstance(b, orjson.Fragment):
+        return a is b
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
-def set_chart(chart: ui.echart, opts: dict[str, Any]) -> None:
+def shared_chart(opts: orjson.Fragment) -> ui.echart:
+    """An echart showing a `Shared` value (`ui.echart` itself reads its options as a dict)."""
+    chart = ui.echart({})
+    put_prop(chart, "options", opts)
+    return chart
+
+
+def set_chart(chart: ui.echart, opts: dict[str, Any] | orjson.Fragment) -> None:
     """Give `chart` the options `opts`, sending nothing to the browser when they are unchanged.
 
-    `opts` may be a `Shared` value (the same dict on every client): it is put in place, never
-    copied or mutated, and the very object already shown costs one identity check."""
+    `opts` may be a `Shared` value (the same on every client): it is put in place as is, and
+    the very object already shown costs one identity check."""
+    if isinstance(opts, orjson.Fragment):
+        put_prop(chart, "options", opts)
+        return
     if chart.options is opts:
         return
     unchanged = _same(chart.options, opts)
@@ -174,34 +186,52 @@ def put_prop(element: ui.element, name: str, value: Any, *, send: bool = True) -
         element.update()
 
 
-class Shared(Generic[T]):
-    """What every open page shows alike, built once per process per model version, not once
-    per client per push: `shared(version, *args)` returns `build(*args)` as built for that
-    `version` (any hashable: a model's version, plus the minute for a chart of the last
-    hour); the `keep` most recent `args` (a page's filters) are kept.
+class Shared:
+    """What every open page shows alike, built and serialized once per process per model
+    version, not once per client per push: `shared(version, *args)` returns `build(*args)`,
+    as JSON (an `orjson.Fragment`), built for that `version` (any hashable: a model's version,
+    plus the minute for a chart of the last hour); the `keep` most recent `args` (a page's
+    filters) are kept. Give it to an element with `put_prop` (a table: `SharedRowsTable`).
 
-    When a rebuild comes out equal (as JSON) to the previous value for the same `args`, the
-    previous object is returned, so a page skips an unchanged value by identity (`is`).
-    Values are shared: read them, never mutate them.
+    When a rebuild comes out equal to the previous value for the same `args`, the previous
+    object is returned, so `put_prop` skips an unchanged value by identity (`is`) and sends
+    a new one without comparing.
 
-    Measured (`python -m bench.users --users 200 --replicas 1 --no-floor`, py-spy): building
-    the events chart for each client on each push was 19 % of the dashboard's CPU."""
+    Measured (`python -m bench.users --users 200 --replicas 1 --no-floor`, py-spy on the
+    dashboard): building the events chart for each client on each push was 19 % of its CPU;
+    once that was shared, python-socketio's scan of every sent list and dict for binary parts
+    (per client, per push) was 25 % and comparing charts as JSON per client 17 %. A fragment
+    is one opaque value to that scan and is copied, not encoded, into each client's message."""
 
-    def __init__(self, build: Callable[..., T], keep: int = 32) -> None:
+    def __init__(self, build: Callable[..., Any], keep: int = 32) -> None:
         self._build = build
         self._keep = keep
-        self._latest: OrderedDict[tuple[Any, ...], tuple[Hashable, T]] = OrderedDict()
+        self._latest: OrderedDict[tuple[Any, ...], tuple[Hashable, orjson.Fragment]] = OrderedDict()
 
-    def __call__(self, version: Hashable, *args: Any) -> T:
+    def __call__(self, version: Hashable, *args: Any) -> orjson.Fragment:
         entry = self._latest.get(args)
         if entry is not None and entry[0] == version:
             self._latest.move_to_end(args)
-            return entry[1]
-        value = self._build(*args)
-        if entry is not None and _same(entry[1], value):
-            value = entry[1]
-        self._latest[args] = (version, value)
+            return entry[2]
+        raw = orjson.dumps(self._build(*args))
+        value = entry[2] if entry is not None and entry[1] == raw else orjson.Fragment(raw)
+        self._latest[args] = (version, raw, value)
         self._latest.move_to_end(args)
         while len(self._latest) > self._keep:
             self._latest.popitem(last=False)
         return value
+
+
+def as_json(value: Any) -> orjson.Fragment:
+    """`value` serialized once, to be sent as is to every client (see `Shared`)."""
+    return orjson.Fragment(orjson.dumps(value))
+
+
+class SharedRowsTable(ui.table):
+    """A `ui.table` whose rows may be a `Shared` fragment (`put_prop(table, "rows", ...)`).
+
+    It skips `ui.table`'s scan of every row for list cells before each send (which cannot read
+    a fragment, and costs per client): the rows given here are formatted text, never lists."""
+
+    def _to_dict(self) -> dict[str, Any]:
+        return super(ui.table, self)._to_dict()

@@ -62,7 +62,7 @@ _chart = widgets.Shared(_chart_options)
 _feed = widgets.Shared(lambda: [verdict_row(v) for v in attendance_live.model.recent(FEED_ROWS)])
 
 
-def chart_now(gates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def chart_now(gates: dict[str, dict[str, Any]]) -> Any:
     named = tuple((gid, str(g.get("name") or gid)) for gid, g in gates.items())
     return _chart((attendance_live.model.version, int(time.time() // 60)), named)
 
@@ -87,7 +87,7 @@ async def attendance_page() -> None:
 
         with ui.card().classes("w-full").props("flat bordered"):
             ui.label("Arrivals per gate per minute (scan time, UTC)").classes("font-medium")
-            chart = ui.echart(chart_now(_gates(venue_gates))).classes("w-full h-72")
+            chart = widgets.shared_chart(chart_now(_gates(venue_gates))).classes("w-full h-72")
             chart.props('data-testid="arrivals-chart"')
             ui.label(
                 "Minutes still open for offline uploads are estimated from the verdicts seen."
@@ -99,7 +99,8 @@ async def attendance_page() -> None:
 
         with ui.card().classes("w-full").props("flat bordered"):
             ui.label(f"Latest verdicts (newest {FEED_ROWS})").classes("font-medium")
-            feed = ui.table(rows=[], columns=COLUMNS, row_key="key").classes("w-full")
+            feed = widgets.SharedRowsTable(rows=[], columns=COLUMNS, row_key="key")
+            feed.classes("w-full")
             feed.props('flat dense wrap-cells data-testid="verdict-feed"')
             feed.add_slot("body", status_slot("vf-verdict-row", COLUMNS))
 

@@ -88,7 +88,7 @@ def table_row(ev: dict[str, Any]) -> dict[str, Any]:
 
 
 def _event_table(css_class: str) -> ui.table:
-    table = ui.table(rows=[], columns=COLUMNS, row_key="id").classes("w-full")
+    table = widgets.SharedRowsTable(rows=[], columns=COLUMNS, row_key="id").classes("w-full")
     table.props("dense flat bordered wrap-cells")
     table.add_slot("body", _row_slot(css_class))
     return table
@@ -105,18 +105,18 @@ _feed = widgets.Shared(
 )
 _HISTORY_KEEP = 64
 _HISTORY_MAX_AGE_S = 1.0  # the lake may gain rows without the live model moving
-HistoryRows = tuple[EventPage, list[dict[str, Any]]]
+HistoryRows = tuple[EventPage, Any]  # the page and its rows, serialized once
 _history: dict[tuple[str, EventQuery], tuple[int, float, asyncio.Future[HistoryRows]]] = {}
 
 
-def chart_now() -> dict[str, Any]:
+def chart_now() -> Any:
     """The chart's options for the model now (shared; the key moves with the minute too)."""
     return _chart((live.model.version, int(time.time() // 60)))
 
 
 async def _history_rows(lake_dir: Any, q: EventQuery) -> HistoryRows:
     page = await fetch_events(lake_dir, q)
-    return page, [table_row(e) for e in page.items]
+    return page, widgets.as_json([table_row(e) for e in page.items])
 
 
 async def shared_history(lake_dir: Any, q: EventQuery, force: bool = False) -> HistoryRows:
@@ -184,7 +184,7 @@ async def events_page() -> None:
 
         with ui.card().classes("w-full").props("flat bordered"):
             ui.label("Events per minute by level (event time, UTC)").classes("font-medium")
-            chart = ui.echart(chart_now()).classes("w-full h-64")
+            chart = widgets.shared_chart(chart_now()).classes("w-full h-64")
 
         with ui.card().classes("w-full").props("flat bordered"):
             ui.label(f"Live feed (newest {FEED_ROWS})").classes("font-medium")
