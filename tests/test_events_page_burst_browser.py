@@ -1,6 +1,7 @@
 """End to end in a real headless Chromium: a burst of events published on `live:events` within a
 second (as the events flow does: micro-batches, newest first) all reach an open /events page,
-which the dashboard coalesces into a few pushes (`widgets.Shared`, the subscriber's throttle).
+which the dashboard coalesces into a few pushes (`widgets.Shared`, the subscriber's throttle); the
+overview, open too, counts them all.
 
 Asserts content, not timing: the total counts every event, the feed shows exactly the newest
 `FEED_ROWS` in order, and the oldest of the burst has left it.
@@ -40,6 +41,9 @@ def test_a_burst_within_a_second_shows_whole_on_the_open_page(
     page.goto(app.base_url + "/events")
     expect(page.get_by_test_id("live-status")).to_have_text("live", timeout=15_000)
     expect(page.get_by_test_id("kpi-total")).to_have_text("0")
+    overview = page.context.new_page()  # the overview shares the events model and its chart
+    overview.goto(app.base_url + "/")
+    expect(overview.get_by_test_id("kpi-events-rate")).to_have_text("0", timeout=15_000)
 
     tag = f"burst{uuid.uuid4().hex[:8]}"
     t0 = time.monotonic()
@@ -57,5 +61,7 @@ def test_a_burst_within_a_second_shows_whole_on_the_open_page(
     expect(rows.first).to_have_attribute("data-event-id", newest[0])
     assert [rows.nth(i).get_attribute("data-event-id") for i in range(FEED_ROWS)] == newest
     expect(rows.first).to_contain_text('"seq":' + str(BURST))
+    expect(overview.get_by_test_id("kpi-events-rate")).to_have_text(f"{BURST:,}")
+    expect(overview.locator('[data-testid="chart-events"] canvas')).to_have_count(1)
     gone = f'.vf-feed-row[data-event-id="{tag}-{BURST - FEED_ROWS:04d}"]'
     expect(page.locator(gone)).to_have_count(0)

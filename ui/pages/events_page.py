@@ -5,13 +5,13 @@ together), never per event. The history table pages through the lake with the ve
 `GET /api/events`, so what an operator sees and what the API answers cannot disagree.
 Feed and history rows carry `data-event-id` so tests (and people) can find a given event.
 
-What every open page shows alike is built once per process, not once per client: the chart and
-the feed rows per model version (`widgets.Shared`), the history page per (version, query) as one
-lake query all clients await. A push then costs a client only handing over shared values (an
-identity check when unchanged) and its labels. Measured with `python -m bench.users --users 200
---checkin-rate 200 --seconds 20 --replicas 1 --no-floor` (py-spy on the dashboard): before,
-building the chart for each client on each push was 19 % of the process's CPU and every client's
-5 s history refresh a lake query of its own.
+What every open page shows alike is built and serialized once per process, not once per client:
+the chart and the feed rows per model version (`widgets.Shared`), the history page per (version,
+query) as one lake query all clients await. A push then costs a client only handing over shared
+JSON (an identity check when unchanged) and its labels. Measured with `python -m bench.users
+--users 200 --checkin-rate 200 --seconds 20 --replicas 1 --no-floor` (py-spy on the dashboard):
+before, building the chart for each client on each push was 19 % of the process's CPU and every
+client's 5 s history refresh a lake query of its own; see `widgets.Shared` for the rest.
 """
 
 from __future__ import annotations
