@@ -8,6 +8,7 @@ the arrivals per gate per minute (closed windows, plus an estimate for minutes s
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from nicegui import ui
@@ -48,20 +49,27 @@ def _gates(fallback: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return ((attendance_live.model.totals or {}).get("gates") or {}) or fallback
 
 
-def _chart_options(gates: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    labels, series = attendance_live.model.chart(list(gates))
+def _chart_options(gates: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    labels, series = attendance_live.model.chart([gid for gid, _ in gates])
     return widgets.bar_chart(
-        labels,
-        [
-            (str(g.get("name") or gid), series[gid], widgets.palette(i))
-            for i, (gid, g) in enumerate(gates.items())
-        ],
+        labels, [(name, series[gid], widgets.palette(i)) for i, (gid, name) in enumerate(gates)]
     )
+
+
+# Built once per process per model version (and minute), shared by every client: see
+# `widgets.Shared` and the events page, where per-client building was measured.
+_chart = widgets.Shared(_chart_options)
+_feed = widgets.Shared(lambda: [verdict_row(v) for v in attendance_live.model.recent(FEED_ROWS)])
+
+
+def chart_now(gates: dict[str, dict[str, Any]]) -> Any:
+    named = tuple((gid, str(g.get("name") or gid)) for gid, g in gates.items())
+    return _chart((attendance_live.model.version, int(time.time() // 60)), named)
 
 
 async def attendance_page() -> None:
     venue_gates = _venue_gates()
-    state: dict[str, Any] = {"version": -1, "gate_ids": None, "feed": None}
+    state: dict[str, Any] = {"version": -1, "gate_ids": None}
 
     with theme.frame("Attendance", "/attendance"):
         with ui.row().classes("w-full items-center gap-4"):
@@ -79,7 +87,7 @@ async def attendance_page() -> None:
 
         with ui.card().classes("w-full").props("flat bordered"):
             ui.label("Arrivals per gate per minute (scan time, UTC)").classes("font-medium")
-            chart = ui.echart(_chart_options(_gates(venue_gates))).classes("w-full h-72")
+            chart = widgets.shared_chart(chart_now(_gates(venue_gates))).classes("w-full h-72")
             chart.props('data-testid="arrivals-chart"')
             ui.label(
                 "Minutes still open for offline uploads are estimated from the verdicts seen."
@@ -91,7 +99,8 @@ async def attendance_page() -> None:
 
         with ui.card().classes("w-full").props("flat bordered"):
             ui.label(f"Latest verdicts (newest {FEED_ROWS})").classes("font-medium")
-            feed = ui.table(rows=[], columns=COLUMNS, row_key="key").classes("w-full")
+            feed = widgets.SharedRowsTable(rows=[], columns=COLUMNS, row_key="key")
+            feed.classes("w-full")
             feed.props('flat dense wrap-cells data-testid="verdict-feed"')
             feed.add_slot("body", status_slot("vf-verdict-row", COLUMNS))
 
@@ -149,12 +158,8 @@ async def attendance_page() -> None:
                 )
                 over = " text-negative font-semibold" if load > 1 else ""
                 lbl.classes(replace=f"w-96 text-sm tabular-nums{over}")
-            rows = [verdict_row(v) for v in m.recent(FEED_ROWS)]
-            keys_now = [r["key"] for r in rows]
-            if keys_now != state["feed"]:
-                state["feed"] = keys_now
-                feed.rows = rows
-        widgets.set_chart(chart, _chart_options(gates))
+            widgets.put_prop(feed, "rows", _feed(m.version))
+        widgets.set_chart(chart, chart_now(gates))
 
     refresh()
     attendance_live.changed.subscribe(refresh)

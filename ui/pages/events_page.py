@@ -4,12 +4,22 @@ Live parts read `live.events.model` when `live.events.changed` fires (≤ 4 Hz f
 together), never per event. The history table pages through the lake with the very function behind
 `GET /api/events`, so what an operator sees and what the API answers cannot disagree.
 Feed and history rows carry `data-event-id` so tests (and people) can find a given event.
+
+What every open page shows alike is built and serialized once per process, not once per client:
+the chart and the feed rows per model version (`widgets.Shared`), the history page per (version,
+query) as one lake query all clients await. A push then costs a client only handing over shared
+JSON (an identity check when unchanged) and its labels. Measured with `python -m bench.users
+--users 200 --checkin-rate 200 --seconds 20 --replicas 1 --no-floor` (py-spy on the dashboard):
+before, building the chart for each client on each push was 19 % of the process's CPU and every
+client's 5 s history refresh a lake query of its own; see `widgets.Shared` for the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import time
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +28,7 @@ from nicegui import ui
 from core.records import LEVELS
 from core.settings import get_settings
 from live import events as live
-from storage.queries import EventQuery, LakeUnavailable, fetch_events
+from storage.queries import EventPage, EventQuery, LakeUnavailable, fetch_events
 from ui import theme, widgets
 
 FEED_ROWS = 50
@@ -78,7 +88,7 @@ def table_row(ev: dict[str, Any]) -> dict[str, Any]:
 
 
 def _event_table(css_class: str) -> ui.table:
-    table = ui.table(rows=[], columns=COLUMNS, row_key="id").classes("w-full")
+    table = widgets.SharedRowsTable(rows=[], columns=COLUMNS, row_key="id").classes("w-full")
     table.props("dense flat bordered wrap-cells")
     table.add_slot("body", _row_slot(css_class))
     return table
@@ -87,6 +97,47 @@ def _event_table(css_class: str) -> ui.table:
 def _chart_options() -> dict[str, Any]:
     labels, series = live.model.chart()
     return widgets.bar_chart(labels, [(lv, series[lv], theme.LEVEL_HEX[lv]) for lv in LEVELS])
+
+
+_chart = widgets.Shared(_chart_options)
+_feed = widgets.Shared(
+    lambda type_, level: [table_row(e) for e in live.model.feed(type_, level, FEED_ROWS)]
+)
+_HISTORY_KEEP = 64
+_HISTORY_MAX_AGE_S = 1.0  # the lake may gain rows without the live model moving
+HistoryRows = tuple[EventPage, Any]  # the page and its rows, serialized once
+_history: dict[tuple[str, EventQuery], tuple[int, float, asyncio.Future[HistoryRows]]] = {}
+
+
+def chart_now() -> Any:
+    """The chart's options for the model now (shared; the key moves with the minute too)."""
+    return _chart((live.model.version, int(time.time() // 60)))
+
+
+async def _history_rows(lake_dir: Any, q: EventQuery) -> HistoryRows:
+    page = await fetch_events(lake_dir, q)
+    return page, widgets.as_json([table_row(e) for e in page.items])
+
+
+async def shared_history(lake_dir: Any, q: EventQuery, force: bool = False) -> HistoryRows:
+    """`fetch_events(lake_dir, q)` and its table rows: one lake query per (model version, query),
+    at most one a second, for all clients (a failed one is not kept); `force` (the refresh
+    button) queries anew."""
+    key, version, now = (str(lake_dir), q), live.model.version, time.monotonic()
+    hit = _history.get(key)
+    if (
+        force
+        or hit is None
+        or hit[0] != version
+        or now - hit[1] > _HISTORY_MAX_AGE_S
+        or (hit[2].done() and hit[2].exception() is not None)
+    ):
+        _history.pop(key, None)
+        hit = (version, now, asyncio.ensure_future(_history_rows(lake_dir, q)))
+        _history[key] = hit
+        while len(_history) > _HISTORY_KEEP:
+            _history.pop(next(iter(_history)))
+    return await asyncio.shield(hit[2])
 
 
 def _age_text(age: float | None) -> str:
@@ -133,7 +184,7 @@ async def events_page() -> None:
 
         with ui.card().classes("w-full").props("flat bordered"):
             ui.label("Events per minute by level (event time, UTC)").classes("font-medium")
-            chart = ui.echart(_chart_options()).classes("w-full h-64")
+            chart = widgets.shared_chart(chart_now()).classes("w-full h-64")
 
         with ui.card().classes("w-full").props("flat bordered"):
             ui.label(f"Live feed (newest {FEED_ROWS})").classes("font-medium")
@@ -142,7 +193,7 @@ async def events_page() -> None:
 
         with ui.card().classes("w-full").props("flat bordered"):
             history_info = widgets.refresh_header(
-                "History (lake)", lambda: load_history(), "history-refresh"
+                "History (lake)", lambda: load_history(force=True), "history-refresh"
             )
             history = _event_table("vf-history-row")
             history.props('data-testid="history"')
@@ -151,16 +202,16 @@ async def events_page() -> None:
     def filters() -> tuple[str | None, str | None]:
         return (type_sel.value or None), (level_sel.value or None)
 
-    async def load_history() -> None:
+    async def load_history(force: bool = False) -> None:
         type_, level = filters()
         q = EventQuery(page=pager.value or 1, size=HISTORY_SIZE, type=type_, level=level)
         state["history_version"] = live.model.version
         try:
-            page = await fetch_events(lake_dir, q)
+            page, rows = await shared_history(lake_dir, q, force)
         except LakeUnavailable as exc:
             history_info.text = str(exc)
             return
-        history.rows = [table_row(e) for e in page.items]
+        widgets.put_prop(history, "rows", rows)  # shared, sent only when it is another page
         pages = max(1, math.ceil(page.total / HISTORY_SIZE))
         if pager.max != pages:
             pager.max = pages
@@ -171,7 +222,7 @@ async def events_page() -> None:
         if m.version != state["version"]:
             state["version"] = m.version
             type_, level = filters()
-            feed.rows = [table_row(e) for e in m.feed(type_, level, FEED_ROWS)]
+            widgets.put_prop(feed, "rows", _feed(m.version, type_, level))
             types = tuple(m.types)
             if types != state["types"]:
                 state["types"] = types
@@ -182,7 +233,7 @@ async def events_page() -> None:
             total_lbl.text = f"{m.total:,}"
             window_lbl.text = _window_text(m.last_window())
             widgets.show_live(status, m.connected)
-        widgets.set_chart(chart, _chart_options())
+        widgets.set_chart(chart, chart_now())
         rate_lbl.text = f"{m.events_per_minute():,}"
         age_lbl.text = _age_text(m.last_event_age_s())
 

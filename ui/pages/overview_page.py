@@ -12,6 +12,7 @@ Camera tiles (and camera figures) are only shown to roles with `cameras.view`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,23 @@ def arrivals_chart() -> dict[str, Any]:
     return widgets.bar_chart(
         labels, [(m.gate_name(g), series[g], widgets.palette(i)) for i, g in enumerate(gates)]
     )
+
+
+# Built once per process per model version and minute (the fps chart: per sample), shared by
+# every client: see `widgets.Shared` and the events page, where per-client building was measured.
+_events_chart = widgets.Shared(events_chart)
+_arrivals_chart = widgets.Shared(arrivals_chart)
+
+
+def _minute() -> int:
+    return int(time.time() // 60)
+
+
+def _fps_chart(camera_ids: tuple[str, ...]) -> dict[str, Any]:
+    return fps_chart(list(camera_ids))
+
+
+_fps_chart_shared = widgets.Shared(_fps_chart)
 
 
 def fps_chart(camera_ids: list[str]) -> dict[str, Any]:
@@ -198,7 +216,7 @@ async def overview_page(client: Client) -> None:
             checked_sub.text = f"{widgets.pct(checked, registered)} of registered"
             inside_lbl.text = f"{inside:,}"
             inside_sub.text = f"{widgets.pct(inside, registered)} of registered"
-        widgets.set_chart(arr_chart, arrivals_chart())
+        widgets.set_chart(arr_chart, _arrivals_chart((m.version, _minute())))
 
     def refresh_events() -> None:
         m = live.model
@@ -206,7 +224,7 @@ async def overview_page(client: Client) -> None:
         rate_sub.text = "live" if m.connected else "Redis unavailable"
         if m.version != state["ev"]:
             state["ev"] = m.version
-        widgets.set_chart(ev_chart, events_chart())
+        widgets.set_chart(ev_chart, _events_chart((m.version, _minute())))
 
     def refresh_video() -> None:
         streaming = sum(
@@ -215,7 +233,8 @@ async def overview_page(client: Client) -> None:
         cams_lbl.text = f"{streaming} / {len(camera_ids)}"
         cams_sub.text = "of the venue file's cameras"
         if show_cameras:
-            widgets.set_chart(fps, fps_chart(camera_ids))
+            last = fps_samples[-1][0] if fps_samples else None
+            widgets.set_chart(fps, _fps_chart_shared((len(fps_samples), last), tuple(camera_ids)))
             for cam_id, tile in tiles.items():
                 tile.update(video_model.cameras.get(cam_id), hub.viewers(cam_id))
 
