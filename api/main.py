@@ -13,7 +13,8 @@ measured API p99 9-16 s there (figures in bench/users.py and docs/operating.md "
 
 A session cookie means nothing here (NiceGUI's session middleware and user storage are not
 mounted): a logged-in route without an API key answers 401 "login required", as for a
-request without a login.
+request without a login; and the session's own routes (`registry.SESSION_ROUTERS`:
+/api/auth/login, logout, me, routes) are not served (HAProxy sends them to the dashboards).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,  # api.docs serves /api/openapi.json and /api/docs
         lifespan=lifespan,
     )
-    registry.register(app)  # every HTTP API route, and the permission middleware
+    api_only = tuple(r for r in registry.ROUTERS if r not in registry.SESSION_ROUTERS)
+    registry.register(app, api_only)  # the HTTP API's routes, and the permission middleware
     app.add_middleware(SecurityHeaders)  # outside the permission middleware: refusals get them
     return app
 

@@ -64,6 +64,9 @@ def haproxy_binary() -> str:
 #: `X-API-Key` header. Browsers' calls (session cookie, no key) stay on their sticky dashboard:
 #: NiceGUI's session lives there, and `api.main` has none (such a call would get 401 there).
 API_PATHS = ("/api/", "/logs")
+#: ... except the session's own routes (`api.registry.SESSION_ROUTERS`), which only the
+#: dashboards serve.
+SESSION_PATHS = "/api/auth/"
 #: The response header naming the backend and server that answered (`api/api0`,
 #: `replicas/dashboard1`), for operators and `tests/test_replicas.py`.
 SERVED_BY = "X-Served-By"
@@ -83,7 +86,8 @@ def haproxy_config(
         route = f"""    acl api_path path_beg {API_PATHS[0]}
     acl api_path path {API_PATHS[1]}
     acl api_key req.hdr(x-api-key) -m found
-    use_backend api if api_path api_key
+    acl session_path path_beg {SESSION_PATHS}
+    use_backend api if api_path api_key !session_path
 """
         api_backend = f"""
 backend api
