@@ -72,8 +72,9 @@ class SecurityHeaders:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API-only app: every router, the permission middleware, the security headers, and
-    the live parts the routes use (check-in verdict waits, the video hub)."""
+    """The API-only app: every router but the session's, the permission middleware, the
+    security headers, and the live parts the routes use (check-in verdict waits, the video
+    hub)."""
     s = settings or get_settings()
 
     @asynccontextmanager

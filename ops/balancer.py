@@ -1,10 +1,26 @@
-"""The dashboard as N replicas behind HAProxy (`UI_REPLICAS`, `run.py ui --replicas N`).
+"""The dashboard as N replicas behind HAProxy (`UI_REPLICAS`, `run.py ui --replicas N`), and
+M API-only processes beside them (`API_REPLICAS`, `--api-replicas M`).
 
 ```
 browser ── HOST:PORT  haproxy (DATA_DIR/balancer/haproxy.cfg, written here at each start)
               ├─ dashboard 0   python -m ui.main on 127.0.0.1:<free port>
-              └─ dashboard 1   …
+              ├─ dashboard 1   …
+              └─ api 0 …       python -m api.main: requests with X-API-Key under /api/, /logs
 ```
+
+The API processes (`api.main`) exist because API requests on a dashboard's event loop wait
+behind the re-rendering of its users' pages (`python -m bench.users`: API p99 9-16 s at 200
+users). They get the requests that carry an API key under `API_PATHS` (not the session's
+routes); browsers' calls with their session cookie stay on the sticky dashboards, where the
+session is read. Round robin, no cookie; a request whose connection to a dead API process
+fails, or that gets no answer at all, is sent to another (`retry-on conn-failure
+empty-response`, `option redispatch 1`: `tests/test_replicas.py`, kill -9 of one of two under
+a keep-alive client: 30 of 30 requests answered 202). A new connection to the API process for
+each request (`option http-server-close`; loopback, ~0.1 ms): when HAProxy reused an idle
+connection to a process just killed (it had not yet seen it close, load 20), it closed the
+client's connection without an answer, as it does for a reused connection, and the client's
+POST failed; a fresh connection to a dead process is refused and retried. Every response
+names its server in `X-Served-By` (`api/api0`, `replicas/dashboard1`).
 
 Why HAProxy (Debian's `haproxy`) and not nginx: sticky sessions by an inserted cookie and
 active health checks are in the free HAProxy; nginx has neither (its `ip_hash` sticks by
@@ -94,6 +110,7 @@ backend api
     balance roundrobin
     option redispatch 1
     retry-on conn-failure empty-response
+    option http-server-close
     http-response set-header {SERVED_BY} %[be_name]/%[srv_name]
     option httpchk GET /health
     http-check expect rstatus ^(200|503)$
