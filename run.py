@@ -4,7 +4,7 @@ up        Redis (embedded unless REDIS_URL is set), every flow, the dashboard
 ps        every process of the running `up` (incl. the check-in deciders), with pids
 demo      `up` plus simulated sensors, so a newcomer sees it live
 flow      one flow, supervised (restarted with recovery if it dies)
-ui        the dashboard alone (--replicas N: N of it behind HAProxy)
+ui        the dashboard alone (--replicas N: N of it behind HAProxy; --api-replicas M)
 query     SQL against the DuckDB catalog (table, or --json; --as-of TIME for time travel)
 lake      lake tables: maintain, status, history, migrate (`lake -h`)
 catalog   (re)create the catalog's views
@@ -181,7 +181,8 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
             logs / "notifier.log",
         )
     )
-    for child in dashboard_children(s, url, s.ui_replicas, logs):  # + HAProxy if UI_REPLICAS > 1
+    api = _api_replicas(args, s)
+    for child in dashboard_children(s, url, s.ui_replicas, logs, api):  # + HAProxy if > 1 / API
         sup.add(child)
     if demo:
         key = sorted(s.api_key_set)[0]
@@ -304,11 +305,17 @@ def cmd_flow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_replicas(args: argparse.Namespace, s: Settings) -> int:
+    """`--api-replicas M` if given, else API_REPLICAS (ops.balancer)."""
+    given = getattr(args, "api_replicas", None)
+    return s.api_replicas if given is None else given
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     s = Settings()
     os.environ["REDIS_URL"] = s.effective_redis_url
-    replicas = args.replicas or s.ui_replicas
-    if replicas <= 1:
+    replicas, api = args.replicas or s.ui_replicas, _api_replicas(args, s)
+    if replicas <= 1 and api <= 0:
         from ui.main import main
 
         main()
@@ -318,10 +325,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     sup.install_signal_handlers()
     logs = s.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for child in dashboard_children(s, s.effective_redis_url, replicas, logs):
+    for child in dashboard_children(s, s.effective_redis_url, replicas, logs, api):
         sup.add(child)
     sup.start_all()
-    print(f"Dashboard: {replicas} replicas behind HAProxy on http://{s.host}:{s.port}", flush=True)
+    print(
+        f"Dashboard: {replicas} replicas and {api} API processes behind HAProxy on "
+        f"http://{s.host}:{s.port}",
+        flush=True,
+    )
     sup.run()
     return 0
 
@@ -405,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="processes per flow: a Bytewax cluster on loopback (default FLOW_PROCESSES, 1)",
     )
+    up.add_argument(
+        "--api-replicas",
+        type=int,
+        default=None,
+        help="M API-only processes behind HAProxy for API-key requests (default API_REPLICAS, 0)",
+    )
     demo = sub.add_parser("demo", help="`up` plus simulated sensors")
     demo.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers per flow")
     demo.add_argument(
@@ -442,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     ui_p = sub.add_parser("ui", help="the dashboard alone (needs REDIS_URL or a running `up`)")
     ui_p.add_argument(
         "--replicas", type=int, default=0, help="N processes behind HAProxy (default UI_REPLICAS)"
+    )
+    ui_p.add_argument(
+        "--api-replicas",
+        type=int,
+        default=None,
+        help="M API-only processes behind HAProxy for API-key requests (default API_REPLICAS, 0)",
     )
     q = sub.add_parser("query", help="SQL against the catalog (views: events, event_counts, ...)")
     q.add_argument("sql")

@@ -44,10 +44,15 @@ ROUTERS: tuple[Router, ...] = (
 )
 
 
-def register(app: FastAPI) -> None:
-    """Mount every router and the permission middleware on NiceGUI's FastAPI app (before
-    `ui.run`, which adds the session middleware outside ours)."""
+#: The routers of the browser's session (login, logout, who am I): they read and write NiceGUI's
+#: `app.storage.user`, so only the dashboard (`ui.main`) serves them, not `api.main`.
+SESSION_ROUTERS: tuple[Router, ...] = (session.router,)
+
+
+def register(app: FastAPI, routers: tuple[Router, ...] = ROUTERS) -> None:
+    """Mount the routers (all by default) and the permission middleware on the app: NiceGUI's
+    (before `ui.run`, which adds the session middleware outside ours) or `api.main`'s."""
     app.add_exception_handler(Refusal, refusal_handler)
-    for router in ROUTERS:
+    for router in routers:
         router.mount(app)
     app.add_middleware(AuthMiddleware)

@@ -165,6 +165,14 @@ class Settings(BaseSettings):
         description="Dashboard processes: more than 1 runs them on loopback ports behind "
         "HAProxy on HOST:PORT, sticky by cookie (`run.py ui --replicas N` overrides it).",
     )
+    api_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=32,
+        description="API-only processes (`python -m api.main`) behind the same HAProxy, taking "
+        "the API-key requests under /api/ and /logs; 0: the dashboards serve the API "
+        "(`run.py ui/up --api-replicas M` overrides it).",
+    )
     sql_max_concurrent: int = Field(
         default=2,
         ge=1,

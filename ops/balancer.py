@@ -1,10 +1,26 @@
-"""The dashboard as N replicas behind HAProxy (`UI_REPLICAS`, `run.py ui --replicas N`).
+"""The dashboard as N replicas behind HAProxy (`UI_REPLICAS`, `run.py ui --replicas N`), and
+M API-only processes beside them (`API_REPLICAS`, `--api-replicas M`).
 
 ```
 browser ── HOST:PORT  haproxy (DATA_DIR/balancer/haproxy.cfg, written here at each start)
               ├─ dashboard 0   python -m ui.main on 127.0.0.1:<free port>
-              └─ dashboard 1   …
+              ├─ dashboard 1   …
+              └─ api 0 …       python -m api.main: requests with X-API-Key under /api/, /logs
 ```
+
+The API processes (`api.main`) exist because API requests on a dashboard's event loop wait
+behind the re-rendering of its users' pages (`python -m bench.users`: API p99 9-16 s at 200
+users). They get the requests that carry an API key under `API_PATHS` (not the session's
+routes); browsers' calls with their session cookie stay on the sticky dashboards, where the
+session is read. Round robin, no cookie; a request whose connection to a dead API process
+fails, or that gets no answer at all, is sent to another (`retry-on conn-failure
+empty-response`, `option redispatch 1`: `tests/test_replicas.py`, kill -9 of one of two under
+a keep-alive client: 30 of 30 requests answered 202). A new connection to the API process for
+each request (`option http-server-close`; loopback, ~0.1 ms): when HAProxy reused an idle
+connection to a process just killed (it had not yet seen it close, load 20), it closed the
+client's connection without an answer, as it does for a reused connection, and the client's
+POST failed; a fresh connection to a dead process is refused and retried. Every response
+names its server in `X-Served-By` (`api/api0`, `replicas/dashboard1`).
 
 Why HAProxy (Debian's `haproxy`) and not nginx: sticky sessions by an inserted cookie and
 active health checks are in the free HAProxy; nginx has neither (its `ip_hash` sticks by
@@ -60,11 +76,48 @@ def haproxy_binary() -> str:
     return path
 
 
-def haproxy_config(host: str, port: int, replicas: list[int], maxconn: int = 8000) -> str:
-    """The balancer's configuration: `host:port` in front, one server per replica port."""
+#: Requests HAProxy sends to the API processes (`API_REPLICAS`): under these paths and with an
+#: `X-API-Key` header. Browsers' calls (session cookie, no key) stay on their sticky dashboard:
+#: NiceGUI's session lives there, and `api.main` has none (such a call would get 401 there).
+API_PATHS = ("/api/", "/logs")
+#: ... except the session's own routes (`api.registry.SESSION_ROUTERS`), which only the
+#: dashboards serve.
+SESSION_PATHS = "/api/auth/"
+#: The response header naming the backend and server that answered (`api/api0`,
+#: `replicas/dashboard1`), for operators and `tests/test_replicas.py`.
+SERVED_BY = "X-Served-By"
+
+
+def haproxy_config(
+    host: str, port: int, replicas: list[int], api: list[int] = (), maxconn: int = 8000
+) -> str:
+    """The balancer's configuration: `host:port` in front, one server per dashboard port, and
+    a second backend `api` with one server per API process port (none: no such backend)."""
     servers = "\n".join(
         f"    server dashboard{i} 127.0.0.1:{p} cookie d{i}" for i, p in enumerate(replicas)
     )
+    api_servers = "\n".join(f"    server api{i} 127.0.0.1:{p}" for i, p in enumerate(api))
+    route = api_backend = ""
+    if api:
+        route = f"""    acl api_path path_beg {API_PATHS[0]}
+    acl api_path path {API_PATHS[1]}
+    acl api_key req.hdr(x-api-key) -m found
+    acl session_path path_beg {SESSION_PATHS}
+    use_backend api if api_path api_key !session_path
+"""
+        api_backend = f"""
+backend api
+    balance roundrobin
+    option redispatch 1
+    retry-on conn-failure empty-response
+    option http-server-close
+    http-response set-header {SERVED_BY} %[be_name]/%[srv_name]
+    option httpchk GET /health
+    http-check expect rstatus ^(200|503)$
+    timeout check 5s
+    default-server check inter 1s fall 3 rise 2
+{api_servers}
+"""
     return f"""# Written by ops/balancer.py at each start; edits are lost.
 global
     maxconn {maxconn}
@@ -83,24 +136,25 @@ defaults
 
 frontend dashboard
     bind {host}:{port}
-    default_backend replicas
+{route}    default_backend replicas
 
 backend replicas
     balance roundrobin
     cookie {STICKY_COOKIE} insert indirect nocache httponly
+    http-response set-header {SERVED_BY} %[be_name]/%[srv_name]
     option httpchk GET /health
     http-check expect rstatus ^(200|503)$
     timeout check 5s
     default-server check inter 1s fall 3 rise 2
 {servers}
-"""
+{api_backend}"""
 
 
-def write_config(s: Settings, replicas: list[int]) -> Path:
+def write_config(s: Settings, replicas: list[int], api: list[int] = ()) -> Path:
     """Write and check (`haproxy -c`) the configuration under DATA_DIR/balancer."""
     path = s.data_dir / "balancer" / "haproxy.cfg"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(haproxy_config(s.host, s.port, replicas))
+    path.write_text(haproxy_config(s.host, s.port, replicas, list(api)))
     check = subprocess.run(
         [haproxy_binary(), "-c", "-q", "-f", str(path)], capture_output=True, text=True
     )
@@ -110,25 +164,30 @@ def write_config(s: Settings, replicas: list[int]) -> Path:
 
 
 def dashboard_children(
-    s: Settings, redis_url: str, replicas: int, logs: Path | None = None
+    s: Settings, redis_url: str, replicas: int, logs: Path | None = None, api: int = 0
 ) -> list[Child]:
-    """The dashboard as supervised children: itself alone on HOST:PORT (`replicas` 1), or
-    `replicas` of it on free loopback ports and HAProxy on HOST:PORT (started last, so it is
-    stopped first)."""
-    argv = [sys.executable, "-m", "ui.main"]
+    """The dashboard as supervised children: itself alone on HOST:PORT (`replicas` 1, `api`
+    0), or `replicas` of it and `api` API processes (`python -m api.main`) on free loopback
+    ports and HAProxy on HOST:PORT (started last, so it is stopped first)."""
 
-    def replica(name: str, log: Path | None, **env: str) -> Child:
+    def child(module: str, name: str, log: Path | None, **env: str) -> Child:
+        argv = [sys.executable, "-m", module]
         return Child(name, lambda: spawn(argv, child_env(s, redis_url, **env), log), log)
 
-    if replicas <= 1:
-        return [replica("dashboard", logs / "ui.log" if logs else None)]
+    if replicas <= 1 and api <= 0:
+        return [child("ui.main", "dashboard", logs / "ui.log" if logs else None)]
     haproxy = haproxy_binary()
     ports = [free_port() for _ in range(replicas)]
-    config = write_config(s, ports)
+    api_ports = [free_port() for _ in range(api)]
+    config = write_config(s, ports, api_ports)
     children = [
-        replica(f"dashboard {i}", logs / f"ui-{i}.log" if logs else None,
-                HOST="127.0.0.1", PORT=str(p))
+        child("ui.main", f"dashboard {i}", logs / f"ui-{i}.log" if logs else None,
+              HOST="127.0.0.1", PORT=str(p))
         for i, p in enumerate(ports)
+    ] + [
+        child("api.main", f"api {i}", logs / f"api-{i}.log" if logs else None,
+              HOST="127.0.0.1", PORT=str(p))
+        for i, p in enumerate(api_ports)
     ]  # fmt: skip
     log = logs / "balancer.log" if logs else None
     argv_lb = [haproxy, "-db", "-f", str(config)]

@@ -2,6 +2,10 @@
 real Redis, a real headless Chromium: kill -9 the replica that served a logged-in page, and
 the same browser is still logged in on the other one and gets live updates there.
 
+With `--api-replicas 2` as well: API-key requests are answered by the API-only processes
+(`python -m api.main`) and survive a kill -9 of one; the API-only app enforces the same route
+matrix as the dashboard.
+
 Needs Debian's `haproxy` (`apt-get install -y haproxy`): without it the test fails and says so.
 """
 
@@ -14,6 +18,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,16 +28,18 @@ import redis
 from playwright.sync_api import Browser, expect
 
 from core import keys
-from ops.balancer import STICKY_COOKIE, BalancerMissing, haproxy_binary
+from ops.balancer import SERVED_BY, STICKY_COOKIE, BalancerMissing, haproxy_binary
 from ops.processes import PROJECT_DIR
 from ops.supervisor import child_pids, cmdline
 from tests.support import (
+    API_KEY,
     ORGANISER,
     PASSWORD,
     RedisServer,
     add_user,
     free_port,
     login_browser,
+    login_http,
     wait_for,
 )
 
@@ -42,7 +49,7 @@ WAIT_MS = 60_000  # a page reload after the failover, on a busy 2-core machine
 class Replicas:
     """`run.py ui --replicas 2` as a subprocess (its supervisor runs HAProxy and the two)."""
 
-    def __init__(self, redis_url: str, data: Path):
+    def __init__(self, redis_url: str, data: Path, api: int = 0):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.data, self.log = data, data / "run-ui.log"
@@ -50,9 +57,10 @@ class Replicas:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
         env.update(
             REDIS_URL=redis_url, DATA_DIR=str(data), HOST="127.0.0.1", PORT=str(self.port),
-            HEALTH_FLOWS="events", PYTHONUNBUFFERED="1",
+            HEALTH_FLOWS="events", PYTHONUNBUFFERED="1", API_KEYS=API_KEY,
         )  # fmt: skip
-        cmd = [sys.executable, "run.py", "ui", "--replicas", "2"]
+        cmd = [sys.executable, "run.py", "ui", "--replicas", "2", "--api-replicas", str(api)]
+        self.api = api
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=PROJECT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -67,20 +75,44 @@ class Replicas:
         return {
             line.split()[4]: line.split()[2].split(":")[1]
             for line in config.splitlines()
-            if line.strip().startswith("server ")
+            if line.strip().startswith("server dashboard")
         }
+
+    def api_ports(self) -> dict[str, str]:
+        """HAProxy server name (`api0`, `api1`) → port of the API process."""
+        config = (self.data / "balancer" / "haproxy.cfg").read_text()
+        return {
+            line.split()[1]: line.split()[2].split(":")[1]
+            for line in config.splitlines()
+            if line.strip().startswith("server api")
+        }
+
+    def api_pids(self) -> dict[str, int]:
+        """HAProxy server name → pid of the API process behind it."""
+        name_of_port = {p: n for n, p in self.api_ports().items()}
+        return {name_of_port[port]: pid for pid, port in self._ports_of("api.main").items()}
+
+    def _ports_of(self, module: str) -> dict[int, str]:
+        """pid → PORT of each child running `python -m module`."""
+        out = {}
+        for pid in child_pids(self.proc.pid):
+            if cmdline(pid)[1:] != ["-m", module]:
+                continue
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            out[pid] = next(e[5:].decode() for e in env if e.startswith(b"PORT="))
+        return out
+
+    def api_answers(self, name: str) -> bool:
+        try:
+            port = self.api_ports()[name]
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code in (200, 503)
+        except (httpx.HTTPError, OSError, KeyError):
+            return False
 
     def replica_pids(self) -> dict[str, int]:
         """Sticky-cookie value → pid of the replica behind it (each child's PORT)."""
         cookie_of_port = {p: c for c, p in self.ports().items()}
-        out = {}
-        for pid in child_pids(self.proc.pid):
-            if cmdline(pid)[1:] != ["-m", "ui.main"]:
-                continue
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            port = next(e[5:].decode() for e in env if e.startswith(b"PORT="))
-            out[cookie_of_port[port]] = pid
-        return out
+        return {cookie_of_port[port]: pid for pid, port in self._ports_of("ui.main").items()}
 
     def answers(self, cookie: str) -> bool:
         """Replica `cookie` answers on its own port."""
@@ -94,12 +126,21 @@ class Replicas:
         assert self.proc.poll() is None, self.output()
         if not all(self.answers(c) for c in ("d0", "d1")):
             return False
+        if not all(self.api_answers(f"api{i}") for i in range(self.api)):
+            return False
         try:  # and the balancer has taken both in (two good checks: ~2 s)
             pinned = [
                 httpx.get(f"{self.base_url}/login", cookies={STICKY_COOKIE: c}, timeout=5)
                 for c in ("d0", "d1")
             ]  # a new cookie in the answer: not served by `c`
-            return all(r.status_code == 200 and STICKY_COOKIE not in r.cookies for r in pinned)
+            if not all(r.status_code == 200 and STICKY_COOKIE not in r.cookies for r in pinned):
+                return False
+            served = {  # both API processes taken in (round robin: 2 requests, 2 servers)
+                httpx.get(f"{self.base_url}/api/events", headers={"X-API-Key": API_KEY},
+                          timeout=5).headers.get(SERVED_BY)
+                for _ in range(2 * self.api)
+            }  # fmt: skip
+            return served >= {f"api/api{i}" for i in range(self.api)}
         except httpx.HTTPError:
             return False
 
@@ -113,22 +154,31 @@ class Replicas:
                 self.proc.wait()
 
 
-@pytest.fixture
-def replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
+def _stack(tmp_path: Path, redis_server: RedisServer, api: int) -> Iterator[Replicas]:
     try:
         haproxy_binary()
     except BalancerMissing as exc:
         pytest.fail(str(exc))  # CI installs it (.ci/run): never a skip
     data = tmp_path / "data"
     data.mkdir()
-    rep = Replicas(redis_server.url, data)
+    rep = Replicas(redis_server.url, data, api)
     try:
-        wait_for(rep.ready, 180, 0.5, "two replicas behind HAProxy")
+        wait_for(rep.ready, 180, 0.5, f"two replicas and {api} API processes behind HAProxy")
         yield rep
     finally:
         rep.stop()
     assert rep.proc.returncode == 0, rep.output()
     assert not child_pids(rep.proc.pid)
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
+    yield from _stack(tmp_path, redis_server, 0)
+
+
+@pytest.fixture
+def with_api(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
+    yield from _stack(tmp_path, redis_server, 2)
 
 
 def stored_event(marker: str) -> dict:
@@ -218,3 +268,144 @@ def test_socket_polling_sticks_and_a_logout_ends_the_session_on_every_replica(
             assert b.get("/api/auth/me").status_code == 200  # the other replica knows the login
             assert a.post("/api/auth/logout").status_code == 200
             assert b.get("/api/auth/me").status_code == 401  # and that it ended
+
+
+EVENT = {"source": "api-replica-test", "type": "test.api", "level": "INFO"}
+
+
+def test_api_key_requests_are_answered_by_api_processes_and_survive_a_kill(
+    with_api: Replicas, redis_server: RedisServer
+) -> None:
+    base, key = with_api.base_url, {"X-API-Key": API_KEY}
+    r = redis.Redis.from_url(redis_server.url)
+    accepted = 0
+    with httpx.Client(base_url=base, headers=key, timeout=30) as api:
+        first = api.post("/api/events", json=EVENT)
+        assert first.status_code == 202, first.text
+        assert first.headers[SERVED_BY].startswith("api/api"), first.headers
+        accepted += 1
+        # Bad input: a 4xx with the reason from the API process, never a 500.
+        bad = api.post("/api/events", json={"source": "x"})
+        assert bad.status_code == 422 and bad.headers[SERVED_BY].startswith("api/"), bad.text
+        assert {e["field"] for e in bad.json()["errors"]} >= {"type", "level"}, bad.text
+        junk = api.post(
+            "/api/events", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert junk.status_code in (400, 422) and junk.json()["detail"], junk.text
+
+        # The dashboard still serves pages and logins (no API key: the sticky backend).
+        with httpx.Client(base_url=base, timeout=30) as browser:
+            page = browser.get("/login")
+            assert page.status_code == 200 and page.headers[SERVED_BY].startswith("replicas/")
+            login_http(browser)
+            me = browser.get("/api/auth/me")
+            assert me.status_code == 200 and me.json()["username"] == ORGANISER, me.text
+            assert me.headers[SERVED_BY].startswith("replicas/dashboard"), me.headers
+            # The same session cookie means nothing to an API process: 401, never a 500.
+            port = with_api.api_ports()["api0"]
+            direct = httpx.get(f"http://127.0.0.1:{port}/api/events", cookies=browser.cookies)
+            assert direct.status_code == 401 and "login required" in direct.text, direct.text
+
+        # kill -9 one API process: every request (the same keep-alive client) still succeeds,
+        # retried on the other; nothing accepted is lost or doubled.
+        pids = with_api.api_pids()
+        assert set(pids) == {"api0", "api1"}, pids
+        # One request first: HAProxy closes a client connection idle for 10 s (its keep-alive
+        # timeout), which the browser part above may have taken on a busy machine.
+        assert api.post("/api/events", json=EVENT).status_code == 202
+        accepted += 1
+        os.kill(pids["api0"], signal.SIGKILL)
+        for _ in range(30):
+            got = api.post("/api/events", json=EVENT)
+            assert got.status_code == 202, (got.status_code, got.text)
+            accepted += 1
+        assert r.xlen(keys.EVENTS_IN) == accepted
+    wait_for(
+        lambda: "api 0 killed by SIGKILL" in with_api.output(),
+        30, 0.5, "the supervisor to see the API process die",
+    )  # fmt: skip
+    wait_for(lambda: with_api.api_answers("api0"), 120, 1, "the restarted API process to answer")
+    new = with_api.api_pids()["api0"]
+    assert new != pids["api0"]
+    r.close()
+
+
+@contextmanager
+def _api_app(tmp_path: Path, redis_url: str) -> Iterator[str]:
+    """`python -m api.main` alone on a free port (no balancer): its base URL."""
+    from core.settings import Settings
+    from ops.processes import child_env, spawn
+
+    port = free_port()
+    env = {"REDIS_URL": redis_url, "DATA_DIR": str(tmp_path / "data"), "API_KEYS": API_KEY,
+           "HEALTH_FLOWS": "events", "HOST": "127.0.0.1", "PORT": str(port)}  # fmt: skip
+    s = Settings(**{k.lower(): v for k, v in env.items()})
+    proc = spawn([sys.executable, "-m", "api.main"], child_env(s, redis_url, **env),
+                 tmp_path / "api.log")  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, (tmp_path / "api.log").read_text()[-3000:]
+        try:
+            return httpx.get(base + "/health", timeout=2).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 120, 0.2, "python -m api.main to answer /health")
+        yield base
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_api_only_app_enforces_the_same_route_matrix(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Every route of `api.main`'s app is in `auth.permissions.ROUTES`, and every HTTP route
+    answers each API key kind and no login as the matrix says (`tests/test_auth_matrix.py`'s
+    `expected`; sessions are the dashboard's, so only keys and nobody here)."""
+    from api.main import create_app
+    from auth.keys import KeyStore
+    from auth.permissions import ROUTES, rule_for_route
+    from tests.test_auth_matrix import KEYS, concrete, expected
+
+    app = create_app()
+    served = {getattr(r, "path", None) for r in app.routes}
+    missing = [
+        f"{m} {r.path}"
+        for r in app.routes
+        for m in (getattr(r, "methods", None) or {"WS"})
+        if rule_for_route(r.path, m) is None and m != "HEAD"
+    ]
+    assert not missing, missing
+    (tmp_path / "data").mkdir()
+    store = KeyStore(tmp_path / "data")
+    made = {k: store.create(f"m {k}", k, "test", "main" if k == "gate" else None)[0] for k in KEYS}
+    checked = 0
+    with _api_app(tmp_path, redis_server.url) as base, httpx.Client(base_url=base, timeout=20) as c:
+        for rule in ROUTES:
+            if rule.path not in served:
+                continue
+            for method in sorted(rule.methods - {"WS"}):
+                for who in ("nobody", *(f"{k}-key" for k in KEYS)):
+                    h = {"X-API-Key": made[who[:-4]]} if who != "nobody" else {}
+                    kw = {"json": {}} if method == "POST" else {}
+                    res = c.request(method, concrete(rule), headers=h, **kw)
+                    what = f"{method} {rule.path} as {who}: {res.status_code} {res.text[:200]}"
+                    want = expected(rule, who)
+                    assert res.status_code != 500, what
+                    if want == "allowed":
+                        assert res.status_code not in (401, 403), what
+                    elif want == "forbidden":
+                        assert res.status_code == 403 and "may not" in res.text, what
+                    elif rule.page:  # a download link: to the login, as on the dashboard
+                        assert res.status_code == 303, what
+                    else:
+                        assert res.status_code == 401, what
+                    checked += 1
+    assert checked > 100, checked

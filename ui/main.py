@@ -15,10 +15,11 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from nicegui import app, ui
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from api import registry
 from api import video as video_api
+from api.main import SecurityHeaders
 from auth.middleware import KeyRequestBypass
 from auth.sessions import use_redis_sessions
 from core.settings import Settings, get_settings
@@ -72,40 +73,6 @@ def _read_when_written(path: Path, timeout: float = 10.0) -> str:
 #: tab's page (and its room membership) goes 10 s after it closed instead of 3 s. A killed
 #: replica's pages move at once all the same (their sockets break; `tests/test_replicas.py`).
 RECONNECT_TIMEOUT_S = 10.0
-
-
-#: Sent with every HTTP response. No other site may frame us (clickjacking: the modern
-#: `frame-ancestors` and the older `X-Frame-Options`); browsers must not guess content types
-#: (an upload served as text cannot run as a script); our URLs (room ids, filters) are not
-#: passed on to other sites in `Referer`.
-SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
-    (b"content-security-policy", b"frame-ancestors 'none'"),
-    (b"x-frame-options", b"DENY"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-)
-
-
-class SecurityHeaders:
-    """Adds `SECURITY_HEADERS` to every HTTP response (a pure ASGI middleware: the endless
-    MJPEG streams pass unbuffered; the auth middleware's refusals get them too)."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                have = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in have]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def _session_middleware() -> frozenset[type]:
