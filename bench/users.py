@@ -101,7 +101,6 @@ import json
 import os
 import re
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -253,13 +252,7 @@ class Server:
         return h.tree_cpu(self.proc.pid) or 0.0
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        h.stop_all([self.proc], 40)  # SIGINT, then kill after 40 s
 
 
 def _env(redis_url: str, data: Path, port: int) -> dict[str, str]:

@@ -42,8 +42,13 @@ def redis_argv(data_dir: Path, port: int) -> list[str]:
     """
     rdir = (data_dir / "redis").resolve()
     rdir.mkdir(parents=True, exist_ok=True)
+    return [redis_server_binary(), *server_options(rdir, port)]
+
+
+def server_options(rdir: Path, port: int) -> list[str]:
+    """Options every redis-server we start shares (the embedded one, each node of a local
+    Redis Cluster): loopback only, AOF fsynced every second, room for pub/sub bursts."""
     return [
-        redis_server_binary(),
         "--bind", "127.0.0.1",
         "--port", str(port),
         "--dir", str(rdir),

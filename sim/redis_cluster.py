@@ -29,6 +29,7 @@ from pathlib import Path
 import redis
 
 from core.redis_conn import CLUSTER_SCHEME
+from ops.embedded_redis import server_options
 
 NODES = 3
 BUS_OFFSET = 10_000  # each node's cluster bus listens on port + 10000
@@ -91,17 +92,10 @@ class LocalRedisCluster:
         d = self.node_dir(port)
         return [
             binaries()[0],
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(d),
+            *server_options(d, port),
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", "5000",
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--client-output-buffer-limit", "pubsub", "256mb", "128mb", "60",
-            "--logfile", str(d / "redis.log"),
         ]  # fmt: skip
 
     def start_node(self, port: int) -> None:

@@ -27,6 +27,7 @@ import pytest
 import redis
 from playwright.sync_api import Browser, expect
 
+from bench import harness as h
 from core import keys
 from ops.balancer import SERVED_BY, STICKY_COOKIE, BalancerMissing, haproxy_binary
 from ops.processes import PROJECT_DIR
@@ -145,13 +146,7 @@ class Replicas:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        h.stop_all([self.proc], 40)  # SIGINT, then kill after 40 s
 
 
 def _stack(tmp_path: Path, redis_server: RedisServer, api: int) -> Iterator[Replicas]:
