@@ -20,6 +20,7 @@ from core.settings import Settings, get_settings
 from live.redis import redis_client, redis_reason
 
 __all__ = [
+    "KEEP_ALIVE_S",
     "ApiKeyDep",
     "BodyTooLarge",
     "Refusal",
@@ -34,6 +35,15 @@ __all__ = [
     "require_api_key",
     "settings",
 ]
+
+
+KEEP_ALIVE_S = 75
+"""How long uvicorn keeps an idle client connection open (its default is 5 s). A client that
+reuses a connection the server is closing at that instant gets no answer ("Server disconnected
+without sending a response"): httpx keeps idle connections 5 s too, so with the two timers equal
+a gate's or a test's request after a 5 s pause raced the close (seen once in CI, on the 26th
+request of one connection). The server must outlast its clients' idle timers, as nginx (75 s)
+does; HAProxy in front (`ops.balancer`) closes its own idle client connections after 10 s."""
 
 
 @dataclass

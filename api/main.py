@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import registry
 from api import video as video_api
+from api.http import KEEP_ALIVE_S
 from core.settings import Settings, get_settings
 from live import attendance as attendance_live
 from live.redis import close_redis
@@ -111,7 +112,13 @@ def main() -> None:
     app = create_app(settings)
     log.info("Venueflow API on http://%s:%d", settings.host, settings.port)
     # uvicorn trusts X-Forwarded-For from 127.0.0.1 (HAProxy): the throttle sees the client.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 
 from api import registry
 from api import video as video_api
+from api.http import KEEP_ALIVE_S
 from api.main import SecurityHeaders
 from auth.middleware import KeyRequestBypass
 from auth.sessions import use_redis_sessions
@@ -173,6 +174,7 @@ def main() -> None:
         favicon=theme.FAVICON,
         show_welcome_message=False,
         reconnect_timeout=RECONNECT_TIMEOUT_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 
