@@ -12,15 +12,20 @@ The API processes (`api.main`) exist because API requests on a dashboard's event
 behind the re-rendering of its users' pages (`python -m bench.users`: API p99 9-16 s at 200
 users). They get the requests that carry an API key under `API_PATHS` (not the session's
 routes); browsers' calls with their session cookie stay on the sticky dashboards, where the
-session is read. Round robin, no cookie; a request whose connection to a dead API process
-fails, or that gets no answer at all, is sent to another (`retry-on conn-failure
-empty-response`, `option redispatch 1`: `tests/test_replicas.py`, kill -9 of one of two under
-a keep-alive client: 30 of 30 requests answered 202). A new connection to the API process for
-each request (`option http-server-close`; loopback, ~0.1 ms): when HAProxy reused an idle
+session is read. Round robin, no cookie; a request whose connection to a dead API process fails,
+or that gets no answer at all, is sent to another (`retry-on conn-failure empty-response`,
+`option redispatch 1`: `tests/test_replicas.py`, kill -9 of one of two under a keep-alive
+client: 30 of 30 requests answered 202). A retry needs the whole request in HAProxy's buffer
+(`option http-buffer-request`): without it, on a loaded machine (load 7-19) the body sometimes
+reached HAProxy after it had forwarded the headers to the process being killed, the request
+could not be replayed, and the client's connection was closed without an answer (3 of 4 runs of
+that test failed; with it 8 of 8 passed, the retried POSTs logged as redispatched `+1` with `log
+stderr` + `option httplog` turned on for the experiment). A new connection to the API process
+for each request (`option http-server-close`; loopback, ~0.1 ms): when HAProxy reused an idle
 connection to a process just killed (it had not yet seen it close, load 20), it closed the
-client's connection without an answer, as it does for a reused connection, and the client's
-POST failed; a fresh connection to a dead process is refused and retried. Every response
-names its server in `X-Served-By` (`api/api0`, `replicas/dashboard1`).
+client's connection without an answer, as it does for a reused connection, and the client's POST
+failed; a fresh connection to a dead process is refused and retried. Every response names its
+server in `X-Served-By` (`api/api0`, `replicas/dashboard1`).
 
 Why HAProxy (Debian's `haproxy`) and not nginx: sticky sessions by an inserted cookie and
 active health checks are in the free HAProxy; nginx has neither (its `ip_hash` sticks by
@@ -110,6 +115,7 @@ backend api
     balance roundrobin
     option redispatch 1
     retry-on conn-failure empty-response
+    option http-buffer-request
     option http-server-close
     http-response set-header {SERVED_BY} %[be_name]/%[srv_name]
     option httpchk GET /health
