@@ -108,7 +108,7 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
         self._since = time.monotonic() if self._pending else None
         self._flush_rows, self._flush_age = flush_rows, flush_age
         self._replace_from = replace_from
-        self._fresh = writer.fresh_marker.exists()
+        self._fresh = writer.first_run()
         self._started, self._snapshot_count = time.monotonic(), 0
 
     def _flush(self) -> None:
@@ -160,7 +160,7 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
             self._flush()
         self._snapshot_count += 1
         if self._fresh and self._snapshot_count >= 3 and now - self._started > 30:
-            self._w.fresh_marker.unlink(missing_ok=True)  # the first epochs are committed now
+            self._w.clear_first_run()  # the first epochs are committed now
             self._fresh = False
         return LakeSinkState(self._seq, list(self._pending))
 
@@ -231,10 +231,8 @@ class LakeSink(FixedPartitionedSink[Rows, LakeSinkState]):
         them would duplicate whatever the replay rewrites, deleting them would lose what the
         input no longer holds — so refuse to start and say what to do.
         """
-        marker = writer.fresh_marker
-        if committed is None or marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+        if committed is None or writer.first_run():
+            writer.mark_first_run()
             return None if committed is None else 0
         raise RuntimeError(
             f"lake table {self.table!r} holds rows of writer {writer.writer!r} but the flow "

@@ -19,7 +19,8 @@ _TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 class Lake:
     """Where the lake lives: `uri` is a local absolute path or `s3://bucket/prefix`;
     `storage_options` are delta-rs's object-store options (endpoint, keys, region);
-    `state_dir` is a local folder for the writers' first-run markers."""
+    `state_dir` is the local folder where the writers' first-run markers were kept before
+    they moved into the tables' logs (`storage.lake.first_run_app`); still read."""
 
     uri: str
     state_dir: Path

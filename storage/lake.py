@@ -198,6 +198,16 @@ def with_lake_columns(table: Table, data: pa.Table, writer: str, flush: int) -> 
     )
 
 
+def first_run_app(writer: str) -> str:
+    """The Delta application id recording writer `writer`'s first run: its version is odd
+    while the run has not yet taken a snapshot, even after (each change one empty commit, the
+    version only grows). In the table's log rather than in a local file so that a cluster
+    across machines, whose writer may come back on another machine after dying before its
+    first snapshot, finds it there (the local file left such a writer refusing to start).
+    `:` is not allowed in writer ids, so no writer's own id can collide with it."""
+    return f"first-run:{writer}"
+
+
 class LakeWriter:
     """One writer of one table (a sink partition): commits flushes exactly once; see the
     module docstring. Keeps its `DeltaTable` open (reloading it per commit cost ~250 ms on
@@ -212,9 +222,47 @@ class LakeWriter:
         self.dt = open_table(self.lake, table)
 
     @property
-    def fresh_marker(self) -> Path:
-        """Present while this writer's first run has not yet committed a snapshot."""
+    def legacy_marker(self) -> Path:
+        """The first-run marker as a local file (before it moved into the table's log); still
+        honoured, and removed with the first run's end."""
         return self.lake.state_dir / self.table.name / f"{self.writer}.uncommitted"
+
+    def first_run(self) -> bool:
+        """Whether this writer's first run has not yet committed a snapshot. Read from the
+        table's own log (`first_run_app`), so every machine of a cluster sees it."""
+        self.refresh()
+        version = self.dt.transaction_version(first_run_app(self.writer))
+        return (version or 0) % 2 == 1 or self.legacy_marker.exists()
+
+    def mark_first_run(self) -> None:
+        """Record in the table that this writer's first run has begun (no rows: one commit
+        holding only the application transaction)."""
+        self._first_run_to(odd=True)
+
+    def clear_first_run(self) -> None:
+        """Record that the first run has snapshotted: from now on rows of this writer with no
+        recovery state for them mean the state was lost (`LakeSink` refuses to guess)."""
+        self._first_run_to(odd=False)
+        self.legacy_marker.unlink(missing_ok=True)
+
+    def _first_run_to(self, odd: bool) -> None:
+        app = first_run_app(self.writer)
+        empty = with_lake_columns(self.table, self.table.schema.empty_table(), self.writer, 0)
+
+        def commit() -> None:
+            self.refresh()
+            version = self.dt.transaction_version(app) or 0
+            if version % 2 == int(odd):
+                return  # already so (a retried attempt that did commit, or nothing to do)
+            txn = Transaction(app_id=app, version=version + 1)
+            write_deltalake(
+                self.dt,
+                empty,
+                mode="append",
+                commit_properties=CommitProperties(app_transactions=[txn]),
+            )
+
+        retrying(f"{self.table.name}/{app}", commit, self.reload)
 
     def refresh(self) -> None:
         """Catch up with commits since our version (reload if the log they need is gone)."""

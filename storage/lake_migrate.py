@@ -20,7 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, Transaction, write_deltalake
 
-from storage.lake import as_lake, old_layout_tables, open_table, with_lake_columns
+from storage.lake import (
+    as_lake,
+    first_run_app,
+    old_layout_tables,
+    open_table,
+    with_lake_columns,
+)
 from storage.tables import TABLES
 
 _FILE_RE = re.compile(r"^(?P<part>[A-Za-z0-9_.]+)-(?P<seq>\d{10})(?:-(?P<last>\d{10}))?\.parquet$")
@@ -66,8 +72,11 @@ def migrate_table(lake_dir: Path, name: str, aside: Path) -> tuple[int, int]:
     shutil.rmtree(staging / name, ignore_errors=True)
     staged = as_lake(staging)
     dt = open_table(staged, name)
+    # a writer whose first run had not snapshotted: the mark moves into the table's log
+    unfinished = sorted(mk.name[1 : -len(".uncommitted")] for mk in old.glob(".*.uncommitted"))
     if by_writer:
         txns = [Transaction(app_id=w, version=v) for w, v in sorted(last_flush.items())]
+        txns += [Transaction(app_id=first_run_app(w), version=1) for w in unfinished]
         data = pa.concat_tables([t for ts in by_writer.values() for t in ts])
         write_deltalake(
             dt, data, mode="append", commit_properties=CommitProperties(app_transactions=txns)
@@ -76,15 +85,10 @@ def migrate_table(lake_dir: Path, name: str, aside: Path) -> tuple[int, int]:
     after = dt.count()
     if after != before:
         raise MigrationError(f"{name}: {before} rows in the old files but {after} imported")
-    markers = list(old.glob(".*.uncommitted"))
     aside.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(aside / name, ignore_errors=True)
     old.rename(aside / name)
     (staging / name).rename(old)
-    state = as_lake(lake_dir).state_dir / name
-    for mk in markers:
-        state.mkdir(parents=True, exist_ok=True)
-        (state / f"{mk.name[1 : -len('.uncommitted')]}.uncommitted").touch()
     return before, after
 
 

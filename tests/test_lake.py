@@ -19,6 +19,7 @@ import pytest
 from deltalake import DeltaTable
 
 from connectors.lake_sink import CHUNK_ROWS, Columns, LakeSink, LakeSinkState
+from core.lake_location import Lake
 from core.settings import Settings
 from ops.processes import PROJECT_DIR
 from run import prepare_lake
@@ -166,6 +167,40 @@ def test_fresh_start_replaces_an_uncommitted_run_but_refuses_to_guess(data_dir) 
     assert event_rows(data_dir) == 8
 
 
+def test_a_first_run_is_known_on_every_machine_of_a_cluster(data_dir, tmp_path) -> None:
+    """The first-run mark is in the table's log, not in one machine's DATA_DIR: a cluster
+    that dies before its first snapshot may bring its writer back on another machine."""
+    lake_dir = data_dir / "lake"
+    machine_a = LakeSink(
+        Lake(str(lake_dir), tmp_path / "a" / "lake_writers"), "events", flush_rows=1
+    )
+    machine_b = LakeSink(
+        Lake(str(lake_dir), tmp_path / "b" / "lake_writers"), "events", flush_rows=1
+    )
+    machine_a.build_part("s", "p0", None).write_batch([rows(5)])  # dies before a snapshot
+    assert LakeWriter(Lake(str(lake_dir), tmp_path / "c"), "events", "p0").first_run()
+    machine_b.build_part("s", "p0", None).write_batch([rows(5)])  # the replay, elsewhere
+    assert event_rows(data_dir) == 5
+    # Once the first run has snapshotted, rows without recovery state are refused anywhere.
+    LakeWriter(lake_dir, "events", "p0").clear_first_run()
+    for machine in (machine_a, machine_b):
+        with pytest.raises(RuntimeError, match="no recovery state"):
+            machine.build_part("s", "p0", None)
+    assert event_rows(data_dir) == 5
+    assert not any((tmp_path / m).exists() for m in "ab")  # nothing kept per machine
+
+    # A marker file of the earlier design still counts, and goes with the first run's end.
+    w = LakeWriter(lake_dir, "events", "p1")
+    w.write(rows(3, 100), 0)
+    w.legacy_marker.parent.mkdir(parents=True, exist_ok=True)
+    w.legacy_marker.touch()
+    part = LakeSink(lake_dir, "events", flush_rows=1).build_part("s", "p1", None)
+    part.write_batch([rows(3, 100)])
+    assert event_rows(data_dir) == 8
+    w.clear_first_run()
+    assert not w.legacy_marker.exists() and not w.first_run()
+
+
 def test_maintenance_compacts_into_large_row_groups_and_keeps_every_row(data_dir) -> None:
     w = LakeWriter(data_dir / "lake", "events", "p0")
     for n in range(12):
@@ -254,6 +289,7 @@ def write_old_layout(lake_dir: Path) -> int:
         d / ".p0-0000000005-0000000006.parquet.compacting",
     )
     pq.write_table(pa.Table.from_pylist(rows(3, 18), schema), d / "p0-0000000006.parquet")
+    (lake_dir / "events" / ".checkins.p0.uncommitted").touch()  # its first run: no snapshot yet
     return 10 + 5 + 5 + 6
 
 
@@ -270,6 +306,8 @@ def test_old_layout_is_refused_then_imported_once_with_equal_counts(data_dir) ->
     assert event_rows(data_dir) == n
     assert LakeWriter(lake_dir, "events", "p0").committed() == 6
     assert LakeWriter(lake_dir, "events", "checkins.p0").committed() == 0
+    assert LakeWriter(lake_dir, "events", "checkins.p0").first_run()  # the mark came along
+    assert not LakeWriter(lake_dir, "events", "p0").first_run()
     assert (data_dir / "lake-old-layout" / "events" / "date=2026-11-21").is_dir()
     assert run_py(data_dir, "lake", "migrate").stdout.strip() == "nothing to import"
     # A flow resuming from an old snapshot (next file 4) replaces flushes 4.. (11 rows) as
