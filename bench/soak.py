@@ -130,7 +130,9 @@ def venue(cams: list[str], camera_url: str, fps: int) -> tuple[dict, dict]:
 class Deployment:
     """redis-server, the events / check-in / video flows, the dashboard, the cameras."""
 
-    def __init__(self, work: Path, cams: int, fps: int, retention_s: float):
+    def __init__(
+        self, work: Path, cams: int, fps: int, retention_s: float, state_cache_scans: int = 0
+    ):
         self.work = work
         self.data = work / "data"
         self.redis_proc, self.url = h.start_redis(self.data)
@@ -149,6 +151,8 @@ class Deployment:
         event, rest = venue(self.cams, f"rtsp://127.0.0.1:{port}/test", fps)
         self.env = h.stack_env(work, self.url, self.data, rest, event=event)
         self.env["STREAM_RETENTION_S"] = str(retention_s)
+        if state_cache_scans:
+            self.env["CHECKIN_STATE_CACHE_SCANS"] = str(state_cache_scans)
         os.environ.update(self.env)
         from core.tokens import load_signer
 
@@ -267,6 +271,7 @@ OPTIONS = """
 --sample-seconds  float  60      RSS sample period in seconds (60)
 --warmup          float  5       minutes not in the slope (5)
 --retention-s     float  60      STREAM_RETENTION_S of the deployment (60)
+--state-cache-scans int  0       CHECKIN_STATE_CACHE_SCANS of the deployment (0: its default)
 --workdir         path   -       where to put the deployment (a temp dir)
 --keep            flag   -       keep the work dir (logs, lake)
 --url             str    -       -
@@ -300,7 +305,9 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
         f"{args.sample_seconds:g} s, slope after {args.warmup:g} min",
         flush=True,
     )
-    dep = Deployment(work, args.cameras, args.fps, args.retention_s)
+    if args.state_cache_scans:
+        print(f"deciders  CHECKIN_STATE_CACHE_SCANS={args.state_cache_scans}", flush=True)
+    dep = Deployment(work, args.cameras, args.fps, args.retention_s, args.state_cache_scans)
     load: dict[str, subprocess.Popen] = {}
     series: dict[str, list[tuple[float, float]]] = {}
     load_series: dict[str, list[tuple[float, float]]] = {}

@@ -143,6 +143,15 @@ class Settings(BaseSettings):
         description="Decider processes of the check-in flow, each owning a share of the "
         "participants. Fixed once the flow has run (its state is cut in this many shares).",
     )
+    checkin_state_cache_scans: int = Field(
+        default=100_000,
+        ge=1,
+        description="Participant states each check-in decider keeps in memory, weighed in "
+        "scans (1 + kept scans + remembered refusals per state; ~0.9 KB each, so ~90 MiB per "
+        "decider by default): the least recently used beyond it stay in Redis only and are "
+        "read back when scanned again. The default holds one decider's share of "
+        "bench.checkins' 200,000 scans of 50,000 participants with 97 % hits.",
+    )
     stream_shards: int = Field(
         default=1,
         ge=1,

@@ -27,10 +27,22 @@ one core; one process reached 7,300 check-ins/s, two 11,100.
 
 Either all of a batch is in Redis or none of it, so a `kill -9` at any instant resumes from a
 consistent state: nobody is admitted twice and every scan gets exactly one decision. If a
-commit fails (Redis down or restarted) the stage reloads state and offsets from Redis and
-carries on from there. Everything downstream — the lake, per-minute windows, live totals —
-stays in the Bytewax dataflow, which reads each shard's `checkins:decided:<shard>` as a
-resumable partition.
+commit fails (Redis down or restarted) the stage drops the states it holds, reloads its
+offsets from Redis and carries on from there. Everything downstream — the lake, per-minute
+windows, live totals — stays in the Bytewax dataflow, which reads each shard's
+`checkins:decided:<shard>` as a resumable partition.
+
+The state hash is the truth; in memory a decider holds only a bounded cache of it
+(`StateCache`, at most `CHECKIN_STATE_CACHE_SCANS` scans' worth of states): before deciding a
+batch it reads the states of the batch's participants it does not hold with one HMGET
+(`_fetch`), and after the batch's EXEC it drops the least recently used beyond the bound, all
+of them committed by then. Before, every state was held, read in full (HSCAN) at start: the
+20-minute soak saw the deciders grow 3.30 MiB/min, and a start with 1,000,000 one-scan states
+took 85-152 s (32 s CPU) and 2.2 GiB RSS; now it reads only the offsets, 0.01 s and 73 MiB
+(`/tmp` script over a private redis-server, not kept, 2026-12-04, load 9-11). In the
+10-minute soak (`bench.soak --minutes 10 --event-rate 2000 --checkin-rate 200
+--state-cache-scans 20000`, load 6-27) both deciders grew +0.31 / +0.38 MiB/min after the
+warm-up, at 100-102 MiB once the bound was reached.
 
 The rule (who starts a decider, and why not the supervisor): a decider is a *part* of the
 check-in flow, not a process of its own. The flow starts decider `<shard>` when it builds the
@@ -54,7 +66,7 @@ import logging
 import pickle
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,6 +84,8 @@ from flows.checkins_logic import (
     Decided,
     NonceBook,
     NonceUse,
+    ParsedInput,
+    ParticipantState,
     Scan,
     dumps,
     global_commands,
@@ -83,11 +97,97 @@ from flows.checkins_logic import (
 log = logging.getLogger(__name__)
 
 _TRIM_EVERY_S = 1.0
+_STATS_EVERY_S = 60  # how often the state cache's hits are logged
 #: SET KEYS[i] ARGV[i+1] EX ARGV[1], for every key: a batch's new nonces in one command. One
 #: SET per nonce in the MULTI cost 13-16 client CPU µs per nonce (redis-py builds and parses
 #: each), this 2 (and the server 4-5 µs vs 4-8): measured over 20 transactions of 1,000 nonces
 #: against a local redis-server (/tmp micro-benchmark, not kept).
 _SET_EACH = "for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i + 1], 'EX', ARGV[1]) end"
+
+
+class StateCache:
+    """The participant states a decider holds in memory: the least recently used ones are
+    dropped once they weigh more than `bound` scans in all (a state weighs 1 + its kept scans
+    + its remembered refusals, so a few long histories weigh what they cost). The decider's
+    hash in Redis (`keys.decider_state_key`) holds every state and stays the truth: a state not
+    here is read from it (`CheckinDecider._fetch`), and one is dropped only once committed
+    there.
+
+    Measured with an in-process decider on a private redis-server (`/tmp` script, not kept;
+    25,000 participants then 100,000 `bench.checkins.Generator` scans, one decider's share of
+    `bench.checkins`' defaults; 2026-12-04, load 21-27):
+
+    * memory: 929 B per unit of weight (tracemalloc of the unpickled states: 4.5 KB per
+      state of ~4 scans; the participant's record and the objects around the history cost
+      ~2.4 KB, a kept scan 545 B as bench/README.md measured); pickled: 225 B per unit;
+    * the default bound (`CHECKIN_STATE_CACHE_SCANS`, 100,000) read 3,268 states back from
+      Redis for the 100,000 scans (97 % hits); 20,000 in the 10-minute soak at 100 scans/s
+      per decider read ~36 % (the soak's crowd is scanned uniformly, the worst case for LRU);
+    * a state read back costs its share of the batch's HMGET and its unpickling, 30 µs for
+      those states, against 190-200 µs of decider CPU per scan in the same runs.
+
+    Why the cached states stay unpickled objects rather than bytes (as `flows.cached_state`
+    keeps idle Bytewax states): bytes would hold 4x more states per MiB, but a state kept as
+    bytes costs the same unpickling when it is scanned again as one read back from Redis, so
+    they would save only the HMGET's share, while Redis holds those bytes already. And why no
+    `gc.freeze()` of the filled cache: the collector hardly runs in a decider
+    (`gc.set_threshold(50_000, …)` in `main`, and every state evicted frees about what one read
+    back allocates): 7-9 collections in those 100,000 scans, 2.0-2.5 µs per scan in all,
+    the same whether the cache was frozen once full or not (2.0 against 2.3 µs, bound
+    100,000). The gc.freeze() of the states loaded at start is gone with the loading.
+    """
+
+    def __init__(self, bound: int):
+        self.bound = bound
+        self._lru: OrderedDict[str, tuple[ParticipantState, int]] = OrderedDict()
+        self.scans = 0  # sum of the cached states' weights
+        self.looked_up = self.fetched = 0  # keys a batch touched; of them, read from Redis
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def missing(self, keys_: list[str]) -> list[str]:
+        """Those of `keys_` not held (each once, in order)."""
+        self.looked_up += len(keys_)
+        return [k for k in dict.fromkeys(keys_) if k not in self._lru]
+
+    def get(self, key: str) -> ParticipantState | None:
+        """The state of `key`, now the most recently used (None: not held)."""
+        got = self._lru.get(key)
+        if got is None:
+            return None
+        self._lru.move_to_end(key)
+        return got[0]
+
+    def put(self, key: str, st: ParticipantState | None) -> None:
+        """Hold `st` as `key`'s state (None: forget it). A key not held comes last (the most
+        recently used); one held keeps its place, where `get` put it (replaced in place: a pop
+        and re-insert made `get` + `put` cost 2.0-2.2 µs per key instead of 1.4-1.9, timeit
+        over 1,000-key batches on the loaded 2-core machine)."""
+        old = self._lru.get(key)
+        if old is not None:
+            self.scans -= old[1]
+        if st is None:
+            if old is not None:
+                del self._lru[key]
+            return
+        weight = 1 + len(st.history) + len(st.refused)
+        self._lru[key] = (st, weight)
+        self.scans += weight
+
+    def evict(self) -> int:
+        """Drop the least recently used states until at most `bound` scans are held; only
+        when every held state is committed (after a batch's EXEC). Returns how many."""
+        n = 0
+        while self.scans > self.bound and self._lru:
+            _key, (_st, weight) = self._lru.popitem(last=False)
+            self.scans -= weight
+            n += 1
+        return n
+
+    def clear(self) -> None:
+        self._lru.clear()
+        self.scans = 0
 
 
 class CheckinDecider:
@@ -104,10 +204,12 @@ class CheckinDecider:
         shards: int = 1,
         count: int = 1000,
         stream_shards: int = 1,
+        cache_scans: int | None = None,
     ):
         """Decider `shard` of `shards`. With `stream_shards` > 1 (then `shards` equals it) it
         reads only its own input shard and decides all of it; with one input stream it reads
-        every entry and decides its share (`parse_input`)."""
+        every entry and decides its share (`parse_input`). `cache_scans`: the bound of the
+        states held in memory (`StateCache`; None: `CHECKIN_STATE_CACHE_SCANS`)."""
         self._url, self._venue, self._verifier = url, venue, verifier
         self._max_bytes, self._retention, self._count = max_bytes, retention, count
         self._shard, self._shards = shard, shards
@@ -131,7 +233,9 @@ class CheckinDecider:
         )
         self._nonces = NonceBook(self._committed_nonces)
         self._r = connect(url, socket_timeout=5, socket_connect_timeout=5)
-        self._states: dict[str, Any] = {}
+        if cache_scans is None:
+            cache_scans = get_settings().checkin_state_cache_scans
+        self._cache = StateCache(cache_scans)
         self._reader: Any = None
         # (time, input ids every shard had committed then): trimmed once older than retention
         self._committed: deque[tuple[float, dict[str, str]]] = deque()
@@ -140,9 +244,12 @@ class CheckinDecider:
 
     def run(self) -> None:
         self._load_until_ok()
-        last_trim = time.monotonic()
+        last_trim = last_stats = time.monotonic()
         try:
             while not stop_requested():
+                if time.monotonic() - last_stats >= _STATS_EVERY_S:
+                    self._log_cache()
+                    last_stats = time.monotonic()
                 if not self._once():
                     wake = self._reader.next_awake()
                     if wake is not None:
@@ -158,6 +265,17 @@ class CheckinDecider:
             self._r.close()
 
     # --- state -----------------------------------------------------------------------------
+
+    def _log_cache(self) -> None:
+        c = self._cache
+        if c.looked_up:
+            log.info(
+                "decider %d/%d: %d states in memory (%d of %d scans); last %d s: %d look-ups, "
+                "%d read from Redis",
+                self._shard, self._shards, len(c), c.scans, c.bound, _STATS_EVERY_S,
+                c.looked_up, c.fetched,
+            )  # fmt: skip
+        c.looked_up = c.fetched = 0
 
     def _load_until_ok(self) -> None:
         delay = 0.1
@@ -192,18 +310,9 @@ class CheckinDecider:
         self._publish_last()
         raw = self._r.get(self._offsets_key)
         offsets = json.loads(raw) if raw else {}
-        states: dict[str, Any] = {}
-        cursor = 0
-        while True:
-            cursor, chunk = self._r.hscan(self._state_key, cursor, count=5000)
-            for k, v in chunk.items():
-                states[k.decode()] = pickle.loads(v)
-            if cursor == 0:
-                break
         self._migrate_nonce_hash()
-        self._states = states
+        self._cache.clear()  # states are read from Redis as batches need them (`_fetch`)
         self._nonces = NonceBook(self._committed_nonces)  # the batch's; the rest in Redis
-        gc.freeze()  # the loaded states: long-lived, out of the collector's passes
         self._reader = RedisMergedStreamSource(
             self._url,
             self._inputs,
@@ -211,8 +320,8 @@ class CheckinDecider:
             retention=0,  # trimming: `_trim`
         ).build_part("decide", "", offsets)
         log.info(
-            "decider %d/%d: %d participant states, offsets %s",
-            self._shard, self._shards, len(states), offsets or "none",
+            "decider %d/%d: %d participant states in Redis, offsets %s",
+            self._shard, self._shards, self._r.hlen(self._state_key), offsets or "none",
         )  # fmt: skip
 
     def _trim(self) -> None:
@@ -257,21 +366,19 @@ class CheckinDecider:
             log.warning("decider: nonce look-up failed (%s); reloading", exc)
             self._load_until_ok()
             return True
-        if self._sharded:
-            try:
+        try:
+            if self._sharded:
                 self._claim_nonces([i for p in parsed for _, i in p.items if isinstance(i, Scan)])
-            except redis.exceptions.RedisError as exc:
-                log.warning("decider: nonce claims failed (%s); reloading", exc)
-                self._load_until_ok()
-                return True
+            self._fetch(parsed)
+        except redis.exceptions.RedisError as exc:
+            log.warning("decider: nonce claims or state look-up failed (%s); reloading", exc)
+            self._load_until_ok()
+            return True
         for p in parsed:
             decided.dead_rows += p.dead_rows
             for key, item in p.items:
-                st, out = step(self._states.get(key), item, self._venue)
-                if st is None:
-                    self._states.pop(key, None)
-                else:
-                    self._states[key] = st
+                st, out = step(self._cache.get(key), item, self._venue)
+                self._cache.put(key, st)
                 changed[key] = st
                 decided.dead_rows += [row for _, row in outcome_dead_letters(out)]
                 decided.outcomes.append(out)
@@ -283,7 +390,20 @@ class CheckinDecider:
             log.warning("decider: commit failed (%s); reloading the committed state", exc)
             self._load_until_ok()
             return True
+        self._cache.evict()  # every held state is committed now
         return True
+
+    def _fetch(self, parsed: list[ParsedInput]) -> None:
+        """Read the states of the batch's participants that the cache does not hold, with one
+        HMGET of the state hash (one key: one slot, also in a Redis Cluster). A key absent
+        there has no state (`step` starts it)."""
+        want = self._cache.missing([key for p in parsed for key, _ in p.items])
+        if not want:
+            return
+        self._cache.fetched += len(want)
+        for key, raw in zip(want, self._r.hmget(self._state_key, want), strict=True):
+            if raw is not None:
+                self._cache.put(key, pickle.loads(raw))
 
     def _claim_nonces(self, scans: list[Scan]) -> None:
         """With input shards, a nonce reused with another participant's ticket may come to
@@ -421,6 +541,7 @@ def main() -> int:
         shard=int(sys.argv[1]) if len(sys.argv) > 1 else 0,
         shards=keys.decider_count(s),
         stream_shards=s.stream_shards,
+        cache_scans=s.checkin_state_cache_scans,
     )
     gc.freeze()  # modules, venue, verifier: out of the collector's full passes
     # Each batch allocates ~10 objects per scan, nearly all freed by refcount; at the default

@@ -1,31 +1,45 @@
-"""The check-in decider keeps no nonce in memory beyond the batch it decides (issue 15).
+"""The check-in decider's memory stays bounded (issue 15).
 
 Before, `NonceBook` held every nonce's first use for a day: the 30-minute soak saw each decider
 grow by 6.75 MiB/min. Now the first uses live in Redis only (`keys.decider_nonce_key`, with a
 TTL), looked up per batch. A real decider (in-process, on a real redis-server) decides a few
 thousand unique scans; its book is then empty, and what a nonce names is still known.
+
+The participant states (histories of up to `MAX_HISTORY` scans) were all held too, loaded in
+full at start: now a bounded cache of the state hash (`checkins_decider.StateCache`). A decider
+with a cache far smaller than its states decides exactly what the plain `step` loop holding
+every state decides, and never holds more than its bound once a batch is committed.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
 
+from connectors.redis_streams import StreamBatch
 from core import keys
 from core.tokens import load_signer, load_verifier
 from core.venue import load_venue
 from flows.checkins_decider import CheckinDecider
+from flows.checkins_logic import NonceBook, parse_input, step
 from tests.attendance_helpers import EVENT_ID, add_participants, scan, write_venue
 
 SCANS = 3000
 BATCH = 500
 
 
-def _decider(url: str, data_dir: Path, tmp_path: Path) -> CheckinDecider:
+def _decider(
+    url: str, data_dir: Path, tmp_path: Path, batch: int = BATCH, cache_scans: int = 100_000
+) -> CheckinDecider:
     venue = load_venue(write_venue(tmp_path / "venue.yaml"))
-    d = CheckinDecider(url, venue, load_verifier(data_dir), 4096, 0, count=BATCH)
+    d = CheckinDecider(
+        url, venue, load_verifier(data_dir), 4096, 0, count=batch, cache_scans=cache_scans
+    )
     d._load()
     return d
 
@@ -115,3 +129,82 @@ def test_a_nonce_hash_from_before_is_moved_to_expiring_keys(
     assert any(
         reason.startswith("nonce_conflict: nonce 'live-nonce-1'") for reason in _dead_reasons(r)
     )
+
+
+def test_a_small_state_cache_decides_as_if_every_state_were_held(
+    r: redis.Redis, redis_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """60 participants scanned 1,500 times (entries, exits, scans out of time order that
+    overturn earlier verdicts, retries, a reused nonce) through a decider holding at most 100
+    scans' worth of states: the states are evicted and read back from Redis all along, and
+    once from nothing (the reload after a failed commit). Every verdict, in order, and every
+    final state equal the plain `step` loop's over the same input, every state in a dict."""
+    bound = 100
+    signer = load_signer(data_dir)
+    people = [f"Q{i:02d}" for i in range(60)]
+    add_participants(r, people)
+    tokens = {p: signer.mint(EVENT_ID, p) for p in people}
+    rng = random.Random(15)
+    start = datetime.now(UTC) - timedelta(hours=2)
+    sent: list[tuple[str, str, str, str]] = []  # (nonce, person, gate, direction)
+    for i in range(1500):
+        if sent and rng.random() < 0.03:  # a gate's retry: the same scan again
+            nonce, p, gate, direction = rng.choice(sent)
+            scan(r, tokens[p], gate, direction, nonce=nonce)
+            continue
+        if sent and rng.random() < 0.01:  # a nonce reused with another ticket
+            scan(r, tokens[rng.choice(people)], "main", "in", nonce=rng.choice(sent)[0])
+            continue
+        p = rng.choice(people[: 10 + i // 30])  # the crowd arrives over time
+        gate = rng.choice(["main", "side", "exit"])
+        direction = "out" if gate == "exit" else rng.choice(["in", "out"])
+        ts = start + timedelta(seconds=2 * i - rng.choice([0, 0, 0, 7, 45]))  # some late
+        sent.append((scan(r, tokens[p], gate, direction, ts=ts), p, gate, direction))
+
+    d = _decider(redis_url, data_dir, tmp_path, batch=40, cache_scans=bound)
+    most = batches = 0
+    while d._once():
+        batches += 1
+        most = max(most, d._cache.scans)
+        assert d._cache.scans <= bound
+        if batches == 20:
+            d._load()  # what a failed commit does: back to Redis, nothing held
+            assert len(d._cache) == 0 and d._cache.scans == 0
+
+    # The floor's logic: the same input through `step`, every state held.
+    venue = load_venue(tmp_path / "venue.yaml")
+    verifier, book = load_verifier(data_dir), NonceBook()
+    states: dict = {}
+    expected: list[tuple] = []
+    for stream in (keys.PARTICIPANTS_IN, keys.CHECKINS_IN):
+        entries = [(i.decode(), f[b"data"]) for i, f in r.xrange(stream)]
+        parsed = parse_input(StreamBatch(stream, entries), verifier, 4096, 0, 1, book)
+        for key, item in parsed.items:
+            st, out = step(states.get(key), item, venue)
+            if st is None:
+                states.pop(key, None)
+            else:
+                states[key] = st
+            expected += [
+                (v["nonce"], v["status"], v["revision"], v["replayed"]) for v in out.verdicts
+            ]
+    got = []
+    for _id, f in r.xrange(keys.CHECKINS_VERDICTS):
+        v = json.loads(f[b"data"])
+        got.append((v["nonce"], v["status"], v["revision"], v["replayed"]))
+    assert got == expected
+    statuses = {s for _n, s, _r, _p in got}
+    assert {"accepted", "duplicate"} <= statuses
+    assert any(rev > 0 for _n, _s, rev, _p in got), "no verdict was overturned"
+    assert any(replayed for *_x, replayed in got), "no retry was replayed"
+
+    def summary(st) -> tuple:
+        return (st.summary(), [(e.checkin_id, e.status, e.revision) for e in st.history])
+
+    held = {k.decode(): v for k, v in r.hgetall(keys.decider_state_key(0)).items()}
+    assert held.keys() == states.keys()
+    assert {k: summary(pickle.loads(v)) for k, v in held.items()} == {
+        k: summary(st) for k, st in states.items()
+    }
+    assert most > bound // 2, "the cache was never filled"
+    assert d._cache.fetched > 300, "states were not evicted and read back"
