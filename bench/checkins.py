@@ -4,13 +4,16 @@
     uv run python -m bench.checkins --checkins 50000 --participants 10000 --latency-seconds 10
     uv run python -m bench.checkins --profile /tmp/checkins.pyspy   # + where ours spends its time
     uv run python -m bench.checkins --shards 2           # ours with STREAM_SHARDS=2
+    uv run python -m bench.checkins --shards 2 --processes 2   # ours as a 2-process cluster
     uv run python -m bench.checkins --help               # --workers, --deciders, --flow, ...
 
 One run starts its own redis-server (never the shared one) and measures, on the same data:
 
 * **ours**: `python -m bytewax.run flows.checkins:flow` started exactly as run.py starts it
   (`flow_argv` + `spawn` + `child_env`, recovery on, default settings except DATA_DIR,
-  REDIS_URL and VENUE_CONFIG), `-w --workers`, with the decider processes it starts;
+  REDIS_URL and VENUE_CONFIG), `-w --workers`, with the decider processes it starts; with
+  `--processes N` as an N-process Bytewax cluster on loopback (`run.py up --processes N`),
+  its CPU summed over every process's tree;
 * **the floor** (`--floor-worker`, in this file): the same check-in decision in the plain
   loop a strong engineer would write — XREAD COUNT 1000 of `checkins:in` / `participants:in`
   → `orjson.loads` → the scan's rules (dead letter with a named reason) → the nonce seen
@@ -61,11 +64,13 @@ from typing import Any
 import redis
 
 from bench import harness as h
+from bench.ingest import group_cpu, group_hwm_mib
 from core import keys
 from core.records import ParticipantOp
 from core.settings import Settings
 from core.tokens import TokenSigner, load_signer
-from ops.processes import FLOWS, PROJECT_DIR, child_env, flow_argv, spawn
+from ops.processes import FLOWS, PROJECT_DIR, child_env, cluster_addresses, flow_argv, spawn
+from ops.supervisor import ProcessGroup
 from sim.gates import participant_id, synthetic_participants, tamper
 
 FLOW = "checkins"
@@ -627,6 +632,7 @@ class Bench:
     revoked: list[str]
     workers: int
     flow: str | None = None  # another import string for ours (to measure a change)
+    processes: int = 1  # ours as a Bytewax cluster of this many processes
 
 
 def start(b: Bench, kind: str, phase: str) -> h.Run:
@@ -657,6 +663,11 @@ def start(b: Bench, kind: str, phase: str) -> h.Run:
     log = b.workdir / f"{phase}.log"
     ru0 = h.children_cpu()
     t0 = time.perf_counter()
+    if kind == "ours" and b.processes > 1:  # a cluster, as `run.py up --processes N` starts it
+        addrs = cluster_addresses(b.processes)
+        argvs = [flow_argv(s, FLOW, b.workers, i, addrs) for i in range(len(addrs))]
+        group = ProcessGroup([spawn(a, env, log) for a in argvs])
+        return h.Run(kind, data_dir, group, log, argvs[0], t0, ru0)  # type: ignore[arg-type]
     return h.Run(kind, data_dir, spawn(argv, env, log), log, argv, t0, ru0)
 
 
@@ -681,11 +692,11 @@ def wait_idle(run: h.Run, below: float = 0.6, timeout: float = 120) -> tuple[flo
     Returns (seconds waited, share of a core it used in the last second). Not 0: an idle
     check-in flow holding 50,000 participants keeps ~40 % of a core busy (see README)."""
     t0 = time.perf_counter()
-    last = h.tree_cpu(run.proc.pid) or 0.0
+    last = group_cpu(run.proc) or 0.0
     quiet, used = 0, 1.0
     while time.perf_counter() - t0 < timeout and quiet < 2:
         time.sleep(1.0)
-        cpu = h.tree_cpu(run.proc.pid)
+        cpu = group_cpu(run.proc)
         if cpu is None:
             raise h.fail(run, f"exited with {run.proc.poll()} while settling")
         used, last = cpu - last, cpu
@@ -718,7 +729,7 @@ def throughput(
         sentinel_keys = [keys.verdict_key(x) for x in sentinels]
         first_key = None
         mcpu = h.MachineCpu(b.redis_pid)
-        cpu0 = h.tree_cpu(run.proc.pid) or 0.0
+        cpu0 = group_cpu(run.proc) or 0.0
         t_copy = time.perf_counter()
         copy_inputs(b, kind, MASTER_CHECKINS, "checkins:in")
         t_start = time.perf_counter()
@@ -741,9 +752,9 @@ def throughput(
                 got = b.r0.exists(*sentinel_keys)
                 raise h.fail(run, f"not done after {timeout:.0f} s ({got}/{len(sentinel_keys)})")
             time.sleep(0.005)
-        cpu = (h.tree_cpu(run.proc.pid) or 0.0) - cpu0
+        cpu = (group_cpu(run.proc) or 0.0) - cpu0
         machine = mcpu.since(cpu)
-        hwm = h.tree_hwm_mib(run.proc.pid)
+        hwm = group_hwm_mib(run.proc)
         if spy is not None:
             stop_profiler(spy)
             spy = None
@@ -827,7 +838,7 @@ def latency(
     try:
         wait_participants(b, run)
         wait_idle(run)  # settled, as a venue is between two scans
-        cpu0 = h.tree_cpu(run.proc.pid) or 0.0
+        cpu0 = group_cpu(run.proc) or 0.0
         mcpu = h.MachineCpu(b.redis_pid)
         docs = [gen.scan(nonce=f"lat-{i:08d}") for i in range(n)]  # made before timing
         sent_ns = [0] * n
@@ -844,7 +855,7 @@ def latency(
         t_start = time.perf_counter()
         h.paced(n, rate, send)
         produce_s = time.perf_counter() - t_start
-        cpu = (h.tree_cpu(run.proc.pid) or 0.0) - cpu0
+        cpu = (group_cpu(run.proc) or 0.0) - cpu0
         machine = mcpu.since(cpu)
         deadline = time.perf_counter() + 15
         while subs.received < n and time.perf_counter() < deadline:
@@ -892,7 +903,9 @@ def _py_spy() -> list[str]:
 def start_profiler(pid: int, out: Path) -> subprocess.Popen:
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [*_py_spy(), "record", "--format", "raw", "-r", "250", "-o", str(out)]
-    argv += ["--idle", "--subprocesses", "-p", str(pid)]  # + the flow's decider process
+    argv += ["--subprocesses", "-p", str(pid)]  # + the flow's decider process
+    if not os.environ.get("BENCH_PYSPY_ACTIVE"):  # only on-CPU samples: where the CPU goes
+        argv.append("--idle")
     if os.environ.get("BENCH_PYSPY_NATIVE"):  # also the Rust/C frames (slower sampling)
         argv.append("--native")
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -1066,6 +1079,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run this flow as ours instead of flows.checkins:flow (module:attr or "
         "path/to/file.py:attr), to measure a change against the same floor",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="ours as a Bytewax cluster of N processes on loopback, as `run.py up --processes "
+        "N` starts it (1); its CPU: every process's tree (the deciders included)",
+    )
     p.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.checkins < SENTINELS or args.participants < 10:
@@ -1115,7 +1135,10 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         tuning = " ".join(f"{k}={v}" for k, v in default_tuning().items())
         what = "defaults" if not OVERRIDES else f"defaults except {', '.join(OVERRIDES)}"
         print(f"settings  {what} (forced, ignoring env and .env): {tuning}")
-        print(f"          venue {venue} (6 gates, open 24 h); ours: -w {args.workers}, recovery on")
+        print(
+            f"          venue {venue} (6 gates, open 24 h); ours: -w {args.workers}, "
+            f"{args.processes} process(es), recovery on"
+        )
         print(f"work dir  {workdir}{'' if args.keep or args.workdir else ' (deleted at exit)'}")
 
         print(
@@ -1139,7 +1162,7 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         )
         b = Bench(
             workdir, url, redis_proc.pid, r0, r1, venue, keys_dir, args.participants, revoked,
-            args.workers, args.flow,
+            args.workers, args.flow, args.processes,
         )  # fmt: skip
 
         tp: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": []}
@@ -1197,7 +1220,7 @@ def report(
     started: float,
 ) -> None:
     names = {
-        "ours": f"ours (Bytewax flow -w {args.workers} + deciders)",
+        "ours": f"ours (Bytewax flow, {args.processes} process(es) -w {args.workers}, + deciders)",
         "floor": "floor (plain loop, --floor-worker)",
     }
     for rnd in range(args.rounds):
