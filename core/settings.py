@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         "(`run.py ui/up --api-replicas M` overrides it).",
     )
     dashboard_nice: int = Field(
-        default=0,
+        default=5,
         ge=0,
         le=19,
         description="Niceness added to the dashboard processes when API processes serve the "
