@@ -182,6 +182,14 @@ class Settings(BaseSettings):
         "the API-key requests under /api/ and /logs; 0: the dashboards serve the API "
         "(`run.py ui/up --api-replicas M` overrides it).",
     )
+    dashboard_nice: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="Niceness added to the dashboard processes when API processes serve the "
+        "API (`API_REPLICAS` > 0): under saturation a gate's verdict and an API answer get the "
+        "CPU before page re-rendering (docs/operating.md, Replicas; 0 = same priority).",
+    )
     sql_max_concurrent: int = Field(
         default=2,
         ge=1,

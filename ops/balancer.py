@@ -169,6 +169,13 @@ def write_config(s: Settings, replicas: list[int], api: list[int] = ()) -> Path:
     return path
 
 
+def dashboard_nice(s: Settings, api: int) -> int:
+    """The niceness added to each dashboard replica: `DASHBOARD_NICE` when API processes
+    serve the API (`api` > 0), else 0 (the dashboards then answer the API themselves, and a
+    lower priority would slow it too)."""
+    return s.dashboard_nice if api > 0 else 0
+
+
 def dashboard_children(
     s: Settings, redis_url: str, replicas: int, logs: Path | None = None, api: int = 0
 ) -> list[Child]:
@@ -176,9 +183,9 @@ def dashboard_children(
     0), or `replicas` of it and `api` API processes (`python -m api.main`) on free loopback
     ports and HAProxy on HOST:PORT (started last, so it is stopped first)."""
 
-    def child(module: str, name: str, log: Path | None, **env: str) -> Child:
+    def child(module: str, name: str, log: Path | None, nice: int = 0, **env: str) -> Child:
         argv = [sys.executable, "-m", module]
-        return Child(name, lambda: spawn(argv, child_env(s, redis_url, **env), log), log)
+        return Child(name, lambda: spawn(argv, child_env(s, redis_url, **env), log, nice), log)
 
     if replicas <= 1 and api <= 0:
         return [child("ui.main", "dashboard", logs / "ui.log" if logs else None)]
@@ -188,7 +195,7 @@ def dashboard_children(
     config = write_config(s, ports, api_ports)
     children = [
         child("ui.main", f"dashboard {i}", logs / f"ui-{i}.log" if logs else None,
-              HOST="127.0.0.1", PORT=str(p))
+              dashboard_nice(s, api), HOST="127.0.0.1", PORT=str(p))
         for i, p in enumerate(ports)
     ] + [
         child("api.main", f"api {i}", logs / f"api-{i}.log" if logs else None,

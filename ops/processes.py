@@ -284,9 +284,18 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     os.setpgrp()  # own process group: the terminal's Ctrl-C reaches only the supervisor
 
 
-def spawn(argv: list[str], env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen:
-    """Start a child in its own process group that dies with its parent."""
+def spawn(
+    argv: list[str], env: dict[str, str], log_path: Path | None = None, nice: int = 0
+) -> subprocess.Popen:
+    """Start a child in its own process group that dies with its parent, `nice` added to its
+    niceness (a lower CPU priority: `DASHBOARD_NICE`, ops.balancer)."""
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
+
+    def before_exec() -> None:  # pragma: no cover - runs in the child before exec
+        _die_with_parent()
+        if nice:
+            os.nice(nice)
+
     try:
         return subprocess.Popen(
             argv,
@@ -294,7 +303,7 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path | None = None) ->
             cwd=PROJECT_DIR,
             stdout=out or None,
             stderr=subprocess.STDOUT if out else None,
-            preexec_fn=_die_with_parent,
+            preexec_fn=before_exec,
             umask=data_umask(),  # also when a test or a benchmark spawns it, not run.py
         )
     finally:

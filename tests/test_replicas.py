@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import redis
 from playwright.sync_api import Browser, expect
@@ -50,7 +51,7 @@ WAIT_MS = 60_000  # a page reload after the failover, on a busy 2-core machine
 class Replicas:
     """`run.py ui --replicas 2` as a subprocess (its supervisor runs HAProxy and the two)."""
 
-    def __init__(self, redis_url: str, data: Path, api: int = 0):
+    def __init__(self, redis_url: str, data: Path, api: int = 0, nice: int = 0):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.data, self.log = data, data / "run-ui.log"
@@ -59,6 +60,7 @@ class Replicas:
         env.update(
             REDIS_URL=redis_url, DATA_DIR=str(data), HOST="127.0.0.1", PORT=str(self.port),
             HEALTH_FLOWS="events", PYTHONUNBUFFERED="1", API_KEYS=API_KEY,
+            DASHBOARD_NICE=str(nice),
         )  # fmt: skip
         cmd = [sys.executable, "run.py", "ui", "--replicas", "2", "--api-replicas", str(api)]
         self.api = api
@@ -149,14 +151,16 @@ class Replicas:
         h.stop_all([self.proc], 40)  # SIGINT, then kill after 40 s
 
 
-def _stack(tmp_path: Path, redis_server: RedisServer, api: int) -> Iterator[Replicas]:
+def _stack(
+    tmp_path: Path, redis_server: RedisServer, api: int, nice: int = 0
+) -> Iterator[Replicas]:
     try:
         haproxy_binary()
     except BalancerMissing as exc:
         pytest.fail(str(exc))  # CI installs it (.ci/run): never a skip
     data = tmp_path / "data"
     data.mkdir()
-    rep = Replicas(redis_server.url, data, api)
+    rep = Replicas(redis_server.url, data, api, nice)
     try:
         wait_for(rep.ready, 180, 0.5, f"two replicas and {api} API processes behind HAProxy")
         yield rep
@@ -174,6 +178,34 @@ def replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
 @pytest.fixture
 def with_api(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
     yield from _stack(tmp_path, redis_server, 2)
+
+
+@pytest.fixture
+def niced(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
+    yield from _stack(tmp_path, redis_server, 1, NICE)
+
+
+NICE = 7
+
+
+def test_dashboards_run_at_dashboard_nice_and_api_processes_do_not(niced: Replicas) -> None:
+    """With API processes, the supervisor starts each dashboard replica `DASHBOARD_NICE`
+    nicer than itself (a restarted one too); the API processes and HAProxy keep its
+    priority (docs/operating.md, Replicas)."""
+    base = psutil.Process(niced.proc.pid).nice()  # the supervisor's (pytest may be niced)
+    want = min(19, base + NICE)
+    dashboards, api = niced.replica_pids(), niced.api_pids()
+    assert set(dashboards) == {"d0", "d1"} and set(api) == {"api0"}, (dashboards, api)
+    assert {c: psutil.Process(p).nice() for c, p in dashboards.items()} == {"d0": want, "d1": want}
+    assert psutil.Process(api["api0"]).nice() == base
+    haproxy = [p for p in child_pids(niced.proc.pid) if "haproxy" in cmdline(p)[0]]
+    assert haproxy and all(psutil.Process(p).nice() == base for p in haproxy), haproxy
+    os.kill(dashboards["d0"], signal.SIGKILL)
+    wait_for(
+        lambda: niced.replica_pids().get("d0") not in (None, dashboards["d0"]),
+        60, 0.5, "the supervisor to restart dashboard 0",
+    )  # fmt: skip
+    assert psutil.Process(niced.replica_pids()["d0"]).nice() == want
 
 
 def stored_event(marker: str) -> dict:
