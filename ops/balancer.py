@@ -91,6 +91,13 @@ SESSION_PATHS = "/api/auth/"
 #: The response header naming the backend and server that answered (`api/api0`,
 #: `replicas/dashboard1`), for operators and `tests/test_replicas.py`.
 SERVED_BY = "X-Served-By"
+#: Requests HAProxy lets each API process hold at once; the rest wait in HAProxy's queue (up
+#: to `timeout queue`, then 503). Without a limit, at 1,000 dashboard users and 1,000
+#: check-ins/s asked (`bench.users`, load 23-30) about 2,000 requests were in flight in the one
+#: API process, its `/health` check waited behind them past three 5 s timeouts, HAProxy took
+#: the process out of rotation and most check-ins got 503. Health checks do not count against
+#: the limit, so they are answered after at most this many requests.
+API_MAXCONN = 64
 
 
 def haproxy_config(
@@ -121,7 +128,7 @@ backend api
     option httpchk GET /health
     http-check expect rstatus ^(200|503)$
     timeout check 5s
-    default-server check inter 1s fall 3 rise 2
+    default-server check inter 1s fall 3 rise 2 maxconn {API_MAXCONN}
 {api_servers}
 """
     return f"""# Written by ops/balancer.py at each start; edits are lost.
