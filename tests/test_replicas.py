@@ -175,37 +175,27 @@ def replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
     yield from _stack(tmp_path, redis_server, 0)
 
 
-@pytest.fixture
-def with_api(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
-    yield from _stack(tmp_path, redis_server, 2)
-
-
-@pytest.fixture
-def niced(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
-    yield from _stack(tmp_path, redis_server, 1, NICE)
-
-
 NICE = 7
 
 
-def test_dashboards_run_at_dashboard_nice_and_api_processes_do_not(niced: Replicas) -> None:
+@pytest.fixture
+def with_api(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
+    yield from _stack(tmp_path, redis_server, 2, NICE)
+
+
+def check_niceness(stack: Replicas) -> int:
     """With API processes, the supervisor starts each dashboard replica `DASHBOARD_NICE`
-    nicer than itself (a restarted one too); the API processes and HAProxy keep its
-    priority (docs/operating.md, Replicas)."""
-    base = psutil.Process(niced.proc.pid).nice()  # the supervisor's (pytest may be niced)
+    nicer than itself; the API processes and HAProxy keep its priority (docs/operating.md,
+    Replicas). Returns the dashboards' niceness."""
+    base = psutil.Process(stack.proc.pid).nice()  # the supervisor's (pytest may be niced)
     want = min(19, base + NICE)
-    dashboards, api = niced.replica_pids(), niced.api_pids()
-    assert set(dashboards) == {"d0", "d1"} and set(api) == {"api0"}, (dashboards, api)
+    dashboards, api = stack.replica_pids(), stack.api_pids()
+    assert set(dashboards) == {"d0", "d1"} and set(api) == {"api0", "api1"}, (dashboards, api)
     assert {c: psutil.Process(p).nice() for c, p in dashboards.items()} == {"d0": want, "d1": want}
-    assert psutil.Process(api["api0"]).nice() == base
-    haproxy = [p for p in child_pids(niced.proc.pid) if "haproxy" in cmdline(p)[0]]
+    assert {c: psutil.Process(p).nice() for c, p in api.items()} == {"api0": base, "api1": base}
+    haproxy = [p for p in child_pids(stack.proc.pid) if "haproxy" in cmdline(p)[0]]
     assert haproxy and all(psutil.Process(p).nice() == base for p in haproxy), haproxy
-    os.kill(dashboards["d0"], signal.SIGKILL)
-    wait_for(
-        lambda: niced.replica_pids().get("d0") not in (None, dashboards["d0"]),
-        60, 0.5, "the supervisor to restart dashboard 0",
-    )  # fmt: skip
-    assert psutil.Process(niced.replica_pids()["d0"]).nice() == want
+    return want
 
 
 def stored_event(marker: str) -> dict:
@@ -303,6 +293,7 @@ EVENT = {"source": "api-replica-test", "type": "test.api", "level": "INFO"}
 def test_api_key_requests_are_answered_by_api_processes_and_survive_a_kill(
     with_api: Replicas, redis_server: RedisServer
 ) -> None:
+    niced = check_niceness(with_api)
     base, key = with_api.base_url, {"X-API-Key": API_KEY}
     r = redis.Redis.from_url(redis_server.url)
     accepted = 0
@@ -341,7 +332,9 @@ def test_api_key_requests_are_answered_by_api_processes_and_survive_a_kill(
         # timeout), which the browser part above may have taken on a busy machine.
         assert api.post("/api/events", json=EVENT).status_code == 202
         accepted += 1
+        dashboards = with_api.replica_pids()
         os.kill(pids["api0"], signal.SIGKILL)
+        os.kill(dashboards["d0"], signal.SIGKILL)  # a restarted dashboard is niced too
         for _ in range(30):
             got = api.post("/api/events", json=EVENT)
             assert got.status_code == 202, (got.status_code, got.text)
@@ -354,6 +347,12 @@ def test_api_key_requests_are_answered_by_api_processes_and_survive_a_kill(
     wait_for(lambda: with_api.api_answers("api0"), 120, 1, "the restarted API process to answer")
     new = with_api.api_pids()["api0"]
     assert new != pids["api0"]
+    assert psutil.Process(new).nice() == psutil.Process(with_api.proc.pid).nice()
+    wait_for(
+        lambda: with_api.replica_pids().get("d0") not in (None, dashboards["d0"]),
+        60, 0.5, "the supervisor to restart dashboard 0",
+    )  # fmt: skip
+    assert psutil.Process(with_api.replica_pids()["d0"]).nice() == niced
     r.close()
 
 
