@@ -117,11 +117,12 @@ class StateCache:
 
     Measured with an in-process decider on a private redis-server (`/tmp` script, not kept;
     25,000 participants then 100,000 `bench.checkins.Generator` scans, one decider's share of
-    `bench.checkins`' defaults; 2026-12-04, load 21-27):
+    `bench.checkins`' defaults; 2026-12-04, load 13-27):
 
     * memory: 929 B per unit of weight (tracemalloc of the unpickled states: 4.5 KB per
       state of ~4 scans; the participant's record and the objects around the history cost
-      ~2.4 KB, a kept scan 545 B as bench/README.md measured); pickled: 225 B per unit;
+      ~2.4 KB, a kept scan 545 B as bench/README.md measured); pickled: 225 B per unit.
+      In the soak's RSS, with ~10 scans per state: 56-59 MiB per 100,000 units;
     * the default bound (`CHECKIN_STATE_CACHE_SCANS`, 100,000) read 3,268 states back from
       Redis for the 100,000 scans (97 % hits); 20,000 in the 10-minute soak at 100 scans/s
       per decider read ~36 % (the soak's crowd is scanned uniformly, the worst case for LRU);
