@@ -42,7 +42,8 @@ took 85-152 s (32 s CPU) and 2.2 GiB RSS; now it reads only the offsets, 0.01 s 
 (`/tmp` script over a private redis-server, not kept, 2026-12-04, load 9-11). The soak,
 `bench.soak --event-rate 2000 --checkin-rate 200` (100 scans/s per decider, 2026-12-04/05):
 with `--minutes 10 --state-cache-scans 20000` (load 6-27) the bound was full after ~2 minutes
-and both deciders grew +0.31 / +0.38 MiB/min after the 5-minute warm-up (100-102 MiB); with
+and both deciders grew +0.31 / +0.38 MiB/min after the 5-minute warm-up (100-102 MiB), and
+with `--minutes 18` (load 9-19) +0.00 / +0.00 MiB/min, at 99 MiB from minute 5 to 18; with
 the default bound, `--minutes 20 --warmup 16` (load 14-20), they grew as before, 86 → 142
 MiB, until it was full after ~16 minutes, then +0.79 / +0.82 MiB/min to 145 MiB.
 
