@@ -147,8 +147,8 @@ class Settings(BaseSettings):
         default=100_000,
         ge=1,
         description="Participant states each check-in decider keeps in memory, weighed in "
-        "scans (1 + kept scans + remembered refusals per state; ~0.9 KB each, so ~90 MiB per "
-        "decider by default): the least recently used beyond it stay in Redis only and are "
+        "scans (1 + kept scans + remembered refusals per state; 0.6-0.9 KB each, so 60-90 MiB "
+        "per decider by default): the least recently used beyond it stay in Redis only and are "
         "read back when scanned again. The default holds one decider's share of "
         "bench.checkins' 200,000 scans of 50,000 participants with 97 % hits.",
     )

@@ -39,10 +39,13 @@ batch it reads the states of the batch's participants it does not hold with one 
 of them committed by then. Before, every state was held, read in full (HSCAN) at start: the
 20-minute soak saw the deciders grow 3.30 MiB/min, and a start with 1,000,000 one-scan states
 took 85-152 s (32 s CPU) and 2.2 GiB RSS; now it reads only the offsets, 0.01 s and 73 MiB
-(`/tmp` script over a private redis-server, not kept, 2026-12-04, load 9-11). In the
-10-minute soak (`bench.soak --minutes 10 --event-rate 2000 --checkin-rate 200
---state-cache-scans 20000`, load 6-27) both deciders grew +0.31 / +0.38 MiB/min after the
-warm-up, at 100-102 MiB once the bound was reached.
+(`/tmp` script over a private redis-server, not kept, 2026-12-04, load 9-11). The soak,
+`bench.soak --event-rate 2000 --checkin-rate 200` (100 scans/s per decider, 2026-12-04/05):
+with `--minutes 10 --state-cache-scans 20000` (load 6-27) the bound was full after ~2 minutes
+and both deciders grew +0.31 / +0.38 MiB/min after the 5-minute warm-up (100-102 MiB), and
+with `--minutes 18` (load 9-19) +0.00 / +0.00 MiB/min, at 99 MiB from minute 5 to 18; with
+the default bound, `--minutes 20 --warmup 16` (load 14-20), they grew as before, 86 → 142
+MiB, until it was full after ~16 minutes, then +0.79 / +0.82 MiB/min to 145 MiB.
 
 The rule (who starts a decider, and why not the supervisor): a decider is a *part* of the
 check-in flow, not a process of its own. The flow starts decider `<shard>` when it builds the
@@ -115,11 +118,12 @@ class StateCache:
 
     Measured with an in-process decider on a private redis-server (`/tmp` script, not kept;
     25,000 participants then 100,000 `bench.checkins.Generator` scans, one decider's share of
-    `bench.checkins`' defaults; 2026-12-04, load 21-27):
+    `bench.checkins`' defaults; 2026-12-04, load 13-27):
 
     * memory: 929 B per unit of weight (tracemalloc of the unpickled states: 4.5 KB per
       state of ~4 scans; the participant's record and the objects around the history cost
-      ~2.4 KB, a kept scan 545 B as bench/README.md measured); pickled: 225 B per unit;
+      ~2.4 KB, a kept scan 545 B as bench/README.md measured); pickled: 225 B per unit.
+      In the soak's RSS, with ~10 scans per state: 56-59 MiB per 100,000 units;
     * the default bound (`CHECKIN_STATE_CACHE_SCANS`, 100,000) read 3,268 states back from
       Redis for the 100,000 scans (97 % hits); 20,000 in the 10-minute soak at 100 scans/s
       per decider read ~36 % (the soak's crowd is scanned uniformly, the worst case for LRU);
