@@ -1,6 +1,7 @@
 """The lake on S3-compatible object storage: a real `moto_server` (the `moto[server]` dev
-dependency) on loopback, LAKE_URI=s3://…, the same code as on local files — resume by
-transaction, readers, maintenance, time travel, and two writer processes on one table."""
+dependency, its conditional writes made atomic as S3's: `tests.s3_server`) on loopback,
+LAKE_URI=s3://…, the same code as on local files — resume by transaction, readers, maintenance,
+time travel, and two writer processes on one table."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ SECRET = "test-secret"
 def s3_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     port = free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "tests.s3_server", "-H", "127.0.0.1", "-p", str(port)],
+        cwd=PROJECT_DIR,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
