@@ -100,6 +100,7 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
         flush_rows: int,
         flush_age: float,
         replace_from: int | None,
+        fresh: bool,
     ):
         self._w = writer
         self._seq = state.next_seq
@@ -108,7 +109,7 @@ class _LakePartition(StatefulSinkPartition[Rows, LakeSinkState]):
         self._since = time.monotonic() if self._pending else None
         self._flush_rows, self._flush_age = flush_rows, flush_age
         self._replace_from = replace_from
-        self._fresh = writer.first_run()
+        self._fresh = fresh  # its first run has not snapshotted yet
         self._started, self._snapshot_count = time.monotonic(), 0
 
     def _flush(self) -> None:
@@ -206,9 +207,11 @@ class LakeSink(FixedPartitionedSink[Rows, LakeSinkState]):
         if resume_state is None:
             state = LakeSinkState(0)
             replace_from = self._fresh_start(writer, committed)
+            fresh = True  # `_fresh_start` marked it (or refused)
         else:
             state = resume_state
             replace_from = None
+            fresh = writer.first_run()
             if committed is not None and committed >= state.next_seq:
                 replace_from = state.next_seq
                 log.info(
@@ -220,7 +223,7 @@ class LakeSink(FixedPartitionedSink[Rows, LakeSinkState]):
                     state.next_seq,
                     committed,
                 )
-        return _LakePartition(writer, state, self.flush_rows, self.flush_age, replace_from)
+        return _LakePartition(writer, state, self.flush_rows, self.flush_age, replace_from, fresh)
 
     def _fresh_start(self, writer: LakeWriter, committed: int | None) -> int | None:
         """No snapshot to resume from: the sources start from the beginning of their input.

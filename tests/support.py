@@ -17,7 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -220,3 +222,13 @@ class AppProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def stored_event(marker: str, test: str) -> dict:
+    """An event as the events flow stores it (what `live:events` carries), marked `marker`,
+    from source `<test>-test`."""
+    now = datetime.now(UTC).isoformat()
+    return {
+        "id": str(uuid.uuid4()), "ts": now, "received_at": now, "source": f"{test}-test",
+        "type": f"test.{test}", "level": "INFO", "payload": {"m": marker},
+    }  # fmt: skip

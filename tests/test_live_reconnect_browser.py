@@ -15,16 +15,9 @@ from playwright.sync_api import Browser, expect
 from core import keys
 from core.alarms import Alarm
 from tests.conftest import AppProcess, RedisServer, login_browser
+from tests.support import stored_event
 
 WAIT_MS = 30_000  # the back-off after a loss doubles from 0.5 s; Redis is down a few seconds
-
-
-def stored_event(marker: str) -> dict:
-    now = datetime.now(UTC).isoformat()
-    return {
-        "id": str(uuid.uuid4()), "ts": now, "received_at": now, "source": "reconnect-test",
-        "type": "test.reconnect", "level": "INFO", "payload": {"m": marker},
-    }  # fmt: skip
 
 
 def open_alarm(alarm_id: str) -> str:
@@ -50,7 +43,7 @@ def test_live_pages_recover_from_a_redis_restart(
         expect(page.get_by_test_id("live-status")).to_have_text("live", timeout=WAIT_MS)
 
     # Stored without a live message: only a seed after the reconnect can show these.
-    unannounced = stored_event("unannounced")
+    unannounced = stored_event("unannounced", "reconnect")
     alarm_id = f"gas|gas-9|{uuid.uuid4().hex[:8]}"
     r = redis.Redis.from_url(redis_server.url)
     r.lpush(keys.EVENTS_RECENT, json.dumps(unannounced))
@@ -75,7 +68,7 @@ def test_live_pages_recover_from_a_redis_restart(
     )
 
     # And the subscription is live again: a micro-batch published now shows at once.
-    fresh = stored_event("after-restart")
+    fresh = stored_event("after-restart", "reconnect")
     r = redis.Redis.from_url(redis_server.url)
     r.publish(keys.LIVE_EVENTS, json.dumps({"events": [fresh], "total": 1}))
     r.close()

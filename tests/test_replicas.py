@@ -16,10 +16,8 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -42,6 +40,7 @@ from tests.support import (
     free_port,
     login_browser,
     login_http,
+    stored_event,
     wait_for,
 )
 
@@ -72,23 +71,20 @@ class Replicas:
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
-    def ports(self) -> dict[str, str]:
-        """Sticky-cookie value (`d0`, `d1`) → port of the replica, from the generated config."""
+    def _servers(self, prefix: str, name_at: int) -> dict[str, str]:
+        """The generated config's `server` lines starting with `prefix`: word `name_at` →
+        port."""
         config = (self.data / "balancer" / "haproxy.cfg").read_text()
-        return {
-            line.split()[4]: line.split()[2].split(":")[1]
-            for line in config.splitlines()
-            if line.strip().startswith("server dashboard")
-        }
+        lines = [ln.split() for ln in config.splitlines() if ln.strip().startswith(prefix)]
+        return {w[name_at]: w[2].split(":")[1] for w in lines}
+
+    def ports(self) -> dict[str, str]:
+        """Sticky-cookie value (`d0`, `d1`) → port of the replica."""
+        return self._servers("server dashboard", 4)  # … cookie d0
 
     def api_ports(self) -> dict[str, str]:
         """HAProxy server name (`api0`, `api1`) → port of the API process."""
-        config = (self.data / "balancer" / "haproxy.cfg").read_text()
-        return {
-            line.split()[1]: line.split()[2].split(":")[1]
-            for line in config.splitlines()
-            if line.strip().startswith("server api")
-        }
+        return self._servers("server api", 1)
 
     def api_pids(self) -> dict[str, int]:
         """HAProxy server name → pid of the API process behind it."""
@@ -198,14 +194,6 @@ def check_niceness(stack: Replicas) -> int:
     return want
 
 
-def stored_event(marker: str) -> dict:
-    now = datetime.now(UTC).isoformat()
-    return {
-        "id": str(uuid.uuid4()), "ts": now, "received_at": now, "source": "replica-test",
-        "type": "test.replica", "level": "INFO", "payload": {"m": marker},
-    }  # fmt: skip
-
-
 def test_a_replica_killed_under_a_logged_in_page_loses_neither_login_nor_live_view(
     replicas: Replicas, redis_server: RedisServer, browser: Browser
 ) -> None:
@@ -237,7 +225,7 @@ def test_a_replica_killed_under_a_logged_in_page_loses_neither_login_nor_live_vi
     expect(page).to_have_url(base + "/events", timeout=WAIT_MS)
     expect(page.get_by_test_id("live-status")).to_have_text("live", timeout=WAIT_MS)
 
-    fresh = stored_event("after-failover")
+    fresh = stored_event("after-failover", "replica")
     r.publish(keys.LIVE_EVENTS, json.dumps({"events": [fresh], "total": 1}))
     expect(page.locator(f'.vf-feed-row[data-event-id="{fresh["id"]}"]')).to_contain_text(
         "after-failover", timeout=WAIT_MS
