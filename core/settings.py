@@ -190,6 +190,14 @@ class Settings(BaseSettings):
         "API (`API_REPLICAS` > 0): under saturation a gate's verdict and an API answer get the "
         "CPU before page re-rendering (docs/operating.md, Replicas; 0 = same priority).",
     )
+    live_page_updates_per_s: float = Field(
+        default=1000.0,
+        gt=0,
+        le=1_000_000,
+        description="Most page refreshes one live model (events, attendance, alarms, video) "
+        "makes a second in one dashboard process: with more open pages than this / 4, each "
+        "page is refreshed less often than 4 times a second (docs/operating.md, Replicas).",
+    )
     sql_max_concurrent: int = Field(
         default=2,
         ge=1,

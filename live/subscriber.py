@@ -33,6 +33,16 @@ The emitter fires `changed` when the model's `version` moved: at once after a qu
 times a second, and once a second anyway so ages on pages keep ticking. A change made outside a
 message (a background re-read) is picked up within 1/`MAX_HZ` s.
 
+Many open pages: one firing refreshes every subscribed page, and each refresh costs CPU and a
+socket message (the events page: PAGE_REFRESH_COST below). So one model refreshes at most
+`LIVE_PAGE_UPDATES_PER_S` pages a second in one process (`set_page_update_budget`): with more
+pages open than budget / `MAX_HZ`, every page is refreshed less often (1,000 pages and the default
+1,000 a second: once a second) instead of the process falling behind for all of them — NiceGUI
+closes a socket whose pings go unanswered (2 s), and gates' HTTP calls wait behind the
+re-rendering. And a firing runs the pages' refreshes in slices of `FIRE_SLICE`, yielding to
+the event loop between slices, so pings, HTTP requests and the socket writes of earlier pages
+go on while a thousand pages are refreshed, not after.
+
 Also here: the small helpers the models share to read messages and stored values
 (`json_object`, `json_objects`) and times (`minute_floor`, `parse_utc`).
 """
@@ -49,7 +59,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from nicegui import Event
+from nicegui import Event, background_tasks, helpers
+from nicegui import app as nicegui_app
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -61,6 +72,8 @@ log = logging.getLogger(__name__)
 
 MAX_HZ = 4.0
 TICK_S = 1.0  # `changed` fires at least this often (ages, load bars)
+PAGE_UPDATES_PER_S = 1000.0  # per model and process: `LIVE_PAGE_UPDATES_PER_S` (settings)
+FIRE_SLICE = 50  # page refreshes between two yields to the event loop
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 10.0
 READ_TIMEOUT_S = 1.0  # a read returns this often when idle: health checks (PING) run between
@@ -117,6 +130,20 @@ async def _pubsub(r: Any) -> aioredis.client.PubSub:
     if isinstance(r, AsyncRedisCluster):
         await r.initialize()
     return r.pubsub(ignore_subscribe_messages=True)
+
+
+def set_page_update_budget(per_s: float) -> None:
+    """How many page refreshes one live model may make a second in this process (> 0)."""
+    global PAGE_UPDATES_PER_S
+    if per_s <= 0:
+        raise ValueError("the page update budget must be > 0")
+    PAGE_UPDATES_PER_S = float(per_s)
+
+
+def emit_period(max_hz: float, pages: int, budget: float) -> float:
+    """Seconds between two firings of a model with `pages` refreshes subscribed: 1/`max_hz`,
+    or longer so that `pages` refreshes a firing stay within `budget` a second."""
+    return max(1 / max_hz, pages / budget)
 
 
 class LiveModel(Protocol):
@@ -293,13 +320,39 @@ class LiveSubscriber:
 
     # --- the emitter -----------------------------------------------------------------------
 
+    def period(self) -> float:
+        """The throttle period now, for the pages subscribed now (`emit_period`)."""
+        return emit_period(self.max_hz, len(self.changed.callbacks), PAGE_UPDATES_PER_S)
+
+    async def _fire(self) -> None:
+        """Run every subscribed refresh, `FIRE_SLICE` at a time with a yield in between (what
+        NiceGUI's `Event.emit` does, minus running them all in one turn of the loop). A refresh
+        that raises goes to the app's exception handler; an async one becomes a task."""
+        callbacks = list(self.changed.callbacks)
+        present: set[int] | None = None  # after a yield: the callbacks still subscribed
+        for i, cb in enumerate(callbacks):
+            if i and i % FIRE_SLICE == 0:
+                await asyncio.sleep(0)
+                present = {id(c) for c in self.changed.callbacks}
+            if present is not None and id(cb) not in present:
+                continue  # its page went while we yielded
+            with cb.context:
+                try:
+                    result = cb.invoke()
+                    if helpers.should_await(result):
+                        background_tasks.create(
+                            result, name=f"{self.name}-changed", context=cb.context
+                        )
+                except Exception as exc:
+                    nicegui_app.handle_exception(exc)
+
     async def _emit_forever(self) -> None:
-        period = 1 / self.max_hz
         last_version = -1
         last_change = last_emit = 0.0  # monotonic; the 1 Hz tick does not hold a change back
         while True:
+            period = self.period()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), period)
+                await asyncio.wait_for(self._wake.wait(), 1 / self.max_hz)
             self._wake.clear()
             if self._on_tick is not None:
                 await self._on_tick()
@@ -309,7 +362,7 @@ class LiveSubscriber:
                     await asyncio.sleep(wait)
                 last_version = self.model.version
                 last_change = last_emit = time.monotonic()
-                self.changed.emit()
-            elif time.monotonic() - last_emit >= TICK_S:
+                await self._fire()
+            elif time.monotonic() - last_emit >= max(TICK_S, period):
                 last_emit = time.monotonic()
-                self.changed.emit()
+                await self._fire()

@@ -16,8 +16,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+import live.subscriber as live_subscriber
 from live.subscriber import (
+    FIRE_SLICE,
     LiveSubscriber,
+    emit_period,
     json_object,
     json_objects,
     minute_floor,
@@ -249,6 +252,86 @@ async def test_a_burst_of_changes_is_emitted_at_most_max_hz(redis_server: RedisS
     finally:
         await sub.stop()
     assert 2 <= burst <= 7, burst  # ~1.3 s at <= 4 Hz, plus the leading emit
+
+
+def test_the_emit_period_keeps_page_refreshes_within_the_budget():
+    """Few pages: `max_hz`; more pages than budget / `max_hz`: one firing every
+    pages / budget seconds, so the refreshes a second stay within the budget."""
+    assert emit_period(4.0, 10, 1000) == 0.25
+    assert emit_period(4.0, 250, 1000) == 0.25
+    assert emit_period(4.0, 1000, 1000) == 1.0
+    assert emit_period(4.0, 3000, 1000) == 3.0
+    with pytest.raises(ValueError):
+        live_subscriber.set_page_update_budget(0)
+
+
+async def test_many_pages_are_refreshed_less_often(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+):
+    """With 400 pages subscribed and a budget of 400 refreshes a second, a model that changes
+    all the time fires about once a second instead of four times: over 3 s of changes each page
+    is refreshed 2-5 times (leading edge plus one a second), not 12."""
+    monkeypatch.setattr(live_subscriber, "PAGE_UPDATES_PER_S", 400.0)
+    model = Model()
+    sub = LiveSubscriber("t", model, model.apply, channels=[CHANNEL], max_hz=4.0)
+    counts = [0] * 400
+    for i in range(400):
+        sub.changed.subscribe(lambda i=i: counts.__setitem__(i, counts[i] + 1))
+    try:
+        await started(sub, redis_server.url)
+        await asyncio.sleep(1.2)  # the first subscription's firing is behind us
+        base = list(counts)
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            model.version += 1
+            sub.poke()
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+    finally:
+        await sub.stop()
+    refreshed = {c - b for c, b in zip(counts, base, strict=True)}
+    assert len(refreshed) == 1, refreshed  # every page as often as the others
+    assert 2 <= refreshed.pop() <= 5
+
+
+async def test_a_firing_yields_between_slices_and_skips_pages_gone_meanwhile(
+    redis_server: RedisServer,
+):
+    """One firing to 500 pages runs them in slices with the event loop free in between (a
+    task ticking on the loop moves between slices), and a page unsubscribed during the firing
+    (its client went) is not refreshed after that."""
+    model = Model()
+    sub = LiveSubscriber("t", model, model.apply, channels=[CHANNEL], max_hz=4.0)
+    ticks = 0
+    seen: dict[int, int] = {}
+
+    def late(i: int = 499) -> None:
+        seen[i] = ticks
+
+    def page(i: int) -> None:
+        seen[i] = ticks
+        if i == 10:
+            sub.changed.unsubscribe(late)  # page 499 goes while the firing is on its way
+
+    for i in range(499):
+        sub.changed.subscribe(lambda i=i: page(i))
+    sub.changed.subscribe(late)
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await sub._fire()
+    finally:
+        task.cancel()
+    assert sorted(seen) == list(range(499))  # all but the page that went
+    slices = [seen[i] for i in range(0, 499, FIRE_SLICE)]
+    assert len(set(slices)) == len(slices), slices  # the loop ran between every two slices
+    assert all(seen[i] == seen[i - i % FIRE_SLICE] for i in range(499))  # not within one
 
 
 def test_time_and_json_helpers():

@@ -27,8 +27,9 @@ from core.settings import Settings, get_settings
 from live import attendance as attendance_live
 from live import events as live
 from live.redis import close_redis
+from live.subscriber import set_page_update_budget
 from ops.processes import apply_umask, secure_data_dir
-from ui import theme
+from ui import handler_signatures, theme
 from ui.pages import registry as pages
 
 log = logging.getLogger("ui")
@@ -137,7 +138,9 @@ def setup(settings: Settings) -> None:
     pages.register_all()  # every page, /login and /users last
     if not any(getattr(r, "path", None) == "/" for r in app.routes):
         app.add_api_route("/", root_redirect, methods=["GET"], include_in_schema=False)
+    handler_signatures.install()  # before any page is built
     redis_url = settings.effective_redis_url
+    set_page_update_budget(settings.live_page_updates_per_s)
 
     async def _start() -> None:
         await live.start(redis_url)
