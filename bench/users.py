@@ -722,9 +722,12 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
             )
             await ready.wait()
 
-    t_connect = time.monotonic()
+    t_connect, cpu_connect = time.monotonic(), srv.cpu()
     await asyncio.gather(*(connect(i) for i in range(args.users)))
     connect_s = time.monotonic() - t_connect
+    # Server CPU per user while they opened their pages (the page build, the socket's
+    # handshake and first updates, and the live pushes to those already connected).
+    open_ms = (srv.cpu() - cpu_connect) / max(1, stats.connected) * 1000
     tab_counts: list[int] = []
     tabs = asyncio.create_task(chromium_tabs(srv, args.tabs, stop, tab_counts))
     await asyncio.sleep(3)
@@ -772,6 +775,7 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
         "users": connected,
         "users_peak": stats.peak,
         "connect_s": connect_s,
+        "open_ms": open_ms,
         "errors": stats.errors,
         "checkins_asked": args.checkin_rate,
         "checkins_offered": offered["gates"] / span,
@@ -806,7 +810,7 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
 def line(m: dict[str, Any]) -> str:
     return (
         f"{m['side']:>8}: users={m['users']} at the end of {m['users_peak']} "
-        f"(connected in {m['connect_s']:.0f} s) "
+        f"(connected in {m['connect_s']:.0f} s, server CPU {m['open_ms']:.1f} ms per page open) "
         f"checkins/s asked={m['checkins_asked']:.0f} offered={m['checkins_offered']:.0f} "
         f"answered={m['checkins_per_s']:.0f} (not sent, {GATE_INFLIGHT} waiting per worker: "
         f"{m['not_sent']}) "
