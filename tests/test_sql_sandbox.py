@@ -209,6 +209,25 @@ sys.exit(0 if all(checks.values()) else 1)
     assert (allowed / "t" / "f.parquet").read_bytes() == b"data"
 
 
+def test_the_child_imports_neither_the_lake_writer_nor_the_models() -> None:
+    """Every free query pays for what its child imports: the child's code stays on DuckDB and
+    PyArrow (deltalake, pyarrow.compute, pydantic and the record models cost it ~40% more CPU
+    per query when it imported `storage.sql_sandbox`; see `storage.sandbox_child`)."""
+    root = Path(__file__).resolve().parents[1]
+    heavy = ["storage.catalog", "storage.lake", "storage.tables", "deltalake", "pydantic",
+             "pyarrow.compute", "storage.sql_sandbox"]  # fmt: skip
+    script = (
+        "import sys, storage.sandbox_main, storage.sandbox_child\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-E", "-s", "-c", script],
+        cwd=root, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
 # --- personal data ------------------------------------------------------------------------------
 
 
