@@ -112,15 +112,16 @@ def lock_down(con: duckdb.DuckDBPyConnection, dirs: Iterable[Any], memory_limit:
 
 def _answer(header: dict, body: bytes = b"") -> None:
     out = sys.stdout.buffer
-    out.write(json.dumps(header).encode() + b"\n" + body)
+    out.write(json.dumps({**header, "size": len(body)}).encode() + b"\n" + body)
     out.flush()
 
 
 def child_main(req: dict) -> None:
-    """Answer one request (JSON line + Arrow IPC on stdout). Called by `storage.sandbox_main`
-    once the process is already confined to reading (no write anywhere, in every thread)."""
+    """Answer each statement of a request (a JSON line, then that many bytes of Arrow IPC, on
+    stdout), each in its own fresh DuckDB. Called by `storage.sandbox_main` once the process
+    is already confined to reading (no write anywhere, in every thread)."""
     key = bytes.fromhex(req["key"]) if req.get("key") else None
-    sql, max_rows, timeout_s = req["sql"], int(req["max_rows"]), float(req["timeout_s"])
+    max_rows, timeout_s = int(req["max_rows"]), float(req["timeout_s"])
     dirs = req["read"]
     try:
         copies = None if key is None else pseudonymised_copies(req, key)
@@ -128,17 +129,26 @@ def child_main(req: dict) -> None:
         # The delta extension's file and the system libraries it links (libresolv, libstdc++:
         # dlopen reads them at LOAD, below) may be read too; they hold no data.
         restrict_to_reading([*dirs, req["extension"], *EXTENSION_LIBRARIES, *SYSTEM_FILES])
-        con = _connect(req)
-        load_catalog(con, req["views"], copies)
-        del copies
-        lock_down(con, dirs, str(req["memory_limit"]))
     except SandboxUnavailable as exc:
         _answer({"ok": False, "error": str(exc), "unavailable": True})
         return
     except duckdb.Error as exc:
-        _answer({"ok": False, "error": f"the lake could not be read: {exc}"})
+        for _ in req["sqls"]:
+            _answer({"ok": False, "error": f"the lake could not be read: {exc}"})
         return
-    _answer(*_run(con, sql, max_rows, timeout_s))
+    for sql in req["sqls"]:
+        con = None
+        try:
+            con = _connect(req)
+            load_catalog(con, req["views"], copies)
+            lock_down(con, dirs, str(req["memory_limit"]))
+        except duckdb.Error as exc:
+            _answer({"ok": False, "error": f"the lake could not be read: {exc}"})
+        else:
+            _answer(*_run(con, sql, max_rows, timeout_s))
+        finally:
+            if con is not None:
+                con.close()
 
 
 @contextmanager

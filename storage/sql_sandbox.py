@@ -73,6 +73,7 @@ __all__ = [
     "pseudonym",
     "pseudonym_key",
     "run_confined",
+    "run_confined_each",
     "time_limit",
 ]
 
@@ -159,7 +160,12 @@ def allowed_dirs(lake: Path, masked: bool) -> list[Path]:
 
 
 def child_request(
-    lake: Path, sql: str, key: bytes | None, max_rows: int, timeout_s: float, memory_limit: str
+    lake: Path,
+    sqls: list[str],
+    key: bytes | None,
+    max_rows: int,
+    timeout_s: float,
+    memory_limit: str,
 ) -> dict:
     """What the child (`storage.sandbox_child.child_main`) is told: the query and everything
     it would otherwise import the catalog and the tables for."""
@@ -167,9 +173,9 @@ def child_request(
         views, copies = view_sql(lake), {}
     else:
         views = masked_source(lake)
-        copies = copy_sql(lake, sql, views)
+        copies = copy_sql(lake, "\n;\n".join(sqls), views)
     return {
-        "sql": sql,
+        "sqls": sqls,
         "max_rows": max_rows,
         "timeout_s": timeout_s,
         "memory_limit": memory_limit,
@@ -211,9 +217,34 @@ def run_confined(
 ) -> SandboxResult:
     """Blocking: run `sql` in a fresh confined child. `key` set: the analysts' catalog
     (personal columns pseudonymised with it); None: in clear (organisers)."""
+    (out,) = run_confined_each(
+        lake_dir, [sql], key=key, max_rows=max_rows, timeout_s=timeout_s,
+        memory_limit=memory_limit,
+    )  # fmt: skip
+    if isinstance(out, SandboxError):
+        raise out
+    return out
+
+
+def run_confined_each(
+    lake_dir: Path,
+    sqls: list[str],
+    *,
+    key: bytes | None,
+    max_rows: int,
+    timeout_s: float,
+    memory_limit: str,
+) -> list[SandboxResult | SandboxError]:
+    """Blocking: run each of `sqls` in its own fresh DuckDB, locked down, one after the other
+    in ONE confined child (`run_confined` is this with one statement; the write-path test
+    checks dozens of statements per child instead of paying a child's start-up for each).
+    The child is confined before it reads the request and narrowed once before the first
+    statement's DuckDB starts, exactly as for one; analysts get the pseudonymised copies every
+    statement needs. Each statement's answer or error is returned in order; a child that
+    fails as a whole (no Landlock, killed, timed out) raises for all."""
     lake = lake_dir.resolve()
     ensure_lake(lake)  # the empty tables' folders: made here, the child can write nothing
-    req = child_request(lake, sql, key, max_rows, timeout_s, memory_limit)
+    req = child_request(lake, sqls, key, max_rows, timeout_s, memory_limit)
     proc = subprocess.Popen(
         [sys.executable, "-E", "-s", "-m", "storage.sandbox_main"],
         stdin=subprocess.PIPE,
@@ -222,21 +253,31 @@ def run_confined(
         cwd=PROJECT_ROOT,
     )
     try:
-        out, err = proc.communicate(json.dumps(req).encode() + b"\n", timeout_s + SETUP_GRACE_S)
+        out, err = proc.communicate(
+            json.dumps(req).encode() + b"\n", timeout_s * len(sqls) + SETUP_GRACE_S
+        )
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
         raise SandboxError("timeout", timeout=True) from None
-    head, _, body = out.partition(b"\n")
-    try:
-        header = json.loads(head)
-    except ValueError:
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no answer"]
-        raise SandboxError(f"the SQL sandbox failed: {tail[0]}") from None
-    if not header.get("ok"):
+    results: list[SandboxResult | SandboxError] = []
+    while len(results) < len(sqls):
+        head, _, out = out.partition(b"\n")
+        try:
+            header = json.loads(head)
+        except ValueError:
+            tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no answer"]
+            raise SandboxError(f"the SQL sandbox failed: {tail[0]}") from None
+        body, out = out[: header.get("size", 0)], out[header.get("size", 0) :]
         if header.get("unavailable"):
             raise SandboxUnavailable(header["error"])
-        raise SandboxError(header["error"], timeout=header["error"] == "timeout")
+        results.append(_result(header, body))
+    return results
+
+
+def _result(header: dict, body: bytes) -> SandboxResult | SandboxError:
+    if not header.get("ok"):
+        return SandboxError(header["error"], timeout=header["error"] == "timeout")
     if not header["columns"]:
         return SandboxResult([], [], False)
     table = pa.ipc.open_stream(body).read_all()
