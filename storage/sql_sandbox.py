@@ -23,7 +23,9 @@ writes beneath it. So every free query runs in a fresh `python -m storage.sandbo
    (whatever they read: Parquet globs today, Delta tables tomorrow; nothing here depends on
    it; for analysts over the copies, `load_catalog`), locked down (`lock_down`);
 4. only then does it run the SQL, with a row limit and a time limit (DuckDB's `interrupt()`;
-   the parent also kills the child if it does not answer in time).
+   the parent also kills the child if it does not answer in time). `run_confined_each` runs
+   several statements this way in one child, steps 3-4 afresh for each (a new DuckDB, views,
+   lockdown): the tests check dozens of statements against the real sandbox that way.
 
 The result goes back as an Arrow IPC stream (plain data, no pickle: nothing the sandbox says
 is executed by the parent). Where Landlock is missing (kernel < 5.13, or a seccomp profile
