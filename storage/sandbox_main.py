@@ -7,6 +7,9 @@ here, while the process has a single thread: before DuckDB or PyArrow are import
 PyArrow starts allocator threads, connecting DuckDB starts eight). Every thread of the child
 is thereby unable to write, whatever any later code does. `child_main` narrows the reading to
 the lake (or, for analysts, its tables without personal columns) before it starts DuckDB.
+The child's code is `storage.sandbox_child` (DuckDB and PyArrow only; the parent sends the
+views' SQL and the folders in the request, so the catalog, the lake writer and the tables'
+pydantic models are never imported here).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def main() -> None:
     except SandboxUnavailable as exc:
         sys.stdout.write(json.dumps({"ok": False, "error": str(exc), "unavailable": True}) + "\n")
         return
-    from storage.sql_sandbox import child_main  # only now: it imports DuckDB and PyArrow
+    from storage.sandbox_child import child_main  # only now: it imports DuckDB and PyArrow
 
     child_main(req)
 
