@@ -1,7 +1,7 @@
 """Issue 15: a lake writer's open Delta table carries a bounded number of commits.
 
 delta-rs moves an open table forward commit by commit, and the state it keeps that way grew by
-~130 KiB per commit in the flows (measured: `storage.lake.LakeWriter`'s docstring). So a writer
+~135 KiB per commit (measured: `storage.lake.LakeWriter`'s docstring). So a writer
 reopens its table once it has carried `reload_every` commits, its own or another writer's of
 a shared table; these tests check that bound on real Delta tables, and that nothing a writer
 relies on (its committed flush number, exactly-once resume) changes across a reopening."""
@@ -14,7 +14,7 @@ import pytest
 
 import storage.lake
 from connectors.lake_sink import LakeSink
-from storage.lake import LakeWriter
+from storage.lake import RELOAD_EVERY, LakeWriter
 from tests.lake_helpers import event_rows
 
 T = datetime(2026, 12, 5, 12, tzinfo=UTC)
@@ -80,6 +80,6 @@ def test_lake_sink_resume_after_reopenings_is_exactly_once(data_dir, monkeypatch
     assert resumed._w.committed() == 2
 
 
-@pytest.mark.parametrize("bad", [0, None])
-def test_reload_every_defaults_to_the_module_bound(data_dir, bad) -> None:
-    assert LakeWriter(data_dir / "lake", "events", "p0", bad).reload_every == 100
+@pytest.mark.parametrize("given", [0, None])
+def test_reload_every_defaults_to_the_module_bound(data_dir, given) -> None:
+    assert LakeWriter(data_dir / "lake", "events", "p0", given).reload_every == RELOAD_EVERY
