@@ -7,8 +7,11 @@
 One run starts, on a fresh DATA_DIR, what run.py runs, each process as run.py starts it
 (`flow_argv` + `spawn` + `child_env`): its own redis-server (AOF, fsync everysec), the events
 flow, the check-in flow (and its decider processes), the video flow with `--cameras` simulated
-cameras (`sim/rtsp_server.py`, one RTSP mount, 640x480 H.264) and the dashboard (`python -m
-ui.main`). The load, each generator in its own process:
+cameras (`sim/rtsp_server.py`, one RTSP mount, 640x480 H.264), the dashboard (`python -m
+ui.main`) and, as `run.py up` does, the lake maintenance (`run.py lake maintain --every
+--maintain-every`, 300 s as LAKE_MAINTAIN_EVERY_S; 0: none). Without it no lake file is ever
+compacted, and a flow's lake writers then hold a table state that grows with the files: not what
+a deployment runs. The load, each generator in its own process:
 
 * events: `--event-rate` (20,000/s) realistic events (`bench.ingest.make_event`, no `ts`: the
   flow stamps the arrival time) XADDed to `events:in` in pipelines;
@@ -131,7 +134,13 @@ class Deployment:
     """redis-server, the events / check-in / video flows, the dashboard, the cameras."""
 
     def __init__(
-        self, work: Path, cams: int, fps: int, retention_s: float, state_cache_scans: int = 0
+        self,
+        work: Path,
+        cams: int,
+        fps: int,
+        retention_s: float,
+        state_cache_scans: int = 0,
+        maintain_every: float = 0,
     ):
         self.work = work
         self.data = work / "data"
@@ -165,6 +174,12 @@ class Deployment:
         self.procs["dashboard"] = spawn(
             [sys.executable, "-m", "ui.main"], env, work / "dashboard.log"
         )
+        if maintain_every > 0:  # as `run.py up` runs it; its log is lake.log (`check_alive`)
+            self.procs["lake maintenance"] = spawn(
+                [sys.executable, "run.py", "lake", "maintain", "--every", str(maintain_every)],
+                env,
+                work / "lake.log",
+            )
         self.base = f"http://127.0.0.1:{self.env['PORT']}"
         self.r = redis.Redis.from_url(self.url)
 
@@ -272,6 +287,7 @@ OPTIONS = """
 --warmup          float  5       minutes not in the slope (5)
 --retention-s     float  60      STREAM_RETENTION_S of the deployment (60)
 --state-cache-scans int  0       CHECKIN_STATE_CACHE_SCANS of the deployment (0: its default)
+--maintain-every  float  300     run `run.py lake maintain --every N` as `run.py up` does (0: none)
 --workdir         path   -       where to put the deployment (a temp dir)
 --keep            flag   -       keep the work dir (logs, lake)
 --url             str    -       -
@@ -307,7 +323,14 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
     )
     if args.state_cache_scans:
         print(f"deciders  CHECKIN_STATE_CACHE_SCANS={args.state_cache_scans}", flush=True)
-    dep = Deployment(work, args.cameras, args.fps, args.retention_s, args.state_cache_scans)
+    if args.maintain_every > 0:
+        print(f"lake      run.py lake maintain --every {args.maintain_every:g}", flush=True)
+    else:
+        print("lake      no maintenance (files are never compacted)", flush=True)
+    dep = Deployment(
+        work, args.cameras, args.fps, args.retention_s, args.state_cache_scans,
+        args.maintain_every,
+    )  # fmt: skip
     load: dict[str, subprocess.Popen] = {}
     series: dict[str, list[tuple[float, float]]] = {}
     load_series: dict[str, list[tuple[float, float]]] = {}
