@@ -162,8 +162,8 @@ class VideoStack:
         average ~20): importing `flows.video` alone took 22 s of wall time (1.9 s of CPU,
         `time uv run python -c "import flows.video"`); whole stacks took 31-85 s from start to
         a streaming cam-a, the camera itself streaming 0.5-2 s after the flow first connected
-        to it; and the 30 s waits failed with "status: None" (no flow yet) in 9 of 10 failures
-        seen in loaded runs of test_video_flow.py + test_video_http.py."""
+        to it; and each of 5 failing loaded runs of test_video_flow.py (+ test_video_http.py)
+        had a 30 s wait fail with "status: None" (no flow running yet)."""
         self.flow = FlowProcess("video", self.env, self.data / log_name).start()
         pid = self.flow.proc.pid if self.flow.proc else None
 
