@@ -45,6 +45,7 @@ def _gst():
 
     gi.require_version("Gst", "1.0")
     gi.require_version("GstRtspServer", "1.0")
+    gi.require_version("GstVideo", "1.0")
     from gi.repository import GLib, Gst, GstRtspServer
 
     Gst.init(None)
@@ -55,29 +56,38 @@ def _gst():
 
 
 class _Feeder:
-    """Pushes painted frames into one media's appsrc at the mount's frame rate.
+    """Pushes painted frames into one media's appsrc at the mount's frame rate, and asks the
+    encoder for a keyframe every `keyframe_s` of wall time.
+
+    Why by time: a new reader decodes nothing before the next keyframe, and a GOP counted in
+    frames (`key-int-max` alone) stretches when this process is CPU-starved — under load it
+    pushed 7-9 fps of 15 (load average ~20), 1.2-1.8 fps when also niced. Measured with fresh
+    readers using the tests' 2 s open/read timeouts on a shared mount, server at `nice -n 19`
+    (/tmp script, 10 readers each): GOP in frames, 6 of 10 first reads failed (no keyframe
+    within 2 s); keyframe each second, 0 of 10 failed, first frame 0.02 s after the open. The
+    video flow ends a stream after 3 failed reads and reopens, so with the GOP in frames a
+    starved camera was never picked up ("not streaming after 30s", "read failed" over and
+    over). A real camera's GOP is a fixed time because its frame rate is fixed.
 
     It also says (on stderr, which the video tests print when a camera fails) when this process
     is CPU-starved (pushes below 80 % of the frame rate over 10 s) and when the media plays but
     its payloader has sent nothing for 3 s although frames go in, so a failed test shows
     whether the test camera itself stalled."""
 
-    def __init__(self, Gst, appsrc, payloader, painter, fps: float):
-        self.Gst, self.appsrc, self.pay, self.painter, self.fps = (
-            Gst,
-            appsrc,
-            payloader,
-            painter,
-            fps,
-        )
+    def __init__(self, Gst, appsrc, encoder, payloader, painter, fps: float, keyframe_s: float):
+        self.Gst, self.appsrc, self.pay, self.painter = Gst, appsrc, payloader, painter
+        self.fps, self.keyframe_s = fps, keyframe_s
+        self.encoder_src = encoder.get_static_pad("src")
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
+        from gi.repository import GstVideo
+
         Gst = self.Gst
         interval = 1.0 / self.fps
-        next_t = window_t = check_t = time.monotonic()
+        next_t = window_t = check_t = next_key = time.monotonic()
         pushed, seqnum, seqnum_since = 0, None, check_t
         while self.running:
             frame = self.painter.paint()
@@ -88,6 +98,11 @@ class _Feeder:
                 break  # media shut down (last client left): a new media gets a new feeder
             pushed += 1
             now = time.monotonic()
+            if now >= next_key:
+                self.encoder_src.send_event(
+                    GstVideo.video_event_new_upstream_force_key_unit(Gst.CLOCK_TIME_NONE, True, 0)
+                )
+                next_key = now + self.keyframe_s
             if now - window_t >= 10:
                 rate = pushed / (now - window_t)
                 if rate < 0.8 * self.fps:
@@ -116,12 +131,13 @@ def _factory(Gst, GstRtspServer, mount_index: int, args: argparse.Namespace):
     from camera_pattern import Painter
 
     w, h, fps = args.width, args.height, args.fps
-    gop = max(1, round(fps * args.keyframe_s))
+    # Only a cap: the feeder asks for a keyframe every `keyframe_s` of wall time (see _Feeder).
+    gop = max(1, round(fps * args.keyframe_s * 4))
     launch = (
         "( appsrc name=src is-live=true format=time do-timestamp=true "
         f'caps="video/x-raw,format=BGR,width={w},height={h},framerate={round(fps)}/1" '
         "! queue max-size-buffers=2 leaky=downstream ! videoconvert ! video/x-raw,format=I420 "
-        f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} "
+        f"! x264enc name=enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} "
         f"bitrate={args.bitrate} threads=1 "
         "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
     )
@@ -133,7 +149,8 @@ def _factory(Gst, GstRtspServer, mount_index: int, args: argparse.Namespace):
     def configure(_factory, media) -> None:
         pipeline = media.get_element()
         appsrc, pay = pipeline.get_child_by_name("src"), pipeline.get_child_by_name("pay0")
-        feeder = _Feeder(Gst, appsrc, pay, Painter(w, h, fps, mount_index), fps)
+        enc, painter = pipeline.get_child_by_name("enc"), Painter(w, h, fps, mount_index)
+        feeder = _Feeder(Gst, appsrc, enc, pay, painter, fps, args.keyframe_s)
         feeders.append(feeder)
         say(f"media {id(media):x} configured, feeder {id(feeder):x} started")
 
@@ -191,7 +208,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--bitrate", type=int, default=1500, help="H.264 kbit/s")
-    p.add_argument("--keyframe-s", type=float, default=1.0, help="seconds between keyframes")
+    p.add_argument(
+        "--keyframe-s", type=float, default=1.0, help="seconds between keyframes (wall time)"
+    )
     p.add_argument("--check", action="store_true", help="exit 0 if GStreamer is usable")
     return p.parse_args(argv)
 
