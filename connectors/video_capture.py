@@ -298,7 +298,9 @@ class CameraCapture:
         self.state_since = time.time()
         self.last_frame_at: float | None = None  # epoch of the newest decoded frame
         self._last_grab = 0.0  # monotonic time of the newest decoded frame
-        self._connect_started = 0.0
+        #: monotonic time the current open began; None while no open is under way (streaming,
+        #: waiting to retry, stopped), so the watchdog's "open hangs" never counts an old one.
+        self._opening_since: float | None = None
         self._streaming_since: float | None = None
 
     # --- control (partition thread) ----------------------------------------------------------
@@ -333,9 +335,8 @@ class CameraCapture:
                 log.warning("camera %s: %s", self.camera_id, reason)
                 self.counters.reconnects += 1
             elif (
-                self.state in ("connecting", "reconnecting", "error")
-                and self._connect_started
-                and now - self._connect_started
+                self._opening_since is not None
+                and now - self._opening_since
                 > 2 * self.opts.open_timeout_s + self.opts.backoff_max_s + 5
             ):
                 reason = "opening the stream hangs past its timeout; starting over"
@@ -395,6 +396,7 @@ class CameraCapture:
 
     def _retire(self) -> None:
         run, self._run = self._run, None
+        self._opening_since = None
         if run is not None:
             run.cancelled.set()
             if run.thread is not None:
@@ -424,7 +426,7 @@ class CameraCapture:
             with self._lock:
                 if not self._current(run):
                     return
-                self._connect_started = time.monotonic()
+                self._opening_since = time.monotonic()
             cap = open_capture(self.url, self.opts)
             if cap is None:
                 reason = diagnose(self.url, min(2.0, self.opts.open_timeout_s))
@@ -432,6 +434,7 @@ class CameraCapture:
                 with self._lock:
                     if not self._current(run):
                         return
+                    self._opening_since = None
                     self.counters.errors += 1
                     message = f"cannot open {self.safe_url}: {reason}"
                     if failures >= self.opts.error_after:
@@ -476,6 +479,9 @@ class CameraCapture:
         """Read until the stream ends; return (whether any frame came, why it ended)."""
         got, grab_fails, bad_run = False, 0, 0
         with self._lock:
+            if not self._current(run):
+                return got, "stopped"
+            self._opening_since = None
             self._last_grab = time.monotonic()  # the watchdog counts from the open
         while self._current(run):
             ok = cap.grab()

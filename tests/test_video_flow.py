@@ -20,7 +20,7 @@ import pytest
 from core import keys
 from core.records import CameraStatus
 from sim.camera_pattern import read_stamp
-from tests.conftest import FlowProcess, wait_for
+from tests.conftest import wait_for
 from tests.video_fixtures import VideoStack, require_gstreamer
 
 CAMERAS = [
@@ -203,7 +203,7 @@ def test_restart_keeps_a_stopped_camera_stopped(stack: VideoStack) -> None:
     time.sleep(1.5)  # let a snapshot (SNAPSHOT_INTERVAL_S=1) record it
     assert stack.flow is not None and stack.flow.stop() == 0
     stack.r.hdel(keys.VIDEO_STATUS, "cam-off", "cam-a")
-    stack.flow = FlowProcess("video", stack.env, stack.data / "video-flow-2.log").start()
+    stack.start_flow("video-flow-2.log")
     stack.wait_state("cam-a", "streaming")
     assert stack.wait_state("cam-off", "stopped")["is_active"] is False
     stack.frames("cam-a", 2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import cv2
@@ -15,6 +16,8 @@ import pytest
 from connectors.redis_streams import StreamBatch
 from connectors.rtsp_camera import StatsDelta, StatusReport
 from connectors.video_capture import (
+    CameraCapture,
+    CaptureOptions,
     Frame,
     FramePump,
     RateGate,
@@ -186,3 +189,31 @@ def test_urls_are_redacted_and_failures_diagnosed() -> None:
     port = free_port()
     assert "connection refused" in diagnose(f"rtsp://127.0.0.1:{port}/x", 1)
     assert "no host" in diagnose("rtsp:///x", 1)
+
+
+def test_a_restarted_capture_is_not_taken_for_a_hanging_open(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The watchdog's "open hangs" timer counts only an open under way. It used to count from
+    the previous generation's last open, so a camera started again (or reconnecting after its
+    stream ended) long after that was at once declared hanging, its fresh capture abandoned and
+    a second connection opened (seen in every loaded test run: "opening the stream hangs past
+    its timeout" 2-30 ms after "capture started")."""
+    opts = CaptureOptions(
+        open_timeout_s=0.2, read_timeout_s=0.2, stall_s=1, backoff_max_s=0.1, error_after=3
+    )
+    cap = CameraCapture("cam", f"rtsp://127.0.0.1:{free_port()}/x", 5, opts, lambda f: None)
+    try:
+        cap.start()
+        wait_for(lambda: cap.counters.errors >= 1, 10, what="a failed open")
+        cap.stop()
+        # Past the hang threshold (2 * open timeout + backoff + 5 s) since that open began.
+        time.sleep(2 * opts.open_timeout_s + opts.backoff_max_s + 5 + 0.5)
+        with caplog.at_level(logging.WARNING):
+            cap.start()
+            run = cap._run
+            cap.check()
+        assert cap._run is run, "the fresh capture was abandoned"
+        assert "hangs" not in caplog.text
+    finally:
+        cap.close()

@@ -24,7 +24,7 @@ import yaml
 from core import keys
 from core.records import FrameHeader
 from ops.processes import PROJECT_DIR
-from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, free_port
+from tests.conftest import API_KEY, AppProcess, FlowProcess, RedisServer, free_port, wait_for
 from tests.lake_helpers import rows
 
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -148,12 +148,32 @@ class VideoStack:
         self.flow: FlowProcess | None = None
         self.app: AppProcess | None = None
         try:
-            self.flow = FlowProcess("video", self.env, self.data / "video-flow.log").start()
+            self.start_flow("video-flow.log")
             if app:
                 self.app = AppProcess(self.env, self.data / "app.log").wait_ready()
         except BaseException:
             self.close()
             raise
+
+    def start_flow(self, log_name: str, timeout: float = 120) -> FlowProcess:
+        """Start the video flow and wait until this process's dataflow turns (its heartbeat
+        carries its pid), so the tests' waits on cameras (30 s) time the cameras, not Python
+        starting. Measured under load (4 busy loops plus other test workers on 2 cores, load
+        average ~20): importing `flows.video` alone took 22 s of wall time (1.9 s of CPU,
+        `time uv run python -c "import flows.video"`); whole stacks took 31-85 s from start to
+        a streaming cam-a, the camera itself streaming 0.5-2 s after the flow first connected
+        to it; and each of 5 failing loaded runs of test_video_flow.py (+ test_video_http.py)
+        had a 30 s wait fail with "status: None" (no flow running yet)."""
+        self.flow = FlowProcess("video", self.env, self.data / log_name).start()
+        pid = self.flow.proc.pid if self.flow.proc else None
+
+        def up() -> bool:
+            self.check_flow()
+            beat = self.r.get(keys.heartbeat_key("video"))
+            return beat is not None and json.loads(beat)["pid"] == pid
+
+        wait_for(up, timeout, 0.1, "the video flow to run (its heartbeat)")
+        return self.flow
 
     def close(self) -> None:
         if self.app is not None:
