@@ -175,10 +175,12 @@ def test_statistics_and_activity_log_reach_the_lake(stack: VideoStack) -> None:
         return got if got[0][0] and got[0][1] and got[0][1] >= 2 else None
 
     [(frames_out, reconnects, fps_out, uptime)] = wait_for(stats, 20, 0.5, "camera_stats rows")
-    # A window spent streaming: 15 fps out, streaming all the time. The upper bound allows the
-    # frames a loaded machine holds back at a window's edge to land in the next window (16.86
-    # seen with 4 test workers on 2 cores); a flow that doubled or ignored the rate is far off.
-    assert frames_out > 50 and reconnects >= 2 and 12 <= fps_out <= 18 and uptime > 90
+    # A window spent streaming: 15 fps out, streaming all the time. The upper bound is what the
+    # capture's rate limiter lets through in one 2 s window (a token bucket of 15/s holding 7.5:
+    # (2 x 15 + 7.5) / 2 = 18.75), reached when a loaded machine holds frames back at a window's
+    # edge (16.86 and 18.19 seen with 4 test workers on 2 cores); a flow that doubled or ignored
+    # the rate is far off.
+    assert frames_out > 50 and reconnects >= 2 and 12 <= fps_out <= 18.75 and uptime > 90
     [(bad_errors,)] = stack.lake("SELECT sum(errors) FROM camera_stats WHERE camera_id='cam-bad'")
     assert bad_errors >= 3
 
@@ -211,9 +213,17 @@ def test_restart_keeps_a_stopped_camera_stopped(stack: VideoStack) -> None:
 
 def test_idle_flow_waits_on_commands_instead_of_polling(stack: VideoStack) -> None:
     """Issue 10 item 13: with every camera stopped the flow waited in 50 ms polls (5-6 % of a
-    core here, 45-65 % on a busier machine); now it waits on the command stream (~0.5 %).
-    The bound is generous (3 % of a core over 10 s) and CPU time, not wall time, is measured;
-    a command still takes effect at once."""
+    core here, 45-65 % on a busier machine); now each partition waits on the command stream
+    (`XREAD BLOCK`, up to 250 ms, shortened only by its once-a-second status report), and a
+    command still takes effect at once.
+
+    Counted, not timed: the flow's XREAD calls on its own redis-server over 10 s (measured on
+    a quiet machine: 77 for the 4 partitions, 0.10 s of CPU; polling read the commands every
+    100 ms per partition, ≥ 400). CPU seconds were the measure until a fresh-clone CI run on a
+    loaded machine (load 10) saw the idle flow take 1.38 s of CPU in 10 s while waiting as it
+    should: the stopped cameras' statistics still reach the lake every 2 s in this stack, and
+    each of those commits costs several times more CPU on a contended machine. A loaded machine
+    only lowers the count."""
     stack.wait_state("cam-a", "streaming")  # the flow reads commands
     for cam in CAMERAS:
         stack.command(action="stop", camera_id=cam["id"])
@@ -221,11 +231,16 @@ def test_idle_flow_waits_on_commands_instead_of_polling(stack: VideoStack) -> No
         stack.wait_state(cam["id"], "stopped", "idle")
     assert stack.flow is not None and stack.flow.proc is not None
     proc = psutil.Process(stack.flow.proc.pid)
+
+    def xreads() -> int:
+        return int(stack.r.info("commandstats").get("cmdstat_xread", {}).get("calls", 0))
+
     time.sleep(2)  # the last reports and a snapshot settle
-    before = sum(proc.cpu_times()[:2])
+    before, cpu_before = xreads(), sum(proc.cpu_times()[:2])
     time.sleep(10)
-    used = sum(proc.cpu_times()[:2]) - before
-    assert used < 0.3, f"the idle video flow used {used:.2f} s of CPU in 10 s"
+    calls, cpu = xreads() - before, sum(proc.cpu_times()[:2]) - cpu_before
+    bound = len(CAMERAS) * 10 * 5  # 5 a second per partition: the 250 ms wait, plus reports
+    assert calls <= bound, f"{calls} XREADs in 10 s (bound {bound}; CPU {cpu:.2f} s): polling?"
     [reply] = stack.status_reply("cam-off")  # status still answered while waiting
     assert reply["state"] in ("stopped", "idle") and reply["is_active"] is False
     stack.command(action="start", camera_id="cam-a")
