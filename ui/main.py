@@ -29,7 +29,7 @@ from live import events as live
 from live.redis import close_redis
 from live.subscriber import set_page_update_budget
 from ops.processes import apply_umask, secure_data_dir
-from ui import handler_signatures, theme
+from ui import handler_signatures, socket_packets, theme
 from ui.pages import registry as pages
 
 log = logging.getLogger("ui")
@@ -139,6 +139,7 @@ def setup(settings: Settings) -> None:
     if not any(getattr(r, "path", None) == "/" for r in app.routes):
         app.add_api_route("/", root_redirect, methods=["GET"], include_in_schema=False)
     handler_signatures.install()  # before any page is built
+    socket_packets.install()
     redis_url = settings.effective_redis_url
     set_page_update_budget(settings.live_page_updates_per_s)
 
