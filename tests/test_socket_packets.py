@@ -21,7 +21,10 @@ scalars = st.one_of(
 nested = st.recursive(
     scalars,
     lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=4)
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.text(max_size=3) | st.integers() | st.binary(max_size=2), inner, max_size=4
+        ),
     ),
     max_leaves=30,
 )
@@ -47,3 +50,12 @@ def test_a_packet_with_bytes_is_still_a_binary_event_and_encodes_alike() -> None
 def test_nicegui_builds_its_packets_with_it_once_installed() -> None:
     socket_packets.install()
     assert core.sio.packet_class is FastPacket
+
+
+def test_a_nicegui_update_is_answered_without_the_walk(monkeypatch) -> None:
+    """NiceGUI's updates are keyed by element id (an int): still the orjson path."""
+    walked = []
+    monkeypatch.setattr(FastPacket, "_walk", staticmethod(lambda d: walked.append(d) or False))
+    update = {12: {"id": 12, "props": {"rows": [{"a": 1}] * 3}}, 13: {"id": 13, "text": "x"}}
+    assert FastPacket.data_is_binary(["update", update]) is False and walked == []
+    assert FastPacket.data_is_binary(["update", {12: {"b": b"x"}}]) is False and walked

@@ -34,8 +34,9 @@ class FastPacket(packet.Packet):
         # orjson (C) serializes only JSON's own types and refuses bytes and bytearray, so a
         # message it serializes holds none: most of NiceGUI's. Anything it refuses (bytes, or
         # a type it does not know, which python-socketio does not look into either) is walked.
+        # Keys are not looked into by python-socketio; orjson refuses bytes keys (walked).
         try:
-            orjson.dumps(data)
+            orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)  # NiceGUI's element ids: ints
         except TypeError:  # orjson.JSONEncodeError
             return cls._walk(data)
         return False
