@@ -5,7 +5,13 @@
 Why this way: python3-gi (GStreamer's bindings) is built for `/usr/bin/python3` only, so this
 script imports nothing from the project's venv — only `sim/camera_pattern.py` (numpy). Each
 mount is one shared media (`set_shared(True)`): one painter and one H.264 encoder serve every
-client of that mount, like a real camera. Frames are painted by `camera_pattern.Painter` (a
+client of that mount, like a real camera; `--per-client` gives each client a pipeline of its
+own instead. The video tests use that: in a fresh-clone CI run (2026-12-05) the shared media of
+a restarted test camera took frames in but sent no RTP for 30 s and more to any of its three
+readers (this script's own log: "media plays, frames go in, no RTP out"), while each reader's
+reconnect rejoined the same stuck pipeline; with a pipeline per client a reconnect gets a fresh
+one, as a reader of a real camera would after the camera recovered. Cause of the stall not found.
+Frames are painted by `camera_pattern.Painter` (a
 moving ball, a clock, and the send time written into pixels so readers can measure latency)
 and pushed through `appsrc`; Debian's GStreamer lacks the pango text overlays.
 
@@ -144,7 +150,8 @@ def _factory(Gst, GstRtspServer, mount_index: int, args: argparse.Namespace):
     )
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch)
-    factory.set_shared(True)  # one pipeline, one encoder for every client of this mount
+    # Shared (the default): one pipeline, one encoder for every client of this mount.
+    factory.set_shared(not args.per_client)
     feeders: list[_Feeder] = []
 
     def configure(_factory, media) -> None:
@@ -211,6 +218,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bitrate", type=int, default=1500, help="H.264 kbit/s")
     p.add_argument(
         "--keyframe-s", type=float, default=1.0, help="seconds between keyframes (wall time)"
+    )
+    p.add_argument(
+        "--per-client",
+        action="store_true",
+        help="a pipeline of its own for each client (the tests': see the module docstring)",
     )
     p.add_argument("--check", action="store_true", help="exit 0 if GStreamer is usable")
     return p.parse_args(argv)

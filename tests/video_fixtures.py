@@ -71,6 +71,7 @@ class RtspServer:
 
     def start(self, timeout: float = 15) -> RtspServer:
         argv = [DEBIAN_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port), "--fps", str(self.fps)]
+        argv.append("--per-client")  # a stuck pipeline cannot hold every camera (rtsp_server)
         for m in self.mounts:
             argv += ["--mount", m]
         with open(self.log, "ab") as err:
