@@ -34,14 +34,15 @@ times a second, and once a second anyway so ages on pages keep ticking. A change
 message (a background re-read) is picked up within 1/`MAX_HZ` s.
 
 Many open pages: one firing refreshes every subscribed page, and each refresh costs CPU and a
-socket message (the events page: PAGE_REFRESH_COST below). So one model refreshes at most
-`LIVE_PAGE_UPDATES_PER_S` pages a second in one process (`set_page_update_budget`): with more
-pages open than budget / `MAX_HZ`, every page is refreshed less often (1,000 pages and the default
-1,000 a second: once a second) instead of the process falling behind for all of them — NiceGUI
-closes a socket whose pings go unanswered (2 s), and gates' HTTP calls wait behind the
-re-rendering. And a firing runs the pages' refreshes in slices of `FIRE_SLICE`, yielding to
-the event loop between slices, so pings, HTTP requests and the socket writes of earlier pages
-go on while a thousand pages are refreshed, not after.
+socket message (profiled: docs/operating.md, Many users on one replica). So one model
+refreshes at most `LIVE_PAGE_UPDATES_PER_S` pages a second in one process
+(`set_page_update_budget`): with more pages open than budget / `MAX_HZ`, every page is
+refreshed less often (1,000 pages and the default 1,000 a second: once a second) instead
+of the process falling behind for all of them — NiceGUI closes a socket whose pings go
+unanswered (2 s), and gates' HTTP calls wait behind the re-rendering. And a firing runs the
+pages' refreshes in slices of `FIRE_SLICE`, yielding to the event loop between slices, so
+pings, HTTP requests and the socket writes of earlier pages go on while a thousand pages are
+refreshed, not after.
 
 Also here: the small helpers the models share to read messages and stored values
 (`json_object`, `json_objects`) and times (`minute_floor`, `parse_utc`).

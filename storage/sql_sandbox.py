@@ -56,16 +56,10 @@ import pyarrow as pa
 from storage.catalog import DUCKDB_CONFIG, delta_extension_path, scan_sql, view_sql
 from storage.lake import ensure_lake
 from storage.landlock import SandboxUnavailable
-from storage.sandbox_child import (
-    EXTENSION_LIBRARIES,
-    lock_down,
-    pseudonym,
-    time_limit,
-)
+from storage.sandbox_child import lock_down, pseudonym, time_limit
 from storage.tables import TABLES
 
 __all__ = [
-    "EXTENSION_LIBRARIES",
     "KEY_FILE",
     "PERSONAL",
     "SandboxError",
