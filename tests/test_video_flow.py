@@ -172,9 +172,13 @@ def test_statistics_and_activity_log_reach_the_lake(stack: VideoStack) -> None:
             "SELECT sum(frames_out), sum(reconnects), max(fps_out), max(uptime_pct) "
             "FROM camera_stats WHERE camera_id = 'cam-a'"
         )
-        return got if got[0][0] and got[0][1] and got[0][1] >= 2 else None
+        # Until a whole window spent streaming is stored: right after the earlier tests'
+        # reconnects the first windows are partly reconnecting (a fresh-clone CI run read
+        # them at once: 88 frames, uptime 88.1 %).
+        ok = got[0][0] and got[0][1] and got[0][1] >= 2 and (got[0][3] or 0) > 90
+        return got if ok else None
 
-    [(frames_out, reconnects, fps_out, uptime)] = wait_for(stats, 20, 0.5, "camera_stats rows")
+    [(frames_out, reconnects, fps_out, uptime)] = wait_for(stats, 30, 0.5, "camera_stats rows")
     # A window spent streaming: 15 fps out, streaming all the time. The upper bound is what the
     # capture's rate limiter lets through in one 2 s window (a token bucket of 15/s holding 7.5:
     # (2 x 15 + 7.5) / 2 = 18.75), reached when a loaded machine holds frames back at a window's
