@@ -59,6 +59,17 @@ class StreamBatch:
     entries: list[tuple[str, bytes | None]]
 
 
+def trim_before(r: Sync, key: str, minid: str) -> int:
+    """Drop the entries of stream `key` before `minid`, whole radix-tree nodes at a time.
+
+    `LIMIT 0` matters: an approximate XTRIM without it removes at most 100 x
+    `stream-node-max-entries` (10,000 by default) entries per call, so a stream fed faster than
+    that per trim never shrinks (measured: bench.soak at 20,000 ev/s, trimmed every 2 s,
+    `events:in` grew by 15k entries a second for the whole run while the flow kept up; one
+    call with `LIMIT 0` took 300,000 → 100,100 entries in 1.4 ms on redis-server 7.0)."""
+    return int(r.xtrim(key, minid=minid, approximate=True, limit=0))
+
+
 class Retention:
     """Trims streams only behind a position snapshotted more than `seconds` ago (long
     committed: nothing a resume could still need). Shared by every stream source here."""
@@ -79,7 +90,7 @@ class Retention:
             return
         try:
             for key, minid in trim_to.items():
-                self._r.xtrim(key, minid=minid, approximate=True)
+                trim_before(self._r, key, minid)
         except redis.exceptions.RedisError as exc:
             log.warning("streams %s: trim failed (%s); will retry", list(trim_to), exc)
 

@@ -76,7 +76,7 @@ from typing import Any
 import redis
 
 from connectors.redis_merged_streams import RedisMergedStreamSource
-from connectors.redis_streams import StreamBatch
+from connectors.redis_streams import StreamBatch, trim_before
 from core import keys
 from core.redis_conn import connect
 from core.settings import get_settings
@@ -346,7 +346,7 @@ class CheckinDecider:
             if trim_to is not None:
                 for k, minid in trim_to.items():
                     if minid != "0-0":
-                        self._r.xtrim(k, minid=minid, approximate=True)
+                        trim_before(self._r, k, minid)
         except redis.exceptions.RedisError as exc:
             log.warning("decider: trim failed (%s); will retry", exc)
 
