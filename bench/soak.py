@@ -334,6 +334,8 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
     load: dict[str, subprocess.Popen] = {}
     series: dict[str, list[tuple[float, float]]] = {}
     load_series: dict[str, list[tuple[float, float]]] = {}
+    redis_data: list[tuple[float, float]] = []  # redis-server's used_memory (its data), MiB
+    redis_mem: dict[str, Any] = {}  # the last INFO memory + server, and the number of keys
     try:
         dep.wait_ready()
         print(f"deployment ready; registering {args.participants:,} participants ...", flush=True)
@@ -371,10 +373,15 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
             for label, mib in sample(load_roots).items():
                 load_series.setdefault(label, []).append((minute, mib))
             backlog = dep.r.xlen(keys.EVENTS_IN), dep.r.xlen(keys.CHECKINS_IN)
+            mem = dep.r.info("memory")
+            redis_data.append((minute, mem["used_memory"] / 2**20))
+            redis_mem = {**mem, "keys": dep.r.dbsize(), **dep.r.info("server")}
             total = sum(v[-1][1] for v in series.values() if v[-1][0] == minute)
             print(
                 f"  t={minute:5.1f} min  deployment RSS {total:,.0f} MiB  events:in "
-                f"{backlog[0]:,}  checkins:in {backlog[1]:,}",
+                f"{backlog[0]:,}  checkins:in {backlog[1]:,}  redis data "
+                f"{redis_data[-1][1]:,.0f} MiB in {redis_mem['keys']:,} keys (RSS/data "
+                f"{mem['mem_fragmentation_ratio']:.2f})",
                 flush=True,
             )
             dep.check_alive()
@@ -396,7 +403,24 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
         dep.close()
 
     _report(args, series, load_series, sent)
+    _report_redis(args, redis_data, redis_mem)
     return 0
+
+
+def _report_redis(
+    args: argparse.Namespace, data: list[tuple[float, float]], mem: dict[str, Any]
+) -> None:
+    """What redis-server's RSS is made of: its data (the keys that live a day grow it by
+    design) and what the allocator holds beyond (fragmentation)."""
+    if not mem:
+        return
+    slope = slopes({"data": data}, args.warmup)["data"]
+    print(
+        f"\nredis-server {mem.get('redis_version')} ({mem.get('mem_allocator')}): data "
+        f"{mem['used_memory'] / 2**20:,.0f} MiB in {mem['keys']:,} keys at the end, "
+        f"{'?' if slope is None else f'{slope:+.2f}'} MiB/min after warm-up; RSS / data "
+        f"{mem['mem_fragmentation_ratio']:.2f}"
+    )
 
 
 def _report(

