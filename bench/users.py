@@ -45,9 +45,12 @@ measured window) / answered (202), API p50/p99 (check-ins and event pages togeth
 each), live-update delay p50/p99, memory per connected user (server processes' RSS after the
 users connected minus before, over users), server CPU per HTTP request (all CPU of the server
 processes during the load window — the live pushes to every user included — over the HTTP
-requests answered), redis CPU, the users' client's CPU (this process) and the load workers'
-(with their CPU per request sent: subtract it on a machine they share), and the machine's
-load. The last line ends with `ratio=<floor CPU per request / ours>` for each replica count.
+requests answered), the traffic per user (KiB a second of socket messages, and what
+permessage-deflate would leave of it: the first `SAMPLED` users deflate what they receive as
+the server does with `WS_COMPRESSION` on), redis CPU, the users' client's CPU (this process)
+and the load workers' (with their CPU per request sent: subtract it on a machine they share),
+and the machine's load. The last line ends with `ratio=<floor CPU per request / ours>` for
+each replica count.
 
 The gates and API clients run in worker processes (`load_worker`: `multiprocessing` spawn,
 each its own event loop and aiohttp pool, which NiceGUI already depends on and which costs
@@ -164,6 +167,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,6 +189,7 @@ from ops.processes import PROJECT_DIR
 USER, PASSWORD, API_KEY = "organiser", "bench-password-1", "bench-key"
 EVENT_ID = "bench-users"  # the event the tickets are signed for
 MARK = re.compile(r"vfbm(\d+)x")
+SAMPLED = 20  # users whose received messages are also deflated (the traffic with compression)
 MSG_ID = re.compile(r'"_id":(\d+)')
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -402,6 +407,10 @@ class Stats:
     peak: int = 0
     updates: int = 0  # messages the users' sockets received (pings left out)
     measuring: bool = False
+    sampled: int = 0  # users that deflate what they receive (the first SAMPLED)
+    received: int = 0  # bytes of those messages while measuring, as the server sent them
+    deflated: int = 0  # what the first SAMPLED users received, deflated as the server would
+    sampled_received: int = 0  # ... and the same undeflated
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -466,6 +475,8 @@ async def _user(
         url, cid = f"ws://{host}/ws", ""
     seen: set[int] = set()
     counted = False
+    stats.sampled += 1
+    deflate = zlib.compressobj(wbits=-15) if stats.sampled <= SAMPLED else None
     try:
         async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
             if srv.kind == "ours":
@@ -489,6 +500,12 @@ async def _user(
                     await ws.send("3")  # engine.io pong
                     continue
                 stats.updates += 1
+                if stats.measuring:
+                    stats.received += len(text)
+                    if deflate is not None:  # as permessage-deflate (context kept) would send
+                        z = deflate.compress(text.encode()) + deflate.flush(zlib.Z_SYNC_FLUSH)
+                        stats.deflated += len(z) - 4
+                        stats.sampled_received += len(text)
                 _seen(text, seen, stats)
                 if srv.kind == "ours":
                     ids = MSG_ID.findall(text)
@@ -798,6 +815,8 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
         "server_cores": (cpu1 - cpu0) / span,
         "cpu_per_user_ms": (cpu1 - cpu0) / span / max(1, connected) * 1000,
         "updates_per_s": (stats.updates - updates0) / span,
+        "kib_per_user_s": stats.received / 1024 / span / max(1, connected),
+        "deflated_share": stats.deflated / max(1, stats.sampled_received),
         "redis_cores": (rcpu1 - rcpu0) / span,
         "client_cores": (own1 - own0) / span,
         "loadgen_cores": (wcpu1 - wcpu0) / span,
@@ -822,6 +841,8 @@ def line(m: dict[str, Any]) -> str:
         f"({m['live_seen']} deliveries) mem/user={m['mib_per_user'] * 1024:.0f} KiB "
         f"(RSS {m['rss_mib']:.0f} MiB) CPU/request={m['cpu_per_req_ms']:.2f} ms "
         f"CPU/user={m['cpu_per_user_ms']:.2f} ms/s updates/s={m['updates_per_s']:.0f} "
+        f"traffic/user={m['kib_per_user_s']:.1f} KiB/s ({m['deflated_share'] * 100:.0f} % of it "
+        f"deflated) "
         f"(server {m['server_cores']:.2f} cores, redis {m['redis_cores']:.2f}, "
         f"users' client {m['client_cores']:.2f}, load workers {m['loadgen_cores']:.2f} = "
         f"{m['loadgen_ms_per_req']:.2f} ms/request) load={m['load']} tabs saw={m['tabs_saw']} "

