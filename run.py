@@ -29,7 +29,7 @@ from cli.lake import main as lake_main
 from cli.textout import format_table, jsonable
 from core import keys
 from core.settings import Settings
-from ops.balancer import BalancerMissing, dashboard_children
+from ops.balancer import BadApiCpus, BalancerMissing, dashboard_children
 from ops.processes import (
     FLOWS,
     apply_umask,
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except BalancerMissing as exc:  # UI_REPLICAS / --replicas > 1 without HAProxy
+    except (BalancerMissing, BadApiCpus) as exc:  # no HAProxy for replicas; a bad API_CPUS
         print(f"run.py {args.command}: {exc}", file=sys.stderr)
         return 2
 

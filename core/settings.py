@@ -190,6 +190,14 @@ class Settings(BaseSettings):
         "API (`API_REPLICAS` > 0): under saturation a gate's verdict and an API answer get the "
         "CPU before page re-rendering (docs/operating.md, Replicas; 0 = same priority).",
     )
+    api_cpus: str = Field(
+        default="",
+        pattern=r"^(\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*)?$",
+        description="CPUs kept for the API processes when there are any (`API_REPLICAS` > 0), "
+        "as Linux lists them (`0`, `0,2`, `0-1`): the API processes run on these only and the "
+        "dashboards on the others, so pages never take a gate's CPU (docs/operating.md, API "
+        "replicas). Empty: no pinning.",
+    )
     live_page_updates_per_s: float = Field(
         default=1000.0,
         gt=0,
@@ -233,6 +241,15 @@ class Settings(BaseSettings):
     def umask(self) -> int:
         """`DATA_UMASK` as a number, never granting anything to "others"."""
         return int(self.data_umask, 8) | 0o007
+
+    @property
+    def api_cpu_set(self) -> frozenset[int]:
+        """`API_CPUS` as CPU numbers (empty: none kept)."""
+        cpus: set[int] = set()
+        for part in filter(None, self.api_cpus.split(",")):
+            first, _, last = part.partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+        return frozenset(cpus)
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -51,6 +51,7 @@ see the browser, not the balancer.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,10 @@ HAPROXY_APT = "apt-get install -y haproxy"
 
 class BalancerMissing(RuntimeError):
     """HAProxy is not installed."""
+
+
+class BadApiCpus(RuntimeError):
+    """`API_CPUS` names a CPU this process may not use, or all of them."""
 
 
 def haproxy_binary() -> str:
@@ -183,6 +188,23 @@ def dashboard_nice(s: Settings, api: int) -> int:
     return s.dashboard_nice if api > 0 else 0
 
 
+def cpu_split(s: Settings, api: int) -> tuple[frozenset[int] | None, frozenset[int] | None]:
+    """(CPUs of the API processes, CPUs of the dashboards): `API_CPUS` and the rest of the
+    CPUs this process may use, when API processes serve the API; (None, None) otherwise.
+    Refused (BadApiCpus, with the CPUs there are) when `API_CPUS` names a CPU this machine
+    does not give us or leaves none for the dashboards."""
+    kept = s.api_cpu_set
+    if api <= 0 or not kept:
+        return None, None
+    usable = frozenset(os.sched_getaffinity(0))
+    if not kept <= usable or not usable - kept:
+        raise BadApiCpus(
+            f"API_CPUS={s.api_cpus} must name some, not all, of the CPUs this process may use "
+            f"({','.join(map(str, sorted(usable)))})"
+        )
+    return kept, usable - kept
+
+
 def dashboard_children(
     s: Settings, redis_url: str, replicas: int, logs: Path | None = None, api: int = 0
 ) -> list[Child]:
@@ -190,23 +212,33 @@ def dashboard_children(
     0), or `replicas` of it and `api` API processes (`python -m api.main`) on free loopback
     ports and HAProxy on HOST:PORT (started last, so it is stopped first)."""
 
-    def child(module: str, name: str, log: Path | None, nice: int = 0, **env: str) -> Child:
+    def child(
+        module: str,
+        name: str,
+        log: Path | None,
+        nice: int = 0,
+        cpus: frozenset[int] | None = None,
+        **env: str,
+    ) -> Child:
         argv = [sys.executable, "-m", module]
-        return Child(name, lambda: spawn(argv, child_env(s, redis_url, **env), log, nice), log)
+        return Child(
+            name, lambda: spawn(argv, child_env(s, redis_url, **env), log, nice, cpus), log
+        )
 
     if replicas <= 1 and api <= 0:
         return [child("ui.main", "dashboard", logs / "ui.log" if logs else None)]
+    api_cpus, dashboard_cpus = cpu_split(s, api)
     haproxy = haproxy_binary()
     ports = [free_port() for _ in range(replicas)]
     api_ports = [free_port() for _ in range(api)]
     config = write_config(s, ports, api_ports)
     children = [
         child("ui.main", f"dashboard {i}", logs / f"ui-{i}.log" if logs else None,
-              dashboard_nice(s, api), HOST="127.0.0.1", PORT=str(p))
+              dashboard_nice(s, api), dashboard_cpus, HOST="127.0.0.1", PORT=str(p))
         for i, p in enumerate(ports)
     ] + [
         child("api.main", f"api {i}", logs / f"api-{i}.log" if logs else None,
-              HOST="127.0.0.1", PORT=str(p))
+              0, api_cpus, HOST="127.0.0.1", PORT=str(p))
         for i, p in enumerate(api_ports)
     ]  # fmt: skip
     log = logs / "balancer.log" if logs else None

@@ -285,16 +285,23 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 def spawn(
-    argv: list[str], env: dict[str, str], log_path: Path | None = None, nice: int = 0
+    argv: list[str],
+    env: dict[str, str],
+    log_path: Path | None = None,
+    nice: int = 0,
+    cpus: frozenset[int] | None = None,
 ) -> subprocess.Popen:
     """Start a child in its own process group that dies with its parent, `nice` added to its
-    niceness (a lower CPU priority: `DASHBOARD_NICE`, ops.balancer)."""
+    niceness (a lower CPU priority: `DASHBOARD_NICE`, ops.balancer) and, given `cpus`, run
+    only on those CPUs (`API_CPUS`, ops.balancer)."""
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
 
     def before_exec() -> None:  # pragma: no cover - runs in the child before exec
         _die_with_parent()
         if nice:
             os.nice(nice)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
 
     try:
         return subprocess.Popen(

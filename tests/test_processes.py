@@ -191,3 +191,39 @@ def test_the_embedded_redis_is_a_jemalloc_build_when_one_is_on_path(monkeypatch,
     assert choose() == system
     version = subprocess.run([choose(), "--version"], capture_output=True, text=True).stdout
     assert "malloc=jemalloc" in version
+
+
+def test_api_cpus_pin_the_api_processes_and_keep_the_dashboards_off_them(tmp_path) -> None:
+    """`API_CPUS`: the API processes run on those CPUs only, the dashboards on the others
+    (checked on real children's affinity); a CPU we may not use, or all of them, is refused
+    by `run.py ui` with the CPUs there are."""
+    from ops.balancer import cpu_split
+    from ops.processes import spawn
+
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        pytest.skip("needs 2 CPUs")
+    s = Settings(_env_file=None, api_cpus=str(usable[0]))
+    assert s.api_cpu_set == {usable[0]}
+    assert cpu_split(s, 0) == (None, None)  # no API processes: nothing pinned
+    api_cpus, dashboard_cpus = cpu_split(s, 1)
+    assert api_cpus == {usable[0]} and dashboard_cpus == set(usable[1:])
+    for cpus in (api_cpus, dashboard_cpus):
+        child = spawn(["sleep", "30"], dict(os.environ), cpus=cpus)
+        try:
+            assert os.sched_getaffinity(child.pid) == cpus
+        finally:
+            child.kill()
+            child.wait()
+    assert Settings(_env_file=None, api_cpus="0-1,3").api_cpu_set == {0, 1, 3}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    for bad in (",".join(map(str, usable)), "4096"):
+        env.update(API_CPUS=bad, DATA_DIR=str(tmp_path), REDIS_URL="redis://127.0.0.1:1/0")
+        done = subprocess.run(
+            [sys.executable, "run.py", "ui", "--replicas", "1", "--api-replicas", "1"],
+            cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert f"API_CPUS={bad} must name some, not all" in done.stderr
+    with pytest.raises(ValueError, match="api_cpus"):
+        Settings(_env_file=None, api_cpus="0;rm")
