@@ -8,6 +8,8 @@ HAProxy, against a bare FastAPI floor serving the same routes.
         --dashboard-nice 0 5 --seconds 20 --tabs 2 --no-floor     # DASHBOARD_NICE, both sides
     uv run python -m bench.users --users 1000 --checkin-rate 1000 --replicas 2 \
         --api-replicas 1 --dashboard-nice 0 5 --seconds 20 --tabs 2 --no-floor  # issue 13
+    API_CPUS=0 uv run python -m bench.users --users 1000 --checkin-rate 1000 --replicas 2 \
+        --api-replicas 1 --seconds 20 --tabs 2 --no-floor --load-cpus 1  # a core for the API
 
 One run starts its own redis-server and, per side, the server on a free port:
 
@@ -184,6 +186,7 @@ from pydantic import ValidationError  # floor's handler annotations here
 from bench import harness as h
 from core import keys
 from core.records import CheckIn
+from core.settings import Settings
 from ops.processes import PROJECT_DIR
 
 USER, PASSWORD, API_KEY = "organiser", "bench-password-1", "bench-key"
@@ -338,7 +341,6 @@ def start_ours(
     redis_url: str, work: Path, replicas: int, api: int = 0, nice: int | None = None
 ) -> Server:
     from auth.users import UserStore
-    from core.settings import Settings
 
     nice = Settings().dashboard_nice if nice is None else nice
     data = work / f"ours-{replicas}-{api}-{nice}"
@@ -822,6 +824,7 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
         "loadgen_cores": (wcpu1 - wcpu0) / span,
         "loadgen_ms_per_req": (wcpu1 - wcpu0) / max(1, offered["gates"] + offered["api"]) * 1000,
         "load": f"{load0:.1f}-{load1:.1f}",
+        "load_cpus": ",".join(map(str, sorted(os.sched_getaffinity(0)))),
         "tabs_saw": tab_counts,
     }
 
@@ -845,7 +848,8 @@ def line(m: dict[str, Any]) -> str:
         f"deflated) "
         f"(server {m['server_cores']:.2f} cores, redis {m['redis_cores']:.2f}, "
         f"users' client {m['client_cores']:.2f}, load workers {m['loadgen_cores']:.2f} = "
-        f"{m['loadgen_ms_per_req']:.2f} ms/request) load={m['load']} tabs saw={m['tabs_saw']} "
+        f"{m['loadgen_ms_per_req']:.2f} ms/request, on CPUs {m['load_cpus']}) load={m['load']} "
+        f"tabs saw={m['tabs_saw']} "
         f"errors={m['errors'] or 0}"
     )
 
@@ -893,6 +897,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--no-floor", action="store_true")
+    p.add_argument(
+        "--load-cpus",
+        help="CPUs for the load (this process's users' sockets, the gate and API workers, "
+        "Chromium), as in API_CPUS: set once the server runs, as if the load came from other "
+        "machines; e.g. with API_CPUS=0, --load-cpus 1 keeps the API's core for the API",
+    )
     p.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.floor_server:
@@ -920,7 +930,14 @@ def main(argv: list[str] | None = None) -> int:
                     if kind == "ours"
                     else start_floor(args.redis_url, work)
                 )
-                m = asyncio.run(run_side(srv, redis_proc, args))
+                all_cpus = os.sched_getaffinity(0)
+                if args.load_cpus:  # the server (started above) keeps its own affinity
+                    cpus = Settings(_env_file=None, api_cpus=args.load_cpus).api_cpu_set
+                    os.sched_setaffinity(0, cpus)
+                try:
+                    m = asyncio.run(run_side(srv, redis_proc, args))
+                finally:
+                    os.sched_setaffinity(0, all_cpus)
                 print(line(m), flush=True)
                 results.append(m)
         finally:
