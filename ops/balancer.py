@@ -194,10 +194,10 @@ def cpu_split(s: Settings, api: int) -> tuple[frozenset[int] | None, frozenset[i
     Refused (BadApiCpus, with the CPUs there are) when `API_CPUS` names a CPU this machine
     does not give us or leaves none for the dashboards."""
     kept = s.api_cpu_set
-    if api <= 0 or not kept:
+    if api <= 0 or not s.api_cpus:
         return None, None
     usable = frozenset(os.sched_getaffinity(0))
-    if not kept <= usable or not usable - kept:
+    if not kept or not kept <= usable or not usable - kept:
         raise BadApiCpus(
             f"API_CPUS={s.api_cpus} must name some, not all, of the CPUs this process may use "
             f"({','.join(map(str, sorted(usable)))})"

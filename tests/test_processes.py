@@ -217,7 +217,7 @@ def test_api_cpus_pin_the_api_processes_and_keep_the_dashboards_off_them(tmp_pat
             child.wait()
     assert Settings(_env_file=None, api_cpus="0-1,3").api_cpu_set == {0, 1, 3}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    for bad in (",".join(map(str, usable)), "4096"):
+    for bad in (",".join(map(str, usable)), "4096", "1-0"):
         env.update(API_CPUS=bad, DATA_DIR=str(tmp_path), REDIS_URL="redis://127.0.0.1:1/0")
         done = subprocess.run(
             [sys.executable, "run.py", "ui", "--replicas", "1", "--api-replicas", "1"],
