@@ -591,11 +591,16 @@ def load_worker(spec: LoadSpec, ready: Any, stop: Any, out: Any) -> None:
     waiting)])."""
     samples: list[tuple[float, float, int]] = []
     skipped: list[tuple[float, int]] = []
-    asyncio.run(_load(spec, ready, stop, samples, skipped))
-    out.put((spec.kind, samples, skipped))
+    stalls: list[tuple[float, float]] = []
+    asyncio.run(_load(spec, ready, stop, samples, skipped, stalls))
+    out.put((spec.kind, samples, skipped, stalls))
 
 
-async def _load(spec: LoadSpec, ready: Any, stop: Any, samples: list, skipped: list) -> None:
+async def _load(
+    spec: LoadSpec, ready: Any, stop: Any, samples: list, skipped: list, stalls: list
+) -> None:
+    """`stalls` gets (when, seconds) for each time the gate loop woke > 20 ms late: the
+    worker itself held up (no CPU), which delays sends and inflates the latencies it times."""
     import aiohttp
 
     headers = {"X-API-Key": API_KEY}
@@ -635,8 +640,13 @@ async def _load(spec: LoadSpec, ready: Any, stop: Any, samples: list, skipped: l
             tasks: set[asyncio.Task] = set()
             start, i = time.monotonic(), 0
             n = len(spec.tokens)
+            woke = start
             while not loop_stop.is_set():
-                due = int((time.monotonic() - start) * spec.rate)
+                now = time.monotonic()
+                if now - woke > 0.022:  # asked to wake after 2 ms
+                    stalls.append((now, now - woke - 0.002))
+                woke = now
+                due = int((now - start) * spec.rate)
                 while i < due:  # open loop: what is due is sent now, unless too many wait
                     if len(tasks) >= spec.inflight:
                         skipped.append((time.monotonic(), due - i))
@@ -686,7 +696,7 @@ class LoadWorkers:
     def cpu(self) -> float:
         return sum(h.proc_cpu(p.pid) or 0.0 for p in self.procs)
 
-    def finish(self) -> list[tuple[str, list[tuple[float, float, int]], list[tuple[float, int]]]]:
+    def finish(self) -> list[tuple[str, list, list, list]]:
         self.stop.set()
         got = [self.out.get(timeout=120) for _ in self.procs]
         for p in self.procs:
@@ -773,8 +783,10 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
     offered = {"gates": 0, "api": 0}
     lats: dict[str, list[float]] = {"gates": [], "api": []}
     skipped = 0
-    for kind, samples, skip in done:
+    stalls = []
+    for kind, samples, skip, stall in done:
         skipped += sum(n for when, n in skip if t0 <= when < t1)
+        stalls += [s for when, s in stall if t0 <= when < t1]
         for sent, took, status in samples:
             if t0 <= sent < t1:
                 offered[kind] += 1
@@ -825,6 +837,8 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
         "loadgen_ms_per_req": (wcpu1 - wcpu0) / max(1, offered["gates"] + offered["api"]) * 1000,
         "load": f"{load0:.1f}-{load1:.1f}",
         "load_cpus": ",".join(map(str, sorted(os.sched_getaffinity(0)))),
+        "stall_max_ms": max(stalls, default=0.0) * 1000,
+        "stalls": len(stalls),
         "tabs_saw": tab_counts,
     }
 
@@ -848,7 +862,8 @@ def line(m: dict[str, Any]) -> str:
         f"deflated) "
         f"(server {m['server_cores']:.2f} cores, redis {m['redis_cores']:.2f}, "
         f"users' client {m['client_cores']:.2f}, load workers {m['loadgen_cores']:.2f} = "
-        f"{m['loadgen_ms_per_req']:.2f} ms/request, on CPUs {m['load_cpus']}) load={m['load']} "
+        f"{m['loadgen_ms_per_req']:.2f} ms/request, on CPUs {m['load_cpus']}; gate workers held up "
+        f"> 20 ms {m['stalls']} times, at most {m['stall_max_ms']:.0f} ms) load={m['load']} "
         f"tabs saw={m['tabs_saw']} "
         f"errors={m['errors'] or 0}"
     )
