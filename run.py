@@ -30,6 +30,7 @@ from cli.textout import format_table, jsonable
 from core import keys
 from core.settings import Settings
 from ops.balancer import BadApiCpus, BalancerMissing, dashboard_children
+from ops.embedded_redis import UnreadableRedisData
 from ops.processes import (
     FLOWS,
     apply_umask,
@@ -511,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (BalancerMissing, BadApiCpus) as exc:  # no HAProxy for replicas; a bad API_CPUS
+    except (BalancerMissing, BadApiCpus, UnreadableRedisData) as exc:  # what the operator fixes
         print(f"run.py {args.command}: {exc}", file=sys.stderr)
         return 2
 

