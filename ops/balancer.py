@@ -193,9 +193,9 @@ def cpu_split(s: Settings, api: int) -> tuple[frozenset[int] | None, frozenset[i
     CPUs this process may use, when API processes serve the API; (None, None) otherwise.
     Refused (BadApiCpus, with the CPUs there are) when `API_CPUS` names a CPU this machine
     does not give us or leaves none for the dashboards."""
-    kept = s.api_cpu_set
     if api <= 0 or not s.api_cpus:
         return None, None
+    kept = s.api_cpu_set
     usable = frozenset(os.sched_getaffinity(0))
     if not kept or not kept <= usable or not usable - kept:
         raise BadApiCpus(

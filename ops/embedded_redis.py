@@ -45,8 +45,10 @@ def redis_server_binary() -> str:
     return str(path)
 
 
+@functools.cache
 def _version_line(path: Path | str) -> str:
-    """What the redis-server at `path` says of itself (`--version`; empty if it cannot run)."""
+    """What the redis-server at `path` says of itself (`--version`; empty if it cannot run),
+    asked once per process: every (re)start of the embedded server checks it."""
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -70,7 +72,7 @@ def _check_readable(rdir: Path, binary: str) -> None:
     the other way round."""
     if not (rdir / "appendonlydir").exists():
         return
-    found = re.search(r"v=(\d+)\.", _version_line(binary))
+    found = re.search(r"v=(\d+)\.", _version_line(Path(binary)))
     if found and int(found.group(1)) < 7:
         raise UnreadableRedisData(
             f"{rdir} holds data written by redis-server 7 or newer (appendonlydir), which "
