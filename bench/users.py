@@ -51,8 +51,13 @@ requests answered), the traffic per user (KiB a second of socket messages, and w
 permessage-deflate would leave of it: the first `SAMPLED` users deflate what they receive as
 the server does with `WS_COMPRESSION` on), redis CPU, the users' client's CPU (this process)
 and the load workers' (with their CPU per request sent: subtract it on a machine they share),
-and the machine's load. The last line ends with `ratio=<floor CPU per request / ours>` for
-each replica count.
+and the machine's load. With HAProxy in front (`--replicas` > 1 or `--api-replicas` > 0) ours
+runs with `BALANCER_ACCESS_LOG` on, and the line ends with the API requests as the balancer
+timed them (first byte in to last byte out, its queue included; `balancer_times`): the
+server's side of the same latency, without what the load workers waited for a CPU themselves.
+With `events:recent` full from the start (as a venue has it), page 1 of `/api/events` is
+answered from it on both sides. The last line ends with `ratio=<floor CPU per request / ours>`
+for each replica count.
 
 The gates and API clients run in worker processes (`load_worker`: `multiprocessing` spawn,
 each its own event loop and aiohttp pool, which NiceGUI already depends on and which costs
@@ -187,6 +192,7 @@ from bench import harness as h
 from core import keys
 from core.records import CheckIn
 from core.settings import Settings
+from ops.balancer import access_lines
 from ops.processes import PROJECT_DIR
 
 USER, PASSWORD, API_KEY = "organiser", "bench-password-1", "bench-key"
@@ -326,6 +332,10 @@ class Server:
     def stop(self) -> None:
         h.stop_all([self.proc], 40)  # SIGINT, then kill after 40 s
 
+    def balancer_log_size(self) -> int:
+        path = self.data / "logs" / "balancer.log"
+        return path.stat().st_size if path.exists() else 0
+
 
 def _env(redis_url: str, data: Path, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
@@ -352,7 +362,8 @@ def start_ours(
         proc = subprocess.Popen(
             [sys.executable, "run.py", "ui", "--replicas", str(replicas), "--api-replicas",
              str(api)],
-            cwd=PROJECT_DIR, env=_env(redis_url, data, port, DASHBOARD_NICE=str(nice)),
+            cwd=PROJECT_DIR, env=_env(redis_url, data, port, DASHBOARD_NICE=str(nice),
+                                      BALANCER_ACCESS_LOG="true"),
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     srv = Server("ours", replicas, proc, f"http://127.0.0.1:{port}", log, api, nice if api else 0)
@@ -537,7 +548,10 @@ def stored_event(seq: int) -> dict[str, Any]:
 async def publisher(redis_url: str, rate: float, stats: Stats, stop: asyncio.Event) -> None:
     r = aioredis.Redis.from_url(redis_url)
     seq = 0
-    try:
+    try:  # a full `events:recent` first, as a venue has it: page 1 of /api/events comes from
+        # it (with fewer than asked, ours also asks the lake); numbers no delay is measured on
+        preload = [json.dumps(stored_event(10**9 + i)) for i in range(keys.RECENT_SIZE)]
+        await r.lpush(keys.EVENTS_RECENT, *preload)
         while not stop.is_set():
             seq += 1
             ev = json.dumps(stored_event(seq))
@@ -768,11 +782,11 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
     stats.measuring = True
     updates0 = stats.updates
     cpu0, rcpu0, own0, t0 = srv.cpu(), h.proc_cpu(redis_proc.pid) or 0, own_cpu(), time.monotonic()
-    wcpu0, load0 = workers.cpu(), os.getloadavg()[0]
+    wcpu0, load0, log0 = workers.cpu(), os.getloadavg()[0], srv.balancer_log_size()
     await asyncio.sleep(args.seconds)
     stats.measuring = False
     cpu1, rcpu1, own1, t1 = srv.cpu(), h.proc_cpu(redis_proc.pid) or 0, own_cpu(), time.monotonic()
-    wcpu1, load1 = workers.cpu(), os.getloadavg()[0]
+    wcpu1, load1, log1 = workers.cpu(), os.getloadavg()[0], srv.balancer_log_size()
     connected = stats.connected
     stop.set()
     done = await asyncio.to_thread(workers.finish)
@@ -797,6 +811,7 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
     checkin_lat, api_lat = sorted(lats["gates"]), sorted(lats["api"])
     lat = sorted(checkin_lat + api_lat)
     requests = len(lat)
+    balancer = balancer_times(srv, log0, log1)
     return {
         "side": srv.kind
         if srv.kind == "floor"
@@ -840,6 +855,37 @@ async def measure(srv: Server, redis_proc: subprocess.Popen, args: argparse.Name
         "stall_max_ms": max(stalls, default=0.0) * 1000,
         "stalls": len(stalls),
         "tabs_saw": tab_counts,
+        **balancer,
+    }
+
+
+def balancer_times(srv: Server, start: int, end: int) -> dict[str, Any]:
+    """The API requests HAProxy's access log (`BALANCER_ACCESS_LOG`) has between two sizes of
+    balancer.log, i.e. answered in the measured window: their time as the balancer saw it
+    (`Ta`, first byte of the request to last byte of the answer, HAProxy's queue included)
+    and in HAProxy's queue (`Tw`). The gates' and API clients' own times add what they waited
+    for a CPU themselves (`stalls`); these do not. Empty without a balancer."""
+    path = srv.data / "logs" / "balancer.log"
+    if srv.kind != "ours" or end <= start or not path.exists():
+        return {}
+    with open(path, "rb") as f:
+        f.seek(start)
+        text = f.read(end - start).decode(errors="replace")
+    lines = [a for a in access_lines(text) if a.path in ("/api/checkins", "/api/events")]
+    if not lines:
+        return {}
+    total = sorted(a.total_ms for a in lines if a.status in (200, 202))
+    checkins = sorted(a.total_ms for a in lines if a.path == "/api/checkins" and a.status == 202)
+    pages = sorted(a.total_ms for a in lines if a.path == "/api/events" and a.status == 200)
+    return {
+        "lb_requests": len(lines),
+        "lb_refused": sum(a.status not in (200, 202) for a in lines),
+        "lb_p50_ms": h.pct(total, 50) if total else float("nan"),
+        "lb_p99_ms": h.pct(total, 99) if total else float("nan"),
+        "lb_max_ms": total[-1] if total else float("nan"),
+        "lb_checkin_p99_ms": h.pct(checkins, 99) if checkins else float("nan"),
+        "lb_events_p99_ms": h.pct(pages, 99) if pages else float("nan"),
+        "lb_queue_p99_ms": h.pct(sorted(a.wait_ms for a in lines), 99),
     }
 
 
@@ -866,6 +912,15 @@ def line(m: dict[str, Any]) -> str:
         f"> 20 ms {m['stalls']} times, at most {m['stall_max_ms']:.0f} ms) load={m['load']} "
         f"tabs saw={m['tabs_saw']} "
         f"errors={m['errors'] or 0}"
+        + (
+            f" | at the balancer: {m['lb_requests']} API requests answered in the window "
+            f"({m['lb_refused']} not 200/202), API p50={m['lb_p50_ms']:.0f} ms "
+            f"p99={m['lb_p99_ms']:.0f} ms max={m['lb_max_ms']:.0f} ms (checkins p99 "
+            f"{m['lb_checkin_p99_ms']:.0f}, /api/events p99 {m['lb_events_p99_ms']:.0f}; in "
+            f"HAProxy's queue p99 {m['lb_queue_p99_ms']:.0f} ms)"
+            if "lb_requests" in m
+            else ""
+        )
     )
 
 

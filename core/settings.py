@@ -194,9 +194,16 @@ class Settings(BaseSettings):
         default="",
         pattern=r"^(\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*)?$",
         description="CPUs kept for the API processes when there are any (`API_REPLICAS` > 0), "
-        "as Linux lists them (`0`, `0,2`, `0-1`): the API processes run on these only and the "
-        "dashboards on the others, so pages never take a gate's CPU (docs/operating.md, API "
-        "replicas). Empty: no pinning.",
+        "as Linux lists them (`0`, `0,2`, `0-1`): the API processes run on these only, the "
+        "dashboards and HAProxy (which carries the pages' sockets) on the others, so pages "
+        "never take a gate's CPU (docs/operating.md, API replicas). Empty: no pinning.",
+    )
+    balancer_access_log: bool = Field(
+        default=False,
+        description="With HAProxy in front (`UI_REPLICAS` > 1 or `API_REPLICAS` > 0): a line "
+        "per request in DATA_DIR/logs/balancer.log with the backend and process that answered, "
+        "the status and the times in HAProxy's queue and in all (path only, never the query "
+        "string; docs/operating.md, Replicas).",
     )
     live_page_updates_per_s: float = Field(
         default=1000.0,

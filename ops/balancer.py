@@ -55,6 +55,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.settings import Settings
@@ -104,12 +105,61 @@ SERVED_BY = "X-Served-By"
 #: the limit, so they are answered after at most this many requests.
 API_MAXCONN = 64
 
+#: One line per request in `DATA_DIR/logs/balancer.log` with `BALANCER_ACCESS_LOG` on:
+#: HAProxy's `option httplog` fields without the captured cookies and with the path only, never
+#: the query string (a query may carry what must not reach a log):
+#: `client:port [accept date] frontend backend/server TR/Tw/Tc/Tr/Ta status bytes
+#: termination-state conns sq/bq method path`. Times in ms (`Tw` in HAProxy's queue, `Ta` from
+#: the request's first byte to the answer's last: what the balancer's clients waited; -1 when
+#: a phase never happened). A WebSocket's line is written when it closes.
+ACCESS_LOG_FORMAT = (
+    "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq %HM %HPO"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLine:
+    """One request of the balancer's access log (`ACCESS_LOG_FORMAT`)."""
+
+    backend: str
+    server: str
+    status: int
+    wait_ms: int  # Tw: in HAProxy's queue
+    total_ms: int  # Ta: first byte of the request to last byte of the answer
+    method: str
+    path: str
+
+
+def access_lines(text: str) -> list[AccessLine]:
+    """The requests in `text` (a piece of balancer.log); other lines (HAProxy's own messages,
+    a line cut by the piece's edges) are skipped."""
+    out = []
+    for line in text.splitlines():
+        w = line.split()
+        if len(w) != 12 or not w[1].startswith("[") or "/" not in w[3] or w[4].count("/") != 4:
+            continue
+        backend, _, server = w[3].partition("/")
+        times = w[4].split("/")
+        try:
+            out.append(
+                AccessLine(backend, server, int(w[5]), int(times[1]), int(times[4]), w[10], w[11])
+            )
+        except ValueError:
+            continue
+    return out
+
 
 def haproxy_config(
-    host: str, port: int, replicas: list[int], api: list[int] = (), maxconn: int = 8000
+    host: str,
+    port: int,
+    replicas: list[int],
+    api: list[int] = (),
+    maxconn: int = 8000,
+    access_log: bool = False,
 ) -> str:
     """The balancer's configuration: `host:port` in front, one server per dashboard port, and
-    a second backend `api` with one server per API process port (none: no such backend)."""
+    a second backend `api` with one server per API process port (none: no such backend);
+    `access_log`: a line per request on stderr (`ACCESS_LOG_FORMAT`)."""
     servers = "\n".join(
         f"    server dashboard{i} 127.0.0.1:{p} cookie d{i}" for i, p in enumerate(replicas)
     )
@@ -136,13 +186,17 @@ backend api
     default-server check inter 1s fall 3 rise 2 maxconn {API_MAXCONN}
 {api_servers}
 """
+    log_global = log_defaults = ""
+    if access_log:
+        log_global = "    log stderr format raw local0\n"
+        log_defaults = f'    log global\n    log-format "{ACCESS_LOG_FORMAT}"\n'
     return f"""# Written by ops/balancer.py at each start; edits are lost.
 global
     maxconn {maxconn}
-
+{log_global}
 defaults
     mode http
-    option forwardfor
+{log_defaults}    option forwardfor
     option redispatch
     retries 3
     timeout connect 2s
@@ -172,7 +226,9 @@ def write_config(s: Settings, replicas: list[int], api: list[int] = ()) -> Path:
     """Write and check (`haproxy -c`) the configuration under DATA_DIR/balancer."""
     path = s.data_dir / "balancer" / "haproxy.cfg"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(haproxy_config(s.host, s.port, replicas, list(api)))
+    path.write_text(
+        haproxy_config(s.host, s.port, replicas, list(api), access_log=s.balancer_access_log)
+    )
     check = subprocess.run(
         [haproxy_binary(), "-c", "-q", "-f", str(path)], capture_output=True, text=True
     )
@@ -189,8 +245,14 @@ def dashboard_nice(s: Settings, api: int) -> int:
 
 
 def cpu_split(s: Settings, api: int) -> tuple[frozenset[int] | None, frozenset[int] | None]:
-    """(CPUs of the API processes, CPUs of the dashboards): `API_CPUS` and the rest of the
-    CPUs this process may use, when API processes serve the API; (None, None) otherwise.
+    """(CPUs of the API processes, CPUs of the dashboards and HAProxy): `API_CPUS` and the
+    rest of the CPUs this process may use, when API processes serve the API; (None, None)
+    otherwise. HAProxy goes with the dashboards: at 1,000 users most of its work is their
+    sockets (28 % of a core against 17 % for 1,000 check-ins/s alone); left unpinned, the
+    scheduler moved it onto the API's core (the other being full), and HAProxy's own log had
+    API requests waiting up to 2.6 s in its queue for the API process (`bench.users --users
+    1000 --checkin-rate 1000 ... --load-cpus 1`, docs/operating.md, API replicas). At its
+    normal priority it gets the dashboards' core before the niced dashboards.
     Refused (BadApiCpus, with the CPUs there are) when `API_CPUS` names a CPU this machine
     does not give us or leaves none for the dashboards."""
     if api <= 0 or not s.api_cpus:
@@ -243,5 +305,11 @@ def dashboard_children(
     ]  # fmt: skip
     log = logs / "balancer.log" if logs else None
     argv_lb = [haproxy, "-db", "-f", str(config)]
-    children.append(Child("balancer", lambda: spawn(argv_lb, child_env(s, redis_url), log), log))
+    children.append(
+        Child(
+            "balancer",
+            lambda: spawn(argv_lb, child_env(s, redis_url), log, 0, dashboard_cpus),
+            log,
+        )
+    )
     return children

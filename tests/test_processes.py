@@ -194,10 +194,11 @@ def test_the_embedded_redis_is_a_jemalloc_build_when_one_is_on_path(monkeypatch,
 
 
 def test_api_cpus_pin_the_api_processes_and_keep_the_dashboards_off_them(tmp_path) -> None:
-    """`API_CPUS`: the API processes run on those CPUs only, the dashboards on the others
-    (checked on real children's affinity); a CPU we may not use, or all of them, is refused
-    by `run.py ui` with the CPUs there are."""
-    from ops.balancer import cpu_split
+    """`API_CPUS`: the API processes run on those CPUs only, the dashboards and the balancer
+    on the others (checked on real children's affinity); a CPU we may not use, or all of
+    them, is refused by `run.py ui` with the CPUs there are."""
+    from ops.balancer import cpu_split, dashboard_children
+    from ops.embedded_redis import free_port
     from ops.processes import spawn
 
     usable = sorted(os.sched_getaffinity(0))
@@ -215,6 +216,22 @@ def test_api_cpus_pin_the_api_processes_and_keep_the_dashboards_off_them(tmp_pat
         finally:
             child.kill()
             child.wait()
+    # What `run.py ui --api-replicas 1` starts, each child started for real: the API process
+    # on API_CPUS, the dashboard and HAProxy (which carries the pages' sockets) on the others.
+    stack = Settings(
+        _env_file=None, api_cpus=str(usable[0]), data_dir=tmp_path / "stack", host="127.0.0.1",
+        port=free_port(),
+    )  # fmt: skip
+    want = {"dashboard 0": dashboard_cpus, "api 0": api_cpus, "balancer": dashboard_cpus}
+    children = dashboard_children(stack, "redis://127.0.0.1:1/0", 1, api=1)
+    assert [c.name for c in children] == list(want)
+    for c in children:
+        proc = c.start()
+        try:
+            assert os.sched_getaffinity(proc.pid) == want[c.name], c.name
+        finally:
+            proc.kill()
+            proc.wait()
     assert Settings(_env_file=None, api_cpus="0-1,3").api_cpu_set == {0, 1, 3}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     for bad in (",".join(map(str, usable)), "4096", "1-0"):

@@ -28,7 +28,14 @@ from playwright.sync_api import Browser, expect
 
 from bench import harness as h
 from core import keys
-from ops.balancer import SERVED_BY, STICKY_COOKIE, BalancerMissing, haproxy_binary
+from ops.balancer import (
+    SERVED_BY,
+    STICKY_COOKIE,
+    AccessLine,
+    BalancerMissing,
+    access_lines,
+    haproxy_binary,
+)
 from ops.processes import PROJECT_DIR
 from ops.supervisor import child_pids, cmdline
 from tests.support import (
@@ -50,7 +57,9 @@ WAIT_MS = 60_000  # a page reload after the failover, on a busy 2-core machine
 class Replicas:
     """`run.py ui --replicas 2` as a subprocess (its supervisor runs HAProxy and the two)."""
 
-    def __init__(self, redis_url: str, data: Path, api: int = 0, nice: int = 0):
+    def __init__(
+        self, redis_url: str, data: Path, api: int = 0, nice: int = 0, access_log: bool = False
+    ):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.data, self.log = data, data / "run-ui.log"
@@ -59,7 +68,7 @@ class Replicas:
         env.update(
             REDIS_URL=redis_url, DATA_DIR=str(data), HOST="127.0.0.1", PORT=str(self.port),
             HEALTH_FLOWS="events", PYTHONUNBUFFERED="1", API_KEYS=API_KEY,
-            DASHBOARD_NICE=str(nice),
+            DASHBOARD_NICE=str(nice), BALANCER_ACCESS_LOG=str(access_log).lower(),
         )  # fmt: skip
         cmd = [sys.executable, "run.py", "ui", "--replicas", "2", "--api-replicas", str(api)]
         self.api = api
@@ -70,6 +79,10 @@ class Replicas:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
+
+    def access(self) -> list[AccessLine]:
+        """The requests in HAProxy's access log (`BALANCER_ACCESS_LOG`)."""
+        return access_lines((self.data / "logs" / "balancer.log").read_text(errors="replace"))
 
     def _servers(self, prefix: str, name_at: int) -> dict[str, str]:
         """The generated config's `server` lines starting with `prefix`: word `name_at` →
@@ -148,7 +161,7 @@ class Replicas:
 
 
 def _stack(
-    tmp_path: Path, redis_server: RedisServer, api: int, nice: int = 0
+    tmp_path: Path, redis_server: RedisServer, api: int, nice: int = 0, access_log: bool = False
 ) -> Iterator[Replicas]:
     try:
         haproxy_binary()
@@ -156,7 +169,7 @@ def _stack(
         pytest.fail(str(exc))  # CI installs it (.ci/run): never a skip
     data = tmp_path / "data"
     data.mkdir()
-    rep = Replicas(redis_server.url, data, api, nice)
+    rep = Replicas(redis_server.url, data, api, nice, access_log)
     try:
         wait_for(rep.ready, 180, 0.5, f"two replicas and {api} API processes behind HAProxy")
         yield rep
@@ -176,7 +189,7 @@ NICE = 7
 
 @pytest.fixture
 def with_api(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replicas]:
-    yield from _stack(tmp_path, redis_server, 2, NICE)
+    yield from _stack(tmp_path, redis_server, 2, NICE, access_log=True)
 
 
 def check_niceness(stack: Replicas) -> int:
@@ -242,6 +255,7 @@ def test_a_replica_killed_under_a_logged_in_page_loses_neither_login_nor_live_vi
     wait_for(lambda: replicas.answers(served), 180, 1, "the restarted replica to answer again")
     ctx.close()
     r.close()
+    assert replicas.access() == []  # BALANCER_ACCESS_LOG is off by default
 
 
 def test_socket_polling_sticks_and_a_logout_ends_the_session_on_every_replica(
@@ -328,6 +342,25 @@ def test_api_key_requests_are_answered_by_api_processes_and_survive_a_kill(
             assert got.status_code == 202, (got.status_code, got.text)
             accepted += 1
         assert r.xlen(keys.EVENTS_IN) == accepted
+        page = api.get("/api/events", params={"page": 1, "size": 5})
+        assert page.status_code == 200, page.text
+
+    # BALANCER_ACCESS_LOG: a line per request, who answered, status, times; never the query.
+    def logged() -> list[AccessLine]:
+        return [a for a in with_api.access() if a.backend == "api"]
+
+    wait_for(lambda: any(a.method == "GET" for a in logged()), 10, 0.2, "the access log")
+    lines = logged()
+    posts = [(a.path, a.status) for a in lines if a.method == "POST"]
+    assert posts.count(("/api/events", 202)) == accepted, posts
+    assert ("/api/events", bad.status_code) in posts, posts
+    assert ("/api/events", junk.status_code) in posts, posts
+    assert ("/api/events", 200) in [(a.path, a.status) for a in lines if a.method == "GET"]
+    assert {a.server for a in lines} <= {"api0", "api1"} and all(
+        a.total_ms >= 0 and a.wait_ms >= 0 for a in lines
+    ), lines
+    assert any(a.backend == "replicas" and a.path == "/api/auth/me" for a in with_api.access())
+    assert "size=" not in (with_api.data / "logs" / "balancer.log").read_text()
     wait_for(
         lambda: "api 0 killed by SIGKILL" in with_api.output(),
         30, 0.5, "the supervisor to see the API process die",
