@@ -332,9 +332,13 @@ class Server:
     def stop(self) -> None:
         h.stop_all([self.proc], 40)  # SIGINT, then kill after 40 s
 
+    @property
+    def balancer_log(self) -> Path:
+        """HAProxy's log (`run.py ui` with a balancer; the floor has none)."""
+        return self.data / "logs" / "balancer.log"
+
     def balancer_log_size(self) -> int:
-        path = self.data / "logs" / "balancer.log"
-        return path.stat().st_size if path.exists() else 0
+        return self.balancer_log.stat().st_size if self.balancer_log.exists() else 0
 
 
 def _env(redis_url: str, data: Path, port: int, **extra: str) -> dict[str, str]:
@@ -865,10 +869,9 @@ def balancer_times(srv: Server, start: int, end: int) -> dict[str, Any]:
     (`Ta`, first byte of the request to last byte of the answer, HAProxy's queue included)
     and in HAProxy's queue (`Tw`). The gates' and API clients' own times add what they waited
     for a CPU themselves (`stalls`); these do not. Empty without a balancer."""
-    path = srv.data / "logs" / "balancer.log"
-    if srv.kind != "ours" or end <= start or not path.exists():
+    if end <= start:  # no balancer, or no request answered
         return {}
-    with open(path, "rb") as f:
+    with open(srv.balancer_log, "rb") as f:
         f.seek(start)
         text = f.read(end - start).decode(errors="replace")
     lines = [a for a in access_lines(text) if a.path in ("/api/checkins", "/api/events")]
