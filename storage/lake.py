@@ -128,15 +128,31 @@ def retrying(
     raise AssertionError("unreachable")
 
 
+#: Opening a table lists its `_delta_log`, then reads the entries after the newest
+#: checkpoint; log cleanup (maintenance, or a writer's own after its checkpoint) may delete a
+#: listed entry in between. Seen in CI: `run.py lake maintain` died at start with `Kernel
+#: error: File not found: .../_delta_log/00000000000000000010.json` (maintenance every 0.1 s,
+#: 1 s log retention, tests/test_lake_readers.py). Listing again finds the checkpoint that
+#: replaced the entry, so such an open is retried.
+OPEN_RETRIES = 5
+
+
 def open_table(lake: Lake | Path, table: str, create: bool = True) -> DeltaTable:
     """Open a lake table, creating it empty (with its properties) if it does not exist."""
     lake = as_lake(lake)
     uri = lake.table_uri(table)
-    try:
-        return DeltaTable(uri, storage_options=lake.options())
-    except TableNotFoundError:
-        if not create:
-            raise
+    for attempt in range(OPEN_RETRIES + 1):
+        try:
+            return DeltaTable(uri, storage_options=lake.options())
+        except TableNotFoundError:
+            if not create:
+                raise
+            break
+        except DeltaError as exc:
+            if attempt == OPEN_RETRIES or not stale_log(exc):
+                raise
+            log.warning("%s: a log entry vanished while the table opened (%s); again", table, exc)
+            time.sleep(0.01 * (attempt + 1))
     if lake.local:
         Path(uri).mkdir(parents=True, exist_ok=True)
     try:
